@@ -185,7 +185,7 @@ def cmd_train(args) -> dict:
     # after N steps, when every argument has been checked.
     state_path = out_dir / "state.pt" if args.checkpoint_every else None
     result = fit(data=data, target=target, depth=args.depth, seeds=args.seeds, seed=args.seed,
-                 method=args.method, phase1=args.phase1, phase2=args.phase2,
+                 method=args.method, phase1=args.phase1, phase2=args.phase2, shape=args.shape,
                  sparse=args.sparse, device=args.device, parameterization=args.param,
                  starts=args.starts, grow_from=args.grow_from, checkpoint=state_path,
                  checkpoint_every=args.checkpoint_every, resume=resume,
@@ -239,15 +239,16 @@ def resume_args(args):
 
 
 def draw_run(out_dir: Path, metrics: dict, models, data, loss, boundary) -> list:
-    """fit.png (best seed) and history.png of a run folder."""
-    from .plots import plot_fit, plot_history
+    """fit.png (best seed; a surface and its error in 2D) and history.png of a run folder."""
+    from .plots import plot_fit, plot_history, plot_surface
 
     mse = np.array(metrics["mse"], dtype=float)
     best = int(np.nanargmin(mse))
     seed = metrics["seed_list"][best]
-    return [plot_fit(models[best], data, out_dir / "fit.png",
-                     title=f"{metrics['method']}, depth {metrics['depth']}, seed {seed}: "
-                           f"MSE {mse[best]:.2e}"),
+    draw = plot_fit if data.dims == 1 else plot_surface
+    return [draw(models[best], data, out_dir / "fit.png",
+                 title=f"{metrics['method']} ({metrics.get('shape', 'convex')}), depth "
+                       f"{metrics['depth']}, seed {seed}: MSE {mse[best]:.2e}"),
             plot_history(loss, boundary, out_dir / "history.png",
                          title=f"{metrics['method']} on {metrics['target']}")]
 
@@ -272,8 +273,8 @@ def cmd_report(args) -> dict:
     models = [checkpoint.load(run / "checkpoints" / f"seed-{s:04d}.pt")[0]
               for s in metrics["seed_list"]]
     plots = draw_run(run, metrics, models, data, loss, boundary)
-    keys = ("method", "target", "depth", "seeds", "mse_min", "mse_mean", "mse_median",
-            "pieces_mean", "optimal_mse", "efficiency_mean", "diverged", "seconds", "command",
+    keys = ("method", "target", "depth", "shape", "seeds", "mse_min", "mse_mean", "mse_median",
+            "pieces_mean", "optimal_mse", "optimal_pieces", "efficiency_mean", "diverged", "seconds", "command",
             "versions", "data_sha256")
     return {**{k: metrics.get(k) for k in keys}, "plots": [str(p) for p in plots]}
 
@@ -292,16 +293,24 @@ def show_train(out: dict) -> str:
              f"({out['seconds']:.1f} s)",
              f"MSE  min {out['mse_min']:.3e}   mean {out['mse_mean']:.3e}   "
              f"median {out['mse_median']:.3e}",
-             f"linear pieces (mean over seeds) {out['pieces_mean']:.1f} (the construction "
-             f"has {2 ** out['depth']}; raw training may add or lose some)"]
+             f"linear pieces (mean over seeds) {out['pieces_mean']:.1f} " + _pieces_note(out)]
     if out.get("optimal_mse") is not None:
-        lines.append(f"optimum with {2 ** out['depth']} free knots {out['optimal_mse']:.3e}; "
+        lines.append(f"optimum with {out['optimal_pieces']} pieces {out['optimal_mse']:.3e}; "
                      f"efficiency (optimum / achieved, mean) {out['efficiency_mean']:.3f}")
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
     if out.get("out"):
         lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png, checkpoints/")
     return "\n".join(lines)
+
+
+def _pieces_note(out: dict) -> str:
+    shape, d = out.get("shape") or "convex", out["depth"]
+    if shape in ("convex", "concave"):
+        return f"(the construction has {2 ** d}; raw training may add or lose some)"
+    if shape == "dc":
+        return f"(two constructions: up to {2 ** (d + 1) - 1})"
+    return "(along the diagonal of the input box)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,12 +491,14 @@ def build_parser() -> Parser:
     t.add_argument("--depth", type=int, default=5, help="hidden layers (default 5)")
     t.add_argument("--seeds", type=int, default=30, help="runs, trained together (default 30)")
     t.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    from .composite import SHAPES
     from .train import DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS
 
     t.add_argument("--method", default="pretrain-thm31", choices=METHODS,
                    help="default pretrain-thm31")
     pts = t.add_mutually_exclusive_group()
-    pts.add_argument("--points", type=int, default=500, help="evenly spaced points (default 500)")
+    pts.add_argument("--points", type=int, help="evenly spaced points (default 500; a 2D target: "
+                     "points per axis of a grid, default 41)")
     pts.add_argument("--sparse", type=int, metavar="N", help="N random training and N test points")
     t.add_argument("--phase1", type=phase_spec, default=DEFAULT_PHASE1, metavar="OPT:STEPS[:LR]",
                    help=f"phase 1 (default {DEFAULT_PHASE1.optimizer}:{DEFAULT_PHASE1.steps}); "
@@ -495,6 +506,10 @@ def build_parser() -> Parser:
     t.add_argument("--phase2", type=phase_spec, default=DEFAULT_PHASE2, metavar="OPT:STEPS[:LR]",
                    help=f"phase 2 (default {DEFAULT_PHASE2.optimizer}:{DEFAULT_PHASE2.steps}); "
                         f"one-phase methods get both budgets with this optimizer")
+    t.add_argument("--shape", choices=SHAPES, default="auto",
+                   help="construction layout: 1D convex, concave or dc (convex minus convex); 2D "
+                        "ridge (sum along the quadratic's axes) or radial (a construction of that "
+                        "sum); auto picks from the data (default)")
     t.add_argument("--starts", type=int, default=8,
                    help="phase-1 starts per seed; the best is released (default 8)")
     t.add_argument("--grow-from", type=int, metavar="D0",

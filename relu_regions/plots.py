@@ -21,9 +21,10 @@ LINE_LIMIT = 256  # up to this many breakpoints each gets a vertical line; beyon
 
 @torch.no_grad()
 def evaluate(model, x: np.ndarray) -> np.ndarray:
-    """The 1D model's output at the points x (float64)."""
+    """The model's output at the points x ((n,) for 1D, (n, k) for k inputs; float64)."""
     p = next(iter(model.parameters()))
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=p.device).reshape(-1, 1)
+    x = np.asarray(x, dtype=np.float64)
+    xt = torch.as_tensor(x, device=p.device).reshape(x.shape[0] if x.ndim else 1, -1)
     return model(xt.to(p.dtype)).reshape(-1).double().cpu().numpy()
 
 
@@ -131,4 +132,38 @@ def plot_history(loss: np.ndarray, boundary: int, path, title: str = "training l
     ax.set_ylabel("MSE")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -> Path:
+    """A trained 2D net: target (data), network surface, and error, as images over the input box,
+    with the network's breakpoints along the box's diagonal (exact counter) marked on the error.
+    """
+    from .regions import count_regions_segment
+
+    (xlo, xhi), (ylo, yhi) = data.box
+    gx, gy = np.linspace(xlo, xhi, grid), np.linspace(ylo, yhi, grid)
+    pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
+    net = evaluate(model, pts).reshape(grid, grid)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.4))
+    extent = (xlo, xhi, ylo, yhi)
+    sc = a.scatter(data.x[:, 0], data.x[:, 1], c=data.y, s=6, cmap="viridis")
+    a.set_title("data")
+    fig.colorbar(sc, ax=a)
+    im = b.imshow(net, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    b.set_title("network")
+    fig.colorbar(im, ax=b)
+    err = evaluate(model, data.x) - data.y
+    lim = float(np.abs(err).max()) or 1.0
+    sc = c.scatter(data.x[:, 0], data.x[:, 1], c=err, s=6, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.colorbar(sc, ax=c)
+    line = count_regions_segment(model, [xlo, ylo], [xhi, yhi])
+    t = line.breakpoints
+    c.plot(xlo + t * (xhi - xlo), ylo + t * (yhi - ylo), "|", color="k", ms=5, alpha=0.6)
+    c.set_title(f"network - data (max |error| {lim:.2e}); "
+                f"{line.linear_pieces} pieces on the diagonal")
+    for ax in (a, b, c):
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.suptitle(title or "2D fit")
     return save_figure(fig, path)

@@ -171,6 +171,9 @@ def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
     for text in texts:
         try:
             f = T.parse_target(text)
+            if f.dims != 1:
+                raise InputError(f"target {text!r} is 2D; sweeps take 1D targets (train one 2D "
+                                 "target with `relu-regions train`)")
             # the data every cell of this target trains on: rejects a target not finite here
             T.sparse(f, (lo, hi), sparse, sparse) if sparse else T.dense(f, (lo, hi), points)
         except InputError as err:

@@ -44,7 +44,7 @@ _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Pow: np.power}
 _UNARY = {ast.UAdd: np.positive, ast.USub: np.negative}
 
-# Checked tree: ("x",) | ("const", float) | ("unary", ufunc, node) | ("binary", ufunc, node, node)
+# Checked tree: ("x",) | ("y",) | ("r",) | ("const", float) | ("unary", ufunc, node) | ("binary", ufunc, node, node)
 #               | ("call", ufunc, node, ...)
 
 
@@ -62,7 +62,8 @@ def _refuse(text: str, what: str) -> InputError:
     return InputError(f"target {_short(text)!r}: {what}")
 
 
-_ALLOWED = "only numbers, x, pi, e, + - * / ** and whitelisted functions"
+_ALLOWED = "only numbers, x (and y, r for 2D), pi, e, + - * / ** and whitelisted functions"
+VARIABLES = ("x", "y", "r")  # r = hypot(x, y); y or r make a 2D target
 
 
 def _check(node: ast.AST, text: str, depth: int) -> tuple:
@@ -82,11 +83,12 @@ def _check(node: ast.AST, text: str, depth: int) -> tuple:
             raise _refuse(text, f"number {piece} is not finite")
         return ("const", v)
     if isinstance(node, ast.Name):
-        if node.id == "x":
-            return ("x",)
+        if node.id in VARIABLES:
+            return (node.id,)
         if node.id in CONSTANTS:
             return ("const", CONSTANTS[node.id])
-        raise _refuse(text, f"name {node.id!r} is not allowed; use x, pi, e or a function call")
+        raise _refuse(text, f"name {node.id!r} is not allowed; use x (y, r in 2D), pi, e or a "
+                      "function call")
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _fold(("unary", _UNARY[type(node.op)], _check(node.operand, text, depth + 1)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -129,13 +131,19 @@ def _fold(tree: tuple) -> tuple:
     return tree
 
 
-def _evaluate(tree: tuple, x: np.ndarray):
+def _evaluate(tree: tuple, env: dict):
     kind = tree[0]
-    if kind == "x":
-        return x
+    if kind in VARIABLES:
+        return env[kind]
     if kind == "const":
         return np.float64(tree[1])  # a scalar: numpy broadcasts it
-    return tree[1](*(_evaluate(t, x) for t in tree[2:]))
+    return tree[1](*(_evaluate(t, env) for t in tree[2:]))
+
+
+def _uses(tree: tuple) -> set:
+    if tree[0] in VARIABLES:
+        return {tree[0]}
+    return set().union(*(_uses(t) for t in tree[2:] if isinstance(t, tuple)))
 
 
 @dataclass(frozen=True)
@@ -145,20 +153,33 @@ class Target:
     text: str
     _tree: tuple = field(repr=False, compare=False)
 
+    @property
+    def dims(self) -> int:
+        """1 for a target in x alone, 2 when it uses y or r."""
+        return 2 if _uses(self._tree) & {"y", "r"} else 1
+
     def __call__(self, x) -> np.ndarray:
-        """Evaluate on points `x`; raises InputError if any value is not finite."""
+        """Evaluate on points `x` ((n,) in 1D, (n, 2) in 2D); InputError if a value is not finite."""
         try:
             x = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"points for target {_short(self.text)!r} must be numbers") from None
+        if self.dims == 2:
+            if x.ndim != 2 or x.shape[1] != 2:
+                raise InputError(f"target {_short(self.text)!r} is 2D; points must be (n, 2)")
+            env = {"x": x[:, 0], "y": x[:, 1], "r": np.hypot(x[:, 0], x[:, 1])}
+            shape = x.shape[:1]
+        else:
+            env, shape = {"x": x}, x.shape
         with np.errstate(all="ignore"):
-            y = np.array(np.broadcast_to(_evaluate(self._tree, x), x.shape), dtype=np.float64)
+            y = np.array(np.broadcast_to(_evaluate(self._tree, env), shape), dtype=np.float64)
         bad = ~np.isfinite(y)
         if bad.any():
             i = np.flatnonzero(bad.ravel())[0]
+            at = x.reshape(len(y.ravel()), -1)[i].tolist()
             raise InputError(f"target {_short(self.text)!r} is not finite at "
-                             f"x={float(x.ravel()[i])!r} (value {y.ravel()[i]}); choose an "
-                             "interval where it is finite")
+                             f"x={at[0] if len(at) == 1 else tuple(at)!r} (value {y.ravel()[i]}); "
+                             "choose an interval where it is finite")
         return y
 
     def to_dict(self) -> dict:
@@ -192,18 +213,29 @@ def parse_target(text) -> Target:
 
 @dataclass
 class Dataset:
-    """Training and test samples (float64 1D arrays); for dense data the test points are the
-    training points."""
+    """Training and test samples in float64: x of shape (n,) in 1D or (n, 2) in 2D, y (n,). For
+    dense data the test points are the training points. ``interval`` is (lo, hi) in 1D and one
+    (lo, hi) per input in 2D."""
 
     x: np.ndarray
     y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    interval: tuple[float, float]
+    interval: tuple
     name: str
 
+    @property
+    def dims(self) -> int:
+        return 1 if self.x.ndim == 1 else self.x.shape[1]
+
+    @property
+    def box(self) -> list:
+        """One (lo, hi) per input."""
+        return [tuple(self.interval)] if self.dims == 1 else [tuple(b) for b in self.interval]
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "interval": [float(v) for v in self.interval],
+        box = [[float(v) for v in b] for b in self.box]
+        return {"name": self.name, "interval": box[0] if self.dims == 1 else box,
                 "x": self.x.tolist(), "y": self.y.tolist(),
                 "test_x": self.test_x.tolist(), "test_y": self.test_y.tolist()}
 
@@ -214,17 +246,26 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def dense(target, interval=(0.0, 1.0), points: int = 500) -> Dataset:
-    """`points` evenly spaced samples of the target on [lo, hi] (np.linspace); test = train.
+DEFAULT_POINTS = {1: 500, 2: 41}  # 1D: points; 2D: points per axis (a 41 x 41 grid)
 
-    The paper's main setting: 500 evenly spaced points on [0, 1] (PAPERS.md A, training protocol).
+
+def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
+    """Evenly spaced samples of the target on [lo, hi] (np.linspace); test = train.
+
+    1D: ``points`` samples (default 500, the paper's main setting on [0, 1]; PAPERS.md A).
+    2D (a target in x and y): a ``points`` x ``points`` grid on the square [lo, hi]^2 (default
+    41 per axis).
     """
     f = parse_target(target)
     lo, hi = check_interval(interval)
-    points = _count(points, "points", 2)
-    x = np.linspace(lo, hi, points)
+    points = _count(DEFAULT_POINTS[f.dims] if points is None else points, "points", 2)
+    axis = np.linspace(lo, hi, points)
+    if f.dims == 1:
+        y = f(axis)
+        return Dataset(x=axis, y=y, test_x=axis, test_y=y, interval=(lo, hi), name=f.text)
+    x = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
     y = f(x)
-    return Dataset(x=x, y=y, test_x=x, test_y=y, interval=(lo, hi), name=f.text)
+    return Dataset(x=x, y=y, test_x=x, test_y=y, interval=((lo, hi), (lo, hi)), name=f.text)
 
 
 def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = None,
@@ -241,16 +282,21 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
     n_test = n_train if n_test is None else _count(n_test, "n_test", 1)
     seed = _count(seed, "seed", 0)
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    if f.dims == 2:  # uniform on the square [lo, hi]^2
+        x, tx = train_rng.uniform(lo, hi, (n_train, 2)), test_rng.uniform(lo, hi, (n_test, 2))
+        return Dataset(x=x, y=f(x), test_x=tx, test_y=f(tx), interval=((lo, hi), (lo, hi)),
+                       name=f.text)
     x = np.sort(train_rng.uniform(lo, hi, n_train))
     tx = np.sort(test_rng.uniform(lo, hi, n_test))
     return Dataset(x=x, y=f(x), test_x=tx, test_y=f(tx), interval=(lo, hi), name=f.text)
 
 
 def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
-    """Read x,y samples from a CSV file (optional header row; '#' lines and blank lines skipped).
+    """Read x,y (1D) or x,y,z (2D: z over the points (x, y)) samples from a CSV file (optional
+    header row; '#' lines and blank lines skipped).
 
-    Rejects a missing/unreadable file, no data, rows without exactly two columns, non-numeric or
-    non-finite values and duplicate x. Unsorted rows are sorted by x. With test_fraction > 0 a
+    Rejects a missing/unreadable file, no data, rows with another number of columns than the
+    first, non-numeric or non-finite values and duplicate points. Rows are sorted by x (then y). With test_fraction > 0 a
     seeded random subset becomes the test set; with 0 the test set is the training set.
     """
     try:
@@ -274,37 +320,44 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputError(f"CSV file {str(p)!r} cannot be read: {err}") from None
 
-    xs, ys = [], []
+    rows_out = []
     header_line = _first_data_line(rows)
+    width = None  # 2 columns (x,y) or 3 (x,y,z), fixed by the first data row
     for lineno, row in enumerate(rows, start=1):
         cells = [c.strip() for c in row]
         if not any(cells) or cells[0].startswith("#"):
             continue
-        if len(cells) != 2:
-            raise InputError(f"CSV file {str(p)!r} line {lineno}: {len(cells)} columns; "
-                             "need exactly 2 (x,y)")
+        if width is None and len(cells) in (2, 3):
+            width = len(cells)
+        if len(cells) != width:
+            raise InputError(f"CSV file {str(p)!r} line {lineno}: {len(cells)} columns; need "
+                             + ("2 (x,y) or 3 (x,y,z)" if width is None else f"{width} like the "
+                                "first row"))
         try:
-            xv, yv = float(cells[0]), float(cells[1])
+            values = [float(c) for c in cells]
         except ValueError:
             if lineno == header_line and not any(map(_is_number, cells)):
-                continue  # a header names both columns
+                continue  # a header names every column
             raise InputError(f"CSV file {str(p)!r} line {lineno}: {','.join(cells)!r} is not "
-                             "two numbers") from None
-        if not (math.isfinite(xv) and math.isfinite(yv)):
-            raise InputError(f"CSV file {str(p)!r} line {lineno}: x={xv}, y={yv} is not finite")
-        xs.append(xv)
-        ys.append(yv)
-    if len(xs) < 2:
-        raise InputError(f"CSV file {str(p)!r} has {len(xs)} data rows; need at least 2")
+                             f"{width} numbers") from None
+        if not all(map(math.isfinite, values)):
+            raise InputError(f"CSV file {str(p)!r} line {lineno}: {values} is not finite")
+        rows_out.append(values)
+    if len(rows_out) < 2:
+        raise InputError(f"CSV file {str(p)!r} has {len(rows_out)} data rows; need at least 2")
 
-    x, y = np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
+    table = np.array(rows_out, dtype=np.float64)
+    x, y = (table[:, 0], table[:, 1]) if width == 2 else (table[:, :2], table[:, 2])
+    order = np.lexsort(x.T[::-1]) if x.ndim == 2 else np.argsort(x, kind="stable")
     x, y = x[order], y[order]
-    dup = np.flatnonzero(np.diff(x) == 0)
+    dup = np.flatnonzero((np.diff(x, axis=0) == 0).reshape(len(x) - 1, -1).all(axis=1))
     if dup.size:
-        raise InputError(f"CSV file {str(p)!r}: duplicate x={float(x[dup[0]])!r}; each x must "
-                         "appear once")
-    interval = (float(x[0]), float(x[-1]))
+        at = x[dup[0]].tolist()
+        raise InputError(f"CSV file {str(p)!r}: duplicate x={at!r}; each point must appear once")
+    interval = ((float(x[0]), float(x[-1])) if x.ndim == 1 else
+                tuple((float(c.min()), float(c.max())) for c in x.T))
+    if x.ndim == 2 and any(lo == hi for lo, hi in interval):
+        raise InputError(f"CSV file {str(p)!r}: every x (or y) value is the same; need a 2D spread")
     if test_fraction == 0.0:
         return Dataset(x=x, y=y, test_x=x, test_y=y, interval=interval, name=p.stem)
     n_test = max(1, round(test_fraction * len(x)))
@@ -335,5 +388,10 @@ def _is_number(cell: str) -> bool:
 
 
 def to_csv_text(x, y) -> str:
-    """x,y rows with a header, every float written exactly (repr round-trips in float64)."""
-    return "x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(x, y))
+    """x,y (or x,y,z for 2D points) rows with a header, every float written exactly (repr
+    round-trips in float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    cols = [x] if x.ndim == 1 else list(x.T)
+    header = "x,y\n" if x.ndim == 1 else "x,y,z\n"
+    return header + "".join(",".join(repr(float(v)) for v in row) + "\n"
+                            for row in zip(*cols, y))

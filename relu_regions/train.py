@@ -30,7 +30,8 @@ from scipy.optimize import lsq_linear
 
 from . import construction as C
 from .errors import InputError
-from .mlp import kaiming_, mlp, raai_
+from .mlp import kaiming_, raai_
+from .parametrize import linear_relu_stack
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -74,7 +75,11 @@ PAPER_PHASE2 = Phase("adam", 1000, 1e-3)
 # Flat parameter layouts
 
 def raw_shapes(depth: int, width: int = 4):
-    widths = [1] + [width] * depth + [1]
+    return shapes_of([1] + [width] * depth + [1])
+
+
+def shapes_of(widths):
+    """[(W shape, b shape)] of the Linear layers of an MLP with these widths."""
     return [((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:])]
 
 
@@ -98,8 +103,9 @@ def unflatten_layers(theta: torch.Tensor, shapes):
 
 
 def mlp_forward(layers, x: torch.Tensor) -> torch.Tensor:
-    """All seeds' Linear/ReLU stacks on points x (n,): layers [(W (N,o,i), b (N,o))] -> (N, n)."""
-    h = x.reshape(1, -1, 1).expand(layers[0][0].shape[0], -1, 1)
+    """All seeds' Linear/ReLU stacks on points x (n,) or (n, k): layers [(W (N,o,i), b (N,o))]
+    -> (N, n)."""
+    h = x.reshape(1, x.shape[0], -1).expand(layers[0][0].shape[0], -1, -1)
     for k, (w, b) in enumerate(layers):
         h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         if k < len(layers) - 1:
@@ -114,7 +120,7 @@ def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
     d out / d b_k = delta_k, where delta_L = 1 and delta_k = (W_{k+1}^T delta_{k+1}) * [z_k > 0].
     """
     n_seeds = layers[0][0].shape[0]
-    hs = [x.reshape(1, -1, 1).expand(n_seeds, -1, 1)]
+    hs = [x.reshape(1, x.shape[0], -1).expand(n_seeds, -1, -1)]
     masks = []
     for k, (w, b) in enumerate(layers[:-1]):
         z = torch.baddbmm(b.unsqueeze(1), hs[-1], w.transpose(1, 2))
@@ -181,38 +187,6 @@ class GmPLayout:
             layers.append((w, r * lam + offsets[:, at_b:at_b + o]))
             at, at_b = at + n_ang + 2 * o, at_b + o
         return flatten_layers(layers)
-
-
-@dataclass
-class DerivedLayout:
-    """Phase-1 flat vector: [peak logits (n_peaks), log scales (1 or d), c0, c1]."""
-
-    depth: int
-    thm31: bool
-    margin: float = C.DEFAULT_MARGIN
-
-    @property
-    def n_peaks(self):
-        return self.depth + 1 if self.thm31 else self.depth
-
-    @property
-    def n_scales(self):
-        return 1 if self.thm31 else self.depth
-
-    def split(self, theta):
-        p, s = self.n_peaks, self.n_scales
-        logits, log_s = theta[..., :p], theta[..., p:p + s]
-        c0, c1 = theta[..., p + s], theta[..., p + s + 1]
-        peaks = self.margin + (1 - 2 * self.margin) * torch.sigmoid(logits)
-        scales = (C.thm31_scales(log_s[..., 0].exp(), peaks, self.depth) if self.thm31
-                  else log_s.exp())
-        return peaks, scales, c0, c1
-
-    def join(self, peaks, scales_or_s0, c0, c1):
-        a = (peaks - self.margin) / (1 - 2 * self.margin)
-        logits = torch.log(a) - torch.log1p(-a)
-        log_s = scales_or_s0.log().reshape(peaks.shape[0], -1)
-        return torch.cat([logits, log_s, c0.reshape(-1, 1), c1.reshape(-1, 1)], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,51 +365,6 @@ def load_train_state(path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Initializations
 
-def curvature_sign(x: np.ndarray, y: np.ndarray) -> float:
-    """+1 (convex) or -1 (concave): the sign of the quadratic term of a least-squares parabola."""
-    return 1.0 if np.polyfit(x, y, 2)[0] >= 0 else -1.0
-
-
-def random_peaks(n_seeds: int, n_peaks: int, seeds) -> torch.Tensor:
-    """Peaks uniform on [0.25, 0.75], one numpy stream per seed."""
-    return torch.tensor(np.stack([np.random.default_rng(s).uniform(0.25, 0.75, n_peaks)
-                                  for s in seeds]), dtype=torch.float64)
-
-
-def fit_linear_part(layout: DerivedLayout, peaks, x, y, lo, hi, sign):
-    """Given peaks, the least-squares (c0, c1, scales) — F is linear in them (variable projection).
-
-    Free scales: F = c0 + c1 u - sign sum_i s_i W_i(u) with s_i >= 1e-12 (bounded least squares).
-    Theorem 3.1: the scale ratios follow from the peaks; F is linear in (c0, c1, s0).
-    """
-    xs = torch.tensor(x, dtype=torch.float64)
-    u = (xs - lo) / (hi - lo)
-    rows = []
-    for a in peaks:
-        w, cols = u, []
-        for i in range(layout.depth):
-            w = C.triangle(w, a[i])
-            cols.append(w)
-        W = torch.stack(cols, dim=1).numpy()  # (n, d)
-        if layout.thm31:
-            ratios = C.thm31_scales(torch.tensor(1.0, dtype=torch.float64), a, layout.depth).numpy()
-            W = (W @ ratios)[:, None]
-        A = np.column_stack([np.ones_like(x), u.numpy(), -sign * W])
-        lower = np.r_[-np.inf, -np.inf, np.full(W.shape[1], 1e-12)]
-        sol = lsq_linear(A, y, bounds=(lower, np.inf), method="bvls").x
-        rows.append(sol)
-    sol = torch.tensor(np.stack(rows), dtype=torch.float64)
-    return sol[:, 2:], sol[:, 0], sol[:, 1]
-
-
-def construction_theta(layout, seeds, data, sign):
-    """Phase-1 start: random peaks per seed, least-squares scales and affine part."""
-    lo, hi = data.interval
-    peaks = random_peaks(len(seeds), layout.n_peaks, seeds)
-    scales, c0, c1 = fit_linear_part(layout, peaks, data.x, data.y, lo, hi, sign)
-    return layout.join(peaks, scales, c0, c1)
-
-
 INSERT_PEAK, INSERT_SCALE = 0.5, 0.25
 SCREEN_SHARE = 0.3  # of phase 1's steps, run on every start before the best one continues
 
@@ -478,23 +407,19 @@ def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE):
     return flatten_layers(new_layers)
 
 
-def release_theta(layout, theta, lo, hi, sign) -> torch.Tensor:
-    """Derived Theta -> raw Theta of the width-4 net computing the same function."""
-    peaks, scales, c0, c1 = layout.split(theta)
-    return flatten_layers(C.raw_weights(peaks, scales, c0, c1, lo, hi, sign))
-
-
-def random_theta(method, seeds, depth, width, lo, hi):
-    """Kaiming / RAAI raw weights per seed (torch.Generator per seed). Inputs are mapped to
-    [0, 1] by folding (x - lo)/(hi - lo) into the first layer, as the construction does."""
+def random_theta(method, seeds, widths, box):
+    """Kaiming / RAAI raw weights per seed (torch.Generator per seed). Each input is mapped to
+    [0, 1] by folding (x_m - lo_m)/(hi_m - lo_m) into the first layer, as the construction does."""
     init = kaiming_ if method == "kaiming" else raai_
+    lo = torch.tensor([b[0] for b in box], dtype=torch.float64)
+    length = torch.tensor([b[1] - b[0] for b in box], dtype=torch.float64)
     rows = []
     for s in seeds:
-        net = init(mlp(width, depth), torch.Generator().manual_seed(int(s)))
+        net = init(linear_relu_stack(widths), torch.Generator().manual_seed(int(s)))
         with torch.no_grad():
             w0, b0 = net[0].weight, net[0].bias
-            b0 -= (w0[:, 0] * lo / (hi - lo))
-            w0 /= (hi - lo)
+            b0 -= w0 @ (lo / length)
+            w0 /= length
         rows.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
     return torch.stack(rows)
 
@@ -522,17 +447,20 @@ class FitResult:
     seconds: float = 0.0
     phases: dict = field(default_factory=dict)
     diverged: list = field(default_factory=list)
+    shape: str = "convex"
+    widths: list = field(default_factory=list)
+    optimal_pieces: int | None = None
 
     def summary(self) -> dict:
         finite = self.mse[np.isfinite(self.mse)]
         return {
             "method": self.method, "target": self.target, "depth": self.depth,
-            "seeds": len(self.seeds),
+            "shape": self.shape, "widths": self.widths, "seeds": len(self.seeds),
             "mse_min": float(finite.min()) if finite.size else None,
             "mse_mean": float(finite.mean()) if finite.size else None,
             "mse_median": float(np.median(finite)) if finite.size else None,
             "pieces_mean": float(self.pieces.mean()),
-            "optimal_mse": self.optimal_mse,
+            "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
             "efficiency_mean": (float(np.mean(self.efficiency))
                                 if self.efficiency is not None else None),
             "diverged": self.diverged, "seconds": round(self.seconds, 3),
@@ -549,21 +477,22 @@ class FitResult:
 def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
         interval=(0.0, 1.0), points: int = 500, sparse: int | None = None, data=None,
         phase1: Phase | None = None, phase2: Phase | None = None, width: int = 4,
-        sign: float | None = None, seed: int = 0, count: bool = True, optimum: bool = True,
+        shape: str = "auto", seed: int = 0, count: bool = True, optimum: bool = True,
         device="cpu", progress: bool = False, threads: int | None = 1,
         parameterization: str = "sp", starts: int = 8, grow_from: int | None = None,
         checkpoint=None, checkpoint_every: int | None = None, resume: dict | None = None,
         checkpoint_meta: str = "") -> FitResult:
-    """Train ``seeds`` width-4 nets of ``depth`` hidden layers on a 1D target, in one batch.
+    """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
 
     target: an expression in x (``"x**3"``) or a callable on numpy arrays; or give ``data`` (a
     :class:`~relu_regions.targets.Dataset`, e.g. from ``targets.from_csv``). ``points``: dense
     data (evenly spaced); ``sparse=n``: n random training points and n separate test points.
     ``seeds``: a count (seeds seed..seed+N-1) or a list. ``phase1``/``phase2``: optimizer, steps,
     lr; one-phase methods get ``phase1.steps + phase2.steps`` raw steps with phase 2's
-    optimizer (the same total budget). ``sign``: +1 convex / -1 concave construction; default
-    from the data's curvature. ``threads``: torch intra-op threads while fitting (default 1: the
-    batched ops are small, and extra threads only add synchronization, 100x slower on a busy
+    optimizer (the same total budget). ``shape``: the construction's layout —
+    1D "convex", "concave", "dc" (convex minus convex), nD "ridge" or "radial"; "auto" picks from
+    the data (``composite.build_layout``); kaiming/raai train the same net (one term: width
+    ``width``). ``threads``: torch intra-op threads while fitting (default 1: the batched ops are small, and extra threads only add synchronization, 100x slower on a busy
     machine); the previous setting is restored. None leaves it alone. ``parameterization``:
     raw-weight training on the standard weights ("sp") or on GmP coordinates ("gmp").
     ``starts``: phase-1 starts per seed (random peaks each); the best after phase 1 is released
@@ -589,13 +518,14 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
                          f"{', '.join(PARAMETERIZATIONS)}")
     with _torch_threads(threads):
         return _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, phase2,
-                    width, sign, seed, count, optimum, device, progress, parameterization, starts,
+                    width, shape, seed, count, optimum, device, progress, parameterization, starts,
                     grow_from, stages)
 
 
 def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, phase2, width,
-         sign, seed, count, optimum, device, progress, parameterization, starts,
+         shape, seed, count, optimum, device, progress, parameterization, starts,
          grow_from, stages) -> FitResult:
+    from . import composite as K
     from . import targets as T
 
     method = _check_method(method)
@@ -608,18 +538,33 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
             raise InputError("give a target expression or data")
         data = (T.sparse(target, interval, sparse, sparse, seed=seed) if sparse
                 else T.dense(target, interval, points))
-    lo, hi = data.interval
-    sign = curvature_sign(data.x, data.y) if sign is None else float(sign)
+    box = data.box
+    constructed = method in ("pretrain", "pretrain-thm31", "skip")
+    if constructed and width != 4:
+        raise InputError(f"the construction is width 4; width={width} only for kaiming/raai")
+    d0 = grow_from or depth
+    layout, shape, q_target = K.build_layout(shape, data.x, data.y, box, d0,
+                                             thm31=method != "pretrain")
+    if grow_from is not None and not (isinstance(layout, K.SumLayout) and len(layout.terms) == 1):
+        raise InputError(f"grow_from needs a single construction (convex or concave), not {shape!r}")
+    single = isinstance(layout, K.SumLayout) and len(layout.terms) == 1
+    full = layout if d0 == depth else K.build_layout(shape, data.x, data.y, box, depth,
+                                                      thm31=method != "pretrain")[0]
+    if constructed:
+        widths = full.widths
+    else:  # the same net as the construction's, or the plain width-`width` net for one term
+        widths = ([len(box)] + [width] * depth + [1]) if single else layout.widths
     dev = torch.device(device)
     x = torch.tensor(data.x, dtype=torch.float64, device=dev)
     y = torch.tensor(data.y, dtype=torch.float64, device=dev)
+    points_nk = x.reshape(x.shape[0], -1)
     start = time.perf_counter()
     history: list = []
     total = phase1.steps + phase2.steps
     bar = _progress_bar(total, len(seed_list), enabled=progress)
     tick = (lambda mse: bar.update(1) or bar.set_postfix(mse=f"{float(mse.mean()):.2e}")) if bar else None
 
-    shapes = raw_shapes(depth, width)
+    shapes = shapes_of(widths)
     raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
 
     def train_raw(theta, phase, shapes=shapes):
@@ -628,32 +573,27 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         raw_jacobian = lambda theta: mlp_jacobian(unflatten_layers(theta, shapes), x)  # noqa: E731
         if parameterization == "sp":
             return optimize(raw_predict, raw_jacobian, theta, y, phase, history, tick, stages)
-        layout = GmPLayout(shapes)
-        coords, offsets = layout.from_raw(theta)
-        to_raw = lambda c: layout.to_raw(c, offsets)  # noqa: E731
+        gmp = GmPLayout(shapes)
+        coords, offsets = gmp.from_raw(theta)
+        to_raw = lambda c: gmp.to_raw(c, offsets)  # noqa: E731
         # jvp_jacobian runs seed s with each of the P tangents in rows s*P .. s*P + P - 1.
         expanded = offsets.repeat_interleave(coords.shape[1], dim=0)
-        d_raw = lambda c: jvp_jacobian(lambda e: layout.to_raw(e, expanded), c)  # noqa: E731
+        d_raw = lambda c: jvp_jacobian(lambda e: gmp.to_raw(e, expanded), c)  # noqa: E731
         jac = lambda c: torch.bmm(raw_jacobian(to_raw(c)), d_raw(c))  # noqa: E731
         coords = optimize(lambda c: raw_predict(to_raw(c)), jac, coords, y, phase, history, tick,
                           stages)
         return to_raw(coords)
+
+    def release(theta1):
+        return flatten_layers(layout.raw(theta1))
+
     boundary = 0
     if method in ("pretrain", "pretrain-thm31"):
-        if width != 4:
-            raise InputError(f"the construction is width 4; width={width} only for kaiming/raai")
-        d0 = grow_from or depth
-        layout = DerivedLayout(d0, thm31=method == "pretrain-thm31")
-        lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=dev) for v in (lo, hi))
-
-        def derived_predict(theta):
-            peaks, scales, c0, c1 = layout.split(theta)
-            return C.derived_forward(x, peaks, scales, c0, c1, lo_t, hi_t, sign)  # (N, n)
-
+        derived_predict = lambda th: layout.predict(th, points_nk)  # noqa: E731
         # Start k of seed s draws its peaks from stream s + 100000 k (k = 0 is the seed itself).
         n = len(seed_list)
         start_seeds = [s + 100_000 * k for k in range(starts) for s in seed_list]
-        theta1 = construction_theta(layout, start_seeds, data, sign).to(dev)
+        theta1 = K.initial_theta(layout, start_seeds, data.x, data.y, q_target).to(dev)
         # Screen all starts for a share of phase 1, then finish phase 1 on each seed's best.
         derived_jacobian = lambda th: jvp_jacobian(derived_predict, th)  # noqa: E731
         screen = phase1.steps if starts == 1 else max(1, round(SCREEN_SHARE * phase1.steps))
@@ -667,14 +607,14 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
                           Phase(phase1.optimizer, phase1.steps - screen, phase1.lr), history, tick,
                           stages)
         boundary = len(history)
-        theta = release_theta(layout, theta1, lo_t, hi_t, sign)
+        theta = release(theta1)
         if d0 == depth:
             theta = train_raw(theta, phase2)
         else:  # grow: equal shares of phase 2 for each added layer, the rest at depth d0
             each = phase2.steps // (depth - d0 + 2)
             theta = train_raw(theta, Phase(phase2.optimizer, phase2.steps - each * (depth - d0),
                                            phase2.lr), shapes=raw_shapes(d0, width))
-            a_last = layout.split(theta1)[0][:, d0 - 1]
+            a_last = layout.split(theta1)[0][0][0][:, d0 - 1]
             for d in range(d0, depth):
                 theta = insert_layer(theta, d, a_last, x, y)
                 a_last = torch.full_like(a_last, INSERT_PEAK)
@@ -683,19 +623,14 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     else:
         raw_phase = Phase(phase2.optimizer, total, phase2.lr)
         if method == "skip":
-            if width != 4:
-                raise InputError(f"the construction is width 4; width={width} only for kaiming/raai")
-            layout = DerivedLayout(depth, thm31=True)
-            theta1 = construction_theta(layout, seed_list, data, sign).to(dev)
-            theta = release_theta(layout, theta1, torch.tensor(lo, dtype=torch.float64, device=dev),
-                                  torch.tensor(hi, dtype=torch.float64, device=dev), sign)
+            theta = release(K.initial_theta(layout, seed_list, data.x, data.y, q_target).to(dev))
         else:
-            theta = random_theta(method, seed_list, depth, width, lo, hi).to(dev)
+            theta = random_theta(method, seed_list, widths, box).to(dev)
         theta = train_raw(theta, raw_phase)
     if bar:
         bar.close()
 
-    models = [_to_module(t, shapes, depth, width) for t in theta.cpu()]
+    models = [_to_module(t, shapes, widths) for t in theta.cpu()]
     train_mse = _per_seed_mse(raw_predict, theta, y).cpu().numpy()
     if data.test_x is data.x or np.array_equal(data.test_x, data.x):
         mse = train_mse.copy()
@@ -704,23 +639,25 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         ty = torch.tensor(data.test_y, dtype=torch.float64, device=dev)
         test_predict = lambda th: mlp_forward(unflatten_layers(th, shapes), tx)  # noqa: E731
         mse = _per_seed_mse(test_predict, theta, ty).cpu().numpy()
-    pieces = np.array([_pieces(m, lo, hi) if count else -1 for m in models])
+    pieces = np.array([_pieces(m, box) if count else -1 for m in models])
+    n_pieces = None if data.dims > 1 else 2**depth if single else full.max_pieces
     optimal = eff = None
-    if optimum and not sparse and np.array_equal(data.test_x, data.x):
+    if optimum and n_pieces and not sparse and np.array_equal(data.test_x, data.x):
         from .limits import efficiency, optimal_pwl
 
-        optimal = float(optimal_pwl(data.x, data.y, 2**depth).mse)
+        optimal = float(optimal_pwl(data.x, data.y, n_pieces).mse)
         eff = efficiency(optimal, mse)
     hist = torch.stack(history, dim=1).cpu().numpy() if history else np.zeros((len(seed_list), 0))
     return FitResult(
         method=method, target=getattr(target, "text", target if isinstance(target, str) else data.name),
-        depth=depth, width=width, seeds=seed_list, interval=(lo, hi), mse=mse,
+        depth=depth, width=width, seeds=seed_list, interval=data.interval, mse=mse,
         train_mse=train_mse, pieces=pieces, optimal_mse=optimal, efficiency=eff,
         history={"loss": hist, "phase_boundary": boundary}, models=models,
         seconds=time.perf_counter() - start,
-        phases={"phase1": vars(phase1), "phase2": vars(phase2), "sign": sign,
+        phases={"phase1": vars(phase1), "phase2": vars(phase2), "shape": shape,
                 "parameterization": parameterization, "starts": starts, "grow_from": grow_from},
         diverged=[int(s) for s, m in zip(seed_list, mse) if not np.isfinite(m)],
+        shape=shape, widths=list(widths), optimal_pieces=n_pieces if optimal else None,
     )
 
 
@@ -753,8 +690,8 @@ def provenance(data, argv=None) -> dict:
             "data_sha256": digest.hexdigest()}
 
 
-def _to_module(theta, shapes, depth, width):
-    net = mlp(width, depth)
+def _to_module(theta, shapes, widths):
+    net = linear_relu_stack(widths)
     with torch.no_grad():
         for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2]):
             layer.weight.copy_(w)
@@ -762,11 +699,14 @@ def _to_module(theta, shapes, depth, width):
     return net
 
 
-def _pieces(model, lo, hi) -> int:
-    from .regions import count_regions
+def _pieces(model, box) -> int:
+    """Linear pieces on the interval (1D), or along the box's diagonal (nD)."""
+    from .regions import count_regions, count_regions_segment
 
     try:
-        return count_regions(model, lo, hi).linear_pieces
+        if len(box) == 1:
+            return count_regions(model, *box[0]).linear_pieces
+        return count_regions_segment(model, [b[0] for b in box], [b[1] for b in box]).linear_pieces
     except InputError:  # non-finite weights after divergence
         return -1
 

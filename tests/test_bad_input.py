@@ -11,7 +11,7 @@ CASES = [
     (T + ["--target", "__import__('os').system('touch PWNED')"], "target"),
     (T + ["--target", "x.__class__"], "target"),
     (T + ["--target", "x.real"], "target"),
-    (T + ["--target", "y + 1"], "target"),
+    (T + ["--target", "z + 1"], "target"),
     (T + ["--target", "eval('x')"], "target"),
     (T + ["--target", "open('f')"], "target"),
     (T + ["--target", "lambda x: x"], "target"),
@@ -46,7 +46,7 @@ CASES = [
     # data files
     (T + ["--data", "missing.csv"], "missing.csv"),
     (T + ["--data", "{nan}"], "nan"),
-    (T + ["--data", "{text}"], "not two numbers"),
+    (T + ["--data", "{text}"], "not 2 numbers"),
     (T + ["--data", "{empty}"], "empty"),
     (T + ["--data", "{cols}"], "column"),
     (T + ["--data", "{dup}"], "duplicate"),
@@ -65,7 +65,7 @@ CASES = [
 ]
 
 FILES = {"nan": "x,y\n0,1\n0.5,nan\n1,2\n", "text": "x,y\n0,a\n1,b\n", "empty": "",
-         "cols": "x,y,z\n0,1,2\n1,2,3\n", "dup": "x,y\n0,1\n0,2\n1,3\n"}
+         "cols": "x,y,z,w\n0,1,2,3\n1,2,3,4\n", "dup": "x,y\n0,1\n0,2\n1,3\n"}
 
 
 @pytest.mark.parametrize("argv, fragment", CASES)

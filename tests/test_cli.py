@@ -159,7 +159,7 @@ def test_train_from_csv_on_a_negative_interval(capsys, tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--target", "__import__('os').system('touch PWNED')"], "target"),
     (["--target", "x.real"], "target"),
-    (["--target", "y**2"], "target"),
+    (["--target", "z**2"], "target"),
     (["--target", "lambda: 1"], "target"),
     (["--target", "open('f')"], "target"),
     (["--target", "[x for x in x]"], "target"),

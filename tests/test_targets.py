@@ -160,7 +160,7 @@ MALICIOUS = [
     "True * x",
     "...",
     "1j * x",
-    "y",
+    "z",
     "X",
     "sin",
     "sin(x, x)",
@@ -225,7 +225,7 @@ def test_malicious_or_invalid_is_rejected(text, tmp_path):
 def test_rejections_name_the_offending_piece():
     cases = {
         "x.real": "x.real",
-        "y + 1": "'y'",
+        "z + 1": "'z'",
         "foo(x)": "'foo'",
         "sin(x=1)": "keyword",
         "x**10**10": "exponent 1e+10",
@@ -286,7 +286,7 @@ def test_bad_interval_rejected(interval):
         sparse("x", interval)
 
 
-@pytest.mark.parametrize("points", [0, 1, -5, 2.5, True, "10", None])
+@pytest.mark.parametrize("points", [0, 1, -5, 2.5, True, "10"])
 def test_bad_point_count_rejected(points):
     with pytest.raises(InputError, match="points"):
         dense("x", (0, 1), points=points)
@@ -359,7 +359,7 @@ def test_csv_without_header(tmp_path):
     ("", "0 data rows"),
     ("x,y\n", "0 data rows"),
     ("1,2\n", "1 data rows"),
-    ("1,2,3\n4,5,6\n", "3 columns"),
+    ("1,2,3,4\n4,5,6,7\n", "4 columns"),
     ("1\n2\n", "1 columns"),
     ("x,y\n1,2\n3,abc\n", "line 3"),
     ("1,2\nx,y\n3,4\n", "line 2"),  # a header only on the first data line

@@ -1,0 +1,233 @@
+"""Sums and compositions of constructions (PAPERS.md A, extensions): the raw MLP equals the derived
+form, a dc layout is a difference of two constructions, a composition is the composed function."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relu_regions import InputError
+from relu_regions import construction as C
+from relu_regions import composite as K
+from relu_regions import targets as T
+from relu_regions.cli import main
+from relu_regions.train import Phase, fit, mlp_forward, unflatten_layers, shapes_of
+
+
+def raw_forward(layout, theta, x):
+    return mlp_forward(unflatten_layers(_flat(layout.raw(theta)), shapes_of(layout.widths)), x)
+
+
+def _flat(layers):
+    from relu_regions.train import flatten_layers
+
+    return flatten_layers(layers)
+
+
+def random_theta(layout, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, layout.n_params, generator=g, dtype=torch.float64)
+
+
+def term_forward(x, peaks, scales, lo, hi, sign):
+    """One construction without its affine part, by construction.derived_forward."""
+    zero = torch.zeros(peaks.shape[0], dtype=torch.float64)
+    lo, hi = (torch.tensor(float(v), dtype=torch.float64) for v in (lo, hi))
+    return C.derived_forward(x, peaks, scales, zero, zero, lo, hi, sign)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.sampled_from(["convex", "concave", "dc"]), depth=st.integers(1, 8),
+       lo=st.floats(-5, 5), width=st.floats(0.1, 10), thm31=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
+    hi = lo + width
+    x = torch.linspace(lo, hi, 257, dtype=torch.float64)
+    layout, _, _ = K.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth, thm31)
+    theta = random_theta(layout, 3, seed)
+    derived = layout.predict(theta, x.unsqueeze(-1))
+    # The raw first layer cancels terms of size |x| / width (as in the single construction).
+    tol = 1e-12 * max(1.0, abs(lo) / width, abs(hi) / width) * max(1.0, float(derived.abs().max()))
+    assert torch.allclose(raw_forward(layout, theta, x), derived, rtol=0, atol=tol)
+
+
+@settings(max_examples=25, deadline=None)
+@given(depth=st.integers(1, 8), lo=st.floats(-3, 3), width=st.floats(0.2, 6),
+       seed=st.integers(0, 2**16))
+def test_dc_is_the_difference_of_two_constructions(depth, lo, width, seed):
+    hi = lo + width
+    x = torch.linspace(lo, hi, 201, dtype=torch.float64)
+    layout, _, _ = K.build_layout("dc", x.numpy(), x.numpy(), [(lo, hi)], depth, True)
+    theta = random_theta(layout, 2, seed)
+    (pk_a, sc_a), (pk_b, sc_b) = layout.split(theta)[0]
+    c0, c = layout.split(theta)[1:]
+    affine = c0[:, None] + c[:, :1] * (x - lo) / width
+    expected = (affine + term_forward(x, pk_a, sc_a, lo, hi, 1.0)
+                - term_forward(x, pk_b, sc_b, lo, hi, 1.0))  # convex minus convex
+    got = layout.predict(theta, x.unsqueeze(-1))
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12 * max(1.0, float(expected.abs().max())))
+
+
+def test_one_term_is_the_papers_construction():
+    x = torch.linspace(-1, 2, 301, dtype=torch.float64)
+    layout, _, _ = K.build_layout("concave", x.numpy(), -x.numpy() ** 2, [(-1, 2)], 6, True)
+    theta = random_theta(layout, 4, 0)
+    [(peaks, scales)], c0, c = layout.split(theta)
+    lo, hi = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    expected = C.derived_forward(x, peaks, scales, c0, c[:, 0], lo, hi, -1.0)
+    assert torch.equal(layout.predict(theta, x.unsqueeze(-1)), expected)
+    raw = mlp_forward(unflatten_layers(_flat(C.raw_weights(peaks, scales, c0, c[:, 0], lo, hi, -1.0)),
+                                       shapes_of(layout.widths)), x)
+    assert torch.allclose(raw_forward(layout, theta, x), raw, rtol=0, atol=1e-12)
+    assert layout.widths == [1, 4, 4, 4, 4, 4, 4, 1] and layout.max_pieces == 64
+
+
+def grid(n=15, lo=-1.0, hi=1.0):
+    g = np.linspace(lo, hi, n)
+    return np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(depth=st.integers(1, 5), seed=st.integers(0, 2**16), angle=st.floats(0, 3.1))
+def test_2d_composition_identity(depth, seed, angle):
+    """Raw net == outer(inner(x)), inner = affine + sum of 1D constructions along directions."""
+    x = grid()
+    # A rotated anisotropic target makes the eigen-directions generic.
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    u = x @ rot
+    y = (u[:, 0] ** 2 + 3 * u[:, 1] ** 2) ** 1.5
+    layout, shape, _ = K.build_layout("radial", x, y, [(-1, 1), (-1, 1)], depth, True)
+    assert shape == "radial"
+    theta = random_theta(layout, 3, seed)
+    xt = torch.tensor(x)
+    t_in, t_out = theta[:, :layout.inner.n_params], theta[:, layout.inner.n_params:]
+    parts, c0, c = layout.inner.split(t_in)
+    q = c0[:, None] + ((xt + 1) / 2 * c[:, None, :]).sum(-1)
+    for term, (peaks, scales) in zip(layout.inner.terms, parts):
+        t = xt @ torch.tensor(term.direction)
+        q = q + term_forward(t, peaks, scales, *term.interval, term.sign)
+    [(peaks, scales)], c0o, co = layout.outer.split(t_out)
+    (qlo, qhi), = layout.outer.box
+    zero = torch.zeros(3, dtype=torch.float64)
+    u_q = (q - qlo) / (qhi - qlo)
+    h = c0o[:, None] + co[:, :1] * u_q + C.derived_forward(
+        q, peaks, scales, zero, zero, torch.tensor(qlo, dtype=torch.float64),
+        torch.tensor(qhi, dtype=torch.float64), layout.outer.terms[0].sign)
+    scale = max(1.0, float(h.abs().max()), float(q.abs().max()))
+    assert torch.allclose(layout.predict(theta, xt), h, rtol=0, atol=1e-12 * scale)
+    raw = raw_forward(layout, theta, xt)
+    # The outer construction sees q where its sum neuron stays positive only near [qlo, qhi]:
+    # compare there (random inner parameters can push q far out).
+    inside = (q >= qlo - 0.5 * (qhi - qlo)) & (q <= qhi + 0.5 * (qhi - qlo))
+    assert torch.allclose(raw[inside], h[inside], rtol=0, atol=1e-11 * scale)
+
+
+def test_2d_initial_nets_match_their_raw_weights_everywhere():
+    x = grid(21)
+    for text in ("r**3", "x**2 + y**2 + x*y", "x**2 - y**2"):
+        y = T.parse_target(text)(x)
+        layout, shape, q = K.build_layout("auto", x, y, [(-1, 1), (-1, 1)], 4, True)
+        theta = K.initial_theta(layout, [0, 1], x, y, q)
+        xt = torch.tensor(x)
+        d = layout.predict(theta, xt)
+        assert torch.allclose(raw_forward(layout, theta, xt), d, rtol=0, atol=1e-12)
+        assert float(((d - torch.tensor(y)) ** 2).mean()) < float(np.var(y))
+
+
+def test_auto_shapes():
+    x = np.linspace(0, 1, 500)
+    assert K.detect_shape(x, x**3) == "convex"
+    assert K.detect_shape(x, x**11) == "convex"
+    assert K.detect_shape(x, np.sin(x)) == "concave"
+    assert K.detect_shape(x, np.tanh(3 * x)) == "concave"
+    xs = np.linspace(-1, 1, 500)
+    assert K.detect_shape(xs, xs**3 - xs) == "dc"
+    x2 = np.linspace(0, 2 * np.pi, 500)
+    assert K.detect_shape(x2, np.sin(x2)) == "dc"
+    sparse = T.sparse("x**3", (0, 1), 10, 10, seed=3)
+    assert K.detect_shape(sparse.x, sparse.y) == "convex"
+    g = grid()
+    assert K.build_layout("auto", g, T.parse_target("x**2+y**2+x*y")(g), [(-1, 1)] * 2, 3, True)[1] == "ridge"
+    assert K.build_layout("auto", g, T.parse_target("r**3")(g), [(-1, 1)] * 2, 3, True)[1] == "radial"
+
+
+def test_ridge_directions_are_the_quadratics_axes():
+    g = grid()
+    quad = K.fit_quadratic(g, g[:, 0] ** 2 + g[:, 1] ** 2 + g[:, 0] * g[:, 1])
+    assert np.allclose(quad.eigenvalues, [0.5, 1.5], atol=1e-12)
+    assert np.allclose(np.abs(quad.eigenvectors), np.sqrt(0.5), atol=1e-12)
+    assert quad.relative_error < 1e-12
+
+
+def test_shapes_are_checked_against_the_input():
+    x = np.linspace(0, 1, 50)
+    with pytest.raises(InputError, match="2D inputs"):
+        K.build_layout("radial", x, x, [(0, 1)], 3, True)
+    with pytest.raises(InputError, match="1D inputs"):
+        K.build_layout("dc", grid(), grid()[:, 0], [(-1, 1)] * 2, 3, True)
+    with pytest.raises(InputError, match="not one of"):
+        K.build_layout("wavy", x, x, [(0, 1)], 3, True)
+    with pytest.raises(InputError, match="single construction"):
+        fit("x**3 - x", interval=(-1, 1), depth=3, seeds=1, grow_from=2, shape="dc")
+
+
+QUICK = dict(phase1=Phase("lm", 6), phase2=Phase("lm", 6), optimum=False, starts=2)
+
+
+def test_fit_dc_and_kaiming_share_the_net():
+    ours = fit("x**3 - x", interval=(-1, 1), depth=3, seeds=2, **QUICK)
+    base = fit("x**3 - x", interval=(-1, 1), depth=3, seeds=2, method="kaiming", shape="dc", **QUICK)
+    assert ours.shape == base.shape == "dc"
+    assert ours.widths == base.widths == [1, 8, 8, 8, 1]
+    assert np.all(np.isfinite(ours.mse)) and np.all(ours.pieces >= 1)
+    # A dc net has both curvatures: its slopes go down and up.
+    from relu_regions.regions import count_regions
+    slopes = count_regions(ours.models[0], -1, 1).slopes
+    assert np.any(np.diff(slopes) > 0) and np.any(np.diff(slopes) < 0)
+
+
+def test_fit_2d_radial_records_pieces_along_the_diagonal():
+    r = fit("r**3", interval=(-1, 1), points=9, depth=2, seeds=2, **QUICK)
+    assert r.shape == "radial" and r.widths == [2, 8, 8, 4, 4, 1]
+    assert np.all(r.pieces > 1) and r.optimal_mse is None
+    assert r.models[0](torch.zeros(1, 2, dtype=torch.float64)).shape == (1, 1)
+
+
+def test_2d_targets_and_csv_round_trip(tmp_path):
+    f = T.parse_target("hypot(x, y)**3 - r**3 + x*y")
+    assert f.dims == 2
+    d = T.dense(f, (-1, 1), points=5)
+    assert d.x.shape == (25, 2) and d.box == [(-1.0, 1.0), (-1.0, 1.0)]
+    assert np.allclose(d.y, d.x[:, 0] * d.x[:, 1], atol=1e-15)
+    path = tmp_path / "s.csv"
+    path.write_text(T.to_csv_text(d.x, d.y))
+    back = T.from_csv(path)
+    assert np.array_equal(back.x, d.x) and np.array_equal(back.y, d.y) and back.dims == 2
+    assert T.dense("x**2", (0, 1)).x.shape == (500,)
+    path.write_text("x,y,z\n0,0,1\n0,0,2\n1,1,1\n")
+    with pytest.raises(InputError, match="duplicate"):
+        T.from_csv(path)
+    path.write_text("0,0,1\n1,2\n")
+    with pytest.raises(InputError, match="3 like the first row"):
+        T.from_csv(path)
+
+
+def test_cli_trains_2d_csv_and_reports(tmp_path, capsys):
+    d = T.dense("x**2 + y**2 + x*y", (-1, 1), points=7)
+    csv = tmp_path / "bowl.csv"
+    csv.write_text(T.to_csv_text(d.x, d.y))
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(csv), "--depth", "2", "--seeds", "2", "--phase1", "lm:4",
+                 "--phase2", "lm:4", "--starts", "1", "--out", str(out), "--json"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["shape"] == "ridge" and metrics["interval"] == [[-1.0, 1.0], [-1.0, 1.0]]
+    assert (out / "fit.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape"] == "ridge"
+    code = main(["train", "--target", "x**3", "--shape", "radial", "--depth", "2", "--seeds", "1"])
+    assert code == 2
