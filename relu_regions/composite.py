@@ -42,6 +42,9 @@ SHAPES = ("auto",) + SHAPES_1D + SHAPES_ND
 MINOR_CURVATURE = 0.05
 # "auto" in 2D: ridge when a quadratic explains the data to this relative RMS error.
 QUADRATIC_FIT = 1e-3
+# Log-scales stay above this: the width-4 net carries s_k inside its neurons and divides by it
+# (S = s_{k+1} / s_k), so a scale that underflowed to 0 would release as 0/0 or x/0.
+LOG_SCALE_FLOOR = -300.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class SumLayout:
         parts = []
         for j in range(len(self.terms)):
             block = theta[..., j * per:(j + 1) * per]
-            logits, log_s = block[..., :self.n_peaks], block[..., self.n_peaks:]
+            logits = block[..., :self.n_peaks]
+            log_s = block[..., self.n_peaks:].clamp(min=LOG_SCALE_FLOOR)
             peaks = self.margin + (1 - 2 * self.margin) * torch.sigmoid(logits)
             scales = (C.thm31_scales(log_s[..., 0].exp(), peaks, self.depth) if self.thm31
                       else log_s.exp())

@@ -82,6 +82,9 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
     """
     depth = scales.shape[-1]
     dt = scales.dtype
+    # A scale that underflowed to 0 (phase 1 can drive a useless term's log-scale to -inf) would
+    # make the ratio S = 0/0; the smallest normal float contributes nothing and keeps S finite.
+    scales = scales.clamp(min=torch.finfo(dt).tiny)
     batch = scales.shape[:-1]
     length = hi - lo
     s0, a0 = scales[..., 0], peaks[..., 0]

@@ -160,8 +160,8 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
     line = count_regions_segment(model, [xlo, ylo], [xhi, yhi])
     t = line.breakpoints
     c.plot(xlo + t * (xhi - xlo), ylo + t * (yhi - ylo), "|", color="k", ms=5, alpha=0.6)
-    c.set_title(f"network - data (max |error| {lim:.2e}); "
-                f"{line.linear_pieces} pieces on the diagonal")
+    c.set_title(f"network - data (max |error| {lim:.2e})\n"
+                f"{line.linear_pieces} linear pieces along the diagonal (ticks)", fontsize=10)
     for ax in (a, b, c):
         ax.set_xlabel("x")
         ax.set_ylabel("y")

@@ -461,17 +461,23 @@ class FitResult:
             "mse_median": float(np.median(finite)) if finite.size else None,
             "pieces_mean": float(self.pieces.mean()),
             "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
-            "efficiency_mean": (float(np.mean(self.efficiency))
-                                if self.efficiency is not None else None),
+            "efficiency_mean": (float(np.mean(self.efficiency[np.isfinite(self.efficiency)]))
+                                if self.efficiency is not None
+                                and np.isfinite(self.efficiency).any() else None),
             "diverged": self.diverged, "seconds": round(self.seconds, 3),
         }
 
     def to_dict(self) -> dict:
         return {**self.summary(), "interval": list(self.interval), "phases": self.phases,
-                "mse": self.mse.tolist(), "train_mse": self.train_mse.tolist(),
+                "mse": _json_floats(self.mse), "train_mse": _json_floats(self.train_mse),
                 "pieces": self.pieces.tolist(), "seed_list": list(self.seeds),
-                "efficiency": None if self.efficiency is None else self.efficiency.tolist(),
+                "efficiency": None if self.efficiency is None else _json_floats(self.efficiency),
                 "phase_boundary": self.history["phase_boundary"]}
+
+
+def _json_floats(values) -> list:
+    """Floats for JSON: a diverged seed's NaN/inf becomes null (JSON has no NaN)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
 
 
 def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
@@ -646,7 +652,10 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         from .limits import efficiency, optimal_pwl
 
         optimal = float(optimal_pwl(data.x, data.y, n_pieces).mse)
-        eff = efficiency(optimal, mse)
+        eff = np.full(mse.shape, np.nan)  # NaN for a diverged seed
+        finite = np.isfinite(mse)
+        if finite.any():
+            eff[finite] = efficiency(optimal, mse[finite])
     hist = torch.stack(history, dim=1).cpu().numpy() if history else np.zeros((len(seed_list), 0))
     return FitResult(
         method=method, target=getattr(target, "text", target if isinstance(target, str) else data.name),

@@ -231,3 +231,15 @@ def test_cli_trains_2d_csv_and_reports(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["shape"] == "ridge"
     code = main(["train", "--target", "x**3", "--shape", "radial", "--depth", "2", "--seeds", "1"])
     assert code == 2
+
+
+def test_release_survives_scales_that_underflowed():
+    """Free scales driven to exp(-inf) = 0 in phase 1 must not release as 0/0 ratios."""
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)
+    layout, _, _ = K.build_layout("dc", x.numpy(), x.numpy(), [(0, 1)], 4, False)
+    theta = random_theta(layout, 2, 0)
+    per = layout.n_peaks + layout.n_scales
+    theta[:, per + layout.n_peaks:per + layout.n_peaks + 2] = -1e4  # exp -> 0: two dead scales
+    d = layout.predict(theta, x.unsqueeze(-1))
+    r = raw_forward(layout, theta, x)
+    assert torch.isfinite(r).all() and torch.allclose(r, d, rtol=0, atol=1e-12)

@@ -181,3 +181,14 @@ def test_a_diverging_seed_does_not_poison_the_others(runner):
     alone = run(lambda th: predict(th, poison=False), jac, theta[:1], y, phase, [])
     assert torch.isfinite(both[0]).all()
     assert torch.allclose(both[0], alone[0], rtol=1e-10, atol=1e-12)
+
+
+def test_diverged_seeds_are_reported_not_raised():
+    """A seed whose weights blow up gets NaN efficiency and null in JSON (which has no NaN)."""
+    import json
+
+    r = fit("x**3", depth=2, seeds=[0, 1], method="kaiming", phase1=Phase("adam", 1),
+            phase2=Phase("adam", 5, 1e300))
+    assert r.diverged == [0, 1] and np.isnan(r.efficiency).all()
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["mse"] == [None, None] and d["efficiency_mean"] is None
