@@ -18,6 +18,7 @@ scales), ``pretrain-thm31`` (two phases, Theorem 3.1 scales).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import time
 from dataclasses import dataclass, field
@@ -104,13 +105,74 @@ def unflatten_layers(theta: torch.Tensor, shapes):
 
 def mlp_forward(layers, x: torch.Tensor) -> torch.Tensor:
     """All seeds' Linear/ReLU stacks on points x (n,) or (n, k): layers [(W (N,o,i), b (N,o))]
-    -> (N, n)."""
-    h = x.reshape(1, x.shape[0], -1).expand(layers[0][0].shape[0], -1, -1)
-    for k, (w, b) in enumerate(layers):
-        h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        if k < len(layers) - 1:
-            h = torch.relu(h)
-    return h.squeeze(-1)
+    -> (N, n).
+
+    Points run along the last axis (activations (N, width, n)), so each hidden layer is one
+    batched (o x i) @ (i x n) product: several times faster than (n x i) @ (i x o) for width 4.
+    """
+    h = _first_layer(layers[0], x)
+    for w, b in layers[1:]:
+        h = torch.baddbmm(b.unsqueeze(-1), w, torch.relu(h))
+    return h.squeeze(1)
+
+
+def _inputs(x):
+    """Points x (n,) or (n, k) as (1, k, n): inputs along the second axis, points last."""
+    return x.reshape(x.shape[0], -1).T.unsqueeze(0)
+
+
+def _first_layer(layer, x):
+    """z_1 = W_1 x + b_1 (N, o, n), elementwise per input (a product with the input broadcast
+    over seeds would be folded into one matrix product across seeds, and a seed's gradient would
+    then depend on its batch neighbours)."""
+    w, b = layer
+    inputs = _inputs(x)
+    z = b.unsqueeze(-1) + w[:, :, :1] * inputs[:, :1]
+    for m in range(1, inputs.shape[1]):
+        z = z + w[:, :, m:m + 1] * inputs[:, m:m + 1]
+    return z
+
+
+def _hidden_masks(layers, x):
+    """Activations (N, width, n) of the input and every hidden layer, and the masks z > 0."""
+    hs = [_inputs(x).expand(layers[0][0].shape[0], -1, -1)]
+    masks = []
+    for k, (w, b) in enumerate(layers[:-1]):
+        z = _first_layer(layers[0], x) if k == 0 else torch.baddbmm(b.unsqueeze(-1), w, hs[-1])
+        masks.append(z > 0)
+        hs.append(torch.relu(z))
+    return hs, masks
+
+
+def _deltas(layers, masks):
+    """delta_k = d out / d z_k (N, o, n) per layer: delta_L = 1, (W_{k+1}' delta_{k+1}) * mask_k."""
+    w_last = layers[-1][0]
+    delta = torch.ones(w_last.shape[0], 1, masks[0].shape[-1] if masks else 1,
+                       dtype=w_last.dtype, device=w_last.device)
+    out = [delta]
+    for k in range(len(layers) - 1, 0, -1):
+        delta = torch.bmm(layers[k][0].transpose(1, 2), delta) * masks[k - 1]
+        out.append(delta)
+    return out[::-1]
+
+
+def _jacobian_rows(layers, hs, deltas, bias_factor):
+    """Rows [delta_k (x) h_{k-1}, bias_factor * delta_k] over all layers, as (N, P, m).
+
+    ``hs``/``deltas``: per point (or per run row) inputs (N, i, m) and deltas (N, o, m) of each
+    layer; ``bias_factor`` (N or 1, 1, m). Elementwise only: a seed's rows do not depend on m.
+    """
+    n_seeds, m = hs[0].shape[0], hs[-1].shape[-1]
+    sizes = [w.shape[1] * (w.shape[2] + 1) for w, _ in layers]
+    out = hs[-1].new_empty(n_seeds, sum(sizes), m)
+    at = 0
+    for (w, _), h, delta, size in zip(layers, hs, deltas, sizes):
+        o, i = w.shape[1:]
+        block = out[:, at:at + o * i].view(n_seeds, o, i, m)
+        torch.mul(delta.unsqueeze(2), h.unsqueeze(1), out=block)
+        torch.mul(delta, bias_factor, out=out[:, at + o * i:at + size])
+        at += size
+    return out
 
 
 def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
@@ -118,22 +180,103 @@ def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
 
     With h_k the activations and delta_k = d out / d z_k: d out / d W_k = delta_k h_{k-1}^T and
     d out / d b_k = delta_k, where delta_L = 1 and delta_k = (W_{k+1}^T delta_{k+1}) * [z_k > 0].
+
+    Asked for by :func:`run_lm` (inside :func:`_compact_jacobians`), it returns the compact form
+    instead: Q'J, (N, m, P) rows per activation run (:func:`mlp_jacobian_runs`), and leaves Q'
+    with the request for the residual. A jacobian built on it may then only combine it on the
+    parameter side (J @ D, the chain rule to other coordinates), never row by row.
     """
-    n_seeds = layers[0][0].shape[0]
-    hs = [x.reshape(1, x.shape[0], -1).expand(n_seeds, -1, -1)]
-    masks = []
-    for k, (w, b) in enumerate(layers[:-1]):
-        z = torch.baddbmm(b.unsqueeze(1), hs[-1], w.transpose(1, 2))
-        masks.append(z > 0)
-        hs.append(torch.relu(z))
-    delta = torch.ones(n_seeds, x.shape[0], 1, dtype=x.dtype, device=x.device)
-    blocks = []
-    for k in range(len(layers) - 1, -1, -1):
-        grad_w = (delta.unsqueeze(-1) * hs[k].unsqueeze(-2)).flatten(2)  # (N, n, o*i)
-        blocks.append(torch.cat([grad_w, delta], dim=2))
-        if k:
-            delta = torch.bmm(delta, layers[k][0]) * masks[k - 1]
-    return torch.cat(blocks[::-1], dim=2)
+    request = _COMPACT.get()
+    if request is not None and request.project is None and x.dim() == 1:  # runs need a 1D input
+        rows, request.project = mlp_jacobian_runs(layers, x)
+        return rows
+    hs, masks = _hidden_masks(layers, x)
+    ones = torch.ones(1, 1, x.shape[0], dtype=x.dtype, device=x.device)
+    return _jacobian_rows(layers, hs, _deltas(layers, masks), ones).transpose(1, 2)
+
+
+class RunProjection:
+    """Q' of :func:`mlp_jacobian_runs`: values at the points (N, ..., n) -> run rows (N, ..., m).
+
+    Rows 2k and 2k + 1 of a seed belong to its run k: sum of the values / sqrt(n_run) and
+    sum (x - c) value / sqrt(S) (0 if S = 0). ``rows`` (N,) counts a seed's own rows; runs
+    beyond a seed's last are zero padding, at the end. Sums run point by point (scatter_add), so a
+    seed's rows do not depend on the batch.
+    """
+
+    def __init__(self, run, counts, centred, spread):
+        self.run, self.centred = run, centred
+        self.inv_count = torch.where(counts > 0, counts.clamp_min(1).rsqrt(), 0.0)
+        self.inv_spread = torch.where(spread > 0, spread.rsqrt(), 0.0)
+        self.rows = 2 * (run.amax(dim=1) + 1)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        lead, n_runs = values.shape[:-1], self.inv_count.shape[1]
+        shape = (lead[0],) + (1,) * (len(lead) - 1) + (-1,)
+        run = self.run.view(shape).expand(*lead, -1)
+        total = values.new_zeros(*lead, n_runs).scatter_add_(-1, run, values)
+        moment = values.new_zeros(*lead, n_runs).scatter_add_(
+            -1, run, self.centred.view(shape) * values)
+        return torch.stack([total * self.inv_count.view(shape),
+                            moment * self.inv_spread.view(shape)], dim=-1).flatten(-2)
+
+
+def mlp_jacobian_runs(layers, x: torch.Tensor):
+    """The Jacobian compressed per activation run: (Q'J (N, m, P), Q') with J = Q (Q'J); 1D x.
+
+    Consecutive points with the same activation pattern form a run; there the network is affine
+    in x, every activation h is affine in x, and delta (d out / d z) is constant. Q has two
+    orthonormal columns per run, 1/sqrt(n_run) and (x - c)/sqrt(S) (c the run's mean point,
+    S = sum (x - c)^2), so J = Q (Q'J) exactly and Q'J = [delta (x) Q'h, delta Q'1] per run: the
+    activations projected per run (two moments each) and delta at one point of the run. J'J then
+    costs m P^2 with m = 2 runs instead of n P^2, and J'r = (Q'J)'(Q'r). Exact in exact
+    arithmetic, for any order of the points (unsorted points are sorted to find the runs).
+    """
+    n_seeds, n = layers[0][0].shape[0], x.shape[0]
+    order = torch.argsort(x, stable=True) if bool((x[1:] < x[:-1]).any()) else None
+    xs = x if order is None else x[order]
+    hs, masks = _hidden_masks(layers, xs)
+    pattern = torch.cat(masks, dim=1)  # (N, units, n), points in increasing order
+    change = (pattern[:, :, 1:] != pattern[:, :, :-1]).any(dim=1)
+    run = torch.cat([change.new_zeros(n_seeds, 1, dtype=torch.long), change.cumsum(dim=1)], dim=1)
+    n_runs = int(run[:, -1].max()) + 1
+    # The first point of each run carries its deltas (padding runs borrow point 0; weight 0).
+    first = torch.zeros(n_seeds, n_runs, dtype=torch.long, device=x.device).scatter_reduce_(
+        1, run, torch.arange(n, device=x.device).expand(n_seeds, n), "amin", include_self=False)
+    xs = xs.expand(n_seeds, n)
+    counts = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, torch.ones_like(xs))
+    centre = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, xs) / counts.clamp_min(1)
+    centred = xs - centre.gather(1, run)
+    spread = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, centred * centred)
+    project = RunProjection(run, counts, centred, spread)  # for values in increasing x
+    deltas = [d.gather(2, first.unsqueeze(1).expand(-1, d.shape[1], -1)).repeat_interleave(2, dim=2)
+              for d in _deltas(layers, masks)]
+    bias_factor = torch.stack([counts.sqrt(), torch.zeros_like(counts)], dim=2)
+    rows = _jacobian_rows(layers, [project(h) for h in hs], deltas,
+                          bias_factor.reshape(n_seeds, 1, 2 * n_runs))
+    if order is not None:  # Q' for values in the caller's order
+        unsort = torch.empty_like(order).scatter_(0, order, torch.arange(n, device=x.device))
+        project = RunProjection(run[:, unsort], counts, centred[:, unsort], spread)
+    return rows.transpose(1, 2), project
+
+
+class _CompactRequest:
+    project = None
+
+
+_COMPACT: "contextvars.ContextVar[_CompactRequest | None]" = contextvars.ContextVar(
+    "relu_regions_compact_jacobian", default=None)
+
+
+@contextlib.contextmanager
+def _compact_jacobians():
+    """Within: the first :func:`mlp_jacobian` call returns the compact form (see there)."""
+    request = _CompactRequest()
+    token = _COMPACT.set(request)
+    try:
+        yield request
+    finally:
+        _COMPACT.reset(token)
 
 
 def jvp_jacobian(predict, theta: torch.Tensor) -> torch.Tensor:
@@ -229,44 +372,119 @@ def run_adam(predict, jacobian, theta, y, phase: Phase, history: list, progress=
     return theta.detach()
 
 
+MU_MIN, MU_MAX = 1e-15, 1e15
+
+
+def _gram(rows: torch.Tensor, counts, seeds) -> list:
+    """[A_s A_s' for s in seeds], A_s = the seed's own leading ``counts[s]`` columns of (N, P+1, m).
+
+    One 2D product per seed on its own rows, so a seed's Gram matrix does not depend on which
+    seeds share the batch or how far the others are padded.
+    """
+    out = []
+    for s in seeds.tolist():
+        a = rows[s, :, :counts[s]]
+        out.append(a @ a.T)
+    return out
+
+
+def _damped_steps(gram: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Solve (H + mu (diag H + tiny)) delta = -g per seed, from [[H, g], [g', .]] (N, P+1, P+1).
+
+    Cholesky (the matrix is positive definite unless rounding says otherwise; then LU, and a
+    singular system gives a non-finite step that the caller rejects).
+    """
+    H, g = gram[:, :-1, :-1], -gram[:, :-1, -1:]
+    d = torch.diagonal(H, dim1=1, dim2=2)
+    floor = 1e-12 * d.mean(dim=1, keepdim=True).clamp_min(1e-300)
+    A = H.clone()
+    A.diagonal(dim1=1, dim2=2).add_(mu[:, None] * (d + floor))
+    L, info = torch.linalg.cholesky_ex(A)
+    # Triangular solves (and LU) one seed at a time: batched, they round differently at some
+    # batch positions, and a seed's result would depend on its neighbours.
+    steps = [torch.cholesky_solve(g[i:i + 1], L[i:i + 1]) if ok == 0
+             else torch.linalg.solve_ex(A[i:i + 1], g[i:i + 1])[0]
+             for i, ok in enumerate(info.tolist())]
+    return torch.cat(steps).squeeze(-1)
+
+
 def run_lm(predict, jacobian, theta, y, phase: Phase, history: list, progress=None,
            start=None, on_step=None):
     """Levenberg-Marquardt (Marquardt scaling) on every seed at once, damping per seed.
 
     Each step solves (J'J + mu (diag(J'J) + tiny I)) delta = -J'r per seed and keeps the step
-    only if it lowers that seed's MSE (mu /= 3), else raises mu (x 4).
+    only if it lowers that seed's MSE (mu /= 3), else raises mu (x 4, at most 1e15).
+
+    Work per seed is only what the seed needs: J'J and J'r are formed for the seeds whose
+    parameters moved in the last step (a rejected step leaves them as they were); a seed rejected
+    at the largest damping is at a fixed point (the same state gives the same rejected step) and
+    stops. The Jacobian comes compact where it is an :func:`mlp_jacobian` (rows per activation
+    run, :func:`mlp_jacobian_runs`); ``jacobian`` may also return a plain (N, n, P) tensor.
+    Every per-seed product and solve runs on that seed's own rows, so a seed's result is the same,
+    bit for bit, whichever seeds share the batch.
+
+    ``start`` = (step, theta, {"mu", "mse", "frozen"}) resumes ("frozen" may be missing: such a
+    seed then repeats its rejected step once and stops again); ``on_step(step, theta, state)`` is
+    called after every step (checkpoints).
     """
     first = 0
-    if start is not None:  # resume: (step, theta, {"mu": .., "mse": ..})
+    n_seeds = theta.shape[0]
+    r = None  # residual at theta
+    if start is not None:
         first, theta, state = start
         mu, mse = state["mu"], state["mse"]
+        frozen = state.get("frozen", torch.zeros(n_seeds, dtype=torch.bool, device=theta.device))
     else:
-        mu = torch.full((theta.shape[0],), phase.lr, dtype=theta.dtype, device=theta.device)
-        mse = _per_seed_mse(predict, theta, y)
-    for step in range(first, phase.steps):
+        mu = torch.full((n_seeds,), phase.lr, dtype=theta.dtype, device=theta.device)
+        frozen = torch.zeros(n_seeds, dtype=torch.bool, device=theta.device)
         with torch.no_grad():
             r = predict(theta) - y
-            J = jacobian(theta)
-            # [J r]'[J r] holds J'J and J'r. One 2D product per seed: batched bmm sums in a
-            # different order for some batch positions, and a separate J'r (matrix-vector) at
-            # N = 1, which would make a seed's result depend on its neighbours.
-            G = torch.stack([a.T @ a for a in torch.cat([J, r.unsqueeze(-1)], dim=2)])
-            H, g = G[:, :-1, :-1], G[:, :-1, -1]
-            d = torch.diagonal(H, dim1=1, dim2=2)
-            floor = 1e-12 * d.mean(dim=1, keepdim=True).clamp_min(1e-300)
-            A = H + mu[:, None, None] * torch.diag_embed(d + floor)
-            delta = torch.linalg.solve(A, -g.unsqueeze(-1)).squeeze(-1)
-            trial = theta + delta
-            trial_mse = _per_seed_mse(predict, trial, y)
-            better = torch.isfinite(trial_mse) & (trial_mse < mse)
-            theta = torch.where(better[:, None], trial, theta)
-            mse = torch.where(better, trial_mse, mse)
-            mu = torch.where(better, mu / 3, mu * 4).clamp(1e-15, 1e15)
+        mse = (r * r).mean(dim=1)
+    stale = ~frozen  # seeds whose J'J / J'r (in ``gram``) are not those of their current theta
+    gram = None
+    for step in range(first, phase.steps):
+        with torch.no_grad():
+            if not bool(frozen.all()):
+                if r is None:
+                    r = predict(theta) - y
+                if bool(stale.any()):
+                    with _compact_jacobians() as request:
+                        J = jacobian(theta)
+                    project = request.project
+                    rhs = r if project is None else project(r)
+                    rows = torch.cat([J.transpose(1, 2), rhs.unsqueeze(1)], dim=1)  # (N, P+1, m)
+                    counts = ([rows.shape[2]] * n_seeds if project is None
+                              else project.rows.tolist())
+                    if gram is None:
+                        gram = rows.new_zeros(n_seeds, rows.shape[1], rows.shape[1])
+                    todo = stale.nonzero().squeeze(1)
+                    gram[todo] = torch.stack(_gram(rows, counts, todo))
+                    stale = torch.zeros_like(stale)
+                active = (~frozen).nonzero().squeeze(1)
+                every = active.shape[0] == n_seeds
+                G = gram if every else gram[active]
+                mu_a = mu if every else mu[active]
+                step_a = _damped_steps(G, mu_a)
+                if every:
+                    trial = theta + step_a
+                else:
+                    delta = torch.zeros_like(theta)
+                    delta[active] = step_a
+                    trial = theta + delta
+                r_trial = predict(trial) - y
+                trial_mse = (r_trial * r_trial).mean(dim=1)
+                better = torch.isfinite(trial_mse) & (trial_mse < mse) & ~frozen
+                theta = torch.where(better[:, None], trial, theta)
+                r = torch.where(better[:, None], r_trial, r)
+                mse = torch.where(better, trial_mse, mse)
+                frozen = frozen | (~better & (mu == MU_MAX))
+                mu = torch.where(better, mu / 3, mu * 4).clamp(MU_MIN, MU_MAX)
+                stale = better
         history.append(mse.clone())
         if progress:
             progress(mse)
         if on_step:
-            on_step(step + 1, theta, {"mu": mu, "mse": mse})
+            on_step(step + 1, theta, {"mu": mu, "mse": mse, "frozen": frozen})
     return theta
 
 
