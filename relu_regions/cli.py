@@ -50,6 +50,8 @@ def random_peaks(n: int, seed: int) -> list[float]:
 # count
 
 def cmd_count(args) -> dict:
+    import torch
+
     from . import checkpoint
     from .parametrize import ConstructionNet
     from .regions import count_regions, count_regions_segment, sample_regions
@@ -59,7 +61,13 @@ def cmd_count(args) -> dict:
         if args.depth is not None or args.a is not None:
             raise InputError("--checkpoint counts a saved model: drop --depth/--a")
         model, config = checkpoint.load(args.checkpoint)
+        n_in = next(m for m in model.modules() if isinstance(m, torch.nn.Linear)).in_features
+        if n_in > 1 and args.segment_from is None:
+            raise InputError(f"the model takes {n_in} inputs; count it along a segment with "
+                             f"--from X0 --to X1 (e.g. --from={','.join(['-1'] * n_in)} "
+                             f"--to {','.join(['1'] * n_in)})")
         saved = config.get("model", {}).get("interval") or config.get("interval")
+        saved = saved if n_in == 1 else None  # a 2D run saves one interval per input
         lo, hi = args.interval or (tuple(saved) if saved else (0.0, 1.0))
         info["checkpoint"] = str(args.checkpoint)
     else:
@@ -81,6 +89,9 @@ def cmd_count(args) -> dict:
     if args.segment_from is not None or args.segment_to is not None:
         if args.segment_from is None or args.segment_to is None:
             raise InputError("a segment needs both --from and --to")
+        if args.sample or args.plot:
+            raise InputError("--sample and --plot work on an interval of a 1D input, not on a "
+                             "segment")
         result = count_regions_segment(model, args.segment_from, args.segment_to)
     else:
         result = count_regions(model, lo, hi)

@@ -50,6 +50,13 @@ CASES = [
     (T + ["--data", "{empty}"], "empty"),
     (T + ["--data", "{cols}"], "column"),
     (T + ["--data", "{dup}"], "duplicate"),
+    (T + ["--data", "{mixed}"], "like the first row"),
+    # shapes
+    (T + ["--target", "x**3", "--shape", "radial"], "2D inputs"),
+    (T + ["--target", "x**2 + y**2", "--shape", "dc"], "1D inputs"),
+    (T + ["--target", "x**3 - x", "--interval=-1,1", "--shape", "dc", "--grow-from", "1"],
+     "single construction"),
+    (T + ["--target", "x**3", "--shape", "wavy"], "invalid choice"),
     # count
     (["count", "--depth", "3", "--a", "1.5"], "outside (0, 1)"),
     (["count", "--depth", "3", "--a", "0.5,x"], "comma-separated"),
@@ -65,7 +72,8 @@ CASES = [
 ]
 
 FILES = {"nan": "x,y\n0,1\n0.5,nan\n1,2\n", "text": "x,y\n0,a\n1,b\n", "empty": "",
-         "cols": "x,y,z,w\n0,1,2,3\n1,2,3,4\n", "dup": "x,y\n0,1\n0,2\n1,3\n"}
+         "cols": "x,y,z,w\n0,1,2,3\n1,2,3,4\n", "dup": "x,y\n0,1\n0,2\n1,3\n",
+         "mixed": "0,0,1\n1,2\n"}
 
 
 @pytest.mark.parametrize("argv, fragment", CASES)

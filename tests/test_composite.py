@@ -243,3 +243,16 @@ def test_release_survives_scales_that_underflowed():
     d = layout.predict(theta, x.unsqueeze(-1))
     r = raw_forward(layout, theta, x)
     assert torch.isfinite(r).all() and torch.allclose(r, d, rtol=0, atol=1e-12)
+
+
+def test_cli_counts_a_2d_checkpoint_only_along_a_segment(tmp_path, capsys):
+    from relu_regions import checkpoint
+    from relu_regions.parametrize import linear_relu_stack
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    checkpoint.save(linear_relu_stack([2, 6, 6, 1]), path, {"interval": [[-1, 1], [-1, 1]]})
+    assert main(["count", "--checkpoint", str(path)]) == 2
+    assert "--from X0 --to X1" in capsys.readouterr().err
+    assert main(["count", "--checkpoint", str(path), "--from=-1,-1", "--to", "1,1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["linear_pieces"] >= 1
