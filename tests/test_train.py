@@ -246,6 +246,17 @@ def _reference_lm(predict, jacobian, theta, y, steps, mu0=1e-3):
     return theta, torch.stack(history, dim=1)
 
 
+def _small_raw_problem(x, n_seeds, seed):
+    """Random raw weights of a depth-2 width-4 net, with its batched predict and Jacobian."""
+    shapes = raw_shapes(2)
+    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n_seeds, n_params, generator=g, dtype=torch.float64)
+    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
+    jac = lambda th: mlp_jacobian(unflatten_layers(th, shapes), x)  # noqa: E731
+    return theta, predict, jac
+
+
 def test_lm_shortcuts_follow_the_textbook_loop():
     """Compact Jacobian, J'J only after accepted steps, Cholesky, and stopping seeds at the
     damping ceiling give the plain loop's trajectory: the seeds converge and stop mid-run."""
@@ -253,12 +264,7 @@ def test_lm_shortcuts_follow_the_textbook_loop():
 
     x = torch.linspace(0, 1, 200, dtype=torch.float64)
     y = torch.sin(3 * x)
-    shapes = raw_shapes(2)
-    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
-    g = torch.Generator().manual_seed(5)
-    theta = torch.randn(4, n_params, generator=g, dtype=torch.float64)
-    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
-    jac = lambda th: mlp_jacobian(unflatten_layers(th, shapes), x)  # noqa: E731
+    theta, predict, jac = _small_raw_problem(x, n_seeds=4, seed=5)
     history, states = [], []
     run_lm(predict, jac, theta, y, Phase("lm", 300), history,
            on_step=lambda step, th, state: states.append(state))
@@ -287,12 +293,7 @@ def test_lm_resume_with_stopped_seeds_is_bit_identical():
 
     x = torch.linspace(0, 1, 100, dtype=torch.float64)
     y = x**3
-    shapes = raw_shapes(2)
-    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
-    g = torch.Generator().manual_seed(2)
-    theta = torch.randn(3, n_params, generator=g, dtype=torch.float64)
-    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
-    jac = lambda th: mlp_jacobian(unflatten_layers(th, shapes), x)  # noqa: E731
+    theta, predict, jac = _small_raw_problem(x, n_seeds=3, seed=2)
     saved = {}
     full_history: list = []
     full = run_lm(predict, jac, theta, y, Phase("lm", 250), full_history,
