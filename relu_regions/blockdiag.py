@@ -39,7 +39,7 @@ from torch import nn
 
 from .errors import InputError
 
-PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in train.random_peaks
+PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
 
 
 def _check_size(name: str, value) -> int:

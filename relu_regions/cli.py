@@ -42,8 +42,10 @@ def interval(text: str) -> tuple[float, float]:
 
 
 def random_peaks(n: int, seed: int) -> list[float]:
-    """The CLI's default peaks: uniform on [0.25, 0.75], seeded."""
-    return np.random.default_rng(seed).uniform(0.25, 0.75, n).tolist()
+    """The CLI's default peaks: the trainer's draw (uniform on [0.25, 0.75]) for one seed."""
+    from .composite import random_peaks
+
+    return random_peaks([seed], (n,))[0].tolist()
 
 
 # ---------------------------------------------------------------------------------------------

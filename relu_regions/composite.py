@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import lsq_linear
 
 from . import construction as C
 from .errors import InputError
@@ -66,7 +65,6 @@ class SumLayout:
         P = np.array([t.direction for t in self.terms], dtype=np.float64).reshape(len(self.terms), -1)
         if P.shape[1] != self.k or np.linalg.matrix_rank(P) < self.k:
             raise InputError(f"the term directions must span the {self.k}D input")
-        self.directions = P
         # Least-norm map from the affine part's slopes (per input) to the terms' c1 (release).
         lens = np.array([t.interval[1] - t.interval[0] for t in self.terms])
         self._c1_map = np.linalg.pinv(P.T) * lens[:, None]
@@ -100,19 +98,15 @@ class SumLayout:
         parts = []
         for j in range(len(self.terms)):
             block = theta[..., j * per:(j + 1) * per]
-            logits = block[..., :self.n_peaks]
+            peaks = C.peaks_from_logits(block[..., :self.n_peaks], self.margin)
             log_s = block[..., self.n_peaks:].clamp(min=LOG_SCALE_FLOOR)
-            peaks = self.margin + (1 - 2 * self.margin) * torch.sigmoid(logits)
-            scales = (C.thm31_scales(log_s[..., 0].exp(), peaks, self.depth) if self.thm31
-                      else log_s.exp())
-            parts.append((peaks, scales))
+            parts.append((peaks, C.scales_from_log(log_s, peaks, self.depth, self.thm31)))
         rest = theta[..., len(self.terms) * per:]
         return parts, rest[..., 0], rest[..., 1:]
 
     def join(self, peaks, scales_or_s0, c0, c):
         """Inverse of ``split`` (peaks (N, J, n_peaks), scales (N, J, n_scales), c0, c (N, k))."""
-        a = (peaks - self.margin) / (1 - 2 * self.margin)
-        logits = torch.log(a) - torch.log1p(-a)
+        logits = C.logits_from_peaks(peaks, self.margin)
         blocks = torch.cat([logits, scales_or_s0.log()], dim=-1).flatten(1)
         return torch.cat([blocks, c0.reshape(-1, 1), c.reshape(-1, self.k)], dim=1)
 
@@ -122,16 +116,21 @@ class SumLayout:
         hi = x.new_tensor([b[1] for b in self.box])
         return (x - lo) / (hi - lo)
 
+    def sawtooths(self, term: Term, peaks, x):
+        """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
+        w = ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
+            term.interval[1] - term.interval[0])
+        for i in range(self.depth):
+            w = C.triangle(w, peaks[..., i:i + 1])
+            yield w
+
     def predict(self, theta, x):
         """Derived-form F on points x (n, k), or per seed (N, n, k); returns (N, n)."""
         parts, c0, c = self.split(theta)
         z = self._z(x)
         out = c0.unsqueeze(-1) + (z * c.unsqueeze(-2)).sum(-1)
         for term, (peaks, scales) in zip(self.terms, parts):
-            t = (x * x.new_tensor(term.direction)).sum(-1)
-            w = (t - term.interval[0]) / (term.interval[1] - term.interval[0])
-            for i in range(self.depth):
-                w = C.triangle(w, peaks[..., i:i + 1])
+            for i, w in enumerate(self.sawtooths(term, peaks, x)):
                 out = out - term.sign * scales[..., i:i + 1] * w
         return out
 
@@ -204,6 +203,14 @@ class ComposedLayout:
 
     def _parts(self, theta):
         return theta[..., :self.inner.n_params], theta[..., self.inner.n_params:]
+
+    def sawtooths(self, term: Term, peaks, x):
+        """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
+        w = ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
+            term.interval[1] - term.interval[0])
+        for i in range(self.depth):
+            w = C.triangle(w, peaks[..., i:i + 1])
+            yield w
 
     def predict(self, theta, x):
         t_in, t_out = self._parts(theta)
@@ -338,6 +345,8 @@ def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
     (bounded least squares). Theorem 3.1 ties each term's scales to its s_0, one column per term.
     ``x``: (n, k) shared by all seeds, or (N, n, k) per seed.
     """
+    from scipy.optimize import lsq_linear
+
     x = torch.as_tensor(x, dtype=torch.float64).cpu()
     y = np.asarray(y, dtype=np.float64)
     one = torch.tensor(1.0, dtype=torch.float64)
@@ -346,12 +355,7 @@ def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
         xs = x[s] if x.dim() == 3 else x
         cols = [np.ones((len(y), 1)), layout._z(xs).numpy()]
         for j, term in enumerate(layout.terms):
-            t = (xs * xs.new_tensor(term.direction)).sum(-1)
-            w, feats = (t - term.interval[0]) / (term.interval[1] - term.interval[0]), []
-            for i in range(layout.depth):
-                w = C.triangle(w, a[j, i])
-                feats.append(w)
-            W = torch.stack(feats, dim=1).numpy()
+            W = torch.stack(list(layout.sawtooths(term, a[j], xs)), dim=1).numpy()
             if layout.thm31:
                 W = (W @ C.thm31_scales(one, a[j], layout.depth).numpy())[:, None]
             cols.append(-term.sign * W)

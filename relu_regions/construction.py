@@ -120,6 +120,23 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
+def peaks_from_logits(logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """a = margin + (1 - 2 margin) sigmoid(logit): always inside (margin, 1 - margin)."""
+    return margin + (1 - 2 * margin) * torch.sigmoid(logits)
+
+
+def logits_from_peaks(peaks: torch.Tensor, margin: float) -> torch.Tensor:
+    """The inverse of :func:`peaks_from_logits`."""
+    return _logit((peaks - margin) / (1 - 2 * margin))
+
+
+def scales_from_log(log_s: torch.Tensor, peaks: torch.Tensor, depth: int, thm31: bool):
+    """s_0..s_{d-1} from log-scales (..., 1 or d): Theorem 3.1 from s_0, or each one free."""
+    if thm31:
+        return thm31_scales(log_s[..., 0].exp(), peaks, depth)
+    return log_s.exp()
+
+
 class Construction(nn.Module):
     """The derived parameters of one construction and its derived-form forward.
 
@@ -150,7 +167,7 @@ class Construction(nn.Module):
         a = check_peaks(peaks, n_peaks, margin, allow=(depth,) if thm31 else ())
         opts = dict(dtype=dtype, device=device)
         a = torch.as_tensor(a, **opts).expand(n_peaks).clone()
-        self.peak_logits = nn.Parameter(_logit((a - margin) / (1 - 2 * margin)))
+        self.peak_logits = nn.Parameter(logits_from_peaks(a, margin))
         if thm31:
             if not s0 > 0 or not math.isfinite(s0):
                 raise InputError(f"s0 must be a positive number, got {s0}")
@@ -168,13 +185,12 @@ class Construction(nn.Module):
 
     def peaks(self) -> torch.Tensor:
         """a_i = margin + (1 - 2 margin) sigmoid(logit_i): always inside (margin, 1 - margin)."""
-        return self.margin + (1 - 2 * self.margin) * torch.sigmoid(self.peak_logits)
+        return peaks_from_logits(self.peak_logits, self.margin)
 
     def scales(self) -> torch.Tensor:
         """s_0..s_{d-1}: free (exp of log-scales) or coupled by Theorem 3.1."""
-        if self.thm31:
-            return thm31_scales(self.log_s0.exp(), self.peaks(), self.depth)
-        return self.log_scales.exp()
+        log_s = self.log_s0.unsqueeze(-1) if self.thm31 else self.log_scales
+        return scales_from_log(log_s, self.peaks(), self.depth, self.thm31)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Derived-form F(x) for x of shape (n, 1) or (n,); returns the same shape."""

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
-from scipy.optimize import lsq_linear
 
 from . import construction as C
 from .errors import InputError
@@ -769,9 +768,9 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     d0 = grow_from or depth
     layout, shape, q_target = K.build_layout(shape, data.x, data.y, box, d0,
                                              thm31=method != "pretrain")
-    if grow_from is not None and not (isinstance(layout, K.SumLayout) and len(layout.terms) == 1):
-        raise InputError(f"grow_from needs a single construction (convex or concave), not {shape!r}")
     single = isinstance(layout, K.SumLayout) and len(layout.terms) == 1
+    if grow_from is not None and not single:
+        raise InputError(f"grow_from needs a single construction (convex or concave), not {shape!r}")
     full = layout if d0 == depth else K.build_layout(shape, data.x, data.y, box, depth,
                                                       thm31=method != "pretrain")[0]
     if constructed:
