@@ -204,14 +204,6 @@ class ComposedLayout:
     def _parts(self, theta):
         return theta[..., :self.inner.n_params], theta[..., self.inner.n_params:]
 
-    def sawtooths(self, term: Term, peaks, x):
-        """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
-        w = ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
-            term.interval[1] - term.interval[0])
-        for i in range(self.depth):
-            w = C.triangle(w, peaks[..., i:i + 1])
-            yield w
-
     def predict(self, theta, x):
         t_in, t_out = self._parts(theta)
         q = self.inner.predict(t_in, x)
