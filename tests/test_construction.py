@@ -44,12 +44,20 @@ def test_raw_net_and_released_equal_derived_form(net):
     # The raw first layer computes s0 x / L - s0 lo / L and so cancels |x|/L times the result
     # (the derived form subtracts lo first): the tolerance scales with that conditioning.
     # The "sum" neuron carries C + F and the output bias removes C, so rounding is relative to
-    # the size of C and of F as well.
+    # the size of C and of F as well. And a rounding of u is carried through the triangle maps:
+    # T_a is Lipschitz with L = max(1/a, 1/(1-a)), so it reaches F as sum_i s_i prod_{k<=i} L_k
+    # (small peaks with slowly falling scales: 2^i per layer).
     c = net.construction
     conditioning = max(1.0, float(max(abs(c.lo), abs(c.hi)) / (c.hi - c.lo)))
     size = max(1.0, float(derived.abs().max()),
                float(sum_offset(c.scales(), c.c1).detach()))
-    assert torch.allclose(raw, derived, rtol=0, atol=1e-12 * conditioning * size)
+    with torch.no_grad():
+        peaks = c.peaks()[:c.depth]
+        lipschitz = torch.maximum(1 / peaks, 1 / (1 - peaks))
+        amplification = float((c.scales() * torch.cumprod(lipschitz, 0)).sum())
+    eps = torch.finfo(torch.float64).eps
+    atol = conditioning * (1e-12 * size + 16 * eps * amplification)
+    assert torch.allclose(raw, derived, rtol=0, atol=atol)
     assert torch.equal(released, raw)
 
 
