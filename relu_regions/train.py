@@ -583,20 +583,32 @@ def load_train_state(path) -> dict:
 # Initializations
 
 INSERT_PEAK, INSERT_SCALE = 0.5, 0.25
+# The insertion settings grow() runs as paths: peaks around 1/2, scale ratios on a factor-4 grid
+# around 1. Which one trains best differs from net to net (docs/training.md).
+INSERT_PEAKS, INSERT_SCALES = (0.3, 0.5, 0.7), (0.25, 1.0, 4.0)
 SCREEN_SHARE = 0.3  # of phase 1's steps, run on every start before the best one continues
 
 
-def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE):
+def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE, by_range=True):
     """Raw Theta at ``depth`` -> ``depth + 1``, inserting one construction layer before the output.
 
     The new hidden layer folds the last hidden layer's (t1, t2) once more like the construction
-    (peak a_new, scale ratio S): sum' = current output + C (C keeps it positive), t1', t2' from
-    s W_last = t1/a - t2/(a(1-a)), bias' = S bias. The output row is then the least-squares fit
+    (peak a_new, scale ratio S): sum' = current output + C (C keeps it positive); g = t1/a -
+    t2/(a(1-a)) (= s W_last in the construction) is mapped onto [0, 1] by its range over the
+    samples, v = (g - g_min) / A, A = g_max - g_min, and t1' = relu(S A v), t2' = relu(S A (v -
+    a_new)), bias' = S A (a constant). For an untrained construction this is the construction's
+    next layer (g_min = 0, A = s); after phase 2 the range keeps the fold meaningful even where the
+    old bias neuron has died or g has shrunk. ``by_range=False`` folds g / bias neuron instead,
+    as the construction does. ``a_new``, ``S``, ``by_range``: scalars or one value per row of
+    Theta. The output row is then the least-squares fit
     over the new layer's 4 units, unless "sum' - C" (the old function exactly) is better: the
     error never rises at an insertion. (Curriculum found by measurement; docs/training.md.)
     """
     layers = unflatten_layers(theta, raw_shapes(depth))
     n = theta.shape[0]
+    a_new, S = (torch.as_tensor(v, dtype=theta.dtype, device=theta.device).expand(n)
+                for v in (a_new, S))
+    by_range = torch.as_tensor(by_range, device=theta.device).expand(n)
     h = x.reshape(1, -1, 1).expand(n, -1, 1)
     for w, b in layers[:-1]:
         h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
@@ -607,11 +619,19 @@ def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE):
     read[:, 1], read[:, 2] = 1 / a_last, -1 / (a_last * (1 - a_last))
     w_new = torch.zeros(n, 4, 4, dtype=theta.dtype, device=theta.device)
     b_new = torch.zeros(n, 4, dtype=theta.dtype, device=theta.device)
+    g = torch.bmm(h, read.unsqueeze(-1)).squeeze(-1)
+    g_min = g.amin(dim=1)
+    amp = g.amax(dim=1) - g_min
+    amp = torch.where(amp > 0, amp, torch.ones_like(amp))  # a constant g: nothing to fold
+    # by_range False: the construction's own normalization, g_min = 0 and A = the bias neuron
+    g_min = torch.where(by_range, g_min, torch.zeros_like(g_min))
+    amp = torch.where(by_range, amp, h[:, 0, 3])
     w_new[:, 0], b_new[:, 0] = w_out[:, 0], b_out[:, 0] + big_c
-    w_new[:, 1] = S * read
-    w_new[:, 2] = S * read
-    w_new[:, 2, 3] -= S * a_new
-    w_new[:, 3, 3] = S
+    w_new[:, 1] = S[:, None] * read
+    w_new[:, 2] = S[:, None] * read
+    b_new[:, 1] = -S * g_min
+    b_new[:, 2] = -S * (g_min + a_new * amp)
+    b_new[:, 3] = S * amp
     h2 = torch.relu(torch.baddbmm(b_new.unsqueeze(1), h, w_new.transpose(1, 2)))
     basis = torch.cat([h2, torch.ones_like(h2[..., :1])], dim=-1)
     target = y.reshape(1, -1, 1).expand(n, -1, 1)
@@ -622,6 +642,34 @@ def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE):
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
     new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]
     return flatten_layers(new_layers)
+
+
+def _best_rows(mse, k: int, n: int):
+    """Row j*n + s of a batch is try j of seed s; returns pick(t): each seed's row with the lowest
+    ``mse`` (a NaN counts as worst)."""
+    best = torch.nan_to_num(mse, nan=math.inf).reshape(k, n).argmin(dim=0)
+    return lambda t: t.reshape(k, n, *t.shape[1:])[best, torch.arange(n, device=t.device)]
+
+
+def grow(theta, d0, depth, a_last, x, y, train, predict, history):
+    """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`), along
+    several paths: each (a_new, S, range or bias normalization) of INSERT_PEAKS x INSERT_SCALES x 2
+    is one path, used for every insertion on it. All paths train as one batch; per seed the path
+    with the lowest final training MSE is kept (like phase 1's starts). ``train(theta, history,
+    depth)`` trains a batch at a depth; ``predict(theta, depth)`` evaluates it.
+    """
+    grid = [(a, S, r) for r in (False, True) for a in INSERT_PEAKS for S in INSERT_SCALES]
+    k, n = len(grid), theta.shape[0]
+    rows = lambda j: torch.tensor([g[j] for g in grid], device=theta.device).repeat_interleave(n)  # noqa: E731
+    a_new, scale, by_range = rows(0).to(theta.dtype), rows(1).to(theta.dtype), rows(2)
+    theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
+    trial_history: list = []
+    for d in range(d0, depth):
+        theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=by_range)
+        theta, a_last = train(theta, trial_history, d + 1), a_new
+    pick = _best_rows(_per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
+    history += [pick(h) for h in trial_history]
+    return pick(theta)
 
 
 def random_theta(method, seeds, widths, box):
@@ -721,7 +769,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
     ``starts``: phase-1 starts per seed (random peaks each); the best after phase 1 is released
     (phase 1 has local minima: 8 starts put most seeds in the best basin, at 8x phase-1 work).
     ``grow_from``: train at this depth first, then insert one construction layer at a time up to
-    ``depth`` (see :func:`insert_layer`), splitting phase 2's steps between the depths.
+    ``depth`` (see :func:`insert_layer`), splitting phase 2's steps between the depths; the
+    insertions run along 18 paths per seed (:func:`grow`), the best on the training loss is kept.
     ``checkpoint``/``checkpoint_every``: write the training state to that file every N steps;
     ``resume``: a state from :func:`load_train_state` to continue (same arguments otherwise);
     ``checkpoint_meta``: text stored in the state (the CLI keeps the original command there).
@@ -790,7 +839,7 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     shapes = shapes_of(widths)
     raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
 
-    def train_raw(theta, phase, shapes=shapes):
+    def train_raw(theta, phase, shapes=shapes, history=history):
         """Phase 2 (or the only phase) on standard or GmP coordinates; returns raw Theta."""
         raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
         raw_jacobian = lambda theta: mlp_jacobian(unflatten_layers(theta, shapes), x)  # noqa: E731
@@ -817,32 +866,42 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         n = len(seed_list)
         start_seeds = [s + 100_000 * k for k in range(starts) for s in seed_list]
         theta1 = K.initial_theta(layout, start_seeds, data.x, data.y, q_target).to(dev)
-        # Screen all starts for a share of phase 1, then finish phase 1 on each seed's best.
         derived_jacobian = lambda th: jvp_jacobian(derived_predict, th)  # noqa: E731
-        screen = phase1.steps if starts == 1 else max(1, round(SCREEN_SHARE * phase1.steps))
         per_start: list = []
-        theta1 = optimize(derived_predict, derived_jacobian, theta1, y,
-                          Phase(phase1.optimizer, screen, phase1.lr), per_start, tick, stages)
-        best = _per_seed_mse(derived_predict, theta1, y).reshape(starts, n).argmin(dim=0)
-        pick = lambda t: t.reshape(starts, n, *t.shape[1:])[best, torch.arange(n)]  # noqa: E731
-        history += [pick(h) for h in per_start]
-        theta1 = optimize(derived_predict, derived_jacobian, pick(theta1), y,
-                          Phase(phase1.optimizer, phase1.steps - screen, phase1.lr), history, tick,
-                          stages)
-        boundary = len(history)
-        theta = release(theta1)
         if d0 == depth:
-            theta = train_raw(theta, phase2)
-        else:  # grow: equal shares of phase 2 for each added layer, the rest at depth d0
+            # Screen all starts for a share of phase 1, then finish phase 1 on each seed's best.
+            screen = phase1.steps if starts == 1 else max(1, round(SCREEN_SHARE * phase1.steps))
+            theta1 = optimize(derived_predict, derived_jacobian, theta1, y,
+                              Phase(phase1.optimizer, screen, phase1.lr), per_start, tick, stages)
+            pick = _best_rows(_per_seed_mse(derived_predict, theta1, y), starts, n)
+            history += [pick(h) for h in per_start]
+            theta1 = optimize(derived_predict, derived_jacobian, pick(theta1), y,
+                              Phase(phase1.optimizer, phase1.steps - screen, phase1.lr), history,
+                              tick, stages)
+            boundary = len(history)
+            theta = train_raw(release(theta1), phase2)
+        else:
+            # Grow: every start goes through phase 1 and the first share of phase 2 at depth d0
+            # (equal shares of phase 2 for each added layer, the rest at d0); each seed's best
+            # start on the raw training loss is grown (phase 1's loss picks worse: some starts
+            # that fit best in the derived family end phase 2 in a poorer basin).
+            theta1 = optimize(derived_predict, derived_jacobian, theta1, y, phase1, per_start,
+                              tick, stages)
+            boundary = len(per_start)
             each = phase2.steps // (depth - d0 + 2)
-            theta = train_raw(theta, Phase(phase2.optimizer, phase2.steps - each * (depth - d0),
-                                           phase2.lr), shapes=raw_shapes(d0, width))
-            a_last = layout.split(theta1)[0][0][0][:, d0 - 1]
-            for d in range(d0, depth):
-                theta = insert_layer(theta, d, a_last, x, y)
-                a_last = torch.full_like(a_last, INSERT_PEAK)
-                theta = train_raw(theta, Phase(phase2.optimizer, each, phase2.lr),
-                                  shapes=raw_shapes(d + 1, width))
+            at = lambda d: raw_shapes(d, width)  # noqa: E731
+            theta = train_raw(release(theta1), Phase(phase2.optimizer,
+                                                     phase2.steps - each * (depth - d0), phase2.lr),
+                              shapes=at(d0), history=per_start)
+            pick = _best_rows(_per_seed_mse(
+                lambda th: mlp_forward(unflatten_layers(th, at(d0)), x), theta, y), starts, n)
+            history += [pick(h) for h in per_start]
+            a_last = pick(layout.split(theta1)[0][0][0][:, d0 - 1])
+            theta = grow(
+                pick(theta), d0, depth, a_last, x, y,
+                lambda th, hist, d: train_raw(th, Phase(phase2.optimizer, each, phase2.lr),
+                                              shapes=at(d), history=hist),
+                lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x), history)
     else:
         raw_phase = Phase(phase2.optimizer, total, phase2.lr)
         if method == "skip":

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relu_regions import InputError
 from relu_regions import construction as C
 from relu_regions.parametrize import ConstructionNet
-from relu_regions.regions import count_regions
 from relu_regions.train import (Phase, fit, flatten_layers, mlp_forward, mlp_jacobian,
                                 raw_shapes, unflatten_layers)
 
@@ -308,3 +309,82 @@ def test_lm_resume_with_stopped_seeds_is_bit_identical():
         assert torch.equal(resumed, full)
         assert len(history) == len(full_history)
         assert all(torch.equal(a, b) for a, b in zip(history, full_history))
+
+
+def _hidden(theta, depth, x):
+    """The last hidden layer's units of a batch of raw width-4 nets, shape (N, n, 4)."""
+    h = x.reshape(1, -1, 1).expand(theta.shape[0], -1, 1)
+    for w, b in unflatten_layers(theta, raw_shapes(depth))[:-1]:
+        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    return h
+
+
+def _construction_theta(depth, peaks):
+    net = ConstructionNet.build(depth, peaks=peaks, c1=1.0)
+    layers = [(w.detach()[None], b.detach()[None]) for w, b in net.construction.weights()]
+    return net.construction, flatten_layers(layers)
+
+
+@pytest.mark.parametrize("a_new,S", [(0.5, 0.25), (0.3, 4.0), (0.7, 1.0)])
+def test_insertion_into_a_construction_is_its_next_layer(a_new, S):
+    """With the bias neuron's normalization, the inserted layer on an untrained construction is
+    the construction's layer d: t1/a - t2/(a(1-a)) = S s_{d-1} T_a(W_{d-1}), bias' = S s_{d-1}."""
+    from relu_regions.train import insert_layer
+
+    d, peaks = 4, [0.35, 0.6, 0.45, 0.55, 0.5]
+    cons, theta = _construction_theta(d, peaks)
+    x = torch.linspace(0, 1, 301, dtype=torch.float64)
+    w = x
+    for a in peaks[:d]:
+        w = C.triangle(w, torch.tensor(a, dtype=torch.float64))
+    s_last = float(cons.scales().detach()[d - 1])
+    grown = insert_layer(theta, d, torch.tensor([peaks[d - 1]], dtype=torch.float64), x, x**3,
+                         a_new=a_new, S=S, by_range=False)
+    h = _hidden(grown, d + 1, x)[0]
+    read = h[:, 1] / a_new - h[:, 2] / (a_new * (1 - a_new))
+    expected = S * s_last * C.triangle(w, torch.tensor(a_new, dtype=torch.float64))
+    assert torch.allclose(read, expected, rtol=0, atol=1e-12 * max(1.0, S * s_last))
+    assert torch.allclose(h[:, 3], torch.full_like(x, S * s_last), rtol=1e-13, atol=0)
+
+
+def test_insertion_by_range_folds_the_readout_mapped_onto_the_unit_interval():
+    """by_range: v = (g - min g) / (max g - min g) over the samples, and the new layer reads
+    S A T_a(v), A = max g - min g, with bias' = S A, whatever the old bias neuron does."""
+    from relu_regions.train import insert_layer
+
+    d, a_last, a_new, S = 3, 0.45, 0.3, 2.0
+    _, theta = _construction_theta(d, [0.4, 0.6, a_last, 0.5])
+    theta = theta + 0.01 * torch.randn(theta.shape, dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(1))
+    x = torch.linspace(0, 1, 211, dtype=torch.float64)
+    h_old = _hidden(theta, d, x)[0]
+    g = h_old[:, 1] / a_last - h_old[:, 2] / (a_last * (1 - a_last))
+    amp = g.max() - g.min()
+    v = (g - g.min()) / amp
+    grown = insert_layer(theta, d, torch.tensor([a_last], dtype=torch.float64), x, x**3,
+                         a_new=a_new, S=S, by_range=True)
+    h = _hidden(grown, d + 1, x)[0]
+    read = h[:, 1] / a_new - h[:, 2] / (a_new * (1 - a_new))
+    expected = S * amp * C.triangle(v, torch.tensor(a_new, dtype=torch.float64))
+    assert torch.allclose(read, expected, rtol=0, atol=1e-12 * max(1.0, float(S * amp)))
+    assert torch.allclose(h[:, 3], (S * amp).expand_as(x), rtol=1e-13, atol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(a_new=st.floats(0.05, 0.95), S=st.floats(0.1, 10.0), by_range=st.booleans(),
+       noise=st.floats(0.0, 0.2), seed=st.integers(0, 2**16))
+def test_an_insertion_never_raises_the_training_error(a_new, S, by_range, noise, seed):
+    """The output row is the least-squares fit over the new units, or the old function exactly."""
+    from relu_regions.train import insert_layer
+
+    d = 3
+    _, theta = _construction_theta(d, [0.4, 0.6, 0.45, 0.5])
+    theta = theta + noise * torch.randn(theta.shape, dtype=torch.float64,
+                                        generator=torch.Generator().manual_seed(seed))
+    x = torch.linspace(0, 1, 97, dtype=torch.float64)
+    y = x**3
+    before = (mlp_forward(unflatten_layers(theta, raw_shapes(d)), x) - y).pow(2).mean()
+    grown = insert_layer(theta, d, torch.tensor([0.45], dtype=torch.float64), x, y,
+                         a_new=a_new, S=S, by_range=by_range)
+    after = (mlp_forward(unflatten_layers(grown, raw_shapes(d + 1)), x) - y).pow(2).mean()
+    assert after <= before * (1 + 1e-9) + 1e-28
