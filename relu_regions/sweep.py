@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_text
-from .errors import InputError
+from .errors import InputError, read_user_file
 
 KEYS = ("targets", "depths", "methods", "seeds", "interval", "points", "sparse", "phase1",
         "phase2", "parameterization")
@@ -100,18 +100,9 @@ class SweepConfig:
 
 def load_config(path) -> SweepConfig:
     """Read and validate a sweep TOML file; every problem is an InputError naming the value."""
+    p, text = read_user_file(path, "sweep config", MAX_CONFIG_BYTES)
     try:
-        p = Path(os.fspath(path))
-    except TypeError:
-        raise InputError(f"sweep config path {path!r} must be a path string") from None
-    if not p.is_file():
-        raise InputError(f"sweep config {str(p)!r} does not exist or is not a regular file")
-    try:
-        if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(f"sweep config {str(p)!r} is larger than 1 MiB")
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"sweep config {str(p)!r} cannot be read: {err}") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"sweep config {str(p)!r} is not valid TOML: {err}") from None
     return parse_config(raw, source=str(p))

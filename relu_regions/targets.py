@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .construction import check_interval
-from .errors import InputError
+from .errors import InputError, read_user_file
 
 MAX_TEXT = 500  # characters of target text
 MAX_DEPTH = 32  # nesting levels of the expression tree
@@ -306,18 +305,10 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"test_fraction={test_fraction!r} is not allowed; need 0 <= value < 1")
     seed = _count(seed, "seed", 0)
+    p, text = read_user_file(path, "CSV file", MAX_CSV_BYTES)
     try:
-        p = Path(os.fspath(path))
-    except TypeError:
-        raise InputError(f"CSV path {path!r} must be a path string") from None
-    if not p.is_file():
-        raise InputError(f"CSV file {str(p)!r} does not exist or is not a regular file")
-    try:
-        if p.stat().st_size > MAX_CSV_BYTES:
-            raise InputError(f"CSV file {str(p)!r} is larger than {MAX_CSV_BYTES // 2**20} MiB")
-        with p.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as err:
         raise InputError(f"CSV file {str(p)!r} cannot be read: {err}") from None
 
     rows_out = []
