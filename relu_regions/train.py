@@ -18,7 +18,6 @@ scales), ``pretrain-thm31`` (two phases, Theorem 3.1 scales).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
 import time
 from dataclasses import dataclass, field
@@ -179,16 +178,7 @@ def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
 
     With h_k the activations and delta_k = d out / d z_k: d out / d W_k = delta_k h_{k-1}^T and
     d out / d b_k = delta_k, where delta_L = 1 and delta_k = (W_{k+1}^T delta_{k+1}) * [z_k > 0].
-
-    Asked for by :func:`run_lm` (inside :func:`_compact_jacobians`), it returns the compact form
-    instead: Q'J, (N, m, P) rows per activation run (:func:`mlp_jacobian_runs`), and leaves Q'
-    with the request for the residual. A jacobian built on it may then only combine it on the
-    parameter side (J @ D, the chain rule to other coordinates), never row by row.
     """
-    request = _COMPACT.get()
-    if request is not None and request.project is None and x.dim() == 1:  # runs need a 1D input
-        rows, request.project = mlp_jacobian_runs(layers, x)
-        return rows
     hs, masks = _hidden_masks(layers, x)
     ones = torch.ones(1, 1, x.shape[0], dtype=x.dtype, device=x.device)
     return _jacobian_rows(layers, hs, _deltas(layers, masks), ones).transpose(1, 2)
@@ -259,23 +249,19 @@ def mlp_jacobian_runs(layers, x: torch.Tensor):
     return rows.transpose(1, 2), project
 
 
-class _CompactRequest:
-    project = None
+def lm_jacobian(layers, x: torch.Tensor):
+    """The Jacobian :func:`run_lm` should get for raw weights: for a 1D input the compact pair
+    (Q'J, Q') per activation run (:func:`mlp_jacobian_runs`, same J'J and J'r from fewer rows),
+    otherwise the plain J of :func:`mlp_jacobian`."""
+    return mlp_jacobian_runs(layers, x) if x.dim() == 1 else mlp_jacobian(layers, x)
 
 
-_COMPACT: "contextvars.ContextVar[_CompactRequest | None]" = contextvars.ContextVar(
-    "relu_regions_compact_jacobian", default=None)
-
-
-@contextlib.contextmanager
-def _compact_jacobians():
-    """Within: the first :func:`mlp_jacobian` call returns the compact form (see there)."""
-    request = _CompactRequest()
-    token = _COMPACT.set(request)
-    try:
-        yield request
-    finally:
-        _COMPACT.reset(token)
+def chain_jacobian(J, D: torch.Tensor):
+    """J @ D (the chain rule to other coordinates) for a plain J or a compact pair (Q'J, Q'):
+    the compact rows only ever combine on the parameter side, so Q' carries over."""
+    if isinstance(J, tuple):
+        return torch.bmm(J[0], D), J[1]
+    return torch.bmm(J, D)
 
 
 def jvp_jacobian(predict, theta: torch.Tensor) -> torch.Tensor:
@@ -417,8 +403,8 @@ def run_lm(predict, jacobian, theta, y, phase: Phase, history: list, progress=No
     Work per seed is only what the seed needs: J'J and J'r are formed for the seeds whose
     parameters moved in the last step (a rejected step leaves them as they were); a seed rejected
     at the largest damping is at a fixed point (the same state gives the same rejected step) and
-    stops. The Jacobian comes compact where it is an :func:`mlp_jacobian` (rows per activation
-    run, :func:`mlp_jacobian_runs`); ``jacobian`` may also return a plain (N, n, P) tensor.
+    stops. ``jacobian(theta)`` returns a plain (N, n, P) tensor or the compact pair (rows per
+    activation run, Q') of :func:`mlp_jacobian_runs` / :func:`lm_jacobian`.
     Every per-seed product and solve runs on that seed's own rows, so a seed's result is the same,
     bit for bit, whichever seeds share the batch.
 
@@ -447,9 +433,8 @@ def run_lm(predict, jacobian, theta, y, phase: Phase, history: list, progress=No
                 if r is None:
                     r = predict(theta) - y
                 if bool(stale.any()):
-                    with _compact_jacobians() as request:
-                        J = jacobian(theta)
-                    project = request.project
+                    J = jacobian(theta)
+                    J, project = J if isinstance(J, tuple) else (J, None)
                     rhs = r if project is None else project(r)
                     rows = torch.cat([J.transpose(1, 2), rhs.unsqueeze(1)], dim=1)  # (N, P+1, m)
                     counts = ([rows.shape[2]] * n_seeds if project is None
@@ -842,7 +827,7 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     def train_raw(theta, phase, shapes=shapes, history=history):
         """Phase 2 (or the only phase) on standard or GmP coordinates; returns raw Theta."""
         raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
-        raw_jacobian = lambda theta: mlp_jacobian(unflatten_layers(theta, shapes), x)  # noqa: E731
+        raw_jacobian = lambda theta: lm_jacobian(unflatten_layers(theta, shapes), x)  # noqa: E731
         if parameterization == "sp":
             return optimize(raw_predict, raw_jacobian, theta, y, phase, history, tick, stages)
         gmp = GmPLayout(shapes)
@@ -851,7 +836,7 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         # jvp_jacobian runs seed s with each of the P tangents in rows s*P .. s*P + P - 1.
         expanded = offsets.repeat_interleave(coords.shape[1], dim=0)
         d_raw = lambda c: jvp_jacobian(lambda e: gmp.to_raw(e, expanded), c)  # noqa: E731
-        jac = lambda c: torch.bmm(raw_jacobian(to_raw(c)), d_raw(c))  # noqa: E731
+        jac = lambda c: chain_jacobian(raw_jacobian(to_raw(c)), d_raw(c))  # noqa: E731
         coords = optimize(lambda c: raw_predict(to_raw(c)), jac, coords, y, phase, history, tick,
                           stages)
         return to_raw(coords)
