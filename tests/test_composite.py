@@ -49,8 +49,19 @@ def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
     layout, _, _ = K.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth, thm31)
     theta = random_theta(layout, 3, seed)
     derived = layout.predict(theta, x.unsqueeze(-1))
-    # The raw first layer cancels terms of size |x| / width (as in the single construction).
-    tol = 1e-12 * max(1.0, abs(lo) / width, abs(hi) / width) * max(1.0, float(derived.abs().max()))
+    # As for the single construction (test_construction): the raw first layer cancels terms of
+    # size |x| / width; the sum neuron carries C + F; and a rounding of u reaches F through the
+    # triangle maps amplified by sum_i s_i prod_{k<=i} max(1/a_k, 1/(1-a_k)), per term.
+    conditioning = max(1.0, abs(lo) / width, abs(hi) / width)
+    size, amplification = max(1.0, float(derived.abs().max())), 0.0
+    with torch.no_grad():
+        parts, _, c = layout.split(theta)
+        for peaks, scales in parts:
+            lipschitz = torch.maximum(1 / peaks[:, :depth], 1 / (1 - peaks[:, :depth]))
+            amplification += float((scales * torch.cumprod(lipschitz, 1)).sum(1).max())
+            size = max(size, float(C.sum_offset(scales, c[:, 0].abs()).max()))
+    eps = torch.finfo(torch.float64).eps
+    tol = conditioning * (1e-12 * size + 16 * eps * amplification)
     assert torch.allclose(raw_forward(layout, theta, x), derived, rtol=0, atol=tol)
 
 
