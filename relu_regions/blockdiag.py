@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import construction as C
 from .errors import InputError
 
 PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
@@ -187,7 +188,7 @@ def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: to
     Rows and columns are ordered (sum, t1, t2, bias). ``peaks`` a_k, ``next_peaks`` a_{k+1},
     ``ratio`` S = s_{k+1}/s_k and ``sign`` (+1: the sum neuron subtracts s_k W_k, convex; -1 adds
     it) broadcast to one shape B (numbers are fine; float64 unless a tensor is given);
-    returns (*B, 4, 4). Same rows as ``construction.raw_weights``.
+    returns (*B, 4, 4): ``construction.hidden_matrix``, the rows ``construction.raw_weights`` uses.
     """
     like = next((v for v in (peaks, next_peaks, ratio) if torch.is_tensor(v)), None)
     opts = (dict(dtype=like.dtype, device=like.device) if like is not None
@@ -195,14 +196,7 @@ def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: to
     a, a_next, S = torch.broadcast_tensors(*(torch.as_tensor(v, **opts)
                                              for v in (peaks, next_peaks, ratio)))
     sign = torch.as_tensor(sign, dtype=a.dtype, device=a.device).expand_as(a)
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    # (t1, t2) -> -s_k W_k: t1/a - t2/(a(1-a)) = s_k T_a(W_{k-1}) = s_k W_k.
-    read = torch.stack([zero, -1 / a, 1 / (a * (1 - a)), zero], -1)
-    sum_row = sign.unsqueeze(-1) * read + torch.stack([one, zero, zero, zero], -1)
-    t1_row = -S.unsqueeze(-1) * read                      # s_{k+1} W_k
-    t2_row = t1_row + torch.stack([zero, zero, zero, -S * a_next], -1)  # ... - s_{k+1} a_{k+1}
-    bias_row = torch.stack([zero, zero, zero, S], -1)     # s_{k+1}, always active
-    return torch.stack([sum_row, t1_row, t2_row, bias_row], -2)
+    return C.hidden_matrix(a, a_next, S, sign)
 
 
 def _random_peaks(shape, generator, like: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -96,24 +96,46 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
     b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length, -s0 * lo / length - s0 * a0, s0], -1)
     layers = [(w_in.unsqueeze(-1), b_in)]
 
-    def read_row(a):  # [., -1/a, 1/(a(1-a)), 0] reads -s_k W_k from (t1, t2)
-        return torch.stack([zero, -1 / a, 1 / (a * (1 - a)), zero], -1)
-
     for k in range(depth - 1):
-        a, a_next = peaks[..., k], peaks[..., k + 1]
         S = scales[..., k + 1] / scales[..., k]
-        read = read_row(a)
-        sum_row = sign * read + torch.stack([torch.ones_like(a), zero, zero, zero], -1)
-        t1_row = -S.unsqueeze(-1) * read
-        t2_row = t1_row + torch.stack([zero, zero, zero, -S * a_next], -1)
-        bias_row = torch.stack([zero, zero, zero, S], -1)
-        W = torch.stack([sum_row, t1_row, t2_row, bias_row], -2)
+        W = hidden_matrix(peaks[..., k], peaks[..., k + 1], S, sign)
         layers.append((W, torch.zeros(batch + (4,), dtype=dt, device=scales.device)))
 
-    a_last = peaks[..., depth - 1]
-    out_row = sign * read_row(a_last) + torch.stack([torch.ones_like(a_last), zero, zero, zero], -1)
+    out_row = _sum_row(peaks[..., depth - 1], sign)
     layers.append((out_row.unsqueeze(-2), (c0 - C).unsqueeze(-1)))
     return layers
+
+
+def _read_row(a: torch.Tensor) -> torch.Tensor:
+    """[0, -1/a, 1/(a(1-a)), 0]: reads -s_k W_k from (sum, t1, t2, bias), since
+    s_k W_k = t1_k/a_k - t2_k/(a_k(1 - a_k))."""
+    zero = torch.zeros_like(a)
+    return torch.stack([zero, -1 / a, 1 / (a * (1 - a)), zero], -1)
+
+
+def _sum_row(a: torch.Tensor, sign) -> torch.Tensor:
+    """[1, -sign/a, sign/(a(1-a)), 0]: the sum neuron (or the output) keeps the running sum and
+    subtracts sign * s_k W_k. ``sign``: +1 / -1, a number or a tensor shaped like ``a``."""
+    zero = torch.zeros_like(a)
+    sign = sign.unsqueeze(-1) if torch.is_tensor(sign) and sign.dim() else sign
+    return sign * _read_row(a) + torch.stack([torch.ones_like(a), zero, zero, zero], -1)
+
+
+def hidden_matrix(a: torch.Tensor, a_next: torch.Tensor, S: torch.Tensor, sign) -> torch.Tensor:
+    """Hidden layer k -> k + 1 of the width-4 realization (PAPERS.md, "Width-4 realization"),
+    rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and S = s_{k+1} / s_k of one
+    batch shape B; returns (*B, 4, 4):
+
+        sum:  [1, -sign/a_k, sign/(a_k(1-a_k)), 0]
+        t1:   [0, S/a_k, -S/(a_k(1-a_k)), 0]          (s_{k+1} W_k)
+        t2:   t1 + [0, 0, 0, -S a_{k+1}]              (s_{k+1} W_k - s_{k+1} a_{k+1})
+        bias: [0, 0, 0, S]                            (s_{k+1}, always active)
+    """
+    zero = torch.zeros_like(a)
+    t1_row = -S.unsqueeze(-1) * _read_row(a)
+    t2_row = t1_row + torch.stack([zero, zero, zero, -S * a_next], -1)
+    bias_row = torch.stack([zero, zero, zero, S], -1)
+    return torch.stack([_sum_row(a, sign), t1_row, t2_row, bias_row], -2)
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:

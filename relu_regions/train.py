@@ -567,14 +567,13 @@ def load_train_state(path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Initializations
 
-INSERT_PEAK, INSERT_SCALE = 0.5, 0.25
 # The insertion settings grow() runs as paths: peaks around 1/2, scale ratios on a factor-4 grid
 # around 1. Which one trains best differs from net to net (docs/training.md).
 INSERT_PEAKS, INSERT_SCALES = (0.3, 0.5, 0.7), (0.25, 1.0, 4.0)
 SCREEN_SHARE = 0.3  # of phase 1's steps, run on every start before the best one continues
 
 
-def insert_layer(theta, depth, a_last, x, y, a_new=INSERT_PEAK, S=INSERT_SCALE, by_range=True):
+def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     """Raw Theta at ``depth`` -> ``depth + 1``, inserting one construction layer before the output.
 
     The new hidden layer folds the last hidden layer's (t1, t2) once more like the construction
@@ -875,18 +874,18 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
             boundary = len(per_start)
             each = phase2.steps // (depth - d0 + 2)
             at = lambda d: raw_shapes(d, width)  # noqa: E731
+            predict_at = lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x)  # noqa: E731
             theta = train_raw(release(theta1), Phase(phase2.optimizer,
                                                      phase2.steps - each * (depth - d0), phase2.lr),
                               shapes=at(d0), history=per_start)
-            pick = _best_rows(_per_seed_mse(
-                lambda th: mlp_forward(unflatten_layers(th, at(d0)), x), theta, y), starts, n)
+            pick = _best_rows(_per_seed_mse(lambda th: predict_at(th, d0), theta, y), starts, n)
             history += [pick(h) for h in per_start]
             a_last = pick(layout.split(theta1)[0][0][0][:, d0 - 1])
             theta = grow(
                 pick(theta), d0, depth, a_last, x, y,
                 lambda th, hist, d: train_raw(th, Phase(phase2.optimizer, each, phase2.lr),
                                               shapes=at(d), history=hist),
-                lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x), history)
+                predict_at, history)
     else:
         raw_phase = Phase(phase2.optimizer, total, phase2.lr)
         if method == "skip":
