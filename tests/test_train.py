@@ -15,6 +15,13 @@ from relu_regions.train import (Phase, fit, flatten_layers, mlp_forward, mlp_jac
 QUICK = dict(phase1=Phase("lm", 8), phase2=Phase("lm", 12), optimum=False)
 
 
+def _construction_theta(depth, peaks):
+    """A construction (c1 = 1) and its raw weights as a one-seed flat Theta (1, P)."""
+    net = ConstructionNet.build(depth, peaks=peaks, c1=1.0)
+    layers = [(w.detach()[None], b.detach()[None]) for w, b in net.construction.weights()]
+    return net, flatten_layers(layers)
+
+
 @pytest.mark.parametrize("optimizer", ["lm", "adam"])
 def test_batched_seeds_equal_solo_runs(optimizer):
     phases = dict(phase1=Phase(optimizer, 15, 1e-2), phase2=Phase(optimizer, 15, 1e-3))
@@ -30,9 +37,7 @@ def test_batched_seeds_equal_solo_runs(optimizer):
 
 
 def test_flat_layout_round_trips_and_matches_the_parametrized_net():
-    net = ConstructionNet.build(5, peaks=[0.3, 0.6, 0.4, 0.5, 0.55, 0.45], c1=1.0)
-    layers = [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in net.construction.weights()]
-    theta = flatten_layers(layers)
+    net, theta = _construction_theta(5, [0.3, 0.6, 0.4, 0.5, 0.55, 0.45])
     x = torch.linspace(0, 1, 101, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(mlp_forward(unflatten_layers(theta, raw_shapes(5)), x)[0],
@@ -103,8 +108,7 @@ def test_gmp_coordinates_round_trip_and_chain_rule():
     from relu_regions.train import GmPLayout, jvp_jacobian
 
     shapes = raw_shapes(3)
-    net = ConstructionNet.build(3, peaks=[0.3, 0.6, 0.45, 0.5], c1=1.0)  # has a zero-weight unit
-    theta = flatten_layers([(w[None], b[None]) for w, b in net.construction.weights()]).detach()
+    _, theta = _construction_theta(3, [0.3, 0.6, 0.45, 0.5])  # has a zero-weight unit
     theta = torch.cat([theta, theta + 0.05 * torch.randn(theta.shape, dtype=torch.float64,
                                                          generator=torch.Generator().manual_seed(0))])
     layout = GmPLayout(shapes)
@@ -319,12 +323,6 @@ def _hidden(theta, depth, x):
     return h
 
 
-def _construction_theta(depth, peaks):
-    net = ConstructionNet.build(depth, peaks=peaks, c1=1.0)
-    layers = [(w.detach()[None], b.detach()[None]) for w, b in net.construction.weights()]
-    return net.construction, flatten_layers(layers)
-
-
 @pytest.mark.parametrize("a_new,S", [(0.5, 0.25), (0.3, 4.0), (0.7, 1.0)])
 def test_insertion_into_a_construction_is_its_next_layer(a_new, S):
     """With the bias neuron's normalization, the inserted layer on an untrained construction is
@@ -332,12 +330,12 @@ def test_insertion_into_a_construction_is_its_next_layer(a_new, S):
     from relu_regions.train import insert_layer
 
     d, peaks = 4, [0.35, 0.6, 0.45, 0.55, 0.5]
-    cons, theta = _construction_theta(d, peaks)
+    net, theta = _construction_theta(d, peaks)
     x = torch.linspace(0, 1, 301, dtype=torch.float64)
     w = x
     for a in peaks[:d]:
         w = C.triangle(w, torch.tensor(a, dtype=torch.float64))
-    s_last = float(cons.scales().detach()[d - 1])
+    s_last = float(net.construction.scales().detach()[d - 1])
     grown = insert_layer(theta, d, torch.tensor([peaks[d - 1]], dtype=torch.float64), x, x**3,
                          a_new=a_new, S=S, by_range=False)
     h = _hidden(grown, d + 1, x)[0]
