@@ -1,0 +1,36 @@
+"""The package's top-level API: the issue's ``relu_regions.fit(...)`` and friends, loaded lazily."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import relu_regions
+
+
+@pytest.mark.parametrize("name", relu_regions._EXPORTS)
+def test_every_export_is_the_module_attribute(name):
+    import importlib
+
+    module = importlib.import_module(f"relu_regions.{relu_regions._EXPORTS[name]}")
+    assert getattr(relu_regions, name) is getattr(module, name)
+    assert name in relu_regions.__all__ and name in dir(relu_regions)
+
+
+def test_fit_from_the_package_trains():
+    r = relu_regions.fit("x**2", depth=2, seeds=2, phase1=relu_regions.Phase("lm", 5, 1.0),
+                         phase2=relu_regions.Phase("lm", 5, 1.0), starts=1, optimum=False)
+    # the best line has MSE 1/180 ~ 5.6e-3 on x^2; four pieces or more do far better
+    assert r.mse.shape == (2,) and np.all(r.mse < 1e-4) and np.all(r.pieces >= 4)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        relu_regions.nope  # noqa: B018
+
+
+def test_importing_the_package_does_not_load_torch():
+    code = "import sys, relu_regions; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
