@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from relu_regions.checkpoint import atomic_write_text
 from relu_regions.gmp_studies import run_banana
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\ndata:", source)
     print("figures:", ", ".join(res.figures))
     if args.json:
-        Path(args.json).write_text(json.dumps(res.to_dict(), indent=1))
+        atomic_write_text(args.json, json.dumps(res.to_dict(), indent=1))
     return 0
 
 

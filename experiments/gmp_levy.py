@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from relu_regions.checkpoint import atomic_write_text
 from relu_regions.gmp_studies import run_levy
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(fresh.to_markdown("Levy, a new training set per seed (data_seed=None)"))
         results["fresh_data"] = fresh.to_dict()
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.json, json.dumps(results, indent=1))
     return 0
 
 

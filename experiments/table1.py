@@ -10,7 +10,6 @@ efficiency, and saves docs/figures/table1.png. Every method gets the same total 
 import argparse
 import json
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -18,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from relu_regions.checkpoint import atomic_write_text  # noqa: E402
+from relu_regions.plots import save_figure  # noqa: E402
 from relu_regions.train import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,  # noqa: E402
                                 PAPER_PHASE2, fit)
 
@@ -63,7 +64,7 @@ def main():
     print(f"total {total:.0f} s")
     plot(rows, args.out)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "seconds": total}, indent=2))
+        atomic_write_text(args.json, json.dumps({"rows": rows, "seconds": total}, indent=2))
 
 
 def plot(rows, path):
@@ -81,8 +82,7 @@ def plot(rows, path):
         ax.set_title(f"{target}, width 4, depth 5")
     axes[0].set_ylabel("MSE (30 seeds)")
     axes[0].legend(fontsize=8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
