@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -97,7 +98,11 @@ def load(path, device="cpu") -> tuple[nn.Module, dict]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it (an existing file's
+    mode, else 0o666 minus the umask), not the temporary file's private 0o600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -105,10 +110,20 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # reading the umask means setting it; put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -1,7 +1,9 @@
 """The relu-regions command: outputs, JSON, checkpoints, and bad input (exit 2, one line)."""
 
 import json
+import os
 import pickle
+import stat
 import subprocess
 import sys
 
@@ -227,3 +229,20 @@ def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path):
 def test_resume_of_a_folder_without_state(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--resume", str(tmp_path))
     assert code == 2 and "no training state" in err
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """A new file gets 0o666 minus the umask (not mkstemp's private 0o600); a replaced file keeps
+    its mode."""
+    old = os.umask(0o022)
+    try:
+        new = tmp_path / "new.json"
+        checkpoint.atomic_write_text(new, "{}")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        checkpoint.atomic_write_text(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
+    finally:
+        os.umask(old)
