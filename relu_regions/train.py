@@ -567,9 +567,12 @@ def load_train_state(path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Initializations
 
-# The insertion settings grow() runs as paths: peaks around 1/2, scale ratios on a factor-4 grid
-# around 1. Which one trains best differs from net to net (docs/training.md).
-INSERT_PEAKS, INSERT_SCALES = (0.3, 0.5, 0.7), (0.25, 1.0, 4.0)
+# The insertion settings (a_new, S) grow() runs as paths, all folding by range: two interleaved
+# 3 x 3 grids, peaks 0.3 .. 0.8 and scale ratios on a factor-2 ladder 1/8 .. 4. Which one trains
+# best differs from net to net (docs/training.md).
+INSERT_PATHS = tuple([(a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0)]
+                     + [(a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0)])
+STARTS, GROW_STARTS = 8, 16  # phase-1 starts per seed: default, and when growing (fit)
 SCREEN_SHARE = 0.3  # of phase 1's steps, run on every start before the best one continues
 
 
@@ -636,20 +639,23 @@ def _best_rows(mse, k: int, n: int):
 
 
 def grow(theta, d0, depth, a_last, x, y, train, predict, history):
-    """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`), along
-    several paths: each (a_new, S, range or bias normalization) of INSERT_PEAKS x INSERT_SCALES x 2
-    is one path, used for every insertion on it. All paths train as one batch; per seed the path
-    with the lowest final training MSE is kept (like phase 1's starts). ``train(theta, history,
-    depth)`` trains a batch at a depth; ``predict(theta, depth)`` evaluates it.
+    """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
+    by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
+    insertion on it. All paths train as one batch; per seed the path with the lowest final
+    training MSE is kept (like phase 1's starts). ``train(theta, history, depth)`` trains a batch
+    at a depth; ``predict(theta, depth)`` evaluates it.
+
+    Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
+    neuron (on x^3 those paths ended at one MSE whatever their peak) and lost on x^11 in 9 of 10
+    seeds; their slots went to a second grid (docs/training.md).
     """
-    grid = [(a, S, r) for r in (False, True) for a in INSERT_PEAKS for S in INSERT_SCALES]
-    k, n = len(grid), theta.shape[0]
-    rows = lambda j: torch.tensor([g[j] for g in grid], device=theta.device).repeat_interleave(n)  # noqa: E731
-    a_new, scale, by_range = rows(0).to(theta.dtype), rows(1).to(theta.dtype), rows(2)
+    k, n = len(INSERT_PATHS), theta.shape[0]
+    a_new, scale = (torch.tensor([p[j] for p in INSERT_PATHS], dtype=theta.dtype,
+                                 device=theta.device).repeat_interleave(n) for j in (0, 1))
     theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
     trial_history: list = []
     for d in range(d0, depth):
-        theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=by_range)
+        theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
         theta, a_last = train(theta, trial_history, d + 1), a_new
     pick = _best_rows(_per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
     history += [pick(h) for h in trial_history]
@@ -734,7 +740,7 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
         phase1: Phase | None = None, phase2: Phase | None = None, width: int = 4,
         shape: str = "auto", seed: int = 0, count: bool = True, optimum: bool = True,
         device="cpu", progress: bool = False, threads: int | None = 1,
-        parameterization: str = "sp", starts: int = 8, grow_from: int | None = None,
+        parameterization: str = "sp", starts: int | None = None, grow_from: int | None = None,
         checkpoint=None, checkpoint_every: int | None = None, resume: dict | None = None,
         checkpoint_meta: str = "") -> FitResult:
     """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
@@ -752,6 +758,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
     raw-weight training on the standard weights ("sp") or on GmP coordinates ("gmp").
     ``starts``: phase-1 starts per seed (random peaks each); the best after phase 1 is released
     (phase 1 has local minima: 8 starts put most seeds in the best basin, at 8x phase-1 work).
+    Default 8, or 16 when growing (growth magnifies the depth-``grow_from`` basin; with 8, 2 of
+    30 seeds started from a poorer one and ended 4-14x worse: docs/training.md).
     ``grow_from``: train at this depth first, then insert one construction layer at a time up to
     ``depth`` (see :func:`insert_layer`), splitting phase 2's steps between the depths; the
     insertions run along 18 paths per seed (:func:`grow`), the best on the training loss is kept.
@@ -764,6 +772,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
                                          or checkpoint_every < 1):
         raise InputError(f"checkpoint_every must be a whole number >= 1, got {checkpoint_every!r}")
     stages = Stages(checkpoint, checkpoint_every, resume, checkpoint_meta)
+    if starts is None:
+        starts = STARTS if grow_from is None else GROW_STARTS
     if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
         raise InputError(f"starts must be a whole number >= 1, got {starts!r}")
     if grow_from is not None and (isinstance(grow_from, bool) or not isinstance(grow_from, int)

@@ -386,3 +386,24 @@ def test_an_insertion_never_raises_the_training_error(a_new, S, by_range, noise,
                          a_new=a_new, S=S, by_range=by_range)
     after = (mlp_forward(unflatten_layers(grown, raw_shapes(d + 1)), x) - y).pow(2).mean()
     assert after <= before * (1 + 1e-9) + 1e-28
+
+
+def test_growth_keeps_each_seeds_best_path(monkeypatch):
+    """grow() trains its paths as one batch and keeps, per seed, the lowest training MSE: each
+    path run alone ends where its row of the batch did, so the kept MSE is the least of them."""
+    from relu_regions import train as T
+
+    run = dict(depth=4, grow_from=3, seeds=2, starts=1, count=False, **QUICK)
+    kept = fit("x**3", **run).train_mse
+    alone = []
+    for path in T.INSERT_PATHS:
+        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+        alone.append(fit("x**3", **run).train_mse)
+    np.testing.assert_allclose(kept, np.min(alone, axis=0), rtol=1e-9, atol=0)
+
+
+def test_default_starts_are_8_and_16_when_growing():
+    plain = fit("x**3", depth=3, seeds=1, count=False, **QUICK)
+    grown = fit("x**3", depth=4, grow_from=3, seeds=1, count=False, **QUICK)
+    assert (plain.phases["starts"], grown.phases["starts"]) == (8, 16)
+
