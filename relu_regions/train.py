@@ -773,7 +773,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
         raise InputError(f"checkpoint_every must be a whole number >= 1, got {checkpoint_every!r}")
     stages = Stages(checkpoint, checkpoint_every, resume, checkpoint_meta)
     if starts is None:
-        starts = STARTS if grow_from is None else GROW_STARTS
+        growing = grow_from is not None and grow_from != depth
+        starts = GROW_STARTS if growing else STARTS
     if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
         raise InputError(f"starts must be a whole number >= 1, got {starts!r}")
     if grow_from is not None and (isinstance(grow_from, bool) or not isinstance(grow_from, int)
