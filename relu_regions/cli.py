@@ -318,12 +318,13 @@ def show_train(out: dict) -> str:
 
 
 def _pieces_note(out: dict) -> str:
-    shape, d = out.get("shape") or "convex", out["depth"]
-    if shape in ("convex", "concave"):
-        return f"(the construction has {2 ** d}; raw training may add or lose some)"
-    if shape == "dc":
-        return f"(two constructions: up to {2 ** (d + 1) - 1})"
-    return "(along the diagonal of the input box)"
+    if "max_pieces" not in out:  # metrics written before the field existed
+        return ""
+    if out["max_pieces"] is None:
+        return "(along the diagonal of the input box)"
+    if out.get("shape") == "dc":
+        return f"(two constructions: up to {out['max_pieces']})"
+    return f"(the construction has {out['max_pieces']}; raw training may add or lose some)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -705,6 +705,7 @@ class FitResult:
     shape: str = "convex"
     widths: list = field(default_factory=list)
     optimal_pieces: int | None = None
+    max_pieces: int | None = None  # of the construction along the 1D input (None in nD)
 
     def summary(self) -> dict:
         finite = self.mse[np.isfinite(self.mse)]
@@ -715,6 +716,7 @@ class FitResult:
             "mse_mean": float(finite.mean()) if finite.size else None,
             "mse_median": float(np.median(finite)) if finite.size else None,
             "pieces_mean": float(self.pieces.mean()),
+            "max_pieces": self.max_pieces,
             "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
             "efficiency_mean": (float(np.mean(self.efficiency[np.isfinite(self.efficiency)]))
                                 if self.efficiency is not None
@@ -938,6 +940,7 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
                 "parameterization": parameterization, "starts": starts, "grow_from": grow_from},
         diverged=[int(s) for s, m in zip(seed_list, mse) if not np.isfinite(m)],
         shape=shape, widths=list(widths), optimal_pieces=n_pieces if optimal else None,
+        max_pieces=n_pieces,
     )
 
 

@@ -246,3 +246,18 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
     finally:
         os.umask(old)
+
+
+def test_train_summary_states_the_constructions_piece_count():
+    """max_pieces comes from the layout (2^d for one construction, 2 (2^d - 1) + 1 for dc)."""
+    from relu_regions.cli import show_train
+    from relu_regions.train import Phase, fit
+
+    quick = dict(seeds=1, starts=1, optimum=False, phase1=Phase("lm", 3), phase2=Phase("lm", 3))
+    convex = fit("x**3", depth=3, **quick).summary()
+    dc = fit("x**3 - x", interval=(-1, 1), depth=2, shape="dc", **quick).summary()
+    assert (convex["max_pieces"], dc["max_pieces"]) == (8, 7)
+    assert "the construction has 8;" in show_train(convex)
+    assert "two constructions: up to 7" in show_train(dc)
+    old = {k: v for k, v in convex.items() if k != "max_pieces"}  # metrics from before the field
+    assert "construction has" not in show_train(old)
