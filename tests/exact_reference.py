@@ -7,7 +7,6 @@ tolerance is needed anywhere. Slow; for tiny networks only.
 
 from fractions import Fraction
 
-import torch
 from torch import nn
 
 

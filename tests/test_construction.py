@@ -1,6 +1,5 @@
 """The construction, its width-4 realization and release(): identities to 1e-12 in float64."""
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
