@@ -50,7 +50,8 @@ def main():
                 optima.append(r.optimal_mse)
             table[m].append((r.mse.mean(), r.mse.min()))
             cells.append(f"{r.mse.mean():10.2e} {r.mse.min():10.2e}")
-        opt = f"{optima[-1]:9.2e}" if optima[-1] > INTERPOLATED else f"{'0 (*)':>9s}"
+        o = optima[-1]
+        opt = f"{'-':>9s}" if o is None else f"{o:9.2e}" if o > INTERPOLATED else f"{'0 (*)':>9s}"
         print(f"{d:5d} {opt} | " + " | ".join(cells), flush=True)
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.target == "x**3":  # the depth goal is set on x^3
@@ -62,7 +63,8 @@ def main():
         ax.plot(args.depths, means, "o-", color=f"C{i}", label=f"{m} (mean)")
         ax.plot(args.depths, [v[1] for v in table[m]], ".:", color=f"C{i}", alpha=0.6)
     ok = [(d, o) for d, o in zip(args.depths, optima) if o and o > INTERPOLATED]
-    ax.plot([d for d, _ in ok], [o for _, o in ok], "k--", label="2^d-piece optimum (0 once it interpolates)")
+    ax.plot([d for d, _ in ok], [o for _, o in ok], "k--",
+            label="2^d-piece optimum (0 once it interpolates)")
     if args.target == "x**3":
         ax.axhline(GOAL_MSE, color="grey", lw=0.8, ls=":", label=f"goal at depth {GOAL_DEPTH}")
     ax.set_yscale("log")
@@ -81,9 +83,9 @@ def against_goal(method, depths, means):
         return f"{method}: depth {GOAL_DEPTH} not run"
     rises = [f"{a}->{b}" for (a, x), (b, y) in zip(run, run[1:]) if not y < x]
     end = run[-1][1]
-    return (f"{method}: mean {'falls at every step' if not rises else 'does not fall at ' + ', '.join(rises)}"
-            f" from depth {run[0][0]} to {GOAL_DEPTH}; depth {GOAL_DEPTH} mean {end:.3g} "
-            f"({'<=' if end <= GOAL_MSE else '>'} {GOAL_MSE:g})")
+    trend = "falls at every step" if not rises else "does not fall at " + ", ".join(rises)
+    return (f"{method}: mean {trend} from depth {run[0][0]} to {GOAL_DEPTH}; depth {GOAL_DEPTH} "
+            f"mean {end:.3g} ({'<=' if end <= GOAL_MSE else '>'} {GOAL_MSE:g})")
 
 
 if __name__ == "__main__":

@@ -738,7 +738,7 @@ def _json_floats(values) -> list:
 
 
 def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
-        interval=(0.0, 1.0), points: int = 500, sparse: int | None = None, data=None,
+        interval=(0.0, 1.0), points: int | None = None, sparse: int | None = None, data=None,
         phase1: Phase | None = None, phase2: Phase | None = None, width: int = 4,
         shape: str = "auto", seed: int = 0, count: bool = True, optimum: bool = True,
         device="cpu", progress: bool = False, threads: int | None = 1,
@@ -749,7 +749,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
 
     target: an expression in x (``"x**3"``) or a callable on numpy arrays; or give ``data`` (a
     :class:`~relu_regions.targets.Dataset`, e.g. from ``targets.from_csv``). ``points``: dense
-    data (evenly spaced); ``sparse=n``: n random training points and n separate test points.
+    data (evenly spaced; default 500 points in 1D, a 41 x 41 grid for a target in x and y, as
+    ``targets.dense``); ``sparse=n``: n random training points and n separate test points.
     ``seeds``: a count (seeds seed..seed+N-1) or a list. ``phase1``/``phase2``: optimizer, steps,
     lr; one-phase methods get ``phase1.steps + phase2.steps`` raw steps with phase 2's
     optimizer (the same total budget). ``shape``: the construction's layout —

@@ -267,3 +267,20 @@ def test_cli_counts_a_2d_checkpoint_only_along_a_segment(tmp_path, capsys):
     assert "--from X0 --to X1" in capsys.readouterr().err
     assert main(["count", "--checkpoint", str(path), "--from=-1,-1", "--to", "1,1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["linear_pieces"] >= 1
+
+
+def test_fit_uses_the_dense_default_grid_per_dimension(monkeypatch):
+    """fit's points default is targets.dense's: 500 points in 1D, a 41 x 41 grid in 2D (not a
+    500 x 500 grid, which took minutes per phase-1 Jacobian)."""
+    sizes = []
+    dense = T.dense
+
+    def recorded(*args, **kwargs):
+        data = dense(*args, **kwargs)
+        sizes.append(data.x.shape)
+        return data
+
+    monkeypatch.setattr(T, "dense", recorded)
+    fit("x**2 + y**2", interval=(-1, 1), depth=1, seeds=1, **QUICK)
+    fit("x**3", depth=1, seeds=1, **QUICK)
+    assert sizes == [(41 * 41, 2), (500,)]
