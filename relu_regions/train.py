@@ -584,12 +584,13 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     t2/(a(1-a)) (= s W_last in the construction) is mapped onto [0, 1] by its range over the
     samples, v = (g - g_min) / A, A = g_max - g_min, and t1' = relu(S A v), t2' = relu(S A (v -
     a_new)), bias' = S A (a constant). For an untrained construction this is the construction's
-    next layer (g_min = 0, A = s); after phase 2 the range keeps the fold meaningful even where the
-    old bias neuron has died or g has shrunk. ``by_range=False`` folds g / bias neuron instead,
-    as the construction does. ``a_new``, ``S``, ``by_range``: scalars or one value per row of
-    Theta. The output row is then the least-squares fit
-    over the new layer's 4 units, unless "sum' - C" (the old function exactly) is better: the
-    error never rises at an insertion. (Curriculum found by measurement; docs/training.md.)
+    next layer when the samples reach g's extremes (g_min = 0, A = s); after phase 2 the range
+    keeps the fold meaningful even where the old bias neuron has died or g has shrunk.
+    ``by_range=False`` folds g / bias neuron instead, exactly as the construction does (grow()
+    uses range folding; docs/training.md). ``a_new``, ``S``, ``by_range``: scalars or one value
+    per row of Theta. The output row is then the least-squares fit over the new layer's 4 units,
+    unless "sum' - C" (the old function exactly) is better: the error never rises at an
+    insertion. (Curriculum found by measurement; docs/training.md.)
     """
     layers = unflatten_layers(theta, raw_shapes(depth))
     n = theta.shape[0]
