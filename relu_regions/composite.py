@@ -116,13 +116,34 @@ class SumLayout:
         hi = x.new_tensor([b[1] for b in self.box])
         return (x - lo) / (hi - lo)
 
+    @staticmethod
+    def _along(term: Term, x):
+        """u = (p . x - lo) / (hi - lo), the term's input on points x (n, k) or (N, n, k)."""
+        return ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
+            term.interval[1] - term.interval[0])
+
     def sawtooths(self, term: Term, peaks, x):
         """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
-        w = ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
-            term.interval[1] - term.interval[0])
+        w = self._along(term, x)
         for i in range(self.depth):
             w = C.triangle(w, peaks[..., i:i + 1])
             yield w
+
+    def pattern(self, theta, x):
+        """The derived form's activation pattern on points x (n, k): for every term and level i,
+        the triangle's two ReLUs, W_{i-1} > 0 and W_{i-1} > a_i (W_{-1} = u); (N, 2 J d, n).
+
+        Where it is constant, ``predict`` is affine in x, and so is its gradient in Theta
+        (train.derived_jacobian_runs).
+        """
+        parts, c0, _ = self.split(theta)
+        masks = []
+        for term, (peaks, _) in zip(self.terms, parts):
+            inputs = [self._along(term, x).expand(c0.shape[0], -1)]
+            inputs += list(self.sawtooths(term, peaks, x))[:-1]
+            for i, w in enumerate(inputs):
+                masks += [w > 0, w > peaks[..., i:i + 1]]
+        return torch.stack(masks, dim=1)
 
     def predict(self, theta, x):
         """Derived-form F on points x (n, k), or per seed (N, n, k); returns (N, n)."""

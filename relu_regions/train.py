@@ -1,14 +1,16 @@
 """The two-phase trainer and its baselines, many seeds at once (PAPERS.md part A, training protocol).
 
 Every phase trains a matrix Theta of shape (seeds, P): one flat parameter vector per seed, mapped
-to predictions by a per-seed function that ``torch.func.vmap`` runs over all seeds in one batched
-computation. The loss is the *sum* over seeds of each seed's MSE, so each seed's gradient is its
-own, and Adam (elementwise) and Levenberg-Marquardt (per-seed damping) update every seed exactly as
-if it were trained alone.
+to predictions by batched tensor operations over all seeds at once (stacked weights, ``bmm``).
+The loss is the *sum* over seeds of each seed's MSE, so each seed's gradient is its own, and Adam
+(elementwise) and Levenberg-Marquardt (per-seed damping, per-seed Gram and solves) update every
+seed exactly as if it were trained alone.
 
 Phase 1 (derived parameters): Theta = [peak logits, log scales, c0, c1] -> derived-form F.
 Release: derived -> raw width-4 weights (``construction.raw_weights``), the same function.
 Phase 2 (raw weights): Theta = all weights and biases of the Linear/ReLU stack, flattened.
+Starts: every seed runs several starts (random peaks) through phase 1 and a share of phase 2 as
+extra rows of the batch, and keeps the one with the lowest raw training MSE.
 
 Methods (same total step budget): ``kaiming``, ``raai`` (random init, raw training only),
 ``skip`` (construction init with random peaks, raw training only), ``pretrain`` (two phases, free
@@ -210,6 +212,56 @@ class RunProjection:
                             moment * self.inv_spread.view(shape)], dim=-1).flatten(-2)
 
 
+def _sorted(x: torch.Tensor):
+    """1D points in increasing order, and the order (None if already sorted)."""
+    order = torch.argsort(x, stable=True) if bool((x[1:] < x[:-1]).any()) else None
+    return (x if order is None else x[order]), order
+
+
+@dataclass
+class Runs:
+    """Maximal runs of consecutive points (in increasing x) that share one activation pattern.
+
+    ``run`` (N, n) is each point's run index; per run (N, R): ``first`` / ``last`` point index,
+    ``counts``, ``centre`` c and ``spread`` S = sum (x - c)^2; ``centred`` (N, n) = x - c.
+    Seeds with fewer runs are padded with empty runs (count 0, first = last = point 0).
+    """
+
+    run: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
+    counts: torch.Tensor
+    centre: torch.Tensor
+    centred: torch.Tensor
+    spread: torch.Tensor
+
+    @classmethod
+    def of(cls, pattern: torch.Tensor, xs: torch.Tensor) -> "Runs":
+        """``pattern`` (N, units, n) of the points ``xs`` (n,), in increasing order."""
+        n_seeds, n = pattern.shape[0], xs.shape[0]
+        change = (pattern[:, :, 1:] != pattern[:, :, :-1]).any(dim=1)
+        run = torch.cat([change.new_zeros(n_seeds, 1, dtype=torch.long), change.cumsum(dim=1)],
+                        dim=1)
+        n_runs = int(run[:, -1].max()) + 1
+        index = torch.arange(n, device=xs.device).expand(n_seeds, n)
+        ends = [torch.zeros(n_seeds, n_runs, dtype=torch.long, device=xs.device).scatter_reduce_(
+            1, run, index, how, include_self=False) for how in ("amin", "amax")]
+        xs = xs.expand(n_seeds, n)
+        counts = xs.new_zeros(n_seeds, n_runs).scatter_add_(1, run, torch.ones_like(xs))
+        centre = xs.new_zeros(n_seeds, n_runs).scatter_add_(1, run, xs) / counts.clamp_min(1)
+        centred = xs - centre.gather(1, run)
+        spread = xs.new_zeros(n_seeds, n_runs).scatter_add_(1, run, centred * centred)
+        return cls(run, ends[0], ends[1], counts, centre, centred, spread)
+
+    def projection(self, order=None) -> RunProjection:
+        """Q' for values at the points in increasing order, or in the caller's ``order``."""
+        if order is None:
+            return RunProjection(self.run, self.counts, self.centred, self.spread)
+        unsort = torch.empty_like(order).scatter_(
+            0, order, torch.arange(order.shape[0], device=order.device))
+        return RunProjection(self.run[:, unsort], self.counts, self.centred[:, unsort], self.spread)
+
+
 def mlp_jacobian_runs(layers, x: torch.Tensor):
     """The Jacobian compressed per activation run: (Q'J (N, m, P), Q') with J = Q (Q'J); 1D x.
 
@@ -221,32 +273,46 @@ def mlp_jacobian_runs(layers, x: torch.Tensor):
     costs m P^2 with m = 2 runs instead of n P^2, and J'r = (Q'J)'(Q'r). Exact in exact
     arithmetic, for any order of the points (unsorted points are sorted to find the runs).
     """
-    n_seeds, n = layers[0][0].shape[0], x.shape[0]
-    order = torch.argsort(x, stable=True) if bool((x[1:] < x[:-1]).any()) else None
-    xs = x if order is None else x[order]
+    n_seeds = layers[0][0].shape[0]
+    xs, order = _sorted(x)
     hs, masks = _hidden_masks(layers, xs)
-    pattern = torch.cat(masks, dim=1)  # (N, units, n), points in increasing order
-    change = (pattern[:, :, 1:] != pattern[:, :, :-1]).any(dim=1)
-    run = torch.cat([change.new_zeros(n_seeds, 1, dtype=torch.long), change.cumsum(dim=1)], dim=1)
-    n_runs = int(run[:, -1].max()) + 1
+    runs = Runs.of(torch.cat(masks, dim=1), xs)
+    project = runs.projection()  # for values in increasing x
     # The first point of each run carries its deltas (padding runs borrow point 0; weight 0).
-    first = torch.zeros(n_seeds, n_runs, dtype=torch.long, device=x.device).scatter_reduce_(
-        1, run, torch.arange(n, device=x.device).expand(n_seeds, n), "amin", include_self=False)
-    xs = xs.expand(n_seeds, n)
-    counts = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, torch.ones_like(xs))
-    centre = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, xs) / counts.clamp_min(1)
-    centred = xs - centre.gather(1, run)
-    spread = x.new_zeros(n_seeds, n_runs).scatter_add_(1, run, centred * centred)
-    project = RunProjection(run, counts, centred, spread)  # for values in increasing x
-    deltas = [d.gather(2, first.unsqueeze(1).expand(-1, d.shape[1], -1)).repeat_interleave(2, dim=2)
-              for d in _deltas(layers, masks)]
-    bias_factor = torch.stack([counts.sqrt(), torch.zeros_like(counts)], dim=2)
+    deltas = [d.gather(2, runs.first.unsqueeze(1).expand(-1, d.shape[1], -1))
+              .repeat_interleave(2, dim=2) for d in _deltas(layers, masks)]
+    bias_factor = torch.stack([runs.counts.sqrt(), torch.zeros_like(runs.counts)], dim=2)
     rows = _jacobian_rows(layers, [project(h) for h in hs], deltas,
-                          bias_factor.reshape(n_seeds, 1, 2 * n_runs))
-    if order is not None:  # Q' for values in the caller's order
-        unsort = torch.empty_like(order).scatter_(0, order, torch.arange(n, device=x.device))
-        project = RunProjection(run[:, unsort], counts, centred[:, unsort], spread)
-    return rows.transpose(1, 2), project
+                          bias_factor.reshape(n_seeds, 1, -1))
+    return rows.transpose(1, 2), project if order is None else runs.projection(order)
+
+
+def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
+    """Phase 1's Jacobian (derived parameters, 1D input) as the compact pair (Q'J, Q').
+
+    Inside a run of the derived net's activation pattern (``layout.pattern``) every Jacobian row
+    is affine in x: J(x) = J(c) + (x - c) B. Forward mode at the run's first and last points gives
+    B = (J_last - J_first) / (x_last - x_first) (0 for a one-point run) and J(c), and the rows
+    sqrt(n_run) J(c), sqrt(S) B pair with :class:`RunProjection`'s Q' like
+    :func:`mlp_jacobian_runs`' rows: the same J'J and J'r, from 2 points per run instead of n.
+    """
+    xs, order = _sorted(x)
+    with torch.no_grad():
+        runs = Runs.of(layout.pattern(theta, xs.unsqueeze(-1)), xs)
+    ends = torch.stack([runs.first, runs.last], dim=2).flatten(1)  # (N, 2R): first, last per run
+    points = xs[ends].unsqueeze(-1)  # per seed (N, 2R, 1)
+    n_params = theta.shape[1]
+    expanded = points.repeat_interleave(n_params, dim=0)  # jvp_jacobian's row s*P + p is seed s
+    J = jvp_jacobian(lambda th: layout.predict(th, expanded), theta)  # (N, 2R, P)
+    J_first, J_last = J[:, 0::2], J[:, 1::2]
+    x_first, x_last = xs[runs.first], xs[runs.last]
+    width = x_last - x_first
+    slope = torch.where((width > 0).unsqueeze(-1),
+                        (J_last - J_first) / torch.where(width > 0, width, 1.0).unsqueeze(-1), 0.0)
+    at_centre = J_first + (runs.centre - x_first).unsqueeze(-1) * slope
+    rows = torch.stack([runs.counts.sqrt().unsqueeze(-1) * at_centre,
+                        runs.spread.sqrt().unsqueeze(-1) * slope], dim=2).flatten(1, 2)
+    return rows, runs.projection(order)
 
 
 def lm_jacobian(layers, x: torch.Tensor):
@@ -483,6 +549,10 @@ def optimize(predict, jacobian, theta, y, phase: Phase, history: list, progress=
     return run(predict, jacobian, theta, y, phase, history, progress)
 
 
+# /2: every start runs phase 1 and a share of phase 2 before the pick (the stages of /1 differ).
+TRAIN_STATE_FORMAT = "relu-regions-train-state/2"
+
+
 class Stages:
     """Numbers the optimize() calls of one fit, checkpoints them, and resumes them.
 
@@ -527,7 +597,7 @@ class Stages:
             return
         from .checkpoint import atomic_write
 
-        state = {"format": "relu-regions-train-state/1", "stage": stage, "step": step,
+        state = {"format": TRAIN_STATE_FORMAT, "stage": stage, "step": step,
                  "theta": theta.detach().cpu(), "optimizer": _to_cpu(opt_state),
                  "outputs": [o.cpu() for o in self.outputs],
                  "history": [h.cpu() for h in history], "meta": self.meta}
@@ -559,7 +629,13 @@ def load_train_state(path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise InputError(f"{path} is not a readable training state "
                          f"({str(e).splitlines()[0][:150] if str(e) else type(e).__name__})") from None
-    if not (isinstance(state, dict) and state.get("format") == "relu-regions-train-state/1"):
+    fmt = state.get("format") if isinstance(state, dict) else None
+    ours = TRAIN_STATE_FORMAT.split("/")[0] + "/"
+    if isinstance(fmt, str) and fmt.startswith(ours) and fmt != TRAIN_STATE_FORMAT:
+        raise InputError(f"{path} was written by another version of relu-regions ({fmt}; this one "
+                         f"reads {TRAIN_STATE_FORMAT}) whose training stages differ; "
+                         "start the run again")
+    if fmt != TRAIN_STATE_FORMAT:
         raise InputError(f"{path} is not a relu-regions training state")
     return state
 
@@ -573,7 +649,7 @@ def load_train_state(path) -> dict:
 INSERT_PATHS = tuple([(a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0)]
                      + [(a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0)])
 STARTS, GROW_STARTS = 8, 16  # phase-1 starts per seed: default, and when growing (fit)
-SCREEN_SHARE = 0.3  # of phase 1's steps, run on every start before the best one continues
+PICK_SHARE = 0.25  # of phase 2's steps, run on every start before each seed keeps its best
 
 
 def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
@@ -760,8 +836,10 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
     ``width``). ``threads``: torch intra-op threads while fitting (default 1: the batched ops are small, and extra threads only add synchronization, 100x slower on a busy
     machine); the previous setting is restored. None leaves it alone. ``parameterization``:
     raw-weight training on the standard weights ("sp") or on GmP coordinates ("gmp").
-    ``starts``: phase-1 starts per seed (random peaks each); the best after phase 1 is released
-    (phase 1 has local minima: 8 starts put most seeds in the best basin, at 8x phase-1 work).
+    ``starts``: phase-1 starts per seed (random peaks each). Every start runs phase 1 and a
+    quarter of phase 2 (``PICK_SHARE``); each seed keeps the start with the lowest raw training
+    MSE there, which finishes phase 2 (phase 1 and phase 2 have local minima, and phase 1's loss
+    is a poor guide to the basin phase 2 ends in: docs/training.md).
     Default 8, or 16 when growing (growth magnifies the depth-``grow_from`` basin; with 8, 2 of
     30 seeds started from a poorer one and ended 4-14x worse: docs/training.md).
     ``grow_from``: train at this depth first, then insert one construction layer at a time up to
@@ -865,42 +943,45 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         n = len(seed_list)
         start_seeds = [s + 100_000 * k for k in range(starts) for s in seed_list]
         theta1 = K.initial_theta(layout, start_seeds, data.x, data.y, q_target).to(dev)
-        derived_jacobian = lambda th: jvp_jacobian(derived_predict, th)  # noqa: E731
+        # 1D: forward mode at two points per activation run, when the runs (about one per
+        # linear piece) are well under half the points; else at every point.
+        if x.dim() == 1 and 4 * layout.max_pieces <= x.shape[0]:
+            derived_jacobian = lambda th: derived_jacobian_runs(layout, th, x)  # noqa: E731
+        else:
+            derived_jacobian = lambda th: jvp_jacobian(derived_predict, th)  # noqa: E731
         per_start: list = []
-        if d0 == depth:
-            # Screen all starts for a share of phase 1, then finish phase 1 on each seed's best.
-            screen = phase1.steps if starts == 1 else max(1, round(SCREEN_SHARE * phase1.steps))
-            theta1 = optimize(derived_predict, derived_jacobian, theta1, y,
-                              Phase(phase1.optimizer, screen, phase1.lr), per_start, tick, stages)
-            pick = _best_rows(_per_seed_mse(derived_predict, theta1, y), starts, n)
-            history += [pick(h) for h in per_start]
-            theta1 = optimize(derived_predict, derived_jacobian, pick(theta1), y,
-                              Phase(phase1.optimizer, phase1.steps - screen, phase1.lr), history,
-                              tick, stages)
-            boundary = len(history)
+        theta1 = optimize(derived_predict, derived_jacobian, theta1, y, phase1, per_start, tick,
+                          stages)
+        boundary = len(per_start)
+        if d0 == depth and starts == 1:
+            history += per_start
             theta = train_raw(release(theta1), phase2)
         else:
-            # Grow: every start goes through phase 1 and the first share of phase 2 at depth d0
-            # (equal shares of phase 2 for each added layer, the rest at d0); each seed's best
-            # start on the raw training loss is grown (phase 1's loss picks worse: some starts
-            # that fit best in the derived family end phase 2 in a poorer basin).
-            theta1 = optimize(derived_predict, derived_jacobian, theta1, y, phase1, per_start,
-                              tick, stages)
-            boundary = len(per_start)
+            # Every start also runs a share of phase 2 (at depth d0), and each seed keeps the
+            # start with the lowest raw training MSE there: phase 1's loss is a poor guide to
+            # where phase 2 ends (docs/training.md). Growing gives each added layer an equal
+            # share of phase 2 and the rest to depth d0.
             each = phase2.steps // (depth - d0 + 2)
-            at = lambda d: raw_shapes(d, width)  # noqa: E731
-            predict_at = lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x)  # noqa: E731
-            theta = train_raw(release(theta1), Phase(phase2.optimizer,
-                                                     phase2.steps - each * (depth - d0), phase2.lr),
-                              shapes=at(d0), history=per_start)
-            pick = _best_rows(_per_seed_mse(lambda th: predict_at(th, d0), theta, y), starts, n)
+            share = (phase2.steps - each * (depth - d0) if d0 < depth
+                     else min(phase2.steps, max(1, round(PICK_SHARE * phase2.steps))))
+            d0_shapes = shapes if d0 == depth else raw_shapes(d0, width)
+            theta = train_raw(release(theta1), Phase(phase2.optimizer, share, phase2.lr),
+                              shapes=d0_shapes, history=per_start)
+            d0_predict = lambda th: mlp_forward(unflatten_layers(th, d0_shapes), x)  # noqa: E731
+            pick = _best_rows(_per_seed_mse(d0_predict, theta, y), starts, n)
             history += [pick(h) for h in per_start]
-            a_last = pick(layout.split(theta1)[0][0][0][:, d0 - 1])
-            theta = grow(
-                pick(theta), d0, depth, a_last, x, y,
-                lambda th, hist, d: train_raw(th, Phase(phase2.optimizer, each, phase2.lr),
-                                              shapes=at(d), history=hist),
-                predict_at, history)
+            if d0 == depth:
+                theta = train_raw(pick(theta), Phase(phase2.optimizer, phase2.steps - share,
+                                                     phase2.lr))
+            else:
+                at = lambda d: raw_shapes(d, width)  # noqa: E731
+                predict_at = lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x)  # noqa: E731
+                a_last = pick(layout.split(theta1)[0][0][0][:, d0 - 1])
+                theta = grow(
+                    pick(theta), d0, depth, a_last, x, y,
+                    lambda th, hist, d: train_raw(th, Phase(phase2.optimizer, each, phase2.lr),
+                                                  shapes=at(d), history=hist),
+                    predict_at, history)
     else:
         raw_phase = Phase(phase2.optimizer, total, phase2.lr)
         if method == "skip":

@@ -161,6 +161,19 @@ def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatc
         assert torch.equal(p, q)
 
 
+def test_a_state_from_another_version_is_refused_with_the_reason(tmp_path):
+    from relu_regions.train import load_train_state
+
+    old = tmp_path / "old.pt"
+    torch.save({"format": "relu-regions-train-state/1", "stage": 0}, old)
+    with pytest.raises(InputError, match="another version.*start the run again"):
+        load_train_state(old)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something else"}, other)
+    with pytest.raises(InputError, match="not a relu-regions training state"):
+        load_train_state(other)
+
+
 @pytest.mark.parametrize("runner", ["lm", "adam"])
 def test_a_diverging_seed_does_not_poison_the_others(runner):
     from relu_regions.train import run_adam, run_lm
@@ -199,6 +212,21 @@ def test_diverged_seeds_are_reported_not_raised():
     assert d["mse"] == [None, None] and d["efficiency_mean"] is None
 
 
+def _assert_same_normal_equations(J, rows, project, g):
+    """The compact pair (rows = Q'J, project = Q') gives J's J'J and J'r (random r) to 1e-12 per
+    seed, and each seed's padding rows are zero."""
+    r = torch.randn(J.shape[0], J.shape[1], generator=g, dtype=torch.float64)
+    compact_r = project(r)
+    assert compact_r.shape == rows.shape[:2]
+    for s in range(J.shape[0]):
+        own = int(project.rows[s])
+        assert (rows[s, own:] == 0).all() and (compact_r[s, own:] == 0).all()  # padding
+        JJ, CC = J[s].T @ J[s], rows[s].T @ rows[s]
+        Jr, Cr = J[s].T @ r[s], rows[s].T @ compact_r[s]
+        assert torch.allclose(CC, JJ, rtol=0, atol=1e-12 * JJ.abs().max())
+        assert torch.allclose(Cr, Jr, rtol=0, atol=1e-12 * Jr.abs().max().clamp_min(1e-300))
+
+
 @pytest.mark.parametrize("points", ["sorted", "unsorted", "repeated"])
 @pytest.mark.parametrize("width, depth", [(4, 5), (5, 3)])
 def test_compact_jacobian_gives_the_same_normal_equations(points, width, depth):
@@ -214,19 +242,38 @@ def test_compact_jacobian_gives_the_same_normal_equations(points, width, depth):
     layers = unflatten_layers(theta, shapes)
     J = mlp_jacobian(layers, x)
     rows, project = mlp_jacobian_runs(layers, x)
-    r = torch.randn(5, x.shape[0], generator=g, dtype=torch.float64)
-    compact_r = project(r)
-    assert rows.shape[1] <= 2 * x.shape[0] and compact_r.shape == rows.shape[:2]
-    for s in range(5):
-        own = int(project.rows[s])
-        assert (rows[s, own:] == 0).all() and (compact_r[s, own:] == 0).all()  # padding
-        JJ, CC = J[s].T @ J[s], rows[s].T @ rows[s]
-        Jr, Cr = J[s].T @ r[s], rows[s].T @ compact_r[s]
-        assert torch.allclose(CC, JJ, rtol=0, atol=1e-12 * JJ.abs().max())
-        assert torch.allclose(Cr, Jr, rtol=0, atol=1e-12 * Jr.abs().max())
+    assert rows.shape[1] <= 2 * x.shape[0]
+    _assert_same_normal_equations(J, rows, project, g)
     # Sorted dense data: the runs are the activation regions, far fewer than the points.
     if points == "sorted":
         assert int(project.rows.max()) < x.shape[0] // 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.sampled_from(["convex", "concave", "dc"]), depth=st.integers(1, 6),
+       n=st.integers(2, 300), order=st.sampled_from(["sorted", "shuffled", "repeated"]),
+       noise=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_phase_one_compact_jacobian_gives_the_same_normal_equations(shape, depth, n, order,
+                                                                    noise, seed):
+    """Phase 1's Jacobian from two points per run of the derived form's activation pattern has
+    the J'J and J'r of forward mode at every point (1e-12), for any point order and repeats."""
+    from relu_regions import composite as K
+    from relu_regions.train import derived_jacobian_runs, jvp_jacobian
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    if order == "shuffled":
+        x = x[torch.randperm(n, generator=g)]
+    elif order == "repeated":
+        x = x[torch.randint(0, n, (n,), generator=g)]
+    y = x**3 - x
+    box = [(-1.0, 1.0)]
+    layout, _, q = K.build_layout(shape, x.numpy(), y.numpy(), box, depth, thm31=True)
+    theta = K.initial_theta(layout, [seed, seed + 1, seed + 2], x.numpy(), y.numpy(), q)
+    theta = theta + noise * torch.randn(theta.shape, generator=g, dtype=torch.float64)
+    J = jvp_jacobian(lambda th: layout.predict(th, x.unsqueeze(-1)), theta)
+    rows, project = derived_jacobian_runs(layout, theta, x)
+    _assert_same_normal_equations(J, rows, project, g)
 
 
 def _reference_lm(predict, jacobian, theta, y, steps, mu0=1e-3):
@@ -407,3 +454,24 @@ def test_default_starts_are_8_and_16_when_growing():
     grown = fit("x**3", depth=4, grow_from=3, seeds=1, count=False, **QUICK)
     not_grown = fit("x**3", depth=3, grow_from=3, seeds=1, count=False, **QUICK)
     assert [r.phases["starts"] for r in (plain, grown, not_grown)] == [8, 16, 8]
+
+
+def test_each_seed_keeps_the_start_with_the_least_raw_mse_after_a_share_of_phase_two():
+    """With several starts, every start runs phase 1 and PICK_SHARE of phase 2 in one batch; each
+    seed's history then follows the start whose raw MSE there is least. Start k of seed s is the
+    one-start fit of seed s + 100000 k, so each start run alone must end that share where its row
+    of the batch did."""
+    from relu_regions import train as T
+
+    seeds, starts, p1, p2 = [0, 1], 3, Phase("lm", 6), Phase("lm", 8)
+    share = round(T.PICK_SHARE * p2.steps)
+    run = dict(depth=3, phase1=p1, count=False, optimum=False)
+    kept = fit("x**3", seeds=seeds, starts=starts, phase2=p2, **run)
+    for i, s in enumerate(seeds):
+        alone = [fit("x**3", seeds=[s + 100_000 * k], starts=1, phase2=Phase("lm", share), **run)
+                 for k in range(starts)]
+        best = min(alone, key=lambda r: r.train_mse[0])
+        assert len({float(r.train_mse[0]) for r in alone}) > 1  # the starts differ
+        np.testing.assert_array_equal(kept.history["loss"][i, :p1.steps + share],
+                                      best.history["loss"][0])
+    assert kept.history["loss"].shape[1] == p1.steps + p2.steps
