@@ -9,7 +9,8 @@ one-at-a-time time per seed is measured on --solo seeds (each trained alone) rig
 batched run, and compared per seed; each repeat does both again, so load changes hit both. Also
 printed: the same ratio in process CPU time (less sensitive to other jobs on the machine), and
 the largest difference between a seed trained alone and in the batch. --stages splits the times
-by training stage (phase-1 screen of all starts, rest of phase 1, phase 2).
+by training stage (phase 1 of every start, the share of phase 2 every start runs, the rest of
+phase 2 on each seed's best start; with one start, phase 2 is all in the second stage).
 """
 
 import argparse
@@ -21,7 +22,7 @@ import numpy as np
 from relu_regions import train
 from relu_regions.train import DEFAULT_PHASE1, DEFAULT_PHASE2, Phase, fit
 
-STAGES = ("screen", "phase 1", "phase 2")
+STAGES = ("phase 1", "phase 2 share", "phase 2 rest")
 
 
 def _timed_stages(times):
@@ -33,27 +34,34 @@ def _timed_stages(times):
         def timed(*args, **kwargs):
             t = time.perf_counter()
             out = run(*args, **kwargs)
-            times[STAGES[len(order) % 3]] += time.perf_counter() - t
+            times[STAGES[len(order)]] += time.perf_counter() - t
             order.append(1)
             return out
         return timed
 
     for name, run in originals.items():
         setattr(train, name, wrap(run))
-    return lambda: [setattr(train, k, v) for k, v in originals.items()]
+    restore = lambda: [setattr(train, k, v) for k, v in originals.items()]  # noqa: E731
+    return restore, order.clear  # clear before each fit: stages count from its first call
+
+
+def _fit(seeds, run, new_fit):
+    if new_fit:
+        new_fit()
+    return fit("x**3", seeds=seeds, **run)
 
 
 def measure(run, seeds, solo, stages):
     batch_stages, solo_stages = defaultdict(float), defaultdict(float)
-    restore = _timed_stages(batch_stages) if stages else None
+    restore, new_fit = _timed_stages(batch_stages) if stages else (None, None)
     t, c = time.perf_counter(), time.process_time()
-    batched = fit("x**3", seeds=seeds, **run)
+    batched = _fit(seeds, run, new_fit)
     wall_b, cpu_b = (time.perf_counter() - t) / seeds, (time.process_time() - c) / seeds
     if restore:
         restore()
-        restore = _timed_stages(solo_stages)
+        restore, new_fit = _timed_stages(solo_stages)
     t, c = time.perf_counter(), time.process_time()
-    alone = [fit("x**3", seeds=[s], **run) for s in range(solo)]
+    alone = [_fit([s], run, new_fit) for s in range(solo)]
     wall_s, cpu_s = (time.perf_counter() - t) / solo, (time.process_time() - c) / solo
     if restore:
         restore()
