@@ -525,8 +525,9 @@ def build_parser() -> Parser:
                         "ridge (sum along the quadratic's axes) or radial (a construction of that "
                         "sum); auto picks from the data (default)")
     t.add_argument("--starts", type=int, default=None,
-                   help="starts per seed (random peaks), each through phase 1 and a quarter of "
-                        "phase 2; the best continues (default 8; 16 with --grow-from)")
+                   help="starts per seed (random peaks), each through phase 1 and a share of "
+                        "phase 2 (a quarter; with --grow-from the first depth's stage); the "
+                        "best continues (default 8; 16 with --grow-from)")
     t.add_argument("--grow-from", type=int, metavar="D0",
                    help="train at depth D0 first, then add one layer at a time up to --depth "
                         "(18 insertion paths per seed, the best kept)")

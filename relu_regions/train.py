@@ -539,25 +539,54 @@ def run_lm(predict, jacobian, theta, y, phase: Phase, history: list, progress=No
 
 
 def optimize(predict, jacobian, theta, y, phase: Phase, history: list, progress=None,
-             stages: "Stages | None" = None):
-    """Run one training stage; with ``stages``, checkpointed and resumable."""
+             stages: "Stages | None" = None, start=None, final: dict | None = None):
+    """Run one training stage; with ``stages``, checkpointed and resumable.
+
+    ``start`` = (step, theta, optimizer state) continues a run at that step; ``final`` (a dict)
+    receives the optimizer's last "theta" and "state", which is what a continuation needs (after
+    picking rows with :func:`_pick_rows`).
+    """
     if stages is not None:
-        return stages.run(predict, jacobian, theta, y, phase, history, progress)
+        return stages.run(predict, jacobian, theta, y, phase, history, progress, start, final)
     if phase.steps == 0:
         return theta
     run = run_lm if phase.optimizer == "lm" else run_adam
-    return run(predict, jacobian, theta, y, phase, history, progress)
+    return run(predict, jacobian, theta, y, phase, history, progress, start=start,
+               on_step=_keep_last(final))
 
 
-# /2: every start runs phase 1 and a share of phase 2 before the pick (the stages of /1 differ).
+def _keep_last(final: dict | None, then=None):
+    """on_step callback that stores the last (theta, state) in ``final``, then calls ``then``."""
+    def on_step(step, theta, state):
+        if final is not None:
+            final.update(theta=theta, state=state)
+        if then is not None:
+            then(step, theta, state)
+    return on_step
+
+
+def _pick_rows(obj, pick, rows: int):
+    """Apply ``pick`` (rows of a batch -> one per seed) to every tensor in ``obj`` (nested dicts,
+    lists) whose first dimension is the batch's ``rows``; other values are kept."""
+    if isinstance(obj, torch.Tensor):
+        return pick(obj) if obj.dim() >= 1 and obj.shape[0] == rows else obj
+    if isinstance(obj, dict):
+        return {k: _pick_rows(v, pick, rows) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_pick_rows(v, pick, rows) for v in obj)
+    return obj
+
+
+# /2: every start runs phase 1 and a share of phase 2 before the pick, the kept start continues
+# that run (the stages of /1 differ); finished stages keep the optimizer's final state.
 TRAIN_STATE_FORMAT = "relu-regions-train-state/2"
 
 
 class Stages:
     """Numbers the optimize() calls of one fit, checkpoints them, and resumes them.
 
-    A checkpoint (``torch.save``, read back with ``weights_only=True``) holds the outputs of the
-    stages already finished and, for the stage under way, its step, Theta, optimizer state and
+    A checkpoint (``torch.save``, read back with ``weights_only=True``) holds the outputs (and the
+    optimizer's final state) of the stages already finished and, for the stage under way, its step, Theta, optimizer state and
     loss history. Resuming replays the fit: finished stages return their stored outputs, the code
     between stages (pick the best start, release, insert a layer) is deterministic and runs again,
     and the stage under way continues from its step, so the result is bit-identical to a run that
@@ -569,26 +598,33 @@ class Stages:
         self.path, self.every, self.meta = path, every, meta
         self.index, self.state = 0, state
         self.outputs = list(state["outputs"]) if state else []
+        self.finals = list(state["finals"]) if state else []
         self.total_steps = 0
 
-    def run(self, predict, jacobian, theta, y, phase, history, progress):
+    def run(self, predict, jacobian, theta, y, phase, history, progress, start=None, final=None):
         k = self.index
         self.index += 1
         if k < len(self.outputs):  # finished before the interruption
+            if final is not None:
+                final.update(_to_device(self.finals[k], theta.device))
             return self.outputs[k].to(theta.device)
-        start = None
         if self.state is not None and self.state["stage"] == k:
             history[:] = list(self.state["history"])
             start = (self.state["step"], self.state["theta"].to(theta.device),
-                     self.state["optimizer"])
+                     _to_device(self.state["optimizer"], theta.device))
             self.state = None
+        last: dict = {}
         if phase.steps == 0:
             out = theta
         else:
             run = run_lm if phase.optimizer == "lm" else run_adam
+            save = lambda step, th, opt: self._maybe_save(k, step, th, opt, history)  # noqa: E731
             out = run(predict, jacobian, theta, y, phase, history, progress, start=start,
-                      on_step=lambda step, th, opt: self._maybe_save(k, step, th, opt, history))
+                      on_step=_keep_last(last, save))
         self.outputs.append(out.detach().clone())
+        self.finals.append(_to_cpu(last))
+        if final is not None:
+            final.update(last)
         return out
 
     def _maybe_save(self, stage, step, theta, opt_state, history):
@@ -599,18 +635,23 @@ class Stages:
 
         state = {"format": TRAIN_STATE_FORMAT, "stage": stage, "step": step,
                  "theta": theta.detach().cpu(), "optimizer": _to_cpu(opt_state),
-                 "outputs": [o.cpu() for o in self.outputs],
+                 "outputs": [o.cpu() for o in self.outputs], "finals": self.finals,
                  "history": [h.cpu() for h in history], "meta": self.meta}
         atomic_write(Path(self.path), lambda f: torch.save(state, f))
 
 
 def _to_cpu(obj):
+    return _to_device(obj, "cpu")
+
+
+def _to_device(obj, device):
+    """A copy of ``obj`` (nested dicts, lists) with every tensor on ``device``, detached."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
+        return obj.detach().to(device, copy=True)
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(_to_device(v, device) for v in obj)
     return obj
 
 
@@ -836,10 +877,12 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
     ``width``). ``threads``: torch intra-op threads while fitting (default 1: the batched ops are small, and extra threads only add synchronization, 100x slower on a busy
     machine); the previous setting is restored. None leaves it alone. ``parameterization``:
     raw-weight training on the standard weights ("sp") or on GmP coordinates ("gmp").
-    ``starts``: phase-1 starts per seed (random peaks each). Every start runs phase 1 and a
-    quarter of phase 2 (``PICK_SHARE``); each seed keeps the start with the lowest raw training
-    MSE there, which finishes phase 2 (phase 1 and phase 2 have local minima, and phase 1's loss
-    is a poor guide to the basin phase 2 ends in: docs/training.md).
+    ``starts``: starts per seed (random peaks each). Every start runs phase 1 and a share of
+    phase 2: a quarter (``PICK_SHARE``), or when growing the depth-``grow_from`` stage. Each seed
+    keeps the start with the lowest raw training MSE there; at a fixed depth that start's run
+    continues to the end of phase 2, exactly as if it had been trained alone (phase 1 and 2 have
+    local minima, and phase 1's loss is a poor guide to the basin phase 2 ends in:
+    docs/training.md).
     Default 8, or 16 when growing (growth magnifies the depth-``grow_from`` basin; with 8, 2 of
     30 seeds started from a poorer one and ended 4-14x worse: docs/training.md).
     ``grow_from``: train at this depth first, then insert one construction layer at a time up to
@@ -916,21 +959,32 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     shapes = shapes_of(widths)
     raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
 
-    def train_raw(theta, phase, shapes=shapes, history=history):
-        """Phase 2 (or the only phase) on standard or GmP coordinates; returns raw Theta."""
+    def train_raw(theta, phase, shapes=shapes, history=history, final=None, then=None):
+        """Phase 2 (or the only phase) on standard or GmP coordinates; returns raw Theta.
+
+        ``final`` (a dict) receives what a continuation needs: the optimizer's coordinates and
+        state, and (GmP) the offsets; ``then`` = (step, such a dict with rows picked) continues
+        that run from ``step`` instead of starting from ``theta``.
+        """
         raw_predict = lambda theta: mlp_forward(unflatten_layers(theta, shapes), x)  # noqa: E731
         raw_jacobian = lambda theta: lm_jacobian(unflatten_layers(theta, shapes), x)  # noqa: E731
+        start = None if then is None else (then[0], then[1]["theta"], then[1]["state"])
         if parameterization == "sp":
-            return optimize(raw_predict, raw_jacobian, theta, y, phase, history, tick, stages)
+            return optimize(raw_predict, raw_jacobian, theta, y, phase, history, tick, stages,
+                            start, final)
         gmp = GmPLayout(shapes)
-        coords, offsets = gmp.from_raw(theta)
+        coords, offsets = (gmp.from_raw(theta) if then is None
+                           else (then[1]["theta"], then[1]["offsets"]))
         to_raw = lambda c: gmp.to_raw(c, offsets)  # noqa: E731
         # jvp_jacobian runs seed s with each of the P tangents in rows s*P .. s*P + P - 1.
-        expanded = offsets.repeat_interleave(coords.shape[1], dim=0)
+        n_coords = sum(o * (i + 1) for (o, i), _ in shapes)
+        expanded = offsets.repeat_interleave(n_coords, dim=0)
         d_raw = lambda c: jvp_jacobian(lambda e: gmp.to_raw(e, expanded), c)  # noqa: E731
         jac = lambda c: chain_jacobian(raw_jacobian(to_raw(c)), d_raw(c))  # noqa: E731
         coords = optimize(lambda c: raw_predict(to_raw(c)), jac, coords, y, phase, history, tick,
-                          stages)
+                          stages, start, final)
+        if final is not None:
+            final["offsets"] = offsets
         return to_raw(coords)
 
     def release(theta1):
@@ -944,35 +998,39 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
         start_seeds = [s + 100_000 * k for k in range(starts) for s in seed_list]
         theta1 = K.initial_theta(layout, start_seeds, data.x, data.y, q_target).to(dev)
         # 1D: forward mode at two points per activation run, when the runs (about one per
-        # linear piece) are well under half the points; else at every point.
-        if x.dim() == 1 and 4 * layout.max_pieces <= x.shape[0]:
+        # linear piece) are at most half the points; else at every point.
+        if isinstance(layout, K.SumLayout) and x.dim() == 1 and 2 * layout.max_pieces <= len(x):
             derived_jacobian = lambda th: derived_jacobian_runs(layout, th, x)  # noqa: E731
         else:
             derived_jacobian = lambda th: jvp_jacobian(derived_predict, th)  # noqa: E731
         per_start: list = []
         theta1 = optimize(derived_predict, derived_jacobian, theta1, y, phase1, per_start, tick,
                           stages)
-        boundary = len(per_start)
+        boundary = phase1.steps  # one history entry per step (per_start is empty on a resume)
         if d0 == depth and starts == 1:
             history += per_start
             theta = train_raw(release(theta1), phase2)
         else:
             # Every start also runs a share of phase 2 (at depth d0), and each seed keeps the
             # start with the lowest raw training MSE there: phase 1's loss is a poor guide to
-            # where phase 2 ends (docs/training.md). Growing gives each added layer an equal
-            # share of phase 2 and the rest to depth d0.
+            # where phase 2 ends (docs/training.md). At a fixed depth the kept start continues
+            # its run (optimizer state and all) to the end of phase 2; growing gives each added
+            # layer an equal share of phase 2 and the rest to depth d0.
             each = phase2.steps // (depth - d0 + 2)
             share = (phase2.steps - each * (depth - d0) if d0 < depth
                      else min(phase2.steps, max(1, round(PICK_SHARE * phase2.steps))))
             d0_shapes = shapes if d0 == depth else raw_shapes(d0, width)
+            last: dict = {}
             theta = train_raw(release(theta1), Phase(phase2.optimizer, share, phase2.lr),
-                              shapes=d0_shapes, history=per_start)
+                              shapes=d0_shapes, history=per_start, final=last)
             d0_predict = lambda th: mlp_forward(unflatten_layers(th, d0_shapes), x)  # noqa: E731
             pick = _best_rows(_per_seed_mse(d0_predict, theta, y), starts, n)
             history += [pick(h) for h in per_start]
-            if d0 == depth:
-                theta = train_raw(pick(theta), Phase(phase2.optimizer, phase2.steps - share,
-                                                     phase2.lr))
+            if d0 == depth and share < phase2.steps:
+                theta = train_raw(pick(theta), phase2,
+                                  then=(share, _pick_rows(last, pick, theta.shape[0])))
+            elif d0 == depth:
+                theta = pick(theta)
             else:
                 at = lambda d: raw_shapes(d, width)  # noqa: E731
                 predict_at = lambda th, d: mlp_forward(unflatten_layers(th, at(d)), x)  # noqa: E731

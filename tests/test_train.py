@@ -136,6 +136,10 @@ def test_gmp_phase_two_trains():
     dict(depth=5, grow_from=3, phase1=Phase("lm", 10), phase2=Phase("lm", 40), starts=2),
     dict(depth=3, method="kaiming", parameterization="gmp", phase1=Phase("lm", 10),
          phase2=Phase("lm", 20)),
+    # Interrupted after the pick, while the kept starts continue their runs:
+    dict(depth=3, phase1=Phase("lm", 5), phase2=Phase("lm", 40), starts=3),
+    dict(depth=3, phase1=Phase("adam", 5, 1e-2), phase2=Phase("adam", 40, 1e-3), starts=2),
+    dict(depth=3, phase1=Phase("lm", 5), phase2=Phase("lm", 40), starts=2, parameterization="gmp"),
 ])
 def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatch):
     from relu_regions.train import Stages, load_train_state
@@ -157,6 +161,7 @@ def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatc
     resumed = fit("x**3", resume=load_train_state(state), **run)
     assert np.array_equal(resumed.mse, full.mse)
     assert np.array_equal(resumed.history["loss"], full.history["loss"])
+    assert resumed.history["phase_boundary"] == full.history["phase_boundary"]
     for p, q in zip(resumed.models[0].parameters(), full.models[0].parameters()):
         assert torch.equal(p, q)
 
@@ -456,22 +461,26 @@ def test_default_starts_are_8_and_16_when_growing():
     assert [r.phases["starts"] for r in (plain, grown, not_grown)] == [8, 16, 8]
 
 
-def test_each_seed_keeps_the_start_with_the_least_raw_mse_after_a_share_of_phase_two():
+@pytest.mark.parametrize("optimizer", ["lm", "adam"])
+def test_each_seed_keeps_the_start_with_the_least_raw_mse_after_a_share_of_phase_two(optimizer):
     """With several starts, every start runs phase 1 and PICK_SHARE of phase 2 in one batch; each
-    seed's history then follows the start whose raw MSE there is least. Start k of seed s is the
-    one-start fit of seed s + 100000 k, so each start run alone must end that share where its row
-    of the batch did."""
+    seed keeps the start whose raw MSE there is least, and that start's run continues (optimizer
+    state and all). Start k of seed s is the one-start fit of seed s + 100000 k, so the kept
+    seed's whole history and final MSE equal that start trained alone, bit for bit."""
     from relu_regions import train as T
 
-    seeds, starts, p1, p2 = [0, 1], 3, Phase("lm", 6), Phase("lm", 8)
+    seeds, starts = [0, 1], 3
+    p1, p2 = Phase(optimizer, 6, 1e-2), Phase(optimizer, 8, 1e-2)
     share = round(T.PICK_SHARE * p2.steps)
     run = dict(depth=3, phase1=p1, count=False, optimum=False)
     kept = fit("x**3", seeds=seeds, starts=starts, phase2=p2, **run)
     for i, s in enumerate(seeds):
-        alone = [fit("x**3", seeds=[s + 100_000 * k], starts=1, phase2=Phase("lm", share), **run)
-                 for k in range(starts)]
-        best = min(alone, key=lambda r: r.train_mse[0])
-        assert len({float(r.train_mse[0]) for r in alone}) > 1  # the starts differ
-        np.testing.assert_array_equal(kept.history["loss"][i, :p1.steps + share],
-                                      best.history["loss"][0])
+        cut = [fit("x**3", seeds=[s + 100_000 * k], starts=1, phase2=Phase(optimizer, share, 1e-2),
+                   **run).train_mse[0] for k in range(starts)]
+        assert len(set(cut)) > 1  # the starts differ
+        best = int(np.argmin(cut))
+        alone = fit("x**3", seeds=[s + 100_000 * best], starts=1, phase2=p2, **run)
+        np.testing.assert_array_equal(kept.history["loss"][i], alone.history["loss"][0])
+        assert kept.train_mse[i] == alone.train_mse[0]
     assert kept.history["loss"].shape[1] == p1.steps + p2.steps
+    assert kept.history["phase_boundary"] == p1.steps
