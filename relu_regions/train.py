@@ -590,11 +590,11 @@ class Stages:
     """Numbers the optimize() calls of one fit, checkpoints them, and resumes them.
 
     A checkpoint (``torch.save``, read back with ``weights_only=True``) holds the outputs (and the
-    optimizer's final state) of the stages already finished and, for the stage under way, its step, Theta, optimizer state and
-    loss history. Resuming replays the fit: finished stages return their stored outputs, the code
-    between stages (pick the best start, release, insert a layer) is deterministic and runs again,
-    and the stage under way continues from its step, so the result is bit-identical to a run that
-    was never interrupted (same seeds, float64, CPU).
+    optimizer's final state) of the stages already finished and, for the stage under way, its
+    step, Theta, optimizer state and loss history. Resuming replays the fit: finished stages
+    return their stored outputs, the code between stages (pick the best start, release, insert a
+    layer) is deterministic and runs again, and the stage under way continues from its step, so
+    the result is bit-identical to a run that was never interrupted (same seeds, float64, CPU).
     """
 
     def __init__(self, path=None, every: int | None = None, state: dict | None = None,
