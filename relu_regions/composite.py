@@ -25,6 +25,7 @@ Layouts work on a flat parameter matrix Theta (seeds, P) like the trainer (train
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -136,11 +137,11 @@ class SumLayout:
         Where it is constant, ``predict`` is affine in x, and so is its gradient in Theta
         (train.derived_jacobian_runs).
         """
-        parts, c0, _ = self.split(theta)
+        parts, _, _ = self.split(theta)
         masks = []
         for term, (peaks, _) in zip(self.terms, parts):
-            inputs = [self._along(term, x).expand(c0.shape[0], -1)]
-            inputs += list(self.sawtooths(term, peaks, x))[:-1]
+            inputs = [self._along(term, x).expand(theta.shape[0], -1)]
+            inputs += itertools.islice(self.sawtooths(term, peaks, x), self.depth - 1)
             for i, w in enumerate(inputs):
                 masks += [w > 0, w > peaks[..., i:i + 1]]
         return torch.stack(masks, dim=1)

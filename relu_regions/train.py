@@ -552,11 +552,16 @@ def optimize(predict, jacobian, theta, y, phase: Phase, history: list, progress=
     """
     if stages is not None:
         return stages.run(predict, jacobian, theta, y, phase, history, progress, start, final)
+    return _run_stage(predict, jacobian, theta, y, phase, history, progress, start,
+                      _keep_last(final))
+
+
+def _run_stage(predict, jacobian, theta, y, phase, history, progress, start, on_step):
+    """``phase``'s optimizer on Theta (nothing for 0 steps)."""
     if phase.steps == 0:
         return theta
     run = run_lm if phase.optimizer == "lm" else run_adam
-    return run(predict, jacobian, theta, y, phase, history, progress, start=start,
-               on_step=_keep_last(final))
+    return run(predict, jacobian, theta, y, phase, history, progress, start=start, on_step=on_step)
 
 
 def _keep_last(final: dict | None, then=None):
@@ -569,16 +574,21 @@ def _keep_last(final: dict | None, then=None):
     return on_step
 
 
+def _map_tensors(obj, fn):
+    """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor in it."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
 def _pick_rows(obj, pick, rows: int):
     """Apply ``pick`` (rows of a batch -> one per seed) to every tensor in ``obj`` (nested dicts,
     lists) whose first dimension is the batch's ``rows``; other values are kept."""
-    if isinstance(obj, torch.Tensor):
-        return pick(obj) if obj.dim() >= 1 and obj.shape[0] == rows else obj
-    if isinstance(obj, dict):
-        return {k: _pick_rows(v, pick, rows) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_pick_rows(v, pick, rows) for v in obj)
-    return obj
+    return _map_tensors(obj, lambda t: pick(t) if t.dim() >= 1 and t.shape[0] == rows else t)
 
 
 # /2: every start runs phase 1 and a share of phase 2 before the pick, the kept start continues
@@ -618,13 +628,9 @@ class Stages:
                      _to_device(self.state["optimizer"], theta.device))
             self.state = None
         last: dict = {}
-        if phase.steps == 0:
-            out = theta
-        else:
-            run = run_lm if phase.optimizer == "lm" else run_adam
-            save = lambda step, th, opt: self._maybe_save(k, step, th, opt, history)  # noqa: E731
-            out = run(predict, jacobian, theta, y, phase, history, progress, start=start,
-                      on_step=_keep_last(last, save))
+        save = lambda step, th, opt: self._maybe_save(k, step, th, opt, history)  # noqa: E731
+        out = _run_stage(predict, jacobian, theta, y, phase, history, progress, start,
+                         _keep_last(last, save))
         self.outputs.append(out.detach().clone())
         self.finals.append(_to_cpu(last))
         if final is not None:
@@ -650,13 +656,7 @@ def _to_cpu(obj):
 
 def _to_device(obj, device):
     """A copy of ``obj`` (nested dicts, lists) with every tensor on ``device``, detached."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to(device, copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
+    return _map_tensors(obj, lambda t: t.detach().to(device, copy=True))
 
 
 def load_train_state(path) -> dict:
