@@ -38,8 +38,8 @@ def _peaks(depth, kind):
 
 
 def _ours(depth, kind, queue):
-    from relu_regions.parametrize import ConstructionNet
-    from relu_regions.regions import count_regions
+    from relu_regions.nets.parametrize import ConstructionNet
+    from relu_regions.analysis.regions import count_regions
 
     t = time.perf_counter()
     count_regions(ConstructionNet.build(2, peaks=0.5), 0.0, 1.0)  # loads the compiled kernels
@@ -55,8 +55,8 @@ def _ours(depth, kind, queue):
 
 
 def _regioncam(depth, kind, queue):
-    from relu_regions.parametrize import ConstructionNet
-    from relu_regions.regions import relu_layers
+    from relu_regions.nets.parametrize import ConstructionNet
+    from relu_regions.analysis.regions import relu_layers
 
     _regioncam_count(relu_layers(ConstructionNet.build(2, peaks=0.5)))  # same warm-up as ours
     layers = relu_layers(ConstructionNet.build(depth, peaks=_peaks(depth, kind), thm31=True))

@@ -25,8 +25,8 @@ import numpy as np
 
 from relu_regions import targets as T
 from relu_regions.plots import evaluate, plot_fit, plot_surface
-from relu_regions.regions import count_regions_segment
-from relu_regions.train import fit
+from relu_regions.analysis.regions import count_regions_segment
+from relu_regions.training.trainer import fit
 
 TARGETS_1D = [("x**3 - x", (-1.0, 1.0)), ("sin(x)", (0.0, 2 * np.pi)),
               ("sin(3*x)", (0.0, 2 * np.pi))]

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from relu_regions.plots import save_figure  # noqa: E402
-from relu_regions.train import fit  # noqa: E402
+from relu_regions.training.trainer import fit  # noqa: E402
 
 GOAL_DEPTH, GOAL_MSE = 10, 1e-9  # issue 4: the mean keeps falling from depth 5 to 10, <= 1e-9 at 10
 INTERPOLATED = 1e-24  # an optimum below this is rounding: the pieces interpolate the samples

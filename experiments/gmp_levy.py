@@ -17,7 +17,7 @@ import json
 import sys
 
 from relu_regions.checkpoint import atomic_write_text
-from relu_regions.gmp_studies import run_levy
+from relu_regions.gmp.studies import run_levy
 
 
 def main(argv: list[str] | None = None) -> int:

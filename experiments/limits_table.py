@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from relu_regions.limits import asymptotic_mse, optimal_pwl
+from relu_regions.analysis.limits import asymptotic_mse, optimal_pwl
 
 TARGETS = {  # name: (f, f'')
     "x^3": (lambda x: x**3, lambda x: 6 * x),

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from relu_regions import targets as T
-from relu_regions.train import fit
+from relu_regions.training.trainer import fit
 
 PAPER_MIN = {"x**3": (2.41e-4, 5.65e-6), "x**11": (2.14e-3, 6.53e-4),
              "sin(x)": (2.27e-5, 7.92e-7), "tanh(3*x)": (1.60e-4, 5.09e-6)}

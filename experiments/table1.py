@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from relu_regions.checkpoint import atomic_write_text  # noqa: E402
 from relu_regions.plots import save_figure  # noqa: E402
-from relu_regions.train import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,  # noqa: E402
+from relu_regions.training.trainer import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,  # noqa: E402
                                 PAPER_PHASE2, fit)
 
 PAPER = {  # (min, mean) from PAPERS.md, Table 1

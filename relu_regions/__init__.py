@@ -6,18 +6,23 @@ first use so that ``import relu_regions`` (and the CLI's ``--help``) stays fast.
 
 import importlib
 
+from . import _compat
 from .errors import InputError
+
+_compat.install()
 
 __version__ = "0.1.0"
 
 # name -> module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {
-    "fit": "train", "Phase": "train", "FitResult": "train", "load_train_state": "train",
-    "ConstructionNet": "parametrize",
-    "count_regions": "regions", "count_regions_segment": "regions", "sample_regions": "regions",
-    "optimal_pwl": "limits", "efficiency": "limits",
-    "GmPLinear": "gmp", "to_gmp": "gmp", "from_gmp": "gmp",
-    "characteristic_activation": "cab",
+    "fit": "training.trainer", "Phase": "training.trainer", "FitResult": "training.trainer",
+    "load_train_state": "training.trainer",
+    "ConstructionNet": "nets.parametrize",
+    "count_regions": "analysis.regions", "count_regions_segment": "analysis.regions",
+    "sample_regions": "analysis.regions",
+    "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
+    "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",
+    "characteristic_activation": "gmp.cab",
 }
 
 __all__ = ["InputError", *_EXPORTS]

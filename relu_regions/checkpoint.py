@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .construction import Construction
+from .nets.construction import Construction
 from .errors import InputError
-from .parametrize import ConstructionNet, linear_relu_stack
+from .nets.parametrize import ConstructionNet, linear_relu_stack
 
 FORMAT = "relu-regions/1"
 
@@ -38,7 +38,7 @@ def model_config(model: nn.Module) -> dict:
     if isinstance(model, ConstructionNet):
         return {"kind": "construction", **model.construction.config()}
     if isinstance(model, nn.Sequential):
-        from .regions import relu_layers  # validates the Linear/ReLU structure
+        from .analysis.regions import relu_layers  # validates the Linear/ReLU structure
 
         layers = relu_layers(model)
         return {"kind": "mlp", "widths": [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]}

@@ -43,7 +43,7 @@ def interval(text: str) -> tuple[float, float]:
 
 def random_peaks(n: int, seed: int) -> list[float]:
     """The CLI's default peaks: the trainer's draw (uniform on [0.25, 0.75]) for one seed."""
-    from .composite import random_peaks
+    from .nets.composite import random_peaks
 
     return random_peaks([seed], (n,))[0].tolist()
 
@@ -55,8 +55,8 @@ def cmd_count(args) -> dict:
     import torch
 
     from . import checkpoint
-    from .parametrize import ConstructionNet
-    from .regions import count_regions, count_regions_segment, sample_regions
+    from .nets.parametrize import ConstructionNet
+    from .analysis.regions import count_regions, count_regions_segment, sample_regions
 
     info = {}
     if args.checkpoint:
@@ -142,7 +142,7 @@ def show_count(out: dict) -> str:
 
 def phase_spec(text: str):
     """'lm:400' or 'adam:1000:1e-3' -> Phase."""
-    from .train import OPTIMIZERS, Phase
+    from .training.trainer import OPTIMIZERS, Phase
 
     parts = text.split(":")
     try:
@@ -171,7 +171,7 @@ def check_out_dir(path: Path, force: bool) -> Path:
 def cmd_train(args) -> dict:
     from . import checkpoint
     from . import targets as T
-    from .train import fit, provenance
+    from .training.trainer import fit, provenance
 
     resume = None
     if args.resume is not None:
@@ -230,7 +230,7 @@ def cmd_train(args) -> dict:
 
 def resume_args(args):
     """The arguments of the interrupted run in ``args.resume`` and its saved training state."""
-    from .train import load_train_state
+    from .training.trainer import load_train_state
 
     folder = Path(args.resume)
     state = load_train_state(folder / "state.pt")
@@ -331,7 +331,7 @@ def _pieces_note(out: dict) -> str:
 # sweep
 
 def cmd_sweep(args) -> dict:
-    from .sweep import load_config, run_sweep
+    from .sweep.grid import load_config, run_sweep
 
     config = load_config(args.config)
     result = run_sweep(config, Path(args.out), workers=args.workers, scheduler=args.scheduler,
@@ -347,7 +347,7 @@ def show_sweep(out: dict) -> str:
 # gmp
 
 def cmd_gmp(args) -> dict:
-    from .gmp_studies import run_banana, run_levy
+    from .gmp.studies import run_banana, run_levy
 
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
@@ -369,10 +369,10 @@ def show_gmp(out: dict) -> str:
 def cmd_demo(args) -> dict:
     import torch
 
-    from .mlp import kaiming_, mlp
-    from .parametrize import ConstructionNet
+    from .nets.mlp import kaiming_, mlp
+    from .nets.parametrize import ConstructionNet
     from .plots import plot_regions
-    from .regions import count_regions, sample_regions
+    from .analysis.regions import count_regions, sample_regions
 
     d, out_dir = args.depth, Path(args.out)
     if not 1 <= d <= 20:
@@ -417,7 +417,7 @@ def cmd_demo(args) -> dict:
 
 def _demo_fit(depth, seed, device):
     """Fit x^3 with 5 seeds, two-phase vs Kaiming, on a short budget (a few seconds)."""
-    from .train import Phase, fit
+    from .training.trainer import Phase, fit
 
     budget = dict(depth=min(depth, 6), seeds=5, seed=seed, phase1=Phase("lm", 40),
                   phase2=Phase("lm", 120), device=device)
@@ -505,8 +505,8 @@ def build_parser() -> Parser:
     t.add_argument("--depth", type=int, default=5, help="hidden layers (default 5)")
     t.add_argument("--seeds", type=int, default=30, help="runs, trained together (default 30)")
     t.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    from .composite import SHAPES
-    from .train import DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS
+    from .nets.composite import SHAPES
+    from .training.trainer import DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS
 
     t.add_argument("--method", default="pretrain-thm31", choices=METHODS,
                    help="default pretrain-thm31")

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .checkpoint import atomic_write  # noqa: E402
-from .regions import RegionCount, count_regions  # noqa: E402
+from .analysis.regions import RegionCount, count_regions  # noqa: E402
 
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
 LINE_LIMIT = 256  # up to this many breakpoints each gets a vertical line; beyond, a rug
@@ -139,7 +139,7 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
     """A trained 2D net: target (data), network surface, and error, as images over the input box,
     with the network's breakpoints along the box's diagonal (exact counter) marked on the error.
     """
-    from .regions import count_regions_segment
+    from .analysis.regions import count_regions_segment
 
     (xlo, xhi), (ylo, yhi) = data.box
     gx, gy = np.linspace(xlo, xhi, grid), np.linspace(ylo, yhi, grid)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .construction import check_interval
+from .nets.construction import check_interval
 from .errors import InputError, read_user_file
 
 MAX_TEXT = 500  # characters of target text

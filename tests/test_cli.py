@@ -12,8 +12,8 @@ import torch
 
 from relu_regions import checkpoint
 from relu_regions.cli import main
-from relu_regions.mlp import mlp
-from relu_regions.parametrize import ConstructionNet
+from relu_regions.nets.mlp import mlp
+from relu_regions.nets.parametrize import ConstructionNet
 
 
 def run(capsys, *argv):
@@ -251,7 +251,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 def test_train_summary_states_the_constructions_piece_count():
     """max_pieces comes from the layout (2^d for one construction, 2 (2^d - 1) + 1 for dc)."""
     from relu_regions.cli import show_train
-    from relu_regions.train import Phase, fit
+    from relu_regions.training.trainer import Phase, fit
 
     quick = dict(seeds=1, starts=1, optimum=False, phase1=Phase("lm", 3), phase2=Phase("lm", 3))
     convex = fit("x**3", depth=3, **quick).summary()

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relu_regions import InputError
-from relu_regions import construction as C
-from relu_regions import composite as K
+from relu_regions.nets import construction as C
+from relu_regions.nets import composite as K
 from relu_regions import targets as T
 from relu_regions.cli import main
-from relu_regions.train import Phase, fit, mlp_forward, unflatten_layers, shapes_of
+from relu_regions.training.trainer import Phase, fit, mlp_forward, unflatten_layers, shapes_of
 
 
 def raw_forward(layout, theta, x):
@@ -22,7 +22,7 @@ def raw_forward(layout, theta, x):
 
 
 def _flat(layers):
-    from relu_regions.train import flatten_layers
+    from relu_regions.training.trainer import flatten_layers
 
     return flatten_layers(layers)
 
@@ -195,7 +195,7 @@ def test_fit_dc_and_kaiming_share_the_net():
     assert ours.widths == base.widths == [1, 8, 8, 8, 1]
     assert np.all(np.isfinite(ours.mse)) and np.all(ours.pieces >= 1)
     # A dc net has both curvatures: its slopes go down and up.
-    from relu_regions.regions import count_regions
+    from relu_regions.analysis.regions import count_regions
     slopes = count_regions(ours.models[0], -1, 1).slopes
     assert np.any(np.diff(slopes) > 0) and np.any(np.diff(slopes) < 0)
 
@@ -258,7 +258,7 @@ def test_release_survives_scales_that_underflowed():
 
 def test_cli_counts_a_2d_checkpoint_only_along_a_segment(tmp_path, capsys):
     from relu_regions import checkpoint
-    from relu_regions.parametrize import linear_relu_stack
+    from relu_regions.nets.parametrize import linear_relu_stack
 
     torch.manual_seed(0)
     path = tmp_path / "m.pt"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relu_regions import limits as L
+from relu_regions.analysis import limits as L
 from relu_regions.errors import InputError
-from relu_regions.limits import (PWLFit, asymptotic_mse, efficiency, optimal_pwl,
+from relu_regions.analysis.limits import (PWLFit, asymptotic_mse, efficiency, optimal_pwl,
                                  segmented_lower_bound)
 
 X500 = np.linspace(0.0, 1.0, 500)

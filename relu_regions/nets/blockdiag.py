@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import construction as C
-from .errors import InputError
+from ..nets import construction as C
+from ..errors import InputError
 
 PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
 

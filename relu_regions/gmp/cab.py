@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "CAB",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .construction import check_depth
-from .errors import InputError
+from ..errors import InputError
 from .parametrize import linear_relu_stack
 
 RAAI_SIGMA = 0.6007  # Lu et al. 2020, as read in PAPERS.md

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from relu_regions import InputError
-from relu_regions.cab import angle_between
-from relu_regions.gmp import (
+from relu_regions.gmp.cab import angle_between
+from relu_regions.gmp.layers import (
     GmPConv2d,
     GmPLinear,
     GmPLinearReLU,

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from . import construction as C
-from .errors import InputError
-from .mlp import kaiming_, raai_
-from .parametrize import linear_relu_stack
+from ..nets import construction as C
+from ..errors import InputError
+from ..nets.mlp import kaiming_, raai_
+from ..nets.parametrize import linear_relu_stack
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -361,7 +361,7 @@ class GmPLayout:
     shapes: list
 
     def from_raw(self, theta: torch.Tensor):
-        from .gmp import to_hyperspherical
+        from ..gmp.layers import to_hyperspherical
 
         parts, offsets = [], []
         for w, b in unflatten_layers(theta, self.shapes):
@@ -374,7 +374,7 @@ class GmPLayout:
         return torch.cat(parts, dim=1), torch.cat(offsets, dim=1)
 
     def to_raw(self, theta: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        from .gmp import from_hyperspherical
+        from ..gmp.layers import from_hyperspherical
 
         layers, at, at_b = [], 0, 0
         for (o, i), _ in self.shapes:
@@ -641,7 +641,7 @@ class Stages:
         self.total_steps += 1
         if self.path is None or not self.every or self.total_steps % self.every:
             return
-        from .checkpoint import atomic_write
+        from ..checkpoint import atomic_write
 
         state = {"format": TRAIN_STATE_FORMAT, "stage": stage, "step": step,
                  "theta": theta.detach().cpu(), "optimizer": _to_cpu(opt_state),
@@ -921,8 +921,8 @@ def fit(target=None, depth: int = 5, seeds=30, method: str = "pretrain-thm31",
 def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, phase2, width,
          shape, seed, count, optimum, device, progress, parameterization, starts,
          grow_from, stages) -> FitResult:
-    from . import composite as K
-    from . import targets as T
+    from ..nets import composite as K
+    from .. import targets as T
 
     method = _check_method(method)
     depth = C.check_depth(depth)
@@ -1067,7 +1067,7 @@ def _fit(target, depth, seeds, method, interval, points, sparse, data, phase1, p
     n_pieces = None if data.dims > 1 else 2**depth if single else full.max_pieces
     optimal = eff = None
     if optimum and n_pieces and not sparse and np.array_equal(data.test_x, data.x):
-        from .limits import efficiency, optimal_pwl
+        from ..analysis.limits import efficiency, optimal_pwl
 
         optimal = float(optimal_pwl(data.x, data.y, n_pieces).mse)
         eff = np.full(mse.shape, np.nan)  # NaN for a diverged seed
@@ -1107,7 +1107,7 @@ def provenance(data, argv=None) -> dict:
     import hashlib
     import platform
 
-    from . import __version__
+    from .. import __version__
 
     digest = hashlib.sha256()
     for a in (data.x, data.y, data.test_x, data.test_y):
@@ -1129,7 +1129,7 @@ def _to_module(theta, shapes, widths):
 
 def _pieces(model, box) -> int:
     """Linear pieces on the interval (1D), or along the box's diagonal (nD)."""
-    from .regions import count_regions, count_regions_segment
+    from ..analysis.regions import count_regions, count_regions_segment
 
     try:
         if len(box) == 1:

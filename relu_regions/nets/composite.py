@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import construction as C
-from .errors import InputError
+from ..nets import construction as C
+from ..errors import InputError
 
 SHAPES_1D = ("convex", "concave", "dc")
 SHAPES_ND = ("ridge", "radial")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from relu_regions import InputError
-from relu_regions import sweep as S
-from relu_regions.train import Phase, fit
+from relu_regions.sweep import grid as S
+from relu_regions.training.trainer import Phase, fit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = {"targets": ["x**3"], "depths": [2, 3], "methods": ["kaiming", "pretrain-thm31"],
          "seeds": 2, "points": 40, "phase1": "lm:4", "phase2": {"optimizer": "lm", "steps": 8}}
@@ -237,7 +237,7 @@ def test_out_dir_and_arguments_are_checked(tmp_path):
 
 CRASHY = '''
 import os
-from relu_regions import sweep
+from relu_regions.sweep import grid as sweep
 
 
 def crashy(cell):

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 DEFAULT_MARGIN = 0.05
 

@@ -49,8 +49,8 @@ from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
 from .cab import CABHistory, CABTracker, stability
-from .errors import InputError
-from .gmp import GmPLinearReLU
+from ..errors import InputError
+from .layers import GmPLinearReLU
 
 __all__ = [
     "METHODS",
@@ -614,7 +614,7 @@ def _run_study(proto: _Protocol, seeds, epochs, out, device, progress, methods, 
     summaries = _summaries(runs, method_list, rates, proto.study)
     figures: list[str] = []
     if path is not None:
-        from . import gmp_plots
+        from ..gmp import plots as gmp_plots
 
         path.mkdir(parents=True, exist_ok=True)
         figures = gmp_plots.study_figures(proto.study, runs, models, first_data, path)

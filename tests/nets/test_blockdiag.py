@@ -14,12 +14,12 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from relu_regions import InputError
-from relu_regions.blockdiag import (BlockDiagonalLinear, construction_blocks,
+from relu_regions.nets.blockdiag import (BlockDiagonalLinear, construction_blocks,
                                     construction_chain_init_, construction_init_, kaiming_init_)
-from relu_regions.construction import derived_forward, raw_weights, thm31_scales
+from relu_regions.nets.construction import derived_forward, raw_weights, thm31_scales
 
 F64 = torch.float64
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gen(seed):

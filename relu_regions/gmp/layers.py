@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "angles_from_direction",

@@ -7,8 +7,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from relu_regions import InputError
-from relu_regions.construction import Construction, sum_offset, thm31_scales, triangle
-from relu_regions.parametrize import ConstructionNet
+from relu_regions.nets.construction import Construction, sum_offset, thm31_scales, triangle
+from relu_regions.nets.parametrize import ConstructionNet
 
 
 @st.composite
@@ -104,7 +104,9 @@ def test_peaks_stay_inside_margin_whatever_the_logits():
 
 def test_gradients_reach_derived_parameters_through_raw_layers():
     net = ConstructionNet.build(4, peaks=[0.3, 0.6, 0.4, 0.55], c1=0.5)
-    x = grid(net, 101)
+    # Off the kinks: at a point where a ReLU's input is exactly 0 the raw and derived forms may
+    # take different one-sided derivatives (whether rounding lands on 0 or 1e-17 decides it).
+    x = grid(net, 101) * (1 - 2**-0.5 * 1e-3) + 2**-0.5 * 1e-3
     (net(x) ** 2).sum().backward()
     c = net.construction
     for p in (c.peak_logits, c.log_s0, c.c0, c.c1):
@@ -128,7 +130,7 @@ def test_release_gives_a_plain_trainable_sequential():
     assert all(p.requires_grad for p in plain.parameters())
     assert sum(p.numel() for p in plain.parameters()) == 8 + 5 * 20 + 5  # 1->4, 5 of 4->4, 4->1
     # state_dict round trip into a fresh plain MLP of the same shape.
-    from relu_regions.mlp import mlp
+    from relu_regions.nets.mlp import mlp
     other = mlp(4, 6)
     other.load_state_dict(plain.state_dict())
     x = grid(net, 33)

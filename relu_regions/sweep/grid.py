@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
-from .errors import InputError, read_user_file
+from ..checkpoint import atomic_write_text
+from ..errors import InputError, read_user_file
 
 KEYS = ("targets", "depths", "methods", "seeds", "interval", "points", "sparse", "phase1",
         "phase2", "parameterization")
@@ -110,8 +110,8 @@ def load_config(path) -> SweepConfig:
 
 def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
     """Validate a mapping (the parsed TOML) into a :class:`SweepConfig`."""
-    from . import targets as T
-    from .train import METHODS, PARAMETERIZATIONS
+    from .. import targets as T
+    from ..training.trainer import METHODS, PARAMETERIZATIONS
 
     def bad(msg):
         return InputError(f"{source}: {msg}")
@@ -213,7 +213,7 @@ def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
 
 def _phase(value, key, bad) -> dict:
     """'lm:100', 'adam:1000:1e-3' or {optimizer, steps, lr} -> validated {optimizer, steps, lr}."""
-    from .train import OPTIMIZERS, Phase
+    from ..training.trainer import OPTIMIZERS, Phase
 
     form = (f"{key} must be 'OPTIMIZER:STEPS[:LR]' or a table {{optimizer, steps, lr}} with "
             f"OPTIMIZER in {'/'.join(OPTIMIZERS)}, STEPS >= 0, LR > 0")
@@ -273,7 +273,7 @@ def run_cell(cell: dict) -> dict:
     row = {k: cell[k] for k in ("target", "depth", "method", "seed")}
     start = time.perf_counter()
     try:
-        from .train import Phase, fit
+        from ..training.trainer import Phase, fit
 
         res = fit(cell["target"], depth=cell["depth"], seeds=[cell["seed"]], method=cell["method"],
                   interval=tuple(cell["interval"]), points=cell["points"] or 500,
@@ -601,7 +601,7 @@ def _fmt(v) -> str:
 
 def plot_sweep(summary, config: SweepConfig, path) -> Path:
     """Mean MSE (finite, ok cells) against depth, one line per method, one panel per target."""
-    from .plots import plt, save_figure
+    from ..plots import plt, save_figure
 
     n = len(config.targets)
     cols = min(n, 3)

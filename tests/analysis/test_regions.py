@@ -8,10 +8,10 @@ from torch import nn
 
 from exact_reference import exact_count
 from relu_regions import InputError
-from relu_regions.mlp import kaiming_, mlp, raai_
-from relu_regions.parametrize import ConstructionNet
-from relu_regions import regions
-from relu_regions.regions import count_regions, count_regions_segment, sample_regions
+from relu_regions.nets.mlp import kaiming_, mlp, raai_
+from relu_regions.nets.parametrize import ConstructionNet
+from relu_regions.analysis import regions as regions
+from relu_regions.analysis.regions import count_regions, count_regions_segment, sample_regions
 
 
 @settings(max_examples=40, deadline=None)

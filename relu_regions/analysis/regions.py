@@ -45,7 +45,7 @@ from numba import njit
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import InputError
+from ..errors import InputError
 
 ZERO_TOL = 2.0**-40  # ~9e-13: about 4000 ulps of the magnitude a pre-activation is summed from
 SLOPE_TOL = 1e-11

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from relu_regions import InputError
-from relu_regions.cab import (
+from relu_regions.gmp.cab import (
     CABHistory,
     CABTracker,
     angle_between,
@@ -21,8 +21,8 @@ from relu_regions.cab import (
     effective_affine,
     stability,
 )
-from relu_regions.gmp import GmPLinear, GmPLinearReLU
-from relu_regions.gmp_studies import (
+from relu_regions.gmp.layers import GmPLinear, GmPLinearReLU
+from relu_regions.gmp.studies import (
     KerasAdam,
     StudyData,
     banana_data,

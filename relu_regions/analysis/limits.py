@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, linalg, optimize
 
-from .construction import check_interval
-from .errors import InputError
+from ..nets.construction import check_interval
+from ..errors import InputError
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)
 CERTIFY_RTOL = 1e-6  # a fit this close to the lower bound is optimal; stop searching

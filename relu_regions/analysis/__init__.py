@@ -1,0 +1,2 @@
+"""What a net computes: exact linear-region counting (``regions``) and the optimal free-knot
+piecewise-linear limits to compare against (``limits``)."""
