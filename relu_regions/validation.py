@@ -1,0 +1,123 @@
+"""Checks of user-given values, in one message style, at the boundary (the core trusts them).
+
+Every message says what was given, what is allowed and, where it is not obvious, how to fix it:
+``depth must be an integer >= 1, got 0``. Each check raises :class:`InputError`, which the CLI
+prints as one ``error:`` line with exit code 2. Torch-free, so the CLI's ``--help`` stays fast.
+
+>>> check_int(5, "depth", low=1)
+5
+>>> check_int(True, "depth", low=1)
+Traceback (most recent call last):
+...
+relu_regions.errors.InputError: depth must be an integer >= 1, got True
+"""
+
+import contextlib
+import difflib
+import math
+import os
+
+from .errors import InputError
+
+
+def _range(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool (``True`` is an ``int`` to Python, never to a user)."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(value, name: str, low: int | None = None, high: int | None = None,
+              hint: str = "") -> int:
+    """``value`` as an ``int`` if it is an integer in ``[low, high]``, else InputError."""
+    if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{name} must be an integer{_range(low, high)}, got {value!r}"
+                         + (f"; {hint}" if hint else ""))
+    return int(value)
+
+
+def check_float(value, name: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, hint: str = "") -> float:
+    """``value`` as a finite ``float`` in the range (``low`` excluded when ``low_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rule = f" > {low}" if low_open and high is None else _range(low, high)
+        raise InputError(f"{name} must be a finite number{rule}, got {value!r}"
+                         + (f"; {hint}" if hint else ""))
+    return float(value)
+
+
+def check_choice(value, name: str, allowed) -> str:
+    """``value`` if it is one of ``allowed``; otherwise the message lists them and the closest."""
+    allowed = list(allowed)
+    if value in allowed:
+        return value
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}{hint}")
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception, prefixed by its type, at most ``limit`` characters."""
+    text = str(err).strip().splitlines()
+    msg = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return msg if len(msg) <= limit else msg[:limit - 3] + "..."
+
+
+def json_safe(value):
+    """``value`` with every non-finite float as ``None`` (JSON has no NaN), through dicts, lists,
+    tuples and NumPy arrays/scalars."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` intra-op torch threads (``None``: leave as is), then restore.
+
+    Our nets are tiny: intra-op threads mostly add OpenMP spin on a busy machine."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def env_defaults(**values):
+    """Set environment variables that are not already set; restore afterwards."""
+    added = [k for k in values if k not in os.environ]
+    for k in added:
+        os.environ[k] = values[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
