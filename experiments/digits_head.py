@@ -226,9 +226,9 @@ def acceptance(results: dict[str, HeadResult]) -> str:
 
 
 def plot(results: dict[str, HeadResult], path) -> Path:
-    from relu_regions.plots import plt, save_figure
+    from relu_regions.plots import save_figure, subplots
 
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_l, ax_a) = subplots(1, 2, figsize=(11, 4))
     for i, r in enumerate(results.values()):
         for ax, curves in ((ax_l, r.loss_curves), (ax_a, r.acc_curves)):
             c = np.asarray(curves)

@@ -1,19 +1,21 @@
-"""Figures (matplotlib, Agg backend, written to files; nothing is displayed)."""
+"""Figures, written to files; nothing is displayed.
+
+Built on ``matplotlib.figure.Figure`` with the Agg canvas directly, so importing this module
+neither needs a display nor switches the backend of a user's notebook (no ``matplotlib.use``).
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .checkpoint import atomic_write  # noqa: E402
-from .analysis.regions import RegionCount, count_regions  # noqa: E402
+from .analysis.regions import RegionCount, count_regions
+from .checkpoint import atomic_write
 
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
 LINE_LIMIT = 256  # up to this many breakpoints each gets a vertical line; beyond, a rug
@@ -28,11 +30,17 @@ def evaluate(model, x: np.ndarray) -> np.ndarray:
     return model(xt.to(p.dtype)).reshape(-1).double().cpu().numpy()
 
 
-def save_figure(fig, path) -> Path:
-    """Render to memory, then write atomically."""
+def subplots(*args, figsize=None, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, on an Agg canvas outside pyplot's state."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Render to memory (format from the suffix: .png, .svg, .pdf), then write atomically."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
     return Path(path)
 
@@ -51,7 +59,7 @@ def plot_regions(model, lo: float, hi: float, path, count: RegionCount | None = 
     else:
         x = np.linspace(count.lo, count.hi, 20_001)
     y = evaluate(model, x)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+    fig, (top, bottom) = subplots(2, 1, figsize=(8, 6.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1.4]})
     if target is not None:
         xs = np.linspace(count.lo, count.hi, 2001)
@@ -87,7 +95,7 @@ def plot_fit(model, data, path, count: RegionCount | None = None, title: str | N
     count = count or count_regions(model, lo, hi)
     xs = np.concatenate([[lo], count.knots, [hi]]) if count.knots.size <= EXACT_GRAPH_LIMIT \
         else np.linspace(lo, hi, 20_001)
-    fig, (top, mid, bottom) = plt.subplots(3, 1, figsize=(8, 8), sharex=True,
+    fig, (top, mid, bottom) = subplots(3, 1, figsize=(8, 8), sharex=True,
                                            gridspec_kw={"height_ratios": [3, 2, 1.3]})
     top.plot(data.x, data.y, ".", color="0.4", ms=3, label="training data")
     sparse_test = not np.array_equal(data.test_x, data.x)
@@ -120,7 +128,7 @@ def plot_fit(model, data, path, count: RegionCount | None = None, title: str | N
 
 def plot_history(loss: np.ndarray, boundary: int, path, title: str = "training loss") -> Path:
     """Per-seed MSE per step (thin), their median (thick), and the phase boundary."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     steps = np.arange(1, loss.shape[1] + 1)
     for row in loss:
         ax.plot(steps, row, color="C0", lw=0.4, alpha=0.3)
@@ -145,7 +153,7 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
     gx, gy = np.linspace(xlo, xhi, grid), np.linspace(ylo, yhi, grid)
     pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
     net = evaluate(model, pts).reshape(grid, grid)
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, (a, b, c) = subplots(1, 3, figsize=(15, 4.4))
     extent = (xlo, xhi, ylo, yhi)
     sc = a.scatter(data.x[:, 0], data.x[:, 1], c=data.y, s=6, cmap="viridis")
     a.set_title("data")

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ..plots import save_figure
 from .cab import CABHistory
 
 __all__ = [
@@ -43,8 +44,7 @@ def _figure(n_panels: int, width: float = 4.0, height: float = 3.4) -> tuple[Fig
 def _save(fig: Figure, path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return str(path)
+    return str(save_figure(fig, path, dpi=110))
 
 
 def plot_location_spectrum(histories: Mapping[str, CABHistory], path: str | Path,

@@ -601,12 +601,12 @@ def _fmt(v) -> str:
 
 def plot_sweep(summary, config: SweepConfig, path) -> Path:
     """Mean MSE (finite, ok cells) against depth, one line per method, one panel per target."""
-    from ..plots import plt, save_figure
+    from ..plots import save_figure, subplots
 
     n = len(config.targets)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for k, target in enumerate(config.targets):
         ax = axes[k // cols][k % cols]
         drawn = False
