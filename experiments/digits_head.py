@@ -1,5 +1,5 @@
-"""Block-diagonal classifier head on scikit-learn's 8x8 digits (PAPERS.md part A, "Extensions the
-paper reports": a block-diagonal layer with blocks of 4, built from the construction, as a
+"""Block-diagonal classifier head on scikit-learn's 8x8 digits (arXiv 2311.18022, an extension
+the paper reports: a block-diagonal layer with blocks of 4, built from the construction, as a
 replacement classifier head; the paper uses VGG-16 on CIFAR-10 / ImageNet, out of reach here).
 
 Every head is  64 -> H (dense) -> ReLU -> [H -> H -> ReLU] x M -> H -> 10 (dense).

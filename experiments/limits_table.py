@@ -2,7 +2,7 @@
 
     python experiments/limits_table.py [--points 500]
 
-PAPERS.md A, "Reference limit". Columns: the fitted optimum (mse), whether it equals the exact
+docs/limits.md. Columns: the fitted optimum (mse), whether it equals the exact
 discontinuous lower bound (certified), the large-n formula, and the wall time of optimal_pwl.
 """
 

@@ -1,4 +1,4 @@
-"""The one exception type for bad user input (DESIGN.md, Conventions), and the one reader of
+"""The one exception type for bad user input (docs/architecture.md, Conventions), and the one reader of
 user-named files."""
 
 import os

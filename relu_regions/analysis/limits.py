@@ -1,6 +1,6 @@
 """The reference limit: the best continuous piecewise-linear (PL) fit with a given number of pieces.
 
-PAPERS.md part A, "Reference limit": no function with n linear pieces fits the samples better than
+The reference limit (not from the paper; docs/limits.md): no function with n linear pieces fits the samples better than
 the optimal n-piece free-knot PL fit, so while a net keeps 2^d pieces, optimum / achieved MSE is an
 efficiency in (0, 1].
 
@@ -12,7 +12,7 @@ Three quantities, from the cheapest bound to the fit itself:
 * `optimal_pwl`      the continuous free-knot fit itself (variable projection + restarts); its MSE
   is an upper bound on the true optimum, and `lower_bound` brackets it from below.
 
-Derivation of the formula (the normalization PAPERS.md states without proof). On a piece of
+Derivation of the formula (the normalization usually stated without proof). On a piece of
 length h where f'' ~ c, the best linear L2 fit to c x^2 / 2 leaves c/2 times the Legendre-P2
 part of x^2, whose squared norm on [-h/2, h/2] is h^5/180; so the integrated squared error is
 c^2 h^5 / 720. For a quadratic the per-piece best fits (shifted secants) meet continuously, so
@@ -115,7 +115,7 @@ def _integer(value, name: str, minimum: int) -> int:
 
 
 def asymptotic_mse(f2, interval=(0.0, 1.0), pieces=1):
-    """Large-n optimal MSE of an n-piece continuous PL fit (PAPERS.md A, "Reference limit").
+    """Large-n optimal MSE of an n-piece continuous PL fit (docs/limits.md).
 
     (1 / (720 n^4 L)) * (integral_lo^hi |f''(x)|^(2/5) dx)^5, with L = hi - lo: the integrated
     squared error of the module docstring divided by L, i.e. the mean squared error over evenly
@@ -413,7 +413,7 @@ def optimal_pwl(x, y, pieces: int, restarts: int = 3, seed: int = 0, max_nfev: i
                 dp: bool = True) -> PWLFit:
     """Best continuous PL fit with `pieces` pieces (pieces-1 free knots) to samples (x, y).
 
-    Least squares on the samples (mse = mean squared residual); PAPERS.md A, "Reference limit".
+    Least squares on the samples (mse = mean squared residual); docs/limits.md.
     For fixed knots the best node values are linear least squares in the hat basis; the knots
     are then optimized on that projected residual (variable projection, Golub-Pereyra Jacobian,
     Levenberg-Marquardt) with knots kept sorted inside (min x, max x) by a softmax of log-gaps.

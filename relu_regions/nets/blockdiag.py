@@ -1,4 +1,4 @@
-"""A block-diagonal sparse linear layer initialized from the construction (PAPERS.md part A,
+"""A block-diagonal sparse linear layer initialized from the construction (arXiv 2311.18022,
 "Extensions the paper reports": a sparse, block-diagonal layer with blocks of 4 as a drop-in for a
 dense layer, used as a replacement classifier head).
 
@@ -8,7 +8,7 @@ is zero outside ``n_blocks = in / block`` diagonal blocks, each of shape
 zero (structurally: they are not parameters, and no gradient reaches them).
 
 How we read "built from the construction" (the paper's text on this extension is one sentence; the
-reading is ours). The width-4 realization (PAPERS.md, "Width-4 realization") maps the hidden
+reading is ours). The width-4 realization (arXiv 2311.18022, the width-4 realization; README) maps the hidden
 neurons (sum, t1, t2, bias) of layer k to those of layer k + 1 with one 4x4 matrix that depends on
 the peaks a_k, a_{k+1} and the scale ratio S = s_{k+1} / s_k, and zero biases:
 
@@ -183,7 +183,7 @@ class BlockDiagonalLinear(nn.Module):
 
 def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: torch.Tensor,
                         sign=1.0) -> torch.Tensor:
-    """The construction's hidden-to-hidden 4x4 matrices (PAPERS.md, "Width-4 realization").
+    """The construction's hidden-to-hidden 4x4 matrices (arXiv 2311.18022, the width-4 realization; README).
 
     Rows and columns are ordered (sum, t1, t2, bias). ``peaks`` a_k, ``next_peaks`` a_{k+1},
     ``ratio`` S = s_{k+1}/s_k and ``sign`` (+1: the sum neuron subtracts s_k W_k, convex; -1 adds

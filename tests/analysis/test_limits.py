@@ -132,7 +132,7 @@ def test_variable_projection_jacobian_matches_finite_differences():
 
 
 # ---------------------------------------------------------------------------------------------
-# Monotonicity and the reference numbers (PAPERS.md A, "Reference limit"; NOTES.md)
+# Monotonicity and the reference numbers (docs/limits.md)
 
 
 def test_optimum_non_increasing_in_pieces():
