@@ -34,9 +34,13 @@ import math
 import multiprocessing
 import os
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 import numpy as np
 
