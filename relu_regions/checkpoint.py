@@ -28,6 +28,7 @@ from torch import nn
 
 from .nets.construction import Construction
 from .errors import InputError
+from .validation import is_int
 from .nets.parametrize import ConstructionNet, linear_relu_stack
 
 FORMAT = "relu-regions/1"
@@ -51,7 +52,7 @@ def build_model(config: dict) -> nn.Module:
     if kind == "mlp":
         widths = config.get("widths")
         if not (isinstance(widths, list) and len(widths) >= 2
-                and all(isinstance(w, int) and w >= 1 for w in widths)):
+                and all(is_int(w) and w >= 1 for w in widths)):
             raise InputError(f"checkpoint has a malformed model config: widths={widths!r}")
         return linear_relu_stack(widths)
     if kind == "construction":

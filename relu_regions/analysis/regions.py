@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import InputError
+from ..validation import check_int
 
 ZERO_TOL = 2.0**-40  # ~9e-13: about 4000 ulps of the magnitude a pre-activation is summed from
 SLOPE_TOL = 1e-11
@@ -529,8 +530,7 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     if layers[0][0].shape[1] != 1:
         raise InputError("sample_regions takes a 1D-input model")
     lo, hi = _check_bounds(lo, hi)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
-        raise InputError(f"samples must be a whole number >= 3, got {samples!r}")
+    samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
     y = np.empty(samples)
     changes, prev = 0, None

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from ..errors import InputError
+from ..validation import check_int
 
 __all__ = [
     "angles_from_direction",
@@ -180,8 +181,7 @@ class GmPLinear(_GmPBase):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}={value!r} is not allowed: use a positive integer")
+            check_int(value, name, low=1)
         self.in_features, self.out_features = in_features, out_features
         self._init_storage(out_features, in_features, bias, device, dtype)
         self.reset_parameters(generator)
@@ -305,8 +305,7 @@ class GmPConv2d(_GmPBase):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("groups", groups)):
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}={value!r} is not allowed: use a positive integer")
+            check_int(value, name, low=1)
         if in_channels % groups or out_channels % groups:
             raise InputError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -382,8 +381,7 @@ class InputMeanNorm(nn.Module):
     def __init__(self, num_features: int, momentum: float = 0.1, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
-            raise InputError(f"num_features={num_features!r} is not allowed: use a positive integer")
+        check_int(num_features, "num_features", low=1)
         if not 0.0 <= momentum <= 1.0:
             raise InputError(f"momentum={momentum!r} is not allowed: use a number in [0, 1]")
         self.num_features, self.momentum = num_features, momentum

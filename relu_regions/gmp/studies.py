@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +49,7 @@ from tqdm.auto import tqdm
 
 from .cab import CABHistory, CABTracker, stability
 from ..errors import InputError
+from ..validation import check_int, is_int, torch_threads
 from .layers import GmPLinearReLU
 
 __all__ = [
@@ -495,9 +495,7 @@ class StudyResult:
 # The studies
 # --------------------------------------------------------------------------------------------
 def _int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InputError(f"{name}={value!r} is not allowed: use an integer >= {low}")
-    return value
+    return check_int(value, name, low=low)
 
 
 def _check(seeds, epochs, methods, out, device, lrs, data_seed):
@@ -507,8 +505,7 @@ def _check(seeds, epochs, methods, out, device, lrs, data_seed):
         seed_list = list(range(_int("seeds", seeds, 1)))
     else:
         seed_list = list(seeds)
-        if not seed_list or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                    for v in seed_list):
+        if not seed_list or not all(is_int(v) and v >= 0 for v in seed_list):
             raise InputError(f"seeds={seeds!r} is not allowed: use a non-empty list of ints >= 0")
     _int("epochs", epochs, 1)
     if data_seed is not None:
@@ -531,18 +528,6 @@ def _check(seeds, epochs, methods, out, device, lrs, data_seed):
             raise InputError(f"lrs[{k!r}]={v!r} is not allowed: keys in {', '.join(METHODS)}, rates > 0")
         rates[k] = float(v)
     return seed_list, method_list, path, dev, rates
-
-
-@contextmanager
-def _one_thread():
-    # These nets are tiny: intra-op threads only add OpenMP spin, which on a loaded 2-core
-    # machine made BatchNorm 30x slower (measured). Restore the caller's setting afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -584,7 +569,9 @@ def _run_study(proto: _Protocol, seeds, epochs, out, device, progress, methods, 
     runs: list[RunResult] = []
     models: dict[str, nn.Module] = {}
     first_data = None
-    with _one_thread():
+    # Tiny nets: intra-op threads only add OpenMP spin, which on a loaded 2-core machine made
+    # BatchNorm 30x slower (measured).
+    with torch_threads(1):
         bar = tqdm(total=len(seed_list) * len(method_list), disable=not progress, desc=proto.study)
         for seed in seed_list:
             data = proto.make_data(seed if data_seed is None else data_seed, dev)

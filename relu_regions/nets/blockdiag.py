@@ -39,14 +39,13 @@ from torch import nn
 
 from ..nets import construction as C
 from ..errors import InputError
+from ..validation import check_int
 
 PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
 
 
 def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
-    return value
+    return check_int(value, name, low=1)
 
 
 def block_shape(in_features: int, out_features: int, block: int) -> tuple[int, int, int]:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..validation import check_int
 
 DEFAULT_MARGIN = 0.05
 
@@ -237,9 +238,7 @@ class Construction(nn.Module):
 
 
 def check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise InputError(f"depth must be a whole number >= 1, got {depth!r}")
-    return depth
+    return check_int(depth, "depth", low=1)
 
 
 def check_interval(interval):

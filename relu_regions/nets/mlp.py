@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .construction import check_depth
-from ..errors import InputError
+from ..validation import check_int
 from .parametrize import linear_relu_stack
 
 RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv 1903.06733), as we read it
@@ -19,8 +19,7 @@ def mlp(width: int, depth: int, in_features: int = 1, out_features: int = 1,
     """Linear/ReLU stack with ``depth`` hidden layers of ``width`` units (PyTorch default init)."""
     depth = check_depth(depth)
     for name, v in (("width", width), ("in_features", in_features), ("out_features", out_features)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {v!r}")
+        check_int(v, name, low=1)
     widths = [in_features] + [width] * depth + [out_features]
     return linear_relu_stack(widths, dtype, device)
 

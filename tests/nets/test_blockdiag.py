@@ -228,7 +228,7 @@ def test_construction_init_single_layer_and_explicit_peaks():
 @pytest.mark.parametrize("make, message", [
     (lambda: BlockDiagonalLinear(10, 8, block=4), "in_features=10 is not divisible by block=4"),
     (lambda: BlockDiagonalLinear(8, 7, block=4), "out_features=7 is not divisible"),
-    (lambda: BlockDiagonalLinear(8, 8, block=0), "block must be a whole number >= 1"),
+    (lambda: BlockDiagonalLinear(8, 8, block=0), "block must be an integer >= 1"),
     (lambda: BlockDiagonalLinear(0, 8), "in_features must be"),
     (lambda: BlockDiagonalLinear(8, 8.0), "out_features must be"),
     (lambda: BlockDiagonalLinear(True, 8, block=1), "in_features must be"),
