@@ -174,7 +174,16 @@ def _flatten(seq):
 
 def count_regions(model: nn.Module, lo: float, hi: float, *, zero_tol: float = ZERO_TOL,
                   slope_tol: float = SLOPE_TOL) -> RegionCount:
-    """Exact breakpoints, activation regions and linear pieces of a 1D-input model on [lo, hi]."""
+    """Exact breakpoints, activation regions and linear pieces of a 1D-input model on [lo, hi].
+
+    ``model`` is an ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU`` or a ``ConstructionNet``; the
+    rules that keep float64 exact are in the module docstring and README.
+
+    >>> from relu_regions import ConstructionNet
+    >>> r = count_regions(ConstructionNet.build(8, peaks=0.4), 0.0, 1.0)
+    >>> r.linear_pieces, r.activation_regions, r.breakpoints.size, r.resolved
+    (256, 256, 255, True)
+    """
     layers = relu_layers(model)
     if layers[0][0].shape[1] != 1:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; count it along a "

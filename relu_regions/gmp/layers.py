@@ -411,6 +411,15 @@ def to_gmp(module: nn.Module) -> nn.Module:
     """Copy of ``module`` with every ``nn.Linear`` / ``nn.Conv2d`` replaced by its exact GmP twin.
 
     A bare ``nn.Linear`` / ``nn.Conv2d`` is converted directly. The original is not modified.
+    GmP is Chen & Ge, arXiv 2305.15912, Sec. 3: ``w = r u(theta)``, ``b = r lambda``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    >>> g = to_gmp(net)
+    >>> x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> bool((g(x) - net(x)).abs().max() < 1e-12)  # the same function, new coordinates
+    True
     """
     if isinstance(module, nn.Linear):
         return GmPLinear.from_linear(module)

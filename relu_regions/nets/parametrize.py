@@ -67,7 +67,19 @@ class ConstructionNet(nn.Module):
 
     @classmethod
     def build(cls, depth: int, **kwargs) -> "ConstructionNet":
-        """Shorthand for ``ConstructionNet(Construction(depth, **kwargs))``."""
+        """Shorthand for ``ConstructionNet(Construction(depth, **kwargs))``.
+
+        The width-4 net of arXiv 2311.18022 with ``depth`` hidden layers; ``F`` has 2^depth pieces.
+
+        >>> import torch
+        >>> net = ConstructionNet.build(6, peaks=0.4, thm31=True)
+        >>> x = torch.linspace(0, 1, 9, dtype=torch.float64).unsqueeze(1)
+        >>> bool((net(x) - net.derived(x)).abs().max() < 1e-12)  # raw layers = direct composition
+        True
+        >>> plain = net.release()  # phase 2 starts from a plain nn.Sequential, same function
+        >>> bool(torch.equal(plain(x), net(x)))
+        True
+        """
         return cls(Construction(depth, **kwargs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
