@@ -34,3 +34,38 @@ def test_importing_the_package_does_not_load_torch():
     code = "import sys, relu_regions; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+OLD_TO_NEW = {"train": "training.trainer", "regions": "analysis.regions", "limits": "analysis.limits",
+              "construction": "nets.construction", "parametrize": "nets.parametrize",
+              "mlp": "nets.mlp", "composite": "nets.composite", "blockdiag": "nets.blockdiag",
+              "cab": "gmp.cab", "gmp_studies": "gmp.studies", "gmp_plots": "gmp.plots"}
+
+
+@pytest.mark.parametrize("old", OLD_TO_NEW)
+def test_old_module_paths_are_the_new_modules(old):
+    """`import relu_regions.train` (and `from relu_regions import train`) give the very module
+    object of the new home, so a monkeypatch through the old path reaches the code."""
+    import importlib
+
+    from relu_regions import _compat
+
+    new = importlib.import_module(f"relu_regions.{OLD_TO_NEW[old]}")
+    assert importlib.import_module(f"relu_regions.{old}") is new
+    assert getattr(relu_regions, old) is new
+    assert _compat.OLD_PATHS[old] == OLD_TO_NEW[old]
+
+
+def test_gmp_package_keeps_the_layer_api():
+    import relu_regions.gmp as gmp
+    from relu_regions.gmp import layers
+
+    for name in ("GmPLinear", "GmPConv2d", "to_gmp", "from_gmp"):
+        assert getattr(gmp, name) is getattr(layers, name)
+
+
+def test_importing_plots_leaves_the_matplotlib_backend_alone():
+    code = ("import matplotlib; matplotlib.use('svg'); import relu_regions.plots, "
+            "relu_regions.gmp.plots; print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
