@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from relu_regions.training import trainer as train
+from relu_regions.training import optim as train  # the optimizers the stages call
 from relu_regions.training.trainer import DEFAULT_PHASE1, DEFAULT_PHASE2, Phase, fit
 
 STAGES = ("phase 1", "phase 2 share", "phase 2 rest")

@@ -15,8 +15,9 @@ __version__ = "0.1.0"
 
 # name -> module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {
-    "fit": "training.trainer", "Phase": "training.trainer", "FitResult": "training.trainer",
-    "load_train_state": "training.trainer",
+    "fit": "training.fitting", "Phase": "training.config", "FitConfig": "training.config",
+    "FitResult": "training.result", "load_run": "training.run_folder",
+    "load_train_state": "training.stages",
     "ConstructionNet": "nets.parametrize",
     "count_regions": "analysis.regions", "count_regions_segment": "analysis.regions",
     "sample_regions": "analysis.regions",

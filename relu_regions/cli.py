@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .training.config import MAX_DEPTH
+from .training.run_folder import check_out_dir
 
-MAX_COUNT_DEPTH = 26  # 2^26 pieces: ~6 GB of working arrays, the most this machine class holds
+MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,160 +144,137 @@ def show_count(out: dict) -> str:
 # train
 
 def phase_spec(text: str):
-    """'lm:400' or 'adam:1000:1e-3' -> Phase."""
-    from .training.trainer import OPTIMIZERS, Phase
+    """'lm:400' or 'adam:1000:1e-3' -> Phase (``training.config.parse_phase``)."""
+    from .training.config import parse_phase
 
-    parts = text.split(":")
     try:
-        if len(parts) not in (2, 3) or parts[0] not in OPTIMIZERS:
-            raise ValueError
-        steps = int(parts[1])
-        lr = float(parts[2]) if len(parts) == 3 else 1e-3
-        if steps < 0 or not (math.isfinite(lr) and lr > 0):
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected OPTIMIZER:STEPS[:LR] with OPTIMIZER in {'/'.join(OPTIMIZERS)}, STEPS >= 0, "
-            f"LR > 0, got {text!r}") from None
-    return Phase(parts[0], steps, lr)
+        return parse_phase(text, "phase")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(f"expected OPTIMIZER:STEPS[:LR] (e.g. lm:100, "
+                                         f"adam:1000:1e-3): {e}") from None
 
 
-def check_out_dir(path: Path, force: bool) -> Path:
-    """Refuse to mix a new run into an old one; nothing is created here."""
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise InputError(f"--out {path} is not empty; choose a new folder or pass --force")
-    return path
+CLI_PARSERS = {"phase": phase_spec, "interval": interval}
+
+
+def add_fit_options(parser) -> None:
+    """One option per FitConfig field (its metadata: flag, help, choices, parse), so a new field
+    reaches ``train`` without editing this file. Options not given stay out of the namespace
+    (``argparse.SUPPRESS``): the config's own defaults apply."""
+    from .training import config
+
+    for f in config.fields():
+        meta = f.metadata
+        if meta.get("cli") is False:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        shown = default.spec() if isinstance(default, config.Phase) else default
+        help_text = meta.get("help", f.name) + ("" if default is None else f" (default {shown})")
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        parse = meta.get("parse", type(default) if default is not None else str)
+        parser.add_argument(flag, type=CLI_PARSERS.get(parse, parse), choices=meta.get("choices"),
+                            metavar=meta.get("metavar"), **kwargs)
+
+
+def fit_overrides(args) -> dict:
+    """The FitConfig fields given on the command line."""
+    from .training import config
+
+    return {f.name: getattr(args, f.name) for f in config.fields()
+            if f.metadata.get("cli") is not False and hasattr(args, f.name)}
 
 
 def cmd_train(args) -> dict:
-    from . import checkpoint
     from . import targets as T
-    from .training.trainer import fit, provenance
+    from .training import fitting
 
-    resume = None
+    progress = _progress_mode(args)
     if args.resume is not None:
-        args, resume = resume_args(args)
-    if args.checkpoint_every is not None:
-        if not args.out:
-            raise InputError("--checkpoint-every needs --out DIR (the state is kept there)")
-        if args.checkpoint_every < 1:
-            raise InputError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+        return _resume_train(args, progress)
+    if args.checkpoint_every is not None and not args.out:
+        raise InputError("--checkpoint-every needs --out DIR (the state is kept there)")
     if (args.target is None) == (args.data is None):
         raise InputError("give exactly one of --target EXPR or --data CSV")
-    if args.sparse is not None and args.data is not None:
-        raise InputError("--sparse draws points from --target; a CSV brings its own points")
     out_dir = check_out_dir(Path(args.out), args.force) if args.out else None
-    lo, hi = args.interval or (0.0, 1.0)
-    if args.data is not None:
-        data = T.from_csv(args.data)
-        target = None
-    else:
-        target = T.parse_target(args.target)
-        data = (T.sparse(target, (lo, hi), args.sparse, args.sparse, seed=args.seed)
-                if args.sparse else T.dense(target, (lo, hi), args.points))
-    # The state file also keeps the command, so --resume needs nothing else; it is first written
-    # after N steps, when every argument has been checked.
+    data = T.from_csv(args.data) if args.data is not None else None
+    target = T.parse_target(args.target) if args.target is not None else None
+    # The state file also keeps the command; it is first written after N steps, when every
+    # argument has been checked.
     state_path = out_dir / "state.pt" if args.checkpoint_every else None
-    result = fit(data=data, target=target, depth=args.depth, seeds=args.seeds, seed=args.seed,
-                 method=args.method, phase1=args.phase1, phase2=args.phase2, shape=args.shape,
-                 sparse=args.sparse, device=args.device, parameterization=args.param,
-                 starts=args.starts, grow_from=args.grow_from, checkpoint=state_path,
-                 checkpoint_every=args.checkpoint_every, resume=resume,
-                 checkpoint_meta=json.dumps({"argv": args.argv}),
-                 progress=not args.json and sys.stderr.isatty())
+    result = fitting.fit(target, data=data, progress=progress, checkpoint=state_path,
+                         checkpoint_every=args.checkpoint_every,
+                         checkpoint_meta=json.dumps({"argv": args.argv}), **fit_overrides(args))
+    # --out was checked before training; since then it may hold this run's own state.pt
+    return _train_output(result, out_dir, True, ["relu-regions", *args.argv])
+
+
+def _progress_mode(args):
+    if args.quiet:
+        return False
+    if not sys.stderr.isatty():
+        return "lines"
+    return not args.json
+
+
+def _resume_train(args, progress) -> dict:
+    """Continue the interrupted run in ``args.resume`` (its settings and data are in state.pt)
+    and write its run folder there."""
+    from .training import fitting
+    from .training.stages import load_train_state
+
+    folder = Path(args.resume)
+    given = [k for k in fit_overrides(args)] + [k for k in ("target", "data", "out")
+                                                if getattr(args, k) is not None]
+    if given:
+        raise InputError(f"--resume reuses the interrupted run's settings; drop --{given[0]}")
+    state = load_train_state(folder)
+    try:
+        command = json.loads(state.get("meta") or "")["argv"]
+    except (ValueError, KeyError, TypeError):
+        command = None
+    result = fitting.fit(resume=state, progress=progress, checkpoint=folder / "state.pt",
+                         checkpoint_every=args.checkpoint_every or _stored_every(command),
+                         checkpoint_meta=state.get("meta", ""))
+    return _train_output(result, folder, True, ["relu-regions", *command] if command else None)
+
+
+def _stored_every(argv):
+    """--checkpoint-every N of the interrupted command (so a resumed run keeps saving)."""
+    argv = argv or []
+    for i, a in enumerate(argv):
+        if a.startswith("--checkpoint-every="):
+            return int(a.split("=", 1)[1])
+        if a == "--checkpoint-every" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
+
+
+def _train_output(result, out_dir, force, command) -> dict:
     out = result.summary()
     if out_dir is not None:
-        info = provenance(data, argv=sys.argv)
-        for s, model in zip(result.seeds, result.models):
-            checkpoint.save(model, out_dir / "checkpoints" / f"seed-{s:04d}.pt",
-                            {"method": result.method, "target": data.name, "seed": s,
-                             "interval": list(result.interval), "depth": result.depth,
-                             "phases": result.phases, **info})
-        from .checkpoint import atomic_write, atomic_write_text
-
-        atomic_write_text(out_dir / "train.csv", T.to_csv_text(data.x, data.y))
-        atomic_write_text(out_dir / "test.csv", T.to_csv_text(data.test_x, data.test_y))
-        atomic_write(out_dir / "history.npz", lambda f: np.savez(
-            f, loss=result.history["loss"], phase_boundary=result.history["phase_boundary"]))
-        metrics = {**result.to_dict(), **info}
-        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-        draw_run(out_dir, metrics, result.models, data, result.history["loss"],
-                 result.history["phase_boundary"])
-        if state_path is not None:
-            state_path.unlink(missing_ok=True)  # the run is complete
+        result.save(out_dir, force=force, command=command)
         out["out"] = str(out_dir)
     return out
 
 
-def resume_args(args):
-    """The arguments of the interrupted run in ``args.resume`` and its saved training state."""
-    from .training.trainer import load_train_state
-
-    folder = Path(args.resume)
-    state = load_train_state(folder / "state.pt")
-    try:
-        argv = json.loads(state.get("meta") or "")["argv"]
-        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
-            raise ValueError("argv is not a list of strings")
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{folder}/state.pt does not record the command to resume ({e})") from None
-    try:
-        original = build_parser().parse_args(argv)
-    except SystemExit:
-        raise InputError(f"{folder}/state.pt records a command this version cannot parse") from None
-    if original.command != "train" or original.resume is not None:
-        raise InputError(f"{folder}/state.pt is not from a train run")
-    original.out, original.force, original.json = str(folder), True, args.json
-    original.argv = argv
-    return original, state
-
-
-def draw_run(out_dir: Path, metrics: dict, models, data, loss, boundary) -> list:
-    """fit.png (best seed; a surface and its error in 2D) and history.png of a run folder."""
-    from .plots import plot_fit, plot_history, plot_surface
-
-    mse = np.array(metrics["mse"], dtype=float)
-    best = int(np.nanargmin(mse))
-    seed = metrics["seed_list"][best]
-    draw = plot_fit if data.dims == 1 else plot_surface
-    return [draw(models[best], data, out_dir / "fit.png",
-                 title=f"{metrics['method']} ({metrics.get('shape', 'convex')}), depth "
-                       f"{metrics['depth']}, seed {seed}: MSE {mse[best]:.2e}"),
-            plot_history(loss, boundary, out_dir / "history.png",
-                         title=f"{metrics['method']} on {metrics['target']}")]
-
-
 def cmd_report(args) -> dict:
     """Summary of a run folder written by ``train --out``, and its plots drawn again."""
-    from . import checkpoint
-    from . import targets as T
+    from .training.run_folder import draw_run, load_run
 
-    run = Path(args.folder)
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-        with np.load(run / "history.npz", allow_pickle=False) as h:
-            loss, boundary = h["loss"], int(h["phase_boundary"])
-        train, test = T.from_csv(run / "train.csv"), T.from_csv(run / "test.csv")
-    except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"{run} is not a complete run folder ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:150] if str(e) else ''})") from None
-    data = T.Dataset(train.x, train.y, test.x, test.y, tuple(metrics["interval"]), metrics["target"])
-    models = [checkpoint.load(run / "checkpoints" / f"seed-{s:04d}.pt")[0]
-              for s in metrics["seed_list"]]
-    plots = draw_run(run, metrics, models, data, loss, boundary)
-    keys = ("method", "target", "depth", "shape", "seeds", "mse_min", "mse_mean", "mse_median",
-            "pieces_mean", "optimal_mse", "optimal_pieces", "efficiency_mean", "diverged", "seconds", "command",
-            "versions", "data_sha256")
-    return {**{k: metrics.get(k) for k in keys}, "plots": [str(p) for p in plots]}
+    result = load_run(args.folder)
+    plots = draw_run(Path(args.folder), result)
+    return {**result.summary(), **result.provenance, "plots": [str(p) for p in plots]}
 
 
 def show_report(out: dict) -> str:
+    import shlex
+
     lines = [show_train(out),
-             f"command: {' '.join(out['command'] or [])}",
+             f"command: {shlex.join(out['command'] or [])}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in (out["versions"] or {}).items()),
              f"data sha256: {out['data_sha256']}",
              "plots: " + ", ".join(out["plots"])]
@@ -302,19 +282,44 @@ def show_report(out: dict) -> str:
 
 
 def show_train(out: dict) -> str:
-    lines = [f"{out['method']} on {out['target']}, depth {out['depth']}, {out['seeds']} seeds "
-             f"({out['seconds']:.1f} s)",
-             f"MSE  min {out['mse_min']:.3e}   mean {out['mse_mean']:.3e}   "
-             f"median {out['mse_median']:.3e}",
-             f"linear pieces (mean over seeds) {out['pieces_mean']:.1f} " + _pieces_note(out)]
+    seeds = f"{out['seeds']} seed{'s' if out['seeds'] != 1 else ''}"
+    lines = [f"{out['method']} on {out['target']}, depth {out['depth']}, {seeds} "
+             f"({out['seconds']:.1f} s)"]
+    if out.get("inputs") == 2:
+        lines.append("2D fit: the target uses y (or the CSV has 3 columns), so the nets take "
+                     "two inputs (x, y)")
+    which = "test MSE (held-out points)" if out.get("held_out") else "MSE"
+    lines.append(f"{which}  min {_num(out['mse_min'])}   mean {_num(out['mse_mean'])}   "
+                 f"median {_num(out['mse_median'])}")
+    if out.get("held_out"):
+        lines.append(f"train MSE (fitted points)  mean {_num(out.get('train_mse_mean'))}")
+    if out.get("r2_mean") is not None:
+        lines.append(f"{'test ' if out.get('held_out') else ''}R^2 {out['r2_mean']:.6f}, RMSE / "
+                     f"std of the target {out['rel_rmse_mean']:.3e}, max |error| "
+                     f"{out['max_abs_error_mean']:.3e} (means over seeds)")
+    lines.append(f"linear pieces (mean over seeds) {out['pieces_mean']:.1f} " + _pieces_note(out))
     if out.get("optimal_mse") is not None:
+        eff = out["efficiency_mean"]
         lines.append(f"optimum with {out['optimal_pieces']} pieces {out['optimal_mse']:.3e}; "
-                     f"efficiency (optimum / achieved, mean) {out['efficiency_mean']:.3f}")
+                     f"efficiency (optimum / achieved training MSE, mean) "
+                     f"{_num(eff, '.3f')}" + _efficiency_note(out))
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
     if out.get("out"):
-        lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png, checkpoints/")
+        lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png, pieces.csv, "
+                     "checkpoints/")
     return "\n".join(lines)
+
+
+def _num(v, fmt=".3e") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _efficiency_note(out: dict) -> str:
+    if (out.get("efficiency_mean") or 0) <= 1:
+        return ""
+    return (f" (above 1: phase 2 can add pieces beyond the construction's, so the "
+            f"{out['optimal_pieces']}-piece optimum is not a bound)")
 
 
 def _pieces_note(out: dict) -> str:
@@ -337,6 +342,23 @@ def cmd_sweep(args) -> dict:
     result = run_sweep(config, Path(args.out), workers=args.workers, scheduler=args.scheduler,
                        progress=not args.json and sys.stderr.isatty(), force=args.force)
     return {"out": args.out, "report": result.report(), "failed": len(result.failed)}
+
+
+def _sweep_keys_help() -> str:
+    """The TOML keys: every FitConfig field, a list making it an axis (docs/sweeps.md)."""
+    import textwrap
+
+    from .training import config
+
+    names = [f.name for f in config.fields() if f.metadata.get("sweep", True)]
+    keys = textwrap.fill(", ".join(names), 88, initial_indent="  ", subsequent_indent="  ")
+    return ("TOML keys: every fit setting under its own name (see `train --help`);\na list "
+            "makes it an axis of the grid:\n" + keys + "\n  targets, depths, methods: older "
+            "spellings of the target, depth and method axes\n  seeds: a count (0..N-1) or a "
+            "list (required, with target)\n\nexample (docs/sweeps.md):\n"
+            '  targets = ["x**3", "sin(3*x)"]\n  depths = [3, 4]\n  shape = ["convex", "dc"]\n'
+            '  seeds = 2\n  phase2 = "lm:40"\n\n'
+            "  relu-regions sweep experiments/sweep_example.toml --out runs/sweep")
 
 
 def show_sweep(out: dict) -> str:
@@ -494,62 +516,42 @@ def build_parser() -> Parser:
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(run=cmd_count, show=show_count)
 
-    t = sub.add_parser("train", help="fit width-4 nets to a 1D target, many seeds at once",
-                       description="Two-phase training (or a baseline) on a 1D target, all seeds "
-                                   "in one batched computation.")
+    t = sub.add_parser(
+        "train", help="fit width-4 nets to a target or data, many seeds at once",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Two-phase training (or a baseline) on a target or CSV data, all seeds in\n"
+                    "one batched computation. Every fit setting (relu_regions.FitConfig) is an\n"
+                    f"option below. Depth: 1 to {MAX_DEPTH} for count, train and sweep.",
+        epilog="examples:\n  relu-regions train --target 'x**3' --depth 5 --seeds 10 --out run1\n"
+               "  relu-regions train --data points.csv --test-fraction 0.2 --interval=-1,1\n"
+               "  relu-regions train --resume run1")
     src = t.add_mutually_exclusive_group()
-    src.add_argument("--target", metavar="EXPR", help="target in x, e.g. 'x**3', 'tanh(3*x)'")
-    src.add_argument("--data", type=Path, metavar="CSV", help="x,y samples instead of a target")
-    t.add_argument("--interval", type=interval, metavar="LO,HI",
-                   help="input interval (default 0,1); negative values as --interval=-1,1")
-    t.add_argument("--depth", type=int, default=5, help="hidden layers (default 5)")
-    t.add_argument("--seeds", type=int, default=30, help="runs, trained together (default 30)")
-    t.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    from .nets.composite import SHAPES
-    from .training.trainer import DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS
-
-    t.add_argument("--method", default="pretrain-thm31", choices=METHODS,
-                   help="default pretrain-thm31")
-    pts = t.add_mutually_exclusive_group()
-    pts.add_argument("--points", type=int, help="evenly spaced points (default 500; a 2D target: "
-                     "points per axis of a grid, default 41)")
-    pts.add_argument("--sparse", type=int, metavar="N", help="N random training and N test points")
-    t.add_argument("--phase1", type=phase_spec, default=DEFAULT_PHASE1, metavar="OPT:STEPS[:LR]",
-                   help=f"phase 1 (default {DEFAULT_PHASE1.optimizer}:{DEFAULT_PHASE1.steps}); "
-                        f"e.g. adam:1000:1e-3 for the paper's protocol")
-    t.add_argument("--phase2", type=phase_spec, default=DEFAULT_PHASE2, metavar="OPT:STEPS[:LR]",
-                   help=f"phase 2 (default {DEFAULT_PHASE2.optimizer}:{DEFAULT_PHASE2.steps}); "
-                        f"one-phase methods get both budgets with this optimizer")
-    t.add_argument("--shape", choices=SHAPES, default="auto",
-                   help="construction layout: 1D convex, concave or dc (convex minus convex); 2D "
-                        "ridge (sum along the quadratic's axes) or radial (a construction of that "
-                        "sum); auto picks from the data (default)")
-    t.add_argument("--starts", type=int, default=None,
-                   help="starts per seed (random peaks), each through phase 1 and a share of "
-                        "phase 2 (a quarter; with --grow-from the first depth's stage); the "
-                        "best continues (default 8; 16 with --grow-from)")
-    t.add_argument("--grow-from", type=int, metavar="D0",
-                   help="train at depth D0 first, then add one layer at a time up to --depth "
-                        "(18 insertion paths per seed, the best kept)")
-    t.add_argument("--param", choices=("sp", "gmp"), default="sp",
-                   help="raw-weight training on standard weights (sp, default) or on GmP "
-                        "coordinates (radius, angles, offset; Chen & Ge)")
-    t.add_argument("--out", metavar="DIR", help="write checkpoints, metrics.json and plots here")
-    t.add_argument("--force", action="store_true", help="allow a non-empty --out")
+    src.add_argument("--target", metavar="EXPR", help="target in x (or x and y: a 2D fit), "
+                     "e.g. 'x**3', 'tanh(3*x)'")
+    src.add_argument("--data", type=Path, metavar="CSV", help="x,y samples (x,y,z: a 2D fit) "
+                     "instead of a target")
+    add_fit_options(t)
+    t.add_argument("--out", metavar="DIR", help="write the run folder here: checkpoints, "
+                   "metrics.json, pieces.csv, plots")
+    t.add_argument("--force", action="store_true", help="replace the run in a non-empty --out "
+                   "(the new run is written beside it, then swapped in)")
     t.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="save the training state to --out every N steps (atomic), so a killed "
                         "run can continue with --resume")
     t.add_argument("--resume", metavar="DIR",
-                   help="continue the interrupted run in DIR (its other options are reused)")
-    t.add_argument("--device", default="cpu", help="torch device (default cpu)")
+                   help="continue the interrupted run in DIR (its settings and data are reused)")
+    t.add_argument("--quiet", action="store_true", help="no progress (by default a bar on a "
+                   "terminal, else a line to stderr every ~10 s)")
     t.add_argument("--json", action="store_true", help="print JSON (no progress bar)")
     t.set_defaults(run=cmd_train, show=show_train)
 
     w = sub.add_parser("sweep", help="run a grid of trainings from a TOML file, locally or on Dask",
-                       description="Expand targets x depths x methods x seeds from CONFIG.toml, "
-                                   "run the cells in parallel (local processes, or a Dask "
-                                   "cluster with --scheduler) and gather results.csv, "
-                                   "summary.csv, results.json and sweep.png in --out.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Expand a grid of fit settings x seeds from CONFIG.toml, run "
+                                   "the cells in parallel\n(local processes, or a Dask cluster "
+                                   "with --scheduler) and gather results.csv,\nsummary.csv, "
+                                   "results.json and sweep.png in --out.",
+                       epilog=_sweep_keys_help())
     w.add_argument("config", metavar="CONFIG.toml")
     w.add_argument("--out", required=True, metavar="DIR")
     w.add_argument("--workers", type=int, help="local processes (default: all cores; 0 = here)")
@@ -573,7 +575,9 @@ def build_parser() -> Parser:
 
     r = sub.add_parser("report", help="summarize a run folder and draw its plots again",
                        description="Print the summary of a `train --out` folder (metrics, "
-                                   "command, versions, data hash) and regenerate its plots.")
+                                   "command, versions, data hash) and regenerate its plots.",
+                       epilog="example: relu-regions report run1   (after relu-regions train "
+                              "--target 'x**3' --out run1)")
     r.add_argument("folder", metavar="DIR", help="a folder written by `relu-regions train --out`")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(run=cmd_report, show=show_report)

@@ -34,7 +34,7 @@ CASES = [
     (T + ["--target", "x**3", "--seeds", "0"], "seeds"),
     (T + ["--target", "x**3", "--seeds", "two"], "invalid int"),
     (T + ["--target", "x**3", "--points", "1"], "points"),
-    (T + ["--target", "x**3", "--sparse", "1"], "n_train"),
+    (T + ["--target", "x**3", "--sparse", "1"], "sparse must be an integer >= 2"),
     (T + ["--target", "x**3", "--phase1", "sgd:10"], "OPTIMIZER"),
     (T + ["--target", "x**3", "--phase2", "lm:10:-1"], "OPTIMIZER"),
     (T + ["--target", "x**3", "--phase2", "lm:nan"], "OPTIMIZER"),

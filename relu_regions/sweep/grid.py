@@ -1,6 +1,9 @@
-"""Sweeps: a grid of fits (targets x depths x methods x seeds), run in parallel, in one table.
+"""Sweeps: a grid of fits over any FitConfig fields x seeds, run in parallel, in one table.
 
-A sweep is described by a TOML file (docs/sweeps.md)::
+A sweep is described by a TOML file (docs/sweeps.md). Every ``relu_regions.FitConfig`` field
+may be given under its own name; a list makes it an axis of the grid (``shape = ["convex",
+"dc"]``, ``starts = [1, 2]``, ``interval = [[0, 1], [-1, 1]]``). The plural keys ``targets``,
+``depths``, ``methods`` are the old spellings of the first three axes::
 
     targets = ["x**3", "sin(3*x)"]
     depths = [3, 4]
@@ -12,21 +15,21 @@ A sweep is described by a TOML file (docs/sweeps.md)::
     phase2 = "lm:40"
     parameterization = "sp"        # or "gmp"
 
-One *cell* is (target, depth, method, seed): it trains one seed with ``train.fit(seeds=[s])``, so
-cells are independent and a cell's numbers do not depend on how the grid is scheduled (a seed
-trained alone equals the same seed inside a batch to ~1e-11; train.py keeps every seed's update
-its own). Cells run in a local process pool (``concurrent.futures``, spawn, one torch thread per
+One *cell* is (grid point, seed): it trains one seed with ``fit(seeds=[s])``, so cells are
+independent and a cell's numbers do not depend on how the grid is scheduled (a seed trained
+alone equals the same seed inside a batch to ~1e-11; the optimizers keep every seed's update its
+own). Cells run in a local process pool (``concurrent.futures``, spawn, one torch thread per
 worker) or on a Dask cluster (``scheduler="tcp://host:8786"``); a cell that raises becomes a row
 with ``status="failed"`` and the error, and the rest of the sweep goes on.
 
 Output, written atomically and only under ``out_dir``: ``results.csv`` / ``results.json`` (one
-row per cell, in grid order), ``summary.csv`` (per target, depth, method) and ``sweep.png``.
+row per cell, in grid order, a column per varied field), ``summary.csv`` (per grid point) and
+``sweep.png``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import csv
 import io
 import json
@@ -34,28 +37,16 @@ import math
 import multiprocessing
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 import numpy as np
 
 from ..checkpoint import atomic_write_text
-from ..errors import InputError, read_user_file
+from ..errors import InputError
+from ..validation import check_int, env_defaults, json_safe, one_line
+from .config import SweepConfig, load_config, parse_config, show as _show  # noqa: F401
 
-KEYS = ("targets", "depths", "methods", "seeds", "interval", "points", "sparse", "phase1",
-        "phase2", "parameterization")
-PHASE_KEYS = ("optimizer", "steps", "lr")
-MAX_DEPTH = 20
-MAX_SEEDS = 1000
-MAX_SEED = 2**32 - 1
-MAX_POINTS = 100_000
-MAX_CELLS = 100_000
-MAX_CONFIG_BYTES = 1 << 20
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "status", "error")
 SUMMARY_FIELDS = ("target", "depth", "method", "n_cells", "n_ok", "n_diverged", "n_failed",
@@ -69,243 +60,55 @@ BROKEN_POOL = ("BrokenProcessPool: a worker process died; if every cell failed s
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """A validated sweep grid. Build it with :func:`load_config` or :func:`parse_config`."""
-
-    targets: tuple
-    depths: tuple
-    methods: tuple
-    seeds: tuple
-    interval: tuple = (0.0, 1.0)
-    points: int = 500
-    sparse: int | None = None
-    phase1: dict = field(default_factory=lambda: {"optimizer": "lm", "steps": 100, "lr": 1e-3})
-    phase2: dict = field(default_factory=lambda: {"optimizer": "lm", "steps": 400, "lr": 1e-3})
-    parameterization: str = "sp"
-
-    def cells(self) -> list[dict]:
-        """Every cell's fit arguments, in grid order (targets, depths, methods, seeds as given)."""
-        return [{"target": t, "depth": d, "method": m, "seed": s, "interval": list(self.interval),
-                 "points": self.points, "sparse": self.sparse, "phase1": dict(self.phase1),
-                 "phase2": dict(self.phase2), "parameterization": self.parameterization}
-                for t in self.targets for d in self.depths for m in self.methods
-                for s in self.seeds]
-
-    def __len__(self) -> int:
-        return len(self.targets) * len(self.depths) * len(self.methods) * len(self.seeds)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def load_config(path) -> SweepConfig:
-    """Read and validate a sweep TOML file; every problem is an InputError naming the value."""
-    p, text = read_user_file(path, "sweep config", MAX_CONFIG_BYTES)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"sweep config {str(p)!r} is not valid TOML: {err}") from None
-    return parse_config(raw, source=str(p))
-
-
-def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
-    """Validate a mapping (the parsed TOML) into a :class:`SweepConfig`."""
-    from .. import targets as T
-    from ..training.trainer import METHODS, PARAMETERIZATIONS
-
-    def bad(msg):
-        return InputError(f"{source}: {msg}")
-
-    if not isinstance(raw, dict):
-        raise bad("must be a table of keys")
-    unknown = sorted(set(raw) - set(KEYS))
-    if unknown:
-        raise bad(f"unknown key {unknown[0]!r}; allowed: {', '.join(KEYS)}")
-    for key in ("targets", "depths", "methods", "seeds"):
-        if key not in raw:
-            raise bad(f"missing key {key!r}")
-
-    def nonempty_list(key, kind, what):
-        v = raw[key]
-        if not isinstance(v, list):
-            raise bad(f"{key} must be a list of {what}, got {_show(v)}")
-        if not v:
-            raise bad(f"{key} is empty; give at least one")
-        for item in v:
-            if not _is(item, kind):
-                raise bad(f"{key} entry {_show(item)} is not {what}")
-        if len(set(v)) != len(v):
-            dup = next(x for x in v if v.count(x) > 1)
-            raise bad(f"{key} lists {_show(dup)} twice")
-        return v
-
-    # interval first: targets are checked on it
-    interval = raw.get("interval", [0.0, 1.0])
-    if not (isinstance(interval, list) and len(interval) == 2
-            and all(_is(v, "number") for v in interval)):
-        raise bad(f"interval must be two numbers [lo, hi], got {_show(interval)}")
-    lo, hi = (float(v) for v in interval)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise bad(f"interval [{lo}, {hi}] is not allowed; need finite lo < hi")
-
-    points, sparse = raw.get("points"), raw.get("sparse")
-    if points is not None and sparse is not None:
-        raise bad("give points (dense data) or sparse (random points), not both")
-    for key, value in (("points", points), ("sparse", sparse)):
-        if value is not None and not (_is(value, "int") and 2 <= value <= MAX_POINTS):
-            raise bad(f"{key} must be a whole number from 2 to {MAX_POINTS}, got {_show(value)}")
-    if points is None and sparse is None:
-        points = 500
-
-    texts = nonempty_list("targets", "str", "target expressions (strings)")
-    targets = []
-    for text in texts:
-        try:
-            f = T.parse_target(text)
-            if f.dims != 1:
-                raise InputError(f"target {text!r} is 2D; sweeps take 1D targets (train one 2D "
-                                 "target with `relu-regions train`)")
-            # the data every cell of this target trains on: rejects a target not finite here
-            T.sparse(f, (lo, hi), sparse, sparse) if sparse else T.dense(f, (lo, hi), points)
-        except InputError as err:
-            raise bad(str(err)) from None
-        targets.append(f.text)
-    if len(set(targets)) != len(targets):
-        raise bad(f"targets lists {next(t for t in targets if targets.count(t) > 1)!r} twice")
-
-    depths = nonempty_list("depths", "int", "whole numbers")
-    for d in depths:
-        if not 1 <= d <= MAX_DEPTH:
-            raise bad(f"depth {d} is not allowed; need 1 <= depth <= {MAX_DEPTH}")
-    methods = nonempty_list("methods", "str", "method names")
-    for m in methods:
-        if m not in METHODS:
-            raise bad(f"method {m!r} is not one of {', '.join(METHODS)}")
-
-    seeds = raw["seeds"]
-    if _is(seeds, "int"):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise bad(f"seeds count {seeds} is not allowed; need 1 <= seeds <= {MAX_SEEDS} "
-                      "(or a list of seeds)")
-        seeds = list(range(seeds))
-    elif isinstance(seeds, list):
-        seeds = nonempty_list("seeds", "int", "whole numbers")
-        for s in seeds:
-            if not 0 <= s <= MAX_SEED:
-                raise bad(f"seed {s} is not allowed; need 0 <= seed <= {MAX_SEED}")
-    else:
-        raise bad(f"seeds must be a count or a list of whole numbers, got {_show(seeds)}")
-
-    parameterization = raw.get("parameterization", "sp")
-    if parameterization not in PARAMETERIZATIONS:
-        raise bad(f"parameterization {_show(parameterization)} is not one of "
-                  f"{', '.join(PARAMETERIZATIONS)}")
-    phase1 = _phase(raw.get("phase1", "lm:100"), "phase1", bad)
-    phase2 = _phase(raw.get("phase2", "lm:400"), "phase2", bad)
-
-    cfg = SweepConfig(targets=tuple(targets), depths=tuple(depths), methods=tuple(methods),
-                      seeds=tuple(seeds), interval=(lo, hi), points=points, sparse=sparse,
-                      phase1=phase1, phase2=phase2, parameterization=parameterization)
-    if len(cfg) > MAX_CELLS:
-        raise bad(f"the grid has {len(cfg)} cells; at most {MAX_CELLS} allowed")
-    return cfg
-
-
-def _phase(value, key, bad) -> dict:
-    """'lm:100', 'adam:1000:1e-3' or {optimizer, steps, lr} -> validated {optimizer, steps, lr}."""
-    from ..training.trainer import OPTIMIZERS, Phase
-
-    form = (f"{key} must be 'OPTIMIZER:STEPS[:LR]' or a table {{optimizer, steps, lr}} with "
-            f"OPTIMIZER in {'/'.join(OPTIMIZERS)}, STEPS >= 0, LR > 0")
-    if isinstance(value, str):
-        parts = value.split(":")
-        try:
-            if len(parts) not in (2, 3):
-                raise ValueError
-            opt, steps = parts[0].strip(), int(parts[1])
-            lr = float(parts[2]) if len(parts) == 3 else 1e-3
-        except ValueError:
-            raise bad(f"{form}, got {value!r}") from None
-    elif isinstance(value, dict):
-        unknown = sorted(set(value) - set(PHASE_KEYS))
-        if unknown:
-            raise bad(f"{key} has unknown key {unknown[0]!r}; allowed: {', '.join(PHASE_KEYS)}")
-        if "optimizer" not in value or "steps" not in value:
-            raise bad(f"{key} table needs optimizer and steps (lr is optional)")
-        opt, steps, lr = value["optimizer"], value["steps"], value.get("lr", 1e-3)
-        if not isinstance(opt, str) or not _is(steps, "int") or not _is(lr, "number"):
-            raise bad(f"{form}, got {_show(value)}")
-        lr = float(lr)
-    else:
-        raise bad(f"{form}, got {_show(value)}")
-    if steps > 10**7:
-        raise bad(f"{key} steps {steps} is too many (at most 10000000)")
-    try:
-        ph = Phase(opt, steps, lr).validate(key)
-    except InputError as err:
-        raise bad(str(err)) from None
-    return {"optimizer": ph.optimizer, "steps": ph.steps, "lr": ph.lr}
-
-
-def _is(value, kind) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    raise AssertionError(kind)
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
 # One cell (runs in a worker process: top-level, plain-data in and out)
 
 def run_cell(cell: dict) -> dict:
-    """Train one (target, depth, method, seed) cell; never raises: a failure is a row.
+    """Train one cell (one grid point, one seed); never raises: a failure is a row.
 
-    ``cell`` is one entry of :meth:`SweepConfig.cells`. Returns a row with ``ROW_FIELDS``.
+    ``cell`` is one entry of :meth:`SweepConfig.cells`: FitConfig fields, ``seed`` and
+    ``varied`` (the names of the grid's other axes). Returns a row with :func:`row_fields`.
     """
-    row = {k: cell[k] for k in ("target", "depth", "method", "seed")}
+    row = _row_key(cell)
     start = time.perf_counter()
     try:
-        from ..training.trainer import Phase, fit
+        from ..training import fitting
+        from ..training.config import FitConfig
 
-        res = fit(cell["target"], depth=cell["depth"], seeds=[cell["seed"]], method=cell["method"],
-                  interval=tuple(cell["interval"]), points=cell["points"] or 500,
-                  sparse=cell["sparse"], phase1=Phase(**cell["phase1"]),
-                  phase2=Phase(**cell["phase2"]), optimum=False, threads=1,
-                  parameterization=cell["parameterization"])
+        settings = {k: v for k, v in cell.items() if k not in ("seed", "varied")}
+        config = FitConfig.from_dict(settings).replace(seeds=[cell["seed"]], optimum=False,
+                                                       threads=1)
+        res = fitting.fit(config=config)
         mse, train_mse = float(res.mse[0]), float(res.train_mse[0])
         ok = math.isfinite(mse)
         row.update(mse=mse, train_mse=train_mse, pieces=int(res.pieces[0]),
                    status="ok" if ok else "diverged",
                    error="" if ok else "training diverged (non-finite MSE)")
     except Exception as err:  # noqa: BLE001 - one cell's failure must not stop the sweep
-        row.update(mse=None, train_mse=None, pieces=None, status="failed", error=_one_line(err))
+        row.update(mse=None, train_mse=None, pieces=None, status="failed", error=one_line(err))
     row["seconds"] = round(time.perf_counter() - start, 3)
-    return {k: row[k] for k in ROW_FIELDS}
+    return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    msg = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-    return msg if len(msg) <= 300 else msg[:297] + "..."
+def row_fields(varied=()) -> tuple:
+    """results.csv's columns: ROW_FIELDS with a column per varied field after ``method``."""
+    return ROW_FIELDS[:3] + tuple(varied) + ROW_FIELDS[3:]
+
+
+def _row_key(cell) -> dict:
+    """The cell's grid coordinates as table values (a phase as its 'lm:100:0.001' spec)."""
+    key = {k: cell[k] for k in ("target", "depth", "method", "seed")}
+    for name in cell.get("varied", ()):
+        v = cell[name]
+        key[name] = (f"{v['optimizer']}:{v['steps']}:{v['lr']!r}" if isinstance(v, dict)
+                     else list(v) if isinstance(v, tuple) else v)
+    return key
 
 
 def _failed_row(cell: dict, err: BaseException) -> dict:
-    row = {k: cell[k] for k in ("target", "depth", "method", "seed")}
+    row = _row_key(cell)
     row.update(mse=None, train_mse=None, pieces=None, seconds=None, status="failed",
-               error=_one_line(err))
-    return {k: row[k] for k in ROW_FIELDS}
+               error=one_line(err))
+    return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,13 +147,16 @@ class SweepResult:
         lines = [f"{d['cells']} cells on {where} in {d['seconds']:.1f} s: {d['n_ok']} ok, "
                  f"{d['n_diverged']} diverged, {d['n_failed']} failed"]
         for r in self.failed:
+            extra = "".join(f" {k}={r[k]}" for k in self.config.varied)
             lines.append(f"  failed: target={r['target']!r} depth={r['depth']} "
-                         f"method={r['method']} seed={r['seed']}: {r['error']}")
+                         f"method={r['method']}{extra} seed={r['seed']}: {r['error']}")
         lines.append(f"{'target':<16} {'depth':>5} {'method':<15} {'ok':>4} {'mse mean':>10} "
                      f"{'mse min':>10}")
         for s in self.summary:
+            extra = "".join(f"  {k}={s[k]}" for k in self.config.varied)
             lines.append(f"{s['target'][:16]:<16} {s['depth']:>5} {s['method']:<15} "
-                         f"{s['n_ok']:>4} {_fmt(s['mse_mean']):>10} {_fmt(s['mse_min']):>10}")
+                         f"{s['n_ok']:>4} {_fmt(s['mse_mean']):>10} {_fmt(s['mse_min']):>10}"
+                         + extra)
         lines += [f"{name:<16} {path}" for name, path in self.files.items()]
         return "\n".join(lines)
 
@@ -371,8 +177,8 @@ def run_sweep(config, out_dir, workers: int | None = None, scheduler=None,
     if scheduler is not None and workers is not None:
         raise InputError("workers applies to local runs; a Dask cluster's workers are set by "
                          "the cluster")
-    if workers is not None and not (_is(workers, "int") and workers >= 0):
-        raise InputError(f"workers must be a whole number >= 0, got {workers!r}")
+    if workers is not None:
+        check_int(workers, "workers", low=0)
     cells = config.cells()
     bar = _bar(len(cells), progress)
     start = time.perf_counter()
@@ -415,7 +221,7 @@ def _run_local(cells, n_workers, bar) -> list:
     todo = list(range(len(cells)))
     width, ever_done, culprits = n_workers, False, 0
     # One BLAS/OpenMP thread per worker (read by the children at start-up): n workers on n cores.
-    with _env(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
         while todo:
             done, broken = _pool_round(cells, todo, width, rows, bar)
             ever_done = ever_done or bool(done)
@@ -483,7 +289,7 @@ def _run_dask(cells, scheduler, bar) -> list:
             client = Client(address.strip(), timeout="20s")
         except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"cannot connect to the Dask scheduler {address.strip()!r}: "
-                             f"{_one_line(err)}") from None
+                             f"{one_line(err)}") from None
         own = True
     try:
         rows = [None] * len(cells)
@@ -504,19 +310,6 @@ def _run_dask(cells, scheduler, bar) -> list:
             client.close()
 
 
-@contextlib.contextmanager
-def _env(**values):
-    """Set environment variables that are not already set; restore afterwards."""
-    added = [k for k in values if k not in os.environ]
-    for k in added:
-        os.environ[k] = values[k]
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
-
-
 def _bar(total, enabled):
     if not enabled:
         return None
@@ -526,44 +319,41 @@ def _bar(total, enabled):
 
 
 def _check_out_dir(out_dir, force) -> Path:
-    try:
-        out = Path(os.fspath(out_dir))
-    except TypeError:
-        raise InputError(f"out_dir {out_dir!r} must be a path") from None
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {str(out)!r} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"output directory {str(out)!r} is not empty; choose another or use "
-                         "--force to overwrite")
-    return out
+    from ..training.run_folder import check_out_dir
+
+    return check_out_dir(out_dir, force, "output directory", "keeps other files, replaces ours")
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables and plot
 
 def summarize(rows, config: SweepConfig) -> list:
-    """Per (target, depth, method), grid order: counts and mean/min/median of the finite MSEs."""
+    """Per grid point (target, depth, method, other axes), grid order: counts and
+    mean/min/median of the finite MSEs."""
+    keys = ("target", "depth", "method", *config.varied)
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["target"], r["depth"], r["method"]), []).append(r)
-    out = []
-    for t in config.targets:
-        for d in config.depths:
-            for m in config.methods:
-                g = groups.get((t, d, m), [])
-                ok = [r for r in g if r["status"] == "ok"]
-                mse = np.array([r["mse"] for r in ok], dtype=float)
-                out.append({
-                    "target": t, "depth": d, "method": m, "n_cells": len(g), "n_ok": len(ok),
-                    "n_diverged": sum(r["status"] == "diverged" for r in g),
-                    "n_failed": sum(r["status"] == "failed" for r in g),
-                    "mse_mean": float(mse.mean()) if ok else None,
-                    "mse_min": float(mse.min()) if ok else None,
-                    "mse_median": float(np.median(mse)) if ok else None,
-                    "train_mse_mean": (float(np.mean([r["train_mse"] for r in ok]))
-                                       if ok else None),
-                    "pieces_mean": float(np.mean([r["pieces"] for r in ok])) if ok else None,
-                })
+        groups.setdefault(repr([r[k] for k in keys]), []).append(r)
+    out, done = [], set()
+    for cell in config.cells():
+        key = _row_key(cell)
+        at = repr([key[k] for k in keys])
+        if at in done:
+            continue
+        done.add(at)
+        g = groups.get(at, [])
+        ok = [r for r in g if r["status"] == "ok"]
+        mse = np.array([r["mse"] for r in ok], dtype=float)
+        out.append({
+            **{k: key[k] for k in keys}, "n_cells": len(g), "n_ok": len(ok),
+            "n_diverged": sum(r["status"] == "diverged" for r in g),
+            "n_failed": sum(r["status"] == "failed" for r in g),
+            "mse_mean": float(mse.mean()) if ok else None,
+            "mse_min": float(mse.min()) if ok else None,
+            "mse_median": float(np.median(mse)) if ok else None,
+            "train_mse_mean": float(np.mean([r["train_mse"] for r in ok])) if ok else None,
+            "pieces_mean": float(np.mean([r["pieces"] for r in ok])) if ok else None,
+        })
     return out
 
 
@@ -571,10 +361,12 @@ def write_results(result: SweepResult, out: Path) -> dict:
     """results.csv, results.json, summary.csv, sweep.png under ``out`` (each written atomically)."""
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in FILES}
-    atomic_write_text(files["results.csv"], _csv(result.rows, ROW_FIELDS))
-    atomic_write_text(files["summary.csv"], _csv(result.summary, SUMMARY_FIELDS))
+    varied = tuple(result.config.varied)
+    atomic_write_text(files["results.csv"], _csv(result.rows, row_fields(varied)))
+    atomic_write_text(files["summary.csv"],
+                      _csv(result.summary, SUMMARY_FIELDS[:3] + varied + SUMMARY_FIELDS[3:]))
     doc = {**result.to_dict(), "files": {k: str(v) for k, v in files.items()}}
-    atomic_write_text(files["results.json"], json.dumps(_json_safe(doc), indent=1) + "\n")
+    atomic_write_text(files["results.json"], json.dumps(json_safe(doc), indent=1) + "\n")
     plot_sweep(result.summary, result.config, files["sweep.png"])
     return files
 
@@ -589,18 +381,13 @@ def _csv(rows, fields) -> str:
     return buf.getvalue()
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3g}"
+
+
+def _line_label(s, config) -> str:
+    """One line per method and value of the other axes: "pretrain-thm31, shape=dc"."""
+    return ", ".join([s["method"], *(f"{k}={s[k]}" for k in config.varied)])
 
 
 def plot_sweep(summary, config: SweepConfig, path) -> Path:
@@ -614,12 +401,12 @@ def plot_sweep(summary, config: SweepConfig, path) -> Path:
     for k, target in enumerate(config.targets):
         ax = axes[k // cols][k % cols]
         drawn = False
-        for method in config.methods:
+        for label in dict.fromkeys(_line_label(s, config) for s in summary):
             pts = [(s["depth"], s["mse_mean"]) for s in summary
-                   if s["target"] == target and s["method"] == method
+                   if s["target"] == target and _line_label(s, config) == label
                    and s["mse_mean"] is not None and s["mse_mean"] > 0]
             if pts:
-                ax.plot(*zip(*pts), "o-", label=method, ms=4)
+                ax.plot(*zip(*pts), "o-", label=label, ms=4)
                 drawn = True
         if drawn:
             ax.set_yscale("log")

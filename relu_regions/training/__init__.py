@@ -1,2 +1,12 @@
-"""Fitting nets to targets: the two-phase trainer (phase 1 on derived parameters, release,
-phase 2 on raw weights), baselines, growth, resume (``trainer``)."""
+"""Fitting nets to targets, one concern per module (docs/architecture.md):
+
+- ``config``: :class:`FitConfig` (every setting and its default, torch-free) and :class:`Phase`
+- ``data``: the Dataset a config trains on (target, arrays, interval, held-out share)
+- ``functional``: the batched functional MLP over a flat Theta (N, P)
+- ``jacobians``: per-point, per-run and forward-mode Jacobians; ``coordinates``: GmP coordinates
+- ``optim``: Levenberg-Marquardt and Adam as optimizer objects
+- ``stages``: named stages, the resume journal, reading a training state
+- ``growth``: inserting construction layers; ``fitting``: :func:`fit` itself
+- ``result``: :class:`FitResult`; ``run_folder``: ``save`` / :func:`load_run`
+- ``trainer``: the old single module's names, re-exported for one release
+"""

@@ -144,20 +144,14 @@ def test_gmp_phase_two_trains():
     dict(depth=3, phase1=Phase("adam", 5, 1e-2), phase2=Phase("adam", 40, 1e-3), starts=2),
     dict(depth=3, phase1=Phase("lm", 5), phase2=Phase("lm", 40), starts=2, parameterization="gmp"),
 ])
-def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatch):
-    from relu_regions.training.trainer import Stages, load_train_state
+def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatch,
+                                                    interrupt_after):
+    from relu_regions.training.trainer import load_train_state
 
     run = dict(seeds=3, optimum=False, count=False, **kwargs)
     full = fit("x**3", **run)
     state = tmp_path / "state.pt"
-    save = Stages._maybe_save
-
-    def interrupted(self, *args):
-        save(self, *args)
-        if self.total_steps == 23:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Stages, "_maybe_save", interrupted)
+    interrupt_after(23)
     with pytest.raises(KeyboardInterrupt):
         fit("x**3", checkpoint=state, checkpoint_every=5, **run)
     monkeypatch.undo()
@@ -446,7 +440,7 @@ def test_an_insertion_never_raises_the_training_error(a_new, S, by_range, noise,
 def test_growth_keeps_each_seeds_best_path(monkeypatch):
     """grow() trains its paths as one batch and keeps, per seed, the lowest training MSE: each
     path run alone ends where its row of the batch did, so the kept MSE is the least of them."""
-    from relu_regions.training import trainer as T
+    from relu_regions.training import growth as T
 
     run = dict(depth=4, grow_from=3, seeds=2, starts=1, count=False, **QUICK)
     kept = fit("x**3", **run).train_mse

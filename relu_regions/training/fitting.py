@@ -1,0 +1,397 @@
+"""``fit``: the two-phase trainer and its baselines, many seeds at once (Milkert, Hyde & Laine,
+arXiv 2311.18022, Section 4: the training protocol).
+
+Phase 1 (derived parameters): Theta = [peak logits, log scales, c0, c1] -> derived-form F.
+Release: derived -> raw width-4 weights (``construction.raw_weights``), the same function.
+Phase 2 (raw weights): Theta = all weights and biases of the Linear/ReLU stack, flattened.
+Starts: every seed runs several starts (random peaks) through phase 1 and a share of phase 2 as
+extra rows of the batch, and keeps the one with the lowest raw training MSE.
+
+Methods (same total step budget): ``kaiming``, ``raai`` (random init, raw training only),
+``skip`` (construction init with random peaks, raw training only), ``pretrain`` (two phases, free
+scales), ``pretrain-thm31`` (two phases, Theorem 3.1 scales). docs/architecture.md shows the flow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..validation import check_int, torch_threads
+from . import growth
+from .config import PICK_SHARE, FitConfig, Phase
+from .coordinates import GmPLayout
+from .data import make_dataset
+from .functional import (flatten_layers, mlp_forward, random_theta, raw_shapes, shapes_of,
+                         to_module, unflatten_layers)
+from .jacobians import chain_jacobian, derived_jacobian_runs, jvp_jacobian, lm_jacobian
+from .optim import per_seed_mse
+from .progress import Progress
+from .result import FitResult
+from .stages import Stages, load_train_state, optimize, pick_rows
+
+
+def fit(target=None, *, config: FitConfig | None = None, data=None, progress=False,
+        checkpoint=None, checkpoint_every: int | None = None, resume=None,
+        checkpoint_meta: str = "", **overrides) -> FitResult:
+    """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
+
+    ``target``: an expression in x (``"x**3"``; in x and y for a 2D fit) or a callable on numpy
+    arrays; or give ``data``: a :class:`~relu_regions.targets.Dataset` (``targets.from_csv``) or
+    arrays ``(x, y)``. Every setting is a :class:`FitConfig` field: pass ``config=`` and/or the
+    fields as keywords (``depth=3, phase1="lm:100"``); an unknown name is an InputError naming
+    the closest. docs/training.md explains each setting and the measurements behind the defaults.
+
+    Run controls, not settings: ``progress`` (a bar on a terminal, else a line to stderr every
+    ~10 s); ``checkpoint`` (a file) and ``checkpoint_every`` (steps): keep the training state
+    there; ``resume``: a folder or state file written so (or its :func:`load_train_state`
+    dict) to continue; with nothing else given, its stored config and data are used, so a Python
+    caller resumes with ``fit(resume=DIR)``; ``checkpoint_meta``: text stored in the state.
+
+    >>> r = fit("x**2", depth=3, seeds=2, phase1="lm:5", phase2="lm:10", starts=1, optimum=False)
+    >>> r.best
+    Sequential(
+      (0): Linear(in_features=1, out_features=4, bias=True)
+    ...
+    >>> bool(r.mse.max() < 1e-2)
+    True
+    """
+    state = None
+    if resume is not None:
+        state = resume if isinstance(resume, dict) else load_train_state(resume)
+        config, data = _resumed(state, target, config, data, overrides)
+    config = _config(target, config, overrides)
+    if checkpoint_every is not None:
+        check_int(checkpoint_every, "checkpoint_every", low=1)
+    data = make_dataset(config, data)
+    extra = {"config": config.to_dict(), "data": _data_state(data)}
+    stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra)
+    with torch_threads(config.threads):
+        return _Fit(config, data, stages, progress).run()
+
+
+def _config(target, config, overrides) -> FitConfig:
+    config = config if config is not None else FitConfig()
+    if not isinstance(config, FitConfig):
+        raise InputError(f"config must be a FitConfig, got {type(config).__name__}")
+    if target is not None:
+        overrides = {**overrides, "target": target}
+    return config.replace(**overrides).validate()
+
+
+def _resumed(state, target, config, data, overrides):
+    """The stored config and data of a training state, unless the caller gives them again."""
+    stored = state.get("config")
+    if target is None and config is None and data is None and not overrides:
+        if stored is None:
+            raise InputError("this training state does not record its settings; call fit with "
+                             "the same settings and resume=")
+        config = FitConfig.from_dict(stored)
+        if state.get("data") is not None:
+            data = _data_from_state(state["data"])
+            config = config.replace(target=None, interval=None, points=None, sparse=None,
+                                    test_fraction=0.0)
+        return config, data
+    given = _config(target, config, overrides).to_dict()
+    if stored is not None:
+        differ = [k for k in given if k in stored and given[k] != stored[k]
+                  and k not in ("device", "threads")]
+        if differ:
+            raise InputError(f"resume with the settings of the interrupted run: {differ[0]} is "
+                             f"{given[differ[0]]!r} now and was {stored[differ[0]]!r}")
+    return config, data
+
+
+def _data_state(data) -> dict:
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    return {"x": t(data.x), "y": t(data.y), "test_x": t(data.test_x), "test_y": t(data.test_y),
+            "interval": [list(map(float, b)) for b in data.box], "name": str(data.name)}
+
+
+def _data_from_state(d):
+    from ..targets import Dataset
+
+    box = tuple(tuple(b) for b in d["interval"])
+    x = d["x"].numpy()
+    return Dataset(x, d["y"].numpy(), d["test_x"].numpy(), d["test_y"].numpy(),
+                   box[0] if x.ndim == 1 else box, d["name"])
+
+
+class RawNet:
+    """Phase 2's model: raw weights of the Linear/ReLU stack with ``shapes`` on points x."""
+
+    def __init__(self, shapes, x):
+        self.shapes, self.x = shapes, x
+
+    def predict(self, theta):
+        return mlp_forward(unflatten_layers(theta, self.shapes), self.x)
+
+    def jacobian(self, theta):
+        return lm_jacobian(unflatten_layers(theta, self.shapes), self.x)
+
+
+class GmPNet:
+    """Raw training on GmP coordinates: the raw net through ``GmPLayout.to_raw``."""
+
+    def __init__(self, raw: RawNet, offsets):
+        self.raw, self.gmp, self.offsets = raw, GmPLayout(raw.shapes), offsets
+        # jvp_jacobian runs seed s with each of the P tangents in rows s*P .. s*P + P - 1.
+        n_coords = sum(o * (i + 1) for (o, i), _ in raw.shapes)
+        self.expanded = offsets.repeat_interleave(n_coords, dim=0)
+
+    def to_raw(self, coords):
+        return self.gmp.to_raw(coords, self.offsets)
+
+    def predict(self, coords):
+        return self.raw.predict(self.to_raw(coords))
+
+    def jacobian(self, coords):
+        d_raw = jvp_jacobian(lambda e: self.gmp.to_raw(e, self.expanded), coords)
+        return chain_jacobian(self.raw.jacobian(self.to_raw(coords)), d_raw)
+
+
+class DerivedNet:
+    """Phase 1's model: the layout's derived parameters on points x."""
+
+    def __init__(self, layout, x):
+        from ..nets import composite as K
+
+        self.layout, self.x, self.points = layout, x, x.reshape(x.shape[0], -1)
+        # 1D: forward mode at two points per activation run, when the runs (about one per
+        # linear piece) are at most half the points; else at every point.
+        self.by_runs = (isinstance(layout, K.SumLayout) and x.dim() == 1
+                        and 2 * layout.max_pieces <= len(x))
+
+    def predict(self, theta):
+        return self.layout.predict(theta, self.points)
+
+    def jacobian(self, theta):
+        if self.by_runs:
+            return derived_jacobian_runs(self.layout, theta, self.x)
+        return jvp_jacobian(self.predict, theta)
+
+
+class _Fit:
+    """One fit's state: its config, data on the device, layouts, journal and loss history."""
+
+    def __init__(self, config: FitConfig, data, stages: Stages, progress):
+        from ..nets import composite as K
+
+        self.config, self.data, self.stages = config, data, stages
+        self.seeds = config.seed_list
+        self.d0 = config.grow_from or config.depth
+        thm31 = config.method != "pretrain"
+        self.layout, self.shape, self.q_target = K.build_layout(
+            config.shape, data.x, data.y, data.box, self.d0, thm31=thm31)
+        self.single = isinstance(self.layout, K.SumLayout) and len(self.layout.terms) == 1
+        if config.grow_from is not None and not self.single:
+            raise InputError(f"grow_from needs a single construction (convex or concave), not "
+                             f"{config.shape!r}")
+        self.full = (self.layout if self.d0 == config.depth else
+                     K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
+                                    thm31=thm31)[0])
+        self.widths = self._widths()
+        self.shapes = shapes_of(self.widths)
+        self.dev = torch.device(config.device)
+        self.x = torch.tensor(data.x, dtype=torch.float64, device=self.dev)
+        self.y = torch.tensor(data.y, dtype=torch.float64, device=self.dev)
+        self.history: list = []
+        total = config.phase1.steps + config.phase2.steps
+        self.progress = Progress(total, len(self.seeds), progress)
+
+    def _widths(self):
+        c = self.config
+        if c.method in ("pretrain", "pretrain-thm31", "skip"):
+            return self.full.widths
+        # the same net as the construction's, or the plain width-`width` net for one term
+        if self.single:
+            return [len(self.data.box)] + [c.width] * c.depth + [1]
+        return self.layout.widths
+
+    def run(self) -> FitResult:
+        start = time.perf_counter()
+        boundary = 0
+        with self.progress:
+            if self.config.method in ("pretrain", "pretrain-thm31"):
+                theta, boundary = self._two_phase(), self.config.phase1.steps
+            else:
+                theta = self._one_phase()
+        return self._result(theta, boundary, time.perf_counter() - start)
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def train_raw(self, theta, phase, name, shapes=None, history=None, final=None, then=None):
+        """Phase 2 (or the only phase) on standard or GmP coordinates; returns raw Theta.
+
+        ``final`` (a dict) receives what a continuation needs: the optimizer's coordinates and
+        state, and (GmP) the offsets; ``then`` = (step, such a dict with rows picked) continues
+        that run from ``step`` instead of starting from ``theta``.
+        """
+        raw = RawNet(shapes or self.shapes, self.x)
+        history = self.history if history is None else history
+        start = None if then is None else (then[0], then[1]["theta"], then[1]["state"])
+        if self.config.parameterization == "sp":
+            return optimize(raw.predict, raw.jacobian, theta, self.y, phase, history,
+                            self.progress.tick, self.stages, start, final, name)
+        if then is None:
+            coords, offsets = GmPLayout(raw.shapes).from_raw(theta)
+        else:
+            coords, offsets = then[1]["theta"], then[1]["offsets"]
+        net = GmPNet(raw, offsets)
+        coords = optimize(net.predict, net.jacobian, coords, self.y, phase, history,
+                          self.progress.tick, self.stages, start, final, name)
+        if final is not None:
+            final["offsets"] = offsets
+        return net.to_raw(coords)
+
+    def release(self, theta1):
+        """Derived parameters -> the raw weights of the same function."""
+        return flatten_layers(self.layout.raw(theta1))
+
+    def _one_phase(self):
+        from ..nets import composite as K
+
+        c = self.config
+        raw_phase = Phase(c.phase2.optimizer, c.phase1.steps + c.phase2.steps, c.phase2.lr)
+        if c.method == "skip":
+            theta = self.release(K.initial_theta(self.layout, self.seeds, self.data.x,
+                                                 self.data.y, self.q_target).to(self.dev))
+        else:
+            theta = random_theta(c.method, self.seeds, self.widths, self.data.box).to(self.dev)
+        return self.train_raw(theta, raw_phase, "raw")
+
+    def _two_phase(self):
+        from ..nets import composite as K
+
+        c, n = self.config, len(self.seeds)
+        # Start k of seed s draws its peaks from stream s + 100000 k (k = 0 is the seed itself).
+        start_seeds = [s + 100_000 * k for k in range(c.n_starts) for s in self.seeds]
+        theta1 = K.initial_theta(self.layout, start_seeds, self.data.x, self.data.y,
+                                 self.q_target).to(self.dev)
+        derived = DerivedNet(self.layout, self.x)
+        per_start: list = []
+        theta1 = optimize(derived.predict, derived.jacobian, theta1, self.y, c.phase1,
+                          per_start, self.progress.tick, self.stages, name="phase1")
+        if self.d0 == c.depth and c.n_starts == 1:
+            self.history += per_start
+            return self.train_raw(self.release(theta1), c.phase2, "phase2")
+        return self._pick_and_continue(theta1, per_start, n)
+
+    def _pick_and_continue(self, theta1, per_start, n):
+        """Every start also runs a share of phase 2 (at depth d0), and each seed keeps the start
+        with the lowest raw training MSE there: phase 1's loss is a poor guide to where phase 2
+        ends (docs/training.md). At a fixed depth the kept start continues its run (optimizer
+        state and all) to the end of phase 2; growing gives each added layer an equal share of
+        phase 2 and the rest to depth d0."""
+        c, d0, depth, p2 = self.config, self.d0, self.config.depth, self.config.phase2
+        each = p2.steps // (depth - d0 + 2)
+        share = (p2.steps - each * (depth - d0) if d0 < depth
+                 else min(p2.steps, max(1, round(PICK_SHARE * p2.steps))))
+        d0_shapes = self.shapes if d0 == depth else raw_shapes(d0, c.width)
+        last: dict = {}
+        theta = self.train_raw(self.release(theta1), Phase(p2.optimizer, share, p2.lr),
+                               "phase2:share", shapes=d0_shapes, history=per_start, final=last)
+        pick = growth.best_rows(per_seed_mse(RawNet(d0_shapes, self.x).predict, theta, self.y),
+                                c.n_starts, n)
+        self.history += [pick(h) for h in per_start]
+        if d0 == depth and share < p2.steps:
+            return self.train_raw(pick(theta), p2, "phase2:rest",
+                                  then=(share, pick_rows(last, pick, theta.shape[0])))
+        if d0 == depth:
+            return pick(theta)
+        a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
+        return growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
+                           self._predict_at, self.history)
+
+    def _grow_stage(self, theta, history, depth):
+        p2 = self.config.phase2
+        each = p2.steps // (self.config.depth - self.d0 + 2)
+        return self.train_raw(theta, Phase(p2.optimizer, each, p2.lr), f"grow:{depth}",
+                              shapes=raw_shapes(depth, self.config.width), history=history)
+
+    def _predict_at(self, theta, depth):
+        return RawNet(raw_shapes(depth, self.config.width), self.x).predict(theta)
+
+    # -- result ----------------------------------------------------------------------------
+
+    def _result(self, theta, boundary, seconds) -> FitResult:
+        c, data = self.config, self.data
+        models = [to_module(t, self.shapes, self.widths) for t in theta.cpu()]
+        r_train = RawNet(self.shapes, self.x).predict(theta).detach() - self.y
+        train_mse = (r_train * r_train).mean(dim=1).cpu().numpy()
+        same = data.test_x is data.x or np.array_equal(data.test_x, data.x)
+        if same:
+            r_test, mse = r_train, train_mse.copy()
+        else:
+            tx = torch.tensor(data.test_x, dtype=torch.float64, device=self.dev)
+            ty = torch.tensor(data.test_y, dtype=torch.float64, device=self.dev)
+            r_test = RawNet(self.shapes, tx).predict(theta).detach() - ty
+            mse = (r_test * r_test).mean(dim=1).cpu().numpy()
+        n_pieces = None if data.dims > 1 else 2**c.depth if self.single else self.full.max_pieces
+        optimal, eff = self._optimum(n_pieces, train_mse)
+        hist = (torch.stack(self.history, dim=1).cpu().numpy() if self.history
+                else np.zeros((len(self.seeds), 0)))
+        target = c.target
+        return FitResult(
+            method=c.method,
+            target=getattr(target, "text", target if isinstance(target, str) else data.name),
+            depth=c.depth, width=c.width, seeds=self.seeds, interval=data.interval, mse=mse,
+            train_mse=train_mse, pieces=self._pieces(models), optimal_mse=optimal,
+            efficiency=eff, history={"loss": hist, "phase_boundary": boundary}, models=models,
+            seconds=seconds, phases=self._phases(),
+            diverged=[int(s) for s, m in zip(self.seeds, mse) if not np.isfinite(m)],
+            shape=self.shape, widths=list(self.widths),
+            optimal_pieces=n_pieces if optimal else None, max_pieces=n_pieces,
+            config=c, data=data, errors=_test_errors(r_test.cpu().numpy(), data.test_y),
+        )
+
+    def _optimum(self, n_pieces, train_mse):
+        """The best n_pieces-piece fit of the training data, and optimum / achieved per seed;
+        only where that optimum means something: fewer pieces than half the points."""
+        if not (self.config.optimum and n_pieces and 2 * n_pieces < len(self.data.x)):
+            return None, None
+        from ..analysis.limits import efficiency, optimal_pwl
+
+        optimal = float(optimal_pwl(self.data.x, self.data.y, n_pieces).mse)
+        eff = np.full(train_mse.shape, np.nan)  # NaN for a diverged seed
+        finite = np.isfinite(train_mse)
+        if finite.any():
+            eff[finite] = efficiency(optimal, train_mse[finite])
+        return optimal, eff
+
+    def _pieces(self, models):
+        if not self.config.count:
+            return np.full(len(models), -1)
+        return np.array([count_pieces(m, self.data.box) for m in models])
+
+    def _phases(self):
+        c = self.config
+        return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
+                "parameterization": c.parameterization, "starts": c.n_starts,
+                "grow_from": c.grow_from}
+
+
+def _test_errors(residual, test_y) -> dict:
+    """Per seed on the test points: R^2, RMSE relative to the target's std, max |error|."""
+    with np.errstate(all="ignore"):
+        mse = (residual * residual).mean(axis=1)
+        var = float(np.var(test_y))
+        return {"r2": 1 - mse / var if var > 0 else np.full(mse.shape, np.nan),
+                "rel_rmse": np.sqrt(mse) / np.sqrt(var) if var > 0 else np.full(mse.shape, np.nan),
+                "max_abs_error": np.abs(residual).max(axis=1)}
+
+
+def count_pieces(model, box) -> int:
+    """Linear pieces on the interval (1D), or along the box's diagonal (nD); -1 if the weights
+    are not finite (a diverged seed)."""
+    from ..analysis.regions import count_regions, count_regions_segment
+
+    try:
+        if len(box) == 1:
+            return count_regions(model, *box[0]).linear_pieces
+        return count_regions_segment(model, [b[0] for b in box], [b[1] for b in box]).linear_pieces
+    except InputError:  # non-finite weights after divergence
+        return -1

@@ -1,0 +1,106 @@
+"""Layer growth: train at a smaller depth, then insert one construction layer at a time.
+
+See docs/training.md for the curriculum and the measurements behind INSERT_PATHS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .functional import flatten_layers, raw_shapes, unflatten_layers
+from .optim import per_seed_mse
+
+# The insertion settings (a_new, S) grow() runs as paths, all folding by range: two interleaved
+# 3 x 3 grids, peaks 0.3 .. 0.8 and scale ratios on a factor-2 ladder 1/8 .. 4. Which one trains
+# best differs from net to net (docs/training.md).
+INSERT_PATHS = tuple([(a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0)]
+                     + [(a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0)])
+
+
+def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
+    """Raw Theta at ``depth`` -> ``depth + 1``, inserting one construction layer before the output.
+
+    The new hidden layer folds the last hidden layer's (t1, t2) once more like the construction
+    (peak a_new, scale ratio S): sum' = current output + C (C keeps it positive); g = t1/a -
+    t2/(a(1-a)) (= s W_last in the construction) is mapped onto [0, 1] by its range over the
+    samples, v = (g - g_min) / A, A = g_max - g_min, and t1' = relu(S A v), t2' = relu(S A (v -
+    a_new)), bias' = S A (a constant). For an untrained construction this is the construction's
+    next layer when the samples reach g's extremes (g_min = 0, A = s); after phase 2 the range
+    keeps the fold meaningful even where the old bias neuron has died or g has shrunk.
+    ``by_range=False`` folds g / bias neuron instead, exactly as the construction does (grow()
+    uses range folding; docs/training.md). ``a_new``, ``S``, ``by_range``: scalars or one value
+    per row of Theta. The output row is then the least-squares fit over the new layer's 4 units,
+    unless "sum' - C" (the old function exactly) is better: the error never rises at an
+    insertion. (Curriculum found by measurement; docs/training.md.)
+    """
+    layers = unflatten_layers(theta, raw_shapes(depth))
+    n = theta.shape[0]
+    a_new, S = (torch.as_tensor(v, dtype=theta.dtype, device=theta.device).expand(n)
+                for v in (a_new, S))
+    by_range = torch.as_tensor(by_range, device=theta.device).expand(n)
+    h = x.reshape(1, -1, 1).expand(n, -1, 1)
+    for w, b in layers[:-1]:
+        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    w_out, b_out = layers[-1]
+    out = torch.bmm(h, w_out.transpose(1, 2)).squeeze(-1) + b_out
+    big_c = 1 + out.abs().amax(dim=1)
+    read = torch.zeros(n, 4, dtype=theta.dtype, device=theta.device)
+    read[:, 1], read[:, 2] = 1 / a_last, -1 / (a_last * (1 - a_last))
+    w_new = torch.zeros(n, 4, 4, dtype=theta.dtype, device=theta.device)
+    b_new = torch.zeros(n, 4, dtype=theta.dtype, device=theta.device)
+    g = torch.bmm(h, read.unsqueeze(-1)).squeeze(-1)
+    g_min = g.amin(dim=1)
+    amp = g.amax(dim=1) - g_min
+    amp = torch.where(amp > 0, amp, torch.ones_like(amp))  # a constant g: nothing to fold
+    # by_range False: the construction's own normalization, g_min = 0 and A = the bias neuron
+    g_min = torch.where(by_range, g_min, torch.zeros_like(g_min))
+    amp = torch.where(by_range, amp, h[:, 0, 3])
+    w_new[:, 0], b_new[:, 0] = w_out[:, 0], b_out[:, 0] + big_c
+    w_new[:, 1] = S[:, None] * read
+    w_new[:, 2] = S[:, None] * read
+    b_new[:, 1] = -S * g_min
+    b_new[:, 2] = -S * (g_min + a_new * amp)
+    b_new[:, 3] = S * amp
+    h2 = torch.relu(torch.baddbmm(b_new.unsqueeze(1), h, w_new.transpose(1, 2)))
+    basis = torch.cat([h2, torch.ones_like(h2[..., :1])], dim=-1)
+    target = y.reshape(1, -1, 1).expand(n, -1, 1)
+    coef = torch.linalg.lstsq(basis, target, driver="gelsd").solution.squeeze(-1)
+    keep_old = torch.zeros_like(coef)
+    keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
+    err = lambda c: (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)  # noqa: E731
+    coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
+    new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]
+    return flatten_layers(new_layers)
+
+
+def best_rows(mse, k: int, n: int):
+    """Row j*n + s of a batch is try j of seed s; returns pick(t): each seed's row with the lowest
+    ``mse`` (a NaN counts as worst)."""
+    best = torch.nan_to_num(mse, nan=math.inf).reshape(k, n).argmin(dim=0)
+    return lambda t: t.reshape(k, n, *t.shape[1:])[best, torch.arange(n, device=t.device)]
+
+
+def grow(theta, d0, depth, a_last, x, y, train, predict, history):
+    """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
+    by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
+    insertion on it. All paths train as one batch; per seed the path with the lowest final
+    training MSE is kept (like phase 1's starts). ``train(theta, history, depth)`` trains a batch
+    at a depth; ``predict(theta, depth)`` evaluates it.
+
+    Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
+    neuron (on x^3 those paths ended at one MSE whatever their peak) and lost on x^11 in 9 of 10
+    seeds; their slots went to a second grid (docs/training.md).
+    """
+    k, n = len(INSERT_PATHS), theta.shape[0]
+    a_new, scale = (torch.tensor([p[j] for p in INSERT_PATHS], dtype=theta.dtype,
+                                 device=theta.device).repeat_interleave(n) for j in (0, 1))
+    theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
+    trial_history: list = []
+    for d in range(d0, depth):
+        theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
+        theta, a_last = train(theta, trial_history, d + 1), a_new
+    pick = best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
+    history += [pick(h) for h in trial_history]
+    return pick(theta)

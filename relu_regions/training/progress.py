@@ -1,0 +1,55 @@
+"""Progress of a fit on stderr: a bar on a terminal, else a short line every ~10 s (a piped or
+logged run is not silent)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+LINE_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+class Progress:
+    """``tick(mse)`` after every optimizer step (``None`` when disabled, so callers can skip it).
+
+    ``enabled``: True picks the bar on a terminal and lines otherwise; "lines" or "bar" forces
+    one; False is silent."""
+
+    def __init__(self, total: int, n_seeds: int, enabled=False, stream=None):
+        self.total, self.n_seeds, self.stream = total, n_seeds, stream or sys.stderr
+        self.bar, self.steps, self.last = None, 0, time.monotonic()
+        mode = enabled
+        if enabled is True:
+            mode = "bar" if _isatty(self.stream) else "lines"
+        self.tick = {"bar": self._bar_tick, "lines": self._line_tick}.get(mode)
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"training {n_seeds} seeds", unit="step",
+                            leave=False, file=self.stream)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def _bar_tick(self, mse):
+        self.bar.update(1)
+        self.bar.set_postfix(mse=f"{float(mse.mean()):.2e}")
+
+    def _line_tick(self, mse):
+        self.steps += 1
+        now = time.monotonic()
+        if now - self.last >= LINE_EVERY:
+            self.last = now
+            print(f"training {self.n_seeds} seeds: step {self.steps} of about {self.total}, "
+                  f"mean MSE {float(mse.mean()):.2e}", file=self.stream, flush=True)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,140 @@
+"""What :func:`~relu_regions.fit` returns: per-seed errors, models, history and the config used,
+with the best model, predictions, and the run folder (``save`` / ``run_folder.load_run``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..validation import json_safe
+
+
+@dataclass
+class FitResult:
+    """Per-seed results of :func:`fit`. ``mse`` is the test MSE (= training MSE on dense data
+    without a held-out share); ``errors`` holds the test R^2, relative RMSE and max |error|."""
+
+    method: str
+    target: str
+    depth: int
+    width: int
+    seeds: list
+    interval: tuple
+    mse: np.ndarray
+    train_mse: np.ndarray
+    pieces: np.ndarray
+    optimal_mse: float | None
+    efficiency: np.ndarray | None
+    history: dict
+    models: list = field(repr=False)
+    seconds: float = 0.0
+    phases: dict = field(default_factory=dict)
+    diverged: list = field(default_factory=list)
+    shape: str = "convex"
+    widths: list = field(default_factory=list)
+    optimal_pieces: int | None = None
+    max_pieces: int | None = None  # of the construction along the 1D input (None in nD)
+    config: object = None  # the FitConfig used
+    data: object = field(default=None, repr=False)  # the Dataset trained and tested on
+    errors: dict = field(default_factory=dict, repr=False)
+    provenance: dict = field(default_factory=dict, repr=False)  # command, versions (load_run)
+
+    @property
+    def best_index(self) -> int:
+        """Position of the seed with the lowest (test) MSE."""
+        mse = np.where(np.isfinite(self.mse), self.mse, np.inf)
+        return int(np.argmin(mse))
+
+    @property
+    def best(self):
+        """The lowest-MSE seed's net: a plain ``nn.Sequential`` of Linear/ReLU, float64."""
+        return self.models[self.best_index]
+
+    @property
+    def inputs(self) -> int:
+        """Inputs of the nets: 1, or 2 for a target in x and y / a 3-column CSV."""
+        return self.widths[0] if self.widths else 1
+
+    def predict(self, x, seed: int | None = None) -> np.ndarray:
+        """The best net's (or ``seed``'s) output at points ``x``, as float64 numpy (n,).
+
+        ``x``: a list, numpy array or tensor of any float dtype, shape (n,) or (n, inputs).
+
+        >>> from relu_regions import fit
+        >>> r = fit("x**2", depth=3, seeds=1, phase1="lm:5", phase2="lm:10", starts=1)
+        >>> r.predict([0.0, 0.5, 1.0]).shape
+        (3,)
+        >>> import torch; r.predict(torch.tensor([[0.5]], dtype=torch.float32)).dtype
+        dtype('float64')
+        """
+        import torch
+
+        from ..errors import InputError
+
+        model = self.best if seed is None else self.models[self.seeds.index(seed)]
+        pts = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
+                                         dtype=np.float64))
+        if pts.dim() == 1 and self.inputs == 1:
+            pts = pts.unsqueeze(1)
+        if pts.dim() != 2 or pts.shape[1] != self.inputs:
+            raise InputError(f"points must have shape (n,) or (n, {self.inputs}) for this "
+                             f"{self.inputs}-input net, got {tuple(pts.shape)}")
+        with torch.no_grad():
+            return model(pts).reshape(-1).numpy().astype(np.float64)
+
+    def summary(self) -> dict:
+        finite = self.mse[np.isfinite(self.mse)]
+        train = self.train_mse[np.isfinite(self.train_mse)]
+        return {
+            "method": self.method, "target": self.target, "depth": self.depth,
+            "shape": self.shape, "widths": self.widths, "inputs": self.inputs,
+            "seeds": len(self.seeds),
+            "mse_min": float(finite.min()) if finite.size else None,
+            "mse_mean": float(finite.mean()) if finite.size else None,
+            "mse_median": float(np.median(finite)) if finite.size else None,
+            "train_mse_mean": float(train.mean()) if train.size else None,
+            "test_mse_mean": float(finite.mean()) if finite.size else None,
+            "held_out": self.held_out,
+            "r2_mean": _finite_mean(self.errors.get("r2")),
+            "rel_rmse_mean": _finite_mean(self.errors.get("rel_rmse")),
+            "max_abs_error_mean": _finite_mean(self.errors.get("max_abs_error")),
+            "pieces_mean": float(self.pieces.mean()),
+            "max_pieces": self.max_pieces,
+            "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
+            "efficiency_mean": _finite_mean(self.efficiency),
+            "diverged": self.diverged, "seconds": round(self.seconds, 3),
+        }
+
+    @property
+    def held_out(self) -> bool:
+        """True when the test points are not the training points (sparse, a held-out share)."""
+        d = self.data
+        return d is not None and not (d.test_x is d.x or np.array_equal(d.test_x, d.x))
+
+    def to_dict(self) -> dict:
+        out = {**self.summary(), "interval": list(self.interval), "phases": self.phases,
+               "mse": self.mse, "train_mse": self.train_mse,
+               "pieces": self.pieces.tolist(), "seed_list": list(self.seeds),
+               "efficiency": self.efficiency,
+               "phase_boundary": self.history["phase_boundary"],
+               **{k: v for k, v in self.errors.items()}}
+        if self.config is not None:
+            out["config"] = self.config.to_dict()
+        return json_safe(out)
+
+    def save(self, folder, *, force: bool = False, command=None):
+        """Write the run folder (checkpoints/, train.csv, test.csv, history.npz, metrics.json,
+        pieces.csv, fit.png, history.png) atomically; ``force`` replaces an existing run.
+        ``command``: the argv to record (the CLI's). Read it back with ``load_run``."""
+        from .run_folder import save_run
+
+        return save_run(self, folder, force=force, command=command)
+
+
+def _finite_mean(values):
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None

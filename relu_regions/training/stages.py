@@ -1,0 +1,163 @@
+"""Training stages by name, the resume journal, and reading a stored training state.
+
+A fit is a few named stages ("phase1", "phase2", "grow:4", ...), each one optimizer run. With a
+journal (:class:`Stages`) every stage is checkpointed and a killed fit resumes bit-identically:
+finished stages return their stored outputs, the code between stages (pick the best start,
+release, insert a layer) is deterministic and runs again, and the stage under way continues from
+its step. Stages are keyed by name, so adding a stage does not shift the stored ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..validation import one_line
+from . import optim
+
+# /3: stages keyed by name; the state also holds the fit's config and data (resume needs no argv).
+TRAIN_STATE_FORMAT = "relu-regions-train-state/3"
+
+
+def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
+             stages: "Stages | None" = None, start=None, final: dict | None = None,
+             name: str = "stage"):
+    """Run one training stage ``name``; with ``stages``, checkpointed and resumable.
+
+    ``start`` = (step, theta, optimizer state) continues a run at that step; ``final`` (a dict)
+    receives the optimizer's last "theta" and "state", which is what a continuation needs (after
+    picking rows with :func:`pick_rows`).
+    """
+    if stages is not None:
+        return stages.run(name, predict, jacobian, theta, y, phase, history, progress, start,
+                          final)
+    return run_stage(predict, jacobian, theta, y, phase, history, progress, start,
+                     keep_last(final))
+
+
+def run_stage(predict, jacobian, theta, y, phase, history, progress, start, on_step):
+    """``phase``'s optimizer on Theta (nothing for 0 steps)."""
+    if phase.steps == 0:
+        return theta
+    run = optim.run_lm if phase.optimizer == "lm" else optim.run_adam
+    return run(predict, jacobian, theta, y, phase, history, progress, start=start, on_step=on_step)
+
+
+def keep_last(final: dict | None, then=None):
+    """on_step callback that stores the last (theta, state) in ``final``, then calls ``then``."""
+    def on_step(step, theta, state):
+        if final is not None:
+            final.update(theta=theta, state=state)
+        if then is not None:
+            then(step, theta, state)
+    return on_step
+
+
+def map_tensors(obj, fn):
+    """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor in it."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def pick_rows(obj, pick, rows: int):
+    """Apply ``pick`` (rows of a batch -> one per seed) to every tensor in ``obj`` (nested dicts,
+    lists) whose first dimension is the batch's ``rows``; other values are kept."""
+    return map_tensors(obj, lambda t: pick(t) if t.dim() >= 1 and t.shape[0] == rows else t)
+
+
+def to_device(obj, device):
+    """A copy of ``obj`` (nested dicts, lists) with every tensor on ``device``, detached."""
+    return map_tensors(obj, lambda t: t.detach().to(device, copy=True))
+
+
+class Stages:
+    """The journal of one fit's named stages: checkpoints them and resumes them.
+
+    A checkpoint (``torch.save``, read back with ``weights_only=True``) holds the outputs (and the
+    optimizer's final state) of the stages already finished and, for the stage under way, its
+    name, step, Theta, optimizer state and loss history, plus ``extra`` (the fit's config and
+    data). Resuming gives a result bit-identical to a run that was never interrupted (same seeds,
+    float64, CPU).
+    """
+
+    def __init__(self, path=None, every: int | None = None, state: dict | None = None,
+                 meta: str = "", extra: dict | None = None):
+        self.path, self.every, self.meta, self.extra = path, every, meta, extra or {}
+        self.state = state
+        self.outputs = dict(state["outputs"]) if state else {}
+        self.finals = dict(state["finals"]) if state else {}
+        self.total_steps = 0
+        self.seen: set = set()
+
+    def run(self, name, predict, jacobian, theta, y, phase, history, progress, start=None,
+            final=None):
+        if name in self.seen:
+            raise AssertionError(f"stage {name!r} ran twice in one fit")
+        self.seen.add(name)
+        if name in self.outputs:  # finished before the interruption
+            if final is not None:
+                final.update(to_device(self.finals[name], theta.device))
+            return self.outputs[name].to(theta.device)
+        if self.state is not None and self.state["stage"] == name:
+            history[:] = list(self.state["history"])
+            start = (self.state["step"], self.state["theta"].to(theta.device),
+                     to_device(self.state["optimizer"], theta.device))
+            self.state = None
+        last: dict = {}
+        save = lambda step, th, opt: self._maybe_save(name, step, th, opt, history)  # noqa: E731
+        out = run_stage(predict, jacobian, theta, y, phase, history, progress, start,
+                        keep_last(last, save))
+        self.outputs[name] = out.detach().clone()
+        self.finals[name] = to_device(last, "cpu")
+        if final is not None:
+            final.update(last)
+        return out
+
+    def _maybe_save(self, stage, step, theta, opt_state, history):
+        self.total_steps += 1
+        if self.path is None or not self.every or self.total_steps % self.every:
+            return
+        from ..checkpoint import atomic_write
+
+        state = {"format": TRAIN_STATE_FORMAT, "stage": stage, "step": step,
+                 "theta": theta.detach().cpu(), "optimizer": to_device(opt_state, "cpu"),
+                 "outputs": {k: o.cpu() for k, o in self.outputs.items()},
+                 "finals": self.finals, "history": [h.cpu() for h in history],
+                 "meta": self.meta, **self.extra}
+        atomic_write(Path(self.path), lambda f: torch.save(state, f))
+
+
+def load_train_state(path) -> dict:
+    """Read a training checkpoint written by :class:`Stages` (never runs code); a folder means
+    its ``state.pt``."""
+    import pickle
+    import warnings
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "state.pt"
+    if not path.is_file():
+        raise InputError(f"no training state at {path} (a run saves one with checkpoint_every "
+                         "/ --checkpoint-every)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"{path} is not a readable training state ({one_line(e, 150)})") from None
+    fmt = state.get("format") if isinstance(state, dict) else None
+    ours = TRAIN_STATE_FORMAT.split("/")[0] + "/"
+    if isinstance(fmt, str) and fmt.startswith(ours) and fmt != TRAIN_STATE_FORMAT:
+        raise InputError(f"{path} was written by another version of relu-regions ({fmt}; this one "
+                         f"reads {TRAIN_STATE_FORMAT}) whose training stages differ (/2 numbered "
+                         "them by call order, /3 names them); start the run again")
+    if fmt != TRAIN_STATE_FORMAT:
+        raise InputError(f"{path} is not a relu-regions training state")
+    return state

@@ -1,0 +1,65 @@
+"""Optimizer objects (state_dict round trip continues bit-identically) and the named stages."""
+
+import numpy as np
+import pytest
+import torch
+
+from relu_regions import fit
+from relu_regions.training.functional import mlp_forward, raw_shapes, unflatten_layers
+from relu_regions.training.optim import LM, Adam, Functions
+from relu_regions.training.stages import Stages, load_train_state
+
+
+def _problem():
+    shapes = raw_shapes(2)
+    x = torch.linspace(0, 1, 40, dtype=torch.float64)
+    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
+    theta = torch.randn(3, n_params, generator=torch.Generator().manual_seed(5),
+                        dtype=torch.float64)
+    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
+    jac = lambda th: torch.func.vmap(torch.func.jacrev(  # noqa: E731
+        lambda t: mlp_forward(unflatten_layers(t[None], shapes), x)[0]))(th)
+    return Functions(predict, jac), theta, x**3
+
+
+@pytest.mark.parametrize("kind", [LM, Adam])
+def test_state_dict_round_trip_continues_exactly(kind):
+    model, theta, y = _problem()
+    whole = kind(model, theta, y, 1e-2)
+    for _ in range(8):
+        whole.step()
+    first = kind(model, theta, y, 1e-2)
+    for _ in range(3):
+        first.step()
+    # a fresh optimizer at the stored Theta, given the stored state, continues the same run
+    second = kind(model, first.result.clone(), y, 1e-2, state=first.state_dict())
+    for _ in range(5):
+        second.step()
+    assert torch.equal(second.result, whole.result)
+    # without the state (fresh damping / moments) the run differs: the state carries something
+    fresh = kind(model, first.result.clone(), y, 1e-2)
+    for _ in range(5):
+        fresh.step()
+    assert not torch.equal(fresh.result, whole.result)
+
+
+def test_stages_are_keyed_by_name(tmp_path, interrupt_after):
+    run = dict(depth=2, seeds=1, phase1="lm:3", phase2="lm:20", starts=2, optimum=False,
+               count=False)
+    interrupt_after(12)  # 3 phase-1 steps, 5 of the phase-2 share, 4 of the rest
+    with pytest.raises(KeyboardInterrupt):
+        fit("x**3", checkpoint=tmp_path / "s.pt", checkpoint_every=1, **run)
+    state = load_train_state(tmp_path / "s.pt")
+    assert set(state["outputs"]) == {"phase1", "phase2:share"}
+    assert state["stage"] == "phase2:rest" and state["step"] == 5 + 4
+    assert state["config"]["phase2"]["steps"] == 20 and np.asarray(state["data"]["x"]).size == 500
+
+
+def test_a_stage_name_runs_once_per_fit():
+    stages = Stages()
+    model, theta, y = _problem()
+    from relu_regions.training.config import Phase
+
+    stages.run("a", model.predict, model.jacobian, theta, y, Phase("lm", 1), [], None)
+    with pytest.raises(AssertionError, match="ran twice"):
+        stages.run("a", model.predict, model.jacobian, theta, y, Phase("lm", 1), [], None)
