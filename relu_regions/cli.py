@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,23 +18,106 @@ from .training.config import MAX_DEPTH
 from .training.run_folder import check_out_dir
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
+MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2)."""
+    """argparse, but a usage error is one line (and exit code 2), a value may start with '-'
+    (``--interval -1,1``, see :func:`join_values`), and an epilog may be computed when the help
+    is shown (``lazy_epilog``: a function, so that --help imports nothing it does not print)."""
+
+    lazy_epilog = None
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(join_values(self, args), namespace)
+
+    def format_help(self):
+        if self.lazy_epilog is not None:
+            self.epilog, self.lazy_epilog = self.lazy_epilog(), None
+        return super().format_help()
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions and epilogs: paragraphs are wrapped, lines indented by two spaces (the
+    examples) are kept as they are."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        out = []
+        for block in text.split("\n\n"):
+            lines = block.split("\n")
+            if any(line.startswith("  ") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent,
+                                         subsequent_indent=indent))
+        return "\n\n".join(out)
+
+
+# A value that starts with '-': a number (-1, -.5, -1,1), a parenthesis, or a name of the
+# expression language (-pi, -x**2, -sin(x)). '--anything' is never a value.
+_DASH_VALUE = re.compile(r"-(?:[\d.(]|([A-Za-z_]\w*))")
+
+
+def join_values(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
+    """``--opt -1,1`` -> ``--opt=-1,1`` for each option of ``parser`` that takes one value.
+
+    argparse reads a token that starts with '-' (and is not a plain negative number) as an
+    option, so ``--interval -1,1`` failed with "expected one argument" while
+    ``--interval=-1,1`` worked. Joining only value-like tokens keeps ``--out --force``'s error.
+    """
+    takes_value = {s for a in parser._actions if a.option_strings and a.nargs is None
+                   for s in a.option_strings}
+    out, i = [], 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":  # everything after is positional
+            return out + args[i:]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if token in takes_value and nxt is not None and _is_dash_value(nxt):
+            out.append(f"{token}={nxt}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+def _is_dash_value(token: str) -> bool:
+    m = _DASH_VALUE.match(token)
+    if not m:
+        return False
+    if m[1] is None:
+        return True
+    from .targets import CONSTANTS, FUNCTIONS, VARIABLES
+
+    return m[1] in CONSTANTS or m[1] in FUNCTIONS or m[1] in VARIABLES
+
 
 def float_list(text: str) -> list[float]:
-    """'0.3,0.5,0.7' -> [0.3, 0.5, 0.7]; anything else is a usage error."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    """'0.3,0.5,0.7' -> [0.3, 0.5, 0.7]; each value a number or a constant expression of the
+    target language ('-pi', 'pi/2', '2*e'); anything else is a usage error."""
+    from .targets import parse_number
+
+    values = []
+    for v in text.split(","):
+        try:
+            values.append(parse_number(v.strip()))
+        except InputError as err:
+            if "not finite" in str(err):
+                raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers (or constants such as pi, -pi/2), got "
+                f"{text!r}: {v.strip()!r} is not a number") from None
     return values
 
 
@@ -59,7 +143,8 @@ def cmd_count(args) -> dict:
 
     from . import checkpoint
     from .nets.parametrize import ConstructionNet
-    from .analysis.regions import count_regions, count_regions_segment, sample_regions
+    from .analysis.regions import (count_regions, count_regions_segment, pieces_rows,
+                                   pieces_table, sample_regions, write_pieces_csv)
 
     info = {}
     if args.checkpoint:
@@ -97,12 +182,26 @@ def cmd_count(args) -> dict:
         if args.sample or args.plot:
             raise InputError("--sample and --plot work on an interval of a 1D input, not on a "
                              "segment")
-        result = count_regions_segment(model, args.segment_from, args.segment_to)
+        if args.interval is not None:
+            raise InputError("--interval is for a 1D input; a segment is given by --from and "
+                             "--to alone")
+        segment = (args.segment_from, args.segment_to)
+        result = count_regions_segment(model, *segment)
+        info["segment"] = {"from": list(segment[0]), "to": list(segment[1])}
     else:
+        segment = (None, None)
         result = count_regions(model, lo, hi)
     seconds = time.perf_counter() - start
     out = {**info, **result.to_dict(), "convexity": result.convexity().to_dict(),
            "seconds": round(seconds, 4)}
+    if args.pieces:
+        if args.json and result.linear_pieces > MAX_JSON_PIECES:
+            raise InputError(f"--json lists at most {MAX_JSON_PIECES} pieces and this count has "
+                             f"{result.linear_pieces}; drop --json to write only {args.pieces}")
+        table = pieces_table(result, model, *segment)
+        if args.json:
+            out["pieces"] = pieces_rows(table)
+        out["pieces_file"] = str(write_pieces_csv(args.pieces, table))
     if args.sample:
         out["sampled"] = sample_regions(model, lo, hi, samples=args.sample).to_dict()
     if args.plot:
@@ -119,8 +218,14 @@ def show_count(out: dict) -> str:
                      f"{'Theorem 3.1 scales' if out['thm31'] else 'free scales'}")
     if "checkpoint" in out:
         lines.append(f"checkpoint: {out['checkpoint']}")
+    if "segment" in out:
+        ends = [", ".join(f"{v:g}" for v in out["segment"][k]) for k in ("from", "to")]
+        where = (f"segment           ({ends[0]}) to ({ends[1]}); positions t in [0, 1] along "
+                 "it, slopes dy/dt")
+    else:
+        where = f"interval          [{out['lo']:g}, {out['hi']:g}]"
     lines += [
-        f"interval          [{out['lo']:g}, {out['hi']:g}]",
+        where,
         f"linear pieces     {out['linear_pieces']}",
         f"activation regions {out['activation_regions']}",
         f"breakpoints       {out['breakpoints']} (knots where the slope changes: {out['knots']})",
@@ -137,7 +242,15 @@ def show_count(out: dict) -> str:
                      f"{s['activation_regions']} regions")
     if "plot" in out:
         lines.append(f"plot              {out['plot']}")
+    if "pieces_file" in out:
+        lines.append(f"pieces            {out['pieces_file']} ({plural(out['linear_pieces'], 'row')}"
+                     f": {','.join(PIECE_COLUMNS)})")
     return "\n".join(lines)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,8 +484,13 @@ def show_sweep(out: dict) -> str:
 def cmd_gmp(args) -> dict:
     from .gmp.studies import run_banana, run_levy
 
+    from .validation import check_device
+
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs must be >= 1, got {args.epochs}")
+    check_device(args.device)
     out_dir = check_out_dir(Path(args.out), args.force) if args.out else None
     run = run_levy if args.study == "levy" else run_banana
     kwargs = {"epochs": args.epochs} if args.epochs else {}
@@ -382,7 +500,23 @@ def cmd_gmp(args) -> dict:
 
 
 def show_gmp(out: dict) -> str:
-    return json.dumps(out, indent=2)
+    """Per method: the test metric over seeds (and the paper's), the stability metric, epochs."""
+    seeds = out["seeds"]
+    rows = [("method", "lr", f"{out['metric'].replace('_', ' ')} mean ± std", "paper", "stability median",
+             "worst seed", "epochs (mean)")]
+    for name, m in out["methods"].items():
+        paper = "" if m["paper_metric"] is None else f"{m['paper_metric']:.3f}"
+        rows.append((name, f"{m['lr']:g}", f"{m['metric_mean']:.3f} ± {m['metric_std']:.3f}",
+                     paper, f"{m['stability_median']:.3g}", f"{max(m['stability_values']):.3g}",
+                     f"{sum(m['epochs_run']) / len(m['epochs_run']):.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = [f"GmP study {out['study']}: {plural(len(seeds), 'seed')}, up to {out['max_epochs']} "
+             f"epochs, {out['seconds']:.0f} s",
+             f"stability: {out['stability_metric']}", "", *table]
+    if out.get("figures"):
+        lines += ["", "figures: " + ", ".join(out["figures"])]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,9 +530,14 @@ def cmd_demo(args) -> dict:
     from .plots import plot_regions
     from .analysis.regions import count_regions, sample_regions
 
+    from .validation import check_device
+
     d, out_dir = args.depth, Path(args.out)
     if not 1 <= d <= 20:
         raise InputError(f"--depth must be between 1 and 20 for the demo, got {d}")
+    if args.nets < 1:
+        raise InputError(f"--nets must be >= 1, got {args.nets}")
+    check_device(args.device)
     # 1. Yarotsky's x^2: peaks 1/2, scales 4^-(i+1): exact at the 2^d + 1 dyadic knots.
     square = ConstructionNet.build(d, peaks=0.5, thm31=False, c1=1.0)
     x = np.linspace(0, 1, 4097)
@@ -413,8 +552,6 @@ def cmd_demo(args) -> dict:
     # 3. Random nets of the same size: He (Kaiming) normal weights with zero biases, and
     # PyTorch's default init (Kaiming-uniform weights, uniform biases).
     g = torch.Generator().manual_seed(args.seed)
-    if args.nets < 1:
-        raise InputError(f"--nets must be >= 1, got {args.nets}")
     kaiming = [count_regions(kaiming_(mlp(4, d), g), 0, 1).linear_pieces for _ in range(args.nets)]
     torch.manual_seed(args.seed)  # nn.Linear's own init draws from the global generator
     default = [count_regions(mlp(4, d), 0, 1).linear_pieces for _ in range(args.nets)]
@@ -504,15 +641,19 @@ def build_parser() -> Parser:
     c.add_argument("--concave", action="store_true", help="the concave construction")
     c.add_argument("--checkpoint", type=Path, help="count a saved model instead")
     c.add_argument("--interval", type=interval, metavar="LO,HI",
-                   help="input interval (default 0,1; for a checkpoint, its own); negative "
-                        "values as --interval=-1,1")
+                   help="input interval (default 0,1; for a checkpoint, its own), e.g. "
+                        "-1,1 or -pi,pi")
     c.add_argument("--from", dest="segment_from", type=float_list, metavar="X0",
-                   help="count an nD model along the segment from X0 (comma-separated) ...")
+                   help="count an nD model along the segment from X0 (comma-separated, e.g. "
+                        "-1,-1) ...")
     c.add_argument("--to", dest="segment_to", type=float_list, metavar="X1", help="... to X1")
     c.add_argument("--sample", type=int, metavar="N", help="also run the sampling estimator "
                                                          "on N grid points")
     c.add_argument("--plot", type=Path, metavar="FILE.png", help="save a plot of the output "
                                                                  "with its breakpoints")
+    c.add_argument("--pieces", type=Path, metavar="FILE.csv",
+                   help="write one row per linear piece: start,end,slope,value_start,value_end "
+                        "(with --json also listed in the output)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(run=cmd_count, show=show_count)
 
@@ -593,7 +734,60 @@ def build_parser() -> Parser:
     d.add_argument("--device", default="cpu", help="torch device (default cpu)")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(run=cmd_demo, show=show_demo)
+    p.lazy_epilog = _top_epilog
+    for name, parser in sub.choices.items():
+        parser.lazy_epilog = EPILOGS.get(name)
     return p
+
+
+# An example (or a few) for each command's --help, shown after the options; functions, so that
+# building the parser imports nothing that only the help text needs.
+EXAMPLES = {
+    "count": ["relu-regions count --depth 10 --thm31",
+              "relu-regions count --depth 4 --a 0.3,0.6,0.4,0.5 --sample 100001 --plot c.png",
+              "relu-regions count --checkpoint run1/checkpoints/seed-0000.pt --pieces p.csv",
+              "relu-regions count --checkpoint run2d/checkpoints/seed-0000.pt --from -1,-1 "
+              "--to 1,1"],
+    "train": ["relu-regions train --target 'x**3' --out run1",
+              "relu-regions train --target 'sin(x)' --interval -pi,pi --depth 6 --seeds 10",
+              "relu-regions train --data points.csv --out run2"],
+    "sweep": ["relu-regions sweep experiments/sweep_example.toml --out sweep1"],
+    "gmp": ["relu-regions gmp levy --seeds 3 --out gmp-levy"],
+    "report": ["relu-regions report run1"],
+    "demo": ["relu-regions demo --depth 8 --no-train --out demo"],
+}
+
+
+def _examples(name: str) -> str:
+    return "example" + ("s" if len(EXAMPLES[name]) > 1 else "") + ":\n" + "\n".join(
+        f"  {e}" for e in EXAMPLES[name])
+
+
+def _sweep_epilog() -> str:
+    from .sweep.grid import KEYS
+
+    return (_examples("sweep") + "\n\nCONFIG.toml keys: " + ", ".join(KEYS)
+            + " (see docs/sweeps.md and experiments/sweep_example.toml).")
+
+
+def _with_language(name):
+    def epilog():
+        from .targets import HELP
+
+        return _examples(name) + "\n\n" + HELP
+    return epilog
+
+
+EPILOGS = {"count": _with_language("count"), "train": _with_language("train"),
+           "sweep": _sweep_epilog, "gmp": lambda: _examples("gmp"),
+           "report": lambda: _examples("report"), "demo": lambda: _examples("demo")}
+
+
+def _top_epilog() -> str:
+    from .targets import HELP
+
+    return ("examples:\n" + "\n".join(f"  {EXAMPLES[k][0]}" for k in EXAMPLES)
+            + "\n\n'relu-regions COMMAND --help' describes a command.\n\n" + HELP)
 
 
 def main(argv=None) -> int:

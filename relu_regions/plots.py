@@ -26,6 +26,8 @@ def evaluate(model, x: np.ndarray) -> np.ndarray:
     """The model's output at the points x ((n,) for 1D, (n, k) for k inputs; float64)."""
     p = next(iter(model.parameters()))
     x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:  # e.g. the knots of a one-piece net: reshape(0, -1) has no width to infer
+        return np.empty(x.shape[0] if x.ndim else 0)
     xt = torch.as_tensor(x, device=p.device).reshape(x.shape[0] if x.ndim else 1, -1)
     return model(xt.to(p.dtype)).reshape(-1).double().cpu().numpy()
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import ast
 import csv
+import difflib
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nets.construction import check_interval
 from .errors import InputError, read_user_file
 
 MAX_TEXT = 500  # characters of target text
@@ -39,6 +40,23 @@ FUNCTIONS: dict[str, tuple[object, int]] = {
     **{name: (getattr(np, name), 2) for name in ("maximum", "minimum", "hypot", "arctan2")},
 }
 CONSTANTS = {"pi": math.pi, "e": math.e}
+# Names people type from other languages -> ours (a hint in the refusal, never accepted).
+ALIASES = {"max": "maximum", "min": "minimum", "ln": "log", "asin": "arcsin", "acos": "arccos",
+           "atan": "arctan", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh",
+           "atan2": "arctan2", "fabs": "abs", "sgn": "sign", "sq": "square", "pow": "**"}
+
+
+def _help_text() -> str:
+    one = sorted(n for n, (_, k) in FUNCTIONS.items() if k == 1)
+    two = sorted(n for n, (_, k) in FUNCTIONS.items() if k == 2)
+    return ("Expressions (--target, and numbers in options such as --interval=-pi,pi): numbers, "
+            "the variable x (y, and r = hypot(x, y), make a 2D target), the constants "
+            f"{', '.join(CONSTANTS)}; operators + - * / and ** for powers (not ^); "
+            f"functions {', '.join(one)}; with two arguments {', '.join(two)}. "
+            "Example: 'tanh(3*x) + 0.1*sin(20*x)'.")
+
+
+HELP = _help_text()  # for --help texts: the whole language in one paragraph
 _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Pow: np.power}
 _UNARY = {ast.UAdd: np.positive, ast.USub: np.negative}
@@ -86,8 +104,11 @@ def _check(node: ast.AST, text: str, depth: int) -> tuple:
             return (node.id,)
         if node.id in CONSTANTS:
             return ("const", CONSTANTS[node.id])
-        raise _refuse(text, f"name {node.id!r} is not allowed; use x (y, r in 2D), pi, e or a "
-                      "function call")
+        if node.id in FUNCTIONS:
+            raise _refuse(text, f"function {node.id} needs parentheses: write {node.id}(x)")
+        raise _refuse(text, f"name {node.id!r} is not allowed"
+                      f"{_closest(node.id, (*VARIABLES, *CONSTANTS, *FUNCTIONS))}; use x (y, r "
+                      "in 2D), pi, e or a function call")
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _fold(("unary", _UNARY[type(node.op)], _check(node.operand, text, depth + 1)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -105,21 +126,76 @@ def _check(node: ast.AST, text: str, depth: int) -> tuple:
         return _fold(("binary", _BINARY[type(node.op)], left, right))
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
-            raise _refuse(text, f"call {piece} is not allowed; call whitelisted functions by "
-                          "bare name, e.g. sin(x)")
+            if isinstance(node.func, ast.Attribute):
+                raise _refuse(text, f"call {piece} is not allowed; call whitelisted functions "
+                              f"by bare name, e.g. {node.func.attr}(x)")
+            args = ", ".join(_snippet(a, text) for a in node.args) or "..."
+            left = _snippet(node.func, text)
+            left = left if isinstance(node.func, (ast.Constant, ast.Call)) else f"({left})"
+            raise _refuse(text, f"{piece} is not allowed; to multiply, write {left}*({args})")
         name = node.func.id
+        if name in VARIABLES or name in CONSTANTS:
+            args = ", ".join(_snippet(a, text) for a in node.args) or "..."
+            raise _refuse(text, f"{name}({args}) multiplies nothing: write {name}*({args})")
         if name not in FUNCTIONS:
-            raise _refuse(text, f"function {name!r} is not allowed; allowed: "
-                          + ", ".join(sorted(FUNCTIONS)))
+            raise _refuse(text, f"function {name!r} is not allowed{_closest(name, FUNCTIONS)}; "
+                          "allowed: " + ", ".join(sorted(FUNCTIONS)))
         if node.keywords:
             raise _refuse(text, f"keyword arguments in {piece} are not allowed")
         fn, arity = FUNCTIONS[name]
         if len(node.args) != arity or any(isinstance(a, ast.Starred) for a in node.args):
             raise _refuse(text, f"{name} takes exactly {arity} argument(s), got {piece}")
         return _fold(("call", fn, *(_check(a, text, depth + 1) for a in node.args)))
+    if isinstance(node, ast.Attribute) and (node.attr in CONSTANTS or node.attr in FUNCTIONS):
+        raise _refuse(text, f"{piece} is not allowed; write {node.attr} without the prefix")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
+        raise _refuse(text, f"use ** for powers: {text.replace('^', '**')}")
     if isinstance(node, (ast.UnaryOp, ast.BinOp)):
         raise _refuse(text, f"operator in {piece} is not allowed; only unary + -, and + - * / **")
     raise _refuse(text, f"{piece} ({type(node).__name__}) is not allowed; {_ALLOWED}")
+
+
+def _closest(name: str, allowed) -> str:
+    """' (did you mean maximum?)' for a near miss or a name from another language, else ''."""
+    if name in ALIASES:
+        return f" (did you mean {ALIASES[name]}?)"
+    allowed = list(allowed)
+    if name.lower() in allowed:
+        return f" (did you mean {name.lower()}?)"
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+
+
+def _syntax_hint(text: str) -> str | None:
+    """How to fix the common ways a formula from paper or another language fails to parse:
+    ``3x``, ``sin x``, ``x^``, ``x²``, ``|x|``, ``y = ...``. None when no rule applies."""
+    names = "|".join(sorted(FUNCTIONS, key=len, reverse=True))
+    # sin x -> sin(x) only where the argument ends the term (sin x**2 could mean either).
+    fixed = re.sub(rf"\b({names})\s+([A-Za-z_]\w*|\d+\.?\d*|\.\d+)(?=\s*(?:[-+),]|$))",
+                   r"\1(\2)", text)
+    if fixed != text:
+        return f"write {fixed}"
+    m = re.search(rf"\b({names})\s+[\w.]", text)
+    if m:
+        return f"a function's argument goes in parentheses: {m[1]}(...)"
+    # A number or a closing parenthesis directly before a name or '(' ; not 1e5 (an exponent).
+    fixed = re.sub(r"((?<![\w.])(?:\d+\.?\d*|\.\d+)(?![eE][+-]?\d)|\))\s*(?=[A-Za-z_(])",
+                   r"\1*", text)
+    if fixed != text:
+        return f"write {fixed}"
+    if "^" in text:
+        return f"use ** for powers: {text.replace('^', '**')}"
+    if any(c in text for c in "⁰¹²³⁴⁵⁶⁷⁸⁹"):
+        fixed = re.sub("[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda k: "**" + k[0].translate(_SUPERSCRIPTS), text)
+        return f"use ** for powers: {fixed}"
+    if re.fullmatch(r"\|[^|]+\|", text) or text.count("|") >= 2:
+        return "write abs(...) for |...|, e.g. abs(x)"
+    if "=" in text:
+        return f"give only the right-hand side, e.g. {text.split('=')[-1].strip() or 'x**3'}"
+    return None
 
 
 def _fold(tree: tuple) -> tuple:
@@ -201,9 +277,33 @@ def parse_target(text) -> Target:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        hint = _syntax_hint(text.strip())
         raise InputError(f"target {_short(text)!r} is not a valid expression: "
-                         f"{getattr(err, 'msg', None) or err}") from None
+                         + (hint or f"{getattr(err, 'msg', None) or err}")) from None
     return Target(text=text.strip(), _tree=_check(tree.body, text.strip(), 0))
+
+
+def parse_number(text, what: str = "value") -> float:
+    """A finite number written in the expression language, without variables: ``-1``, ``pi``,
+    ``-pi/2``, ``2*e``, ``1e-3``, ``sqrt(2)``. Parsed and folded by the same whitelist as
+    targets (never eval); ``what`` names the value in the message."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    elif _is_number(str(text)):  # plain floats, and inf/nan, which are refused below
+        value = float(text)
+    else:
+        try:
+            target = parse_target(text)
+        except InputError as err:
+            raise InputError(f"{what} {str(text)!r} is not a number or a constant expression "
+                             f"({str(err).split(': ', 1)[-1]})") from None
+        if target._tree[0] != "const":
+            raise InputError(f"{what} {str(text)!r} must be a number or an expression of "
+                             f"numbers and {', '.join(CONSTANTS)} (no variables)")
+        value = target._tree[1]
+    if not math.isfinite(value):
+        raise InputError(f"{what} {str(text)!r} is not finite")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +355,8 @@ def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
     2D (a target in x and y): a ``points`` x ``points`` grid on the square [lo, hi]^2 (default
     41 per axis).
     """
+    from .nets.construction import check_interval  # here: importing targets stays torch-free
+
     f = parse_target(target)
     lo, hi = check_interval(interval)
     points = _count(DEFAULT_POINTS[f.dims] if points is None else points, "points", 2)
@@ -275,6 +377,8 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
     Train and test draw from independent child streams of `seed`, so changing `n_test` never
     changes the training points.
     """
+    from .nets.construction import check_interval  # here: importing targets stays torch-free
+
     f = parse_target(target)
     lo, hi = check_interval(interval)
     n_train = _count(n_train, "n_train", 2)

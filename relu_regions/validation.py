@@ -121,3 +121,46 @@ def env_defaults(**values):
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+def check_device(name, option: str = "--device") -> str:
+    """``name`` as a torch device string if this machine can run on it, else InputError.
+
+    A CPU-only torch build fails deep inside the first tensor move with an AssertionError
+    ("Torch not compiled with CUDA enabled"); checked here, the user gets one line that says what
+    is missing and how to run anyway. torch is imported only when called (the CLI's ``--help``
+    path imports this module).
+    """
+    import torch
+
+    fix = f"run on the CPU with {option} cpu"
+    if not isinstance(name, (str, torch.device)):
+        raise InputError(f"{option} must be a device name such as 'cpu' or 'cuda', got {name!r}")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"{option} {str(name)!r} is not a torch device name; use cpu, cuda, "
+                         f"cuda:N or mps (or {fix})") from None
+    kind = device.type
+    if kind == "cpu":
+        return str(device)
+    build = f"this torch build ({torch.__version__})"
+    if kind == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise InputError(f"{option} {name}: {build} has no CUDA support; {fix}, or install a "
+                             "CUDA build of torch")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"{option} {name}: no CUDA device is visible to {build}; {fix}")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"{option} {name}: only {count} CUDA device(s) (cuda:0 to "
+                             f"cuda:{count - 1}); choose one of them or {fix}")
+        return str(device)
+    if kind == "mps":
+        if not torch.backends.mps.is_built():
+            raise InputError(f"{option} {name}: {build} has no MPS (Apple GPU) support; {fix}")
+        if not torch.backends.mps.is_available():
+            raise InputError(f"{option} {name}: MPS is not available on this machine; {fix}")
+        return str(device)
+    raise InputError(f"{option} {name}: device type {kind!r} is not supported here; use cpu, "
+                     f"cuda or mps (or {fix})")

@@ -112,6 +112,69 @@ def convexity(count: RegionCount) -> Convexity:
     return Convexity(up, down, is_convex=down == 0, is_concave=up == 0)
 
 
+PIECE_COLUMNS = ("start", "end", "slope", "value_start", "value_end")
+
+
+def pieces_table(count: RegionCount, model: nn.Module, x0=None, x1=None) -> dict:
+    """One row per linear piece of ``count`` (a count of ``model``): its ends, slope and the
+    output at both ends, as float64 arrays under :data:`PIECE_COLUMNS`.
+
+    For a segment count pass its ``x0``, ``x1``: positions are then t in [0, 1] along
+    ``x0 + t (x1 - x0)`` and the slope is dy/dt. The values are the network evaluated at the
+    ends in float64 (not slope times width summed up, which would accumulate rounding), so the
+    pieces join: ``value_end[i] == value_start[i + 1]``.
+    """
+    edges = np.concatenate([[count.lo], count.knots, [count.hi]])
+    if (x0 is None) != (x1 is None):
+        raise InputError("give both x0 and x1 (a segment count) or neither")
+    layers = relu_layers(model)
+    if x0 is None:
+        inputs = edges[:, None]
+    else:
+        n_in = layers[0][0].shape[1]
+        x0, x1 = _check_point(x0, n_in, "x0"), _check_point(x1, n_in, "x1")
+        inputs = x0 + edges[:, None] * (x1 - x0)
+    if inputs.shape[1] != layers[0][0].shape[1]:
+        raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; pass the segment's "
+                         "x0 and x1")
+    values = np.concatenate([_forward(layers, inputs[i:i + CHUNK])
+                             for i in range(0, len(inputs), CHUNK)])
+    return {"start": edges[:-1], "end": edges[1:], "slope": np.asarray(count.slopes, float),
+            "value_start": values[:-1], "value_end": values[1:]}
+
+
+def _forward(layers, h):
+    """The network's output at the rows of ``h``, float64 numpy (the counter's arithmetic)."""
+    for w, b in layers[:-1]:
+        h = np.maximum(_rows_times(h, w) + b, 0.0)
+    w, b = layers[-1]
+    return (_rows_times(h, w) + b)[:, 0]
+
+
+def pieces_rows(table: dict) -> list[dict]:
+    """The table as a list of ``{column: value}`` dicts (JSON)."""
+    cols = [table[c].tolist() for c in PIECE_COLUMNS]
+    return [dict(zip(PIECE_COLUMNS, row)) for row in zip(*cols)]
+
+
+def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):
+    """Write the table as CSV (header ``start,end,slope,value_start,value_end``, every float in
+    17 significant digits, which round-trips float64), atomically."""
+    from pathlib import Path
+
+    from ..checkpoint import atomic_write
+
+    columns = np.column_stack([table[c] for c in PIECE_COLUMNS])
+
+    def write(f):
+        f.write((",".join(PIECE_COLUMNS) + "\n").encode())
+        for i in range(0, len(columns), rows_per_block):
+            np.savetxt(f, columns[i:i + rows_per_block], fmt="%.17g", delimiter=",")
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading a model
 
@@ -527,13 +590,28 @@ class SampledCount:
 
 
 def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_001,
-                   slope_tol: float = 1e-7, chunk: int = 1 << 16) -> SampledCount:
-    """Estimate linear pieces and activation regions from a dense grid on [lo, hi].
+                   slope_tol: float = 1e-9, zero_tol: float = ZERO_TOL,
+                   chunk: int = 1 << 16) -> SampledCount:
+    """Estimate linear pieces and activation regions from a uniform grid on [lo, hi]: what a
+    sampling method sees. It only misses what lies between grid points, never adds: both counts
+    are at most the exact ones of :func:`count_regions`.
 
-    Linear pieces: 1 + the number of runs of consecutive grid cells whose slope differs from the
-    previous cell's by more than ``slope_tol`` times the largest slope (a kink inside one cell
-    changes two consecutive cell slopes; a run counts once). Activation regions: 1 + the number of
-    grid steps where the activation pattern changes. Both miss pieces narrower than the grid.
+    Pre-activations z at the grid points get the exact counter's zero rule (|z| <= zero_tol
+    times the rounding bound |W| |h| + |b| is 0), so a neuron that only touches zero (computed
+    as +-1e-17) switches nothing. Then every grid cell [x_i, x_i+1] is either
+
+    * *crossed*: some neuron of some layer has strictly opposite signs at its ends, so a
+      boundary lies strictly inside the cell (one region boundary counted per cell); or
+    * *clean*: no neuron changes sign inside, so the net is affine on the cell with the
+      pattern z_i + z_i+1 > 0 (the exact counter's rule) and its slope follows by the chain
+      rule.
+
+    Activation regions: 1 + crossed cells + adjacent clean cells whose patterns differ (the
+    boundary is their shared grid point). Linear pieces: 1 + consecutive clean cells whose slopes
+    differ by more than ``slope_tol`` times the magnitude |W_out| |h'| they are summed from
+    (looser than the exact counter's 1e-11, so rounding never adds a piece). Each counted event
+    has its own interval (cells, shared points) containing a true boundary, so no count exceeds
+    the truth.
     """
     layers = relu_layers(model)
     if layers[0][0].shape[1] != 1:
@@ -541,25 +619,47 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     lo, hi = _check_bounds(lo, hi)
     samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
-    y = np.empty(samples)
-    changes, prev = 0, None
-    for start in range(0, samples, chunk):
-        h = x[start:start + chunk, None]
+    w_out = layers[-1][0][0]
+    regions = pieces = 1
+    last = None  # the previous chunk's last cell: (clean, pattern) and the last clean slope
+    last_slope = None  # (slope, magnitude) of the last clean cell seen
+    for s in range(0, samples - 1, chunk):
+        pts = x[s:s + chunk + 1]  # chunks share their end point: every cell is in one chunk
+        h = pts[:, None]
+        cell_slopes = np.ones((pts.size - 1, 1))
+        crossed = np.zeros(pts.size - 1, dtype=bool)
         patterns = []
         for w, b in layers[:-1]:
             z = _rows_times(h, w) + b
-            patterns.append(z > 0)
+            z[np.abs(z) <= zero_tol * (_rows_times(np.abs(h), np.abs(w)) + np.abs(b))] = 0.0
+            crossed |= np.any(z[:-1] * z[1:] < 0, axis=1)
+            on = z[:-1] + z[1:] > 0
+            patterns.append(on)
+            cell_slopes = _rows_times(cell_slopes, w) * on
             h = np.maximum(z, 0.0)
-        y[start:start + chunk] = (_rows_times(h, layers[-1][0]) + layers[-1][1])[:, 0]
         pattern = np.concatenate(patterns, axis=1)
-        if prev is not None:
-            pattern = np.vstack([prev, pattern])
-        changes += int(np.any(pattern[1:] != pattern[:-1], axis=1).sum())
-        prev = pattern[-1:]
-    cell_slopes = np.diff(y) / np.diff(x)
-    bent = np.abs(np.diff(cell_slopes)) > slope_tol * max(np.abs(cell_slopes).max(), 1e-300)
-    runs = int(np.count_nonzero(bent[1:] & ~bent[:-1]) + (bent[0] if bent.size else 0))
-    return SampledCount(samples=samples, linear_pieces=1 + runs, activation_regions=1 + changes)
+        clean = ~crossed
+        regions += int(crossed.sum())
+        # Adjacent clean cells with different patterns, including across the chunk boundary.
+        if last is not None:
+            clean_prev = np.concatenate([[last[0]], clean[:-1]])
+            pattern_prev = np.vstack([last[1], pattern[:-1]])
+        else:
+            clean_prev, pattern_prev = np.concatenate([[False], clean[:-1]]), np.vstack(
+                [pattern[:1], pattern[:-1]])
+        regions += int((clean & clean_prev & np.any(pattern != pattern_prev, axis=1)).sum())
+        last = (bool(clean[-1]), pattern[-1:])
+        # Consecutive clean cells (crossed ones between them skipped) with different slopes.
+        slope = (cell_slopes @ w_out)[clean]
+        mag = (np.abs(cell_slopes) @ np.abs(w_out))[clean]
+        if last_slope is not None:
+            slope, mag = np.concatenate([[last_slope[0]], slope]), np.concatenate([[last_slope[1]],
+                                                                                 mag])
+        if slope.size:
+            differ = np.abs(np.diff(slope)) > slope_tol * np.maximum(mag[:-1], mag[1:])
+            pieces += int(differ.sum())
+            last_slope = (slope[-1], mag[-1])
+    return SampledCount(samples=int(samples), linear_pieces=pieces, activation_regions=regions)
 
 
 def _check_bounds(lo, hi):

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .cab import CABHistory, CABTracker, stability
 from ..errors import InputError
-from ..validation import check_int, is_int, torch_threads
+from ..validation import check_device, check_int, is_int, torch_threads
 from .layers import GmPLinearReLU
 
 __all__ = [
@@ -463,7 +463,7 @@ class StudyResult:
         lines = []
         if title:
             lines += [f"### {title}", ""]
-        lines += [f"{len(self.seeds)} seeds ({', '.join(map(str, self.seeds))}), up to {self.max_epochs} "
+        lines += [f"{len(self.seeds)} seed{'' if len(self.seeds) == 1 else 's'} ({', '.join(map(str, self.seeds))}), up to {self.max_epochs} "
                   f"epochs, {self.seconds:.0f} s.", "",
                   f"| method | lr | {name} mean ± std | paper | min / max | max per-epoch {change}: "
                   "median over seeds | worst seed | median ÷ lr | typical per-epoch change | epochs run (mean) |",
@@ -513,10 +513,7 @@ def _check(seeds, epochs, methods, out, device, lrs, data_seed):
     method_list = [methods] if isinstance(methods, str) else list(methods)
     if not method_list or any(m not in METHODS for m in method_list):
         raise InputError(f"methods={methods!r} is not allowed: choose from {', '.join(METHODS)}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"device={device!r} is not allowed: use e.g. 'cpu' or 'cuda'") from exc
+    dev = torch.device(check_device(device, "device"))
     path = None
     if out is not None:
         path = Path(out)

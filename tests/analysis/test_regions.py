@@ -187,3 +187,91 @@ def test_bad_models_and_bounds():
         count_regions_segment(mlp(3, 2, in_features=2), [0, 0, 0], [1, 1])
     with pytest.raises(InputError, match="Sequential"):
         count_regions(nn.Linear(1, 1), 0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The sampling estimator never over-counts (issue: 18 sampled regions against 16 exact)
+
+def test_sampling_does_not_count_a_touching_zero_as_a_switch():
+    """The issue's case: the grid hits points where a neuron only touches zero (+-1e-17)."""
+    net = ConstructionNet.build(4, peaks=[0.3, 0.6, 0.4, 0.5])
+    exact = count_regions(net, 0, 1)
+    est = sample_regions(net, 0, 1, samples=100_001)
+    assert est.activation_regions <= exact.activation_regions == 16
+    assert est.linear_pieces <= exact.linear_pieces == 16
+
+
+@st.composite
+def sampling_cases(draw):
+    """Random nets, and constructions with dyadic or random peaks, on grids that may land on
+    their breakpoints (2^k + 1 points on [0, 1] hit every dyadic point of level <= k)."""
+    if draw(st.booleans()):
+        model, lo, hi = draw(random_mlps(max_width=8, max_depth=5))
+    else:
+        d = draw(st.integers(1, 8))
+        peaks = draw(st.one_of(st.just(0.5), st.sampled_from([0.25, 0.375, 0.625]),
+                               st.lists(st.floats(0.2, 0.8), min_size=d, max_size=d)))
+        model = ConstructionNet.build(d, peaks=peaks, thm31=draw(st.booleans()))
+        lo, hi = 0.0, 1.0
+    samples = draw(st.one_of(st.integers(3, 3000), st.integers(2, 13).map(lambda k: 2**k + 1)))
+    return model, lo, hi, samples
+
+
+@settings(max_examples=80, deadline=None)
+@given(sampling_cases())
+def test_sampling_never_reports_more_than_exist(case):
+    model, lo, hi, samples = case
+    exact = count_regions(model, lo, hi)
+    assume(exact.resolved and exact.min_region_width > 1e-9 * (hi - lo))
+    est = sample_regions(model, lo, hi, samples=samples, chunk=257)  # chunk edges are crossed
+    assert 1 <= est.activation_regions <= exact.activation_regions
+    assert 1 <= est.linear_pieces <= exact.linear_pieces
+
+
+def test_sampling_chunks_change_nothing():
+    net = ConstructionNet.build(7, peaks=0.5, thm31=True)
+    one = sample_regions(net, 0, 1, samples=4097, chunk=1 << 16)
+    for chunk in (1, 2, 100, 4096):
+        assert sample_regions(net, 0, 1, samples=4097, chunk=chunk) == one
+    assert one.linear_pieces == one.activation_regions == 128  # every dyadic knot on the grid
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces table
+
+@settings(max_examples=25, deadline=None)
+@given(random_mlps(max_width=6, max_depth=4))
+def test_pieces_table_rows_are_the_network(case):
+    model, lo, hi = case
+    r = count_regions(model, lo, hi)
+    t = regions.pieces_table(r, model)
+    assert list(t) == list(regions.PIECE_COLUMNS)
+    assert all(t[c].shape == (r.linear_pieces,) for c in t)
+    assert t["start"][0] == lo and t["end"][-1] == hi
+    assert np.array_equal(t["end"][:-1], t["start"][1:])  # the pieces tile [lo, hi]
+    assert np.array_equal(t["value_end"][:-1], t["value_start"][1:])  # and join
+    with torch.no_grad():
+        y = model(torch.tensor(np.concatenate([t["start"], t["end"][-1:]]))[:, None]).numpy()[:, 0]
+    scale = max(1.0, np.abs(y).max())
+    assert np.allclose(t["value_start"], y[:-1], rtol=0, atol=1e-12 * scale)
+    # each row is one affine piece: the end value is the start value plus slope times width
+    rise = t["slope"] * (t["end"] - t["start"])
+    assert np.allclose(t["value_start"] + rise, t["value_end"], rtol=0,
+                       atol=1e-9 * (scale + np.abs(rise).max()))
+
+
+def test_pieces_table_one_piece_and_segment():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        net[0].bias.fill_(5.0)  # all on over [-1, 1]^2: one piece
+        net[2].weight.copy_(torch.tensor([[1.0, 2.0, -1.0]]))
+        net[2].bias.fill_(0.5)
+    r = count_regions_segment(net, [-1, -1], [1, 1])
+    t = regions.pieces_table(r, net, [-1, -1], [1, 1])
+    # y = x + 2y - (x + y) + 0.5 + (5 + 10 - 5) = y + 10.5; along t: -1 + 2t + 10.5
+    assert r.linear_pieces == 1
+    assert np.allclose([t["start"][0], t["end"][0], t["slope"][0]], [0, 1, 2], rtol=0, atol=1e-15)
+    assert np.allclose([t["value_start"][0], t["value_end"][0]], [9.5, 11.5], rtol=0, atol=1e-12)
+    with pytest.raises(InputError, match="x0 and x1"):
+        regions.pieces_table(r, net)
