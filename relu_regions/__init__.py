@@ -20,7 +20,7 @@ _EXPORTS = {
     "load_train_state": "training.stages",
     "ConstructionNet": "nets.parametrize",
     "count_regions": "analysis.regions", "count_regions_segment": "analysis.regions",
-    "sample_regions": "analysis.regions",
+    "sample_regions": "analysis.regions", "pieces_table": "analysis.regions",
     "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
     "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",
     "characteristic_activation": "gmp.cab",

@@ -238,11 +238,13 @@ def show_count(out: dict) -> str:
     ]
     if "sampled" in out:
         s = out["sampled"]
-        lines.append(f"sampling ({s['samples']} points) sees {s['linear_pieces']} pieces, "
-                     f"{s['activation_regions']} regions")
+        lines.append(f"sampling ({s['samples']} points) sees {plural(s['linear_pieces'], 'piece')}, "
+                     f"{plural(s['activation_regions'], 'region')} (never more than exist)")
     if "plot" in out:
         lines.append(f"plot              {out['plot']}")
     if "pieces_file" in out:
+        from .analysis.regions import PIECE_COLUMNS
+
         lines.append(f"pieces            {out['pieces_file']} ({plural(out['linear_pieces'], 'row')}"
                      f": {','.join(PIECE_COLUMNS)})")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Bad input through the CLI, table-driven: exit code 2, one line, no traceback, nothing written."""
 
 import pytest
+import torch
 
 from relu_regions.cli import main
 
@@ -69,6 +70,34 @@ CASES = [
     (["sweep", "missing.toml", "--out", "sweep-out"], "missing.toml"),
     (["gmp", "banana", "--seeds", "0"], "--seeds"),
     (["demo", "--depth", "25"], "between 1 and 20"),
+    # issue 15: expressions answer how to fix them
+    (T + ["--target", "x^3"], "use ** for powers: x**3"),
+    (T + ["--target", "3x"], "write 3*x"),
+    (T + ["--target", "sin x"], "write sin(x)"),
+    (T + ["--target", "max(x, 1)"], "did you mean maximum"),
+    (T + ["--target", "ln(x)"], "did you mean log"),
+    (T + ["--target", "x(x+1)"], "write x*(x+1)"),
+    (T + ["--target", "sin(x)cos(x)"], "write sin(x)*cos(x)"),
+    (T + ["--target", "y = x**2"], "right-hand side"),
+    (T + ["--target", "|x|"], "abs("),
+    (T + ["--target", "log(x)", "--interval", "-1,1"], "not finite"),  # the value joins
+    # issue 15: negative numbers and constants in options
+    (["count", "--depth", "3", "--interval", "-x,1"], "'-x' is not a number"),
+    (["count", "--depth", "3", "--interval", "-pi,-pi"], "LO < HI"),
+    (["count", "--depth", "3", "--interval", "0,1/0"], "finite"),
+    (["count", "--depth", "3", "--interval", "-1"], "LO,HI"),
+    (["count", "--depth", "3", "--interval", "--json"], "expected one argument"),
+    (["count", "--depth", "3", "--from", "0", "--to", "1", "--interval=-1,1"], "segment"),
+    (["count", "--depth", "3", "--sample", "2"], "samples"),
+    # issue 15: devices this torch build does not have
+    *([(["gmp", "levy", "--device", "cuda"], "has no CUDA support; run on the CPU with "
+        "--device cpu")] if not torch.backends.cuda.is_built() else []),
+    *([(["demo", "--device", "mps", "--out", "d"], "--device cpu")]
+      if not torch.backends.mps.is_available() else []),
+    (["gmp", "levy", "--device", "gpu"], "not a torch device name"),
+    (["demo", "--device", "meta", "--out", "d"], "not supported"),
+    (["demo", "--nets", "0", "--out", "d"], "--nets"),
+    (["gmp", "levy", "--epochs", "0"], "--epochs"),
 ]
 
 FILES = {"nan": "x,y\n0,1\n0.5,nan\n1,2\n", "text": "x,y\n0,a\n1,b\n", "empty": "",

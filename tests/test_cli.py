@@ -1,12 +1,14 @@
 """The relu-regions command: outputs, JSON, checkpoints, and bad input (exit 2, one line)."""
 
 import json
+import math
 import os
 import pickle
 import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +263,124 @@ def test_train_summary_states_the_constructions_piece_count():
     assert "two constructions: up to 7" in show_train(dc)
     old = {k: v for k, v in convex.items() if k != "max_pieces"}  # metrics from before the field
     assert "construction has" not in show_train(old)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 15: what a new user hits
+
+def one_piece_net():
+    """Kaiming-like: every unit on over [0, 1], so the output is one affine piece."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4),
+                              torch.nn.ReLU(), torch.nn.Linear(4, 1)).double()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, torch.nn.Linear):
+                m.weight.fill_(0.5)
+                m.bias.fill_(1.0)
+    return net
+
+
+def test_one_piece_model_counts_and_plots(capsys, tmp_path):
+    path = checkpoint.save(one_piece_net(), tmp_path / "one.pt")
+    code, out, err = run(capsys, "count", "--checkpoint", str(path), "--plot",
+                         str(tmp_path / "k.png"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["linear_pieces"] == 1
+    assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_demo_without_training_runs(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--nets", "2", "--no-train", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    assert (tmp_path / "d" / "construction.png").exists()
+
+
+def test_negative_values_and_constants_in_options(capsys, tmp_path):
+    spelled = []
+    for interval in (["--interval", "-1,1"], ["--interval=-1,1"], ["--interval", "-1.0,1"]):
+        code, out, err = run(capsys, "count", "--depth", "4", "--a", "0.4", *interval, "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        spelled.append({k: data[k] for k in ("lo", "hi", "linear_pieces", "min_piece_width")})
+    assert spelled[0] == spelled[1] == spelled[2] and spelled[0]["lo"] == -1.0
+    code, out, _ = run(capsys, "count", "--depth", "3", "--interval=-pi,pi/2", "--json")
+    assert json.loads(out)["lo"] == -math.pi and json.loads(out)["hi"] == math.pi / 2
+    code, out, _ = run(capsys, "count", "--depth", "3", "--interval", "-2*e,-pi", "--json")
+    assert (json.loads(out)["lo"], json.loads(out)["hi"]) == (-2 * math.e, -math.pi)
+    path = checkpoint.save(mlp(5, 3, in_features=2), tmp_path / "m.pt")
+    code, out, err = run(capsys, "count", "--checkpoint", str(path), "--from", "-1,-1", "--to",
+                         "1,1")
+    assert code == 0, err
+    assert "segment           (-1, -1) to (1, 1)" in out  # the end points, not "interval [0, 1]"
+
+
+def test_every_option_that_takes_a_value_accepts_a_leading_minus():
+    from relu_regions.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--target", "-x**2", "--interval", "-pi,0",
+                                      "--seed", "3"])
+    assert args.target == "-x**2" and args.interval == (-math.pi, 0.0)
+    args = build_parser().parse_args(["count", "--depth", "2", "--from", "-.5", "--to", "-sqrt(2)"])
+    assert args.segment_from == [-0.5] and args.segment_to == [-math.sqrt(2)]
+
+
+def test_count_pieces_csv_and_json(capsys, tmp_path):
+    from relu_regions.analysis.regions import PIECE_COLUMNS
+
+    csv_path = tmp_path / "p.csv"
+    code, out, err = run(capsys, "count", "--depth", "3", "--a", "0.5", "--interval", "-1,1",
+                         "--pieces", str(csv_path), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    rows = np.loadtxt(csv_path, delimiter=",", skiprows=1)
+    assert csv_path.read_text().splitlines()[0] == ",".join(PIECE_COLUMNS)
+    assert rows.shape == (8, 5) and len(data["pieces"]) == 8
+    assert rows.tolist() == [[p[c] for c in PIECE_COLUMNS] for p in data["pieces"]]  # 17 digits
+    assert rows[0, 0] == -1 and rows[-1, 1] == 1 and np.array_equal(rows[1:, 0], rows[:-1, 1])
+    net = ConstructionNet.build(3, peaks=0.5, interval=(-1, 1))
+    with torch.no_grad():
+        y = net(torch.tensor(rows[:, 0:1])).numpy()[:, 0]
+    assert np.allclose(rows[:, 3], y, rtol=0, atol=1e-12)
+    code, out, _ = run(capsys, "count", "--depth", "3", "--a", "0.5", "--pieces",
+                       str(tmp_path / "q.csv"))
+    assert "8 rows: start,end,slope,value_start,value_end" in out
+
+
+def test_every_command_help_has_an_example_and_the_expression_language(capsys):
+    from relu_regions.cli import build_parser
+    from relu_regions.sweep.grid import KEYS
+    from relu_regions.targets import CONSTANTS, FUNCTIONS
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"count", "train", "sweep", "gmp", "report", "demo"} <= set(commands)
+    for name in [None, *commands]:
+        with pytest.raises(SystemExit):
+            main(["--help"] if name is None else [name, "--help"])
+        out = capsys.readouterr().out
+        assert "example" in out and f"relu-regions {name or ''}".strip() + " " in out, name
+        if name in (None, "count", "train"):
+            assert all(f in out for f in [*FUNCTIONS, *CONSTANTS]), name
+        if name == "sweep":
+            assert all(k in out for k in KEYS)
+
+
+def test_gmp_prints_a_table_and_json_only_with_json(capsys, monkeypatch):
+    from relu_regions.gmp import studies
+
+    seen = {}
+    real = studies.run_levy
+
+    def quick(**kw):
+        seen.update(kw)
+        return real(**{**kw, "epochs": 2})
+
+    monkeypatch.setattr(studies, "run_levy", quick)
+    code, out, err = run(capsys, "gmp", "levy", "--seeds", "1")
+    assert code == 0, err
+    assert out.startswith("GmP study levy: 1 seed,") and "test rmse mean ± std" in out
+    for method in ("SP", "WN", "BN", "GmP"):
+        assert any(line.startswith(method + " ") for line in out.splitlines())
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
+    code, out, _ = run(capsys, "gmp", "levy", "--seeds", "1", "--json")
+    assert json.loads(out)["study"] == "levy"
