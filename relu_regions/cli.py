@@ -35,6 +35,23 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown option names the command and the closest known one."""
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            import difflib
+
+            sub = self._subparsers._group_actions[0].choices.get(getattr(args, "command", None)) \
+                if self._subparsers else None
+            parser = sub or self
+            known = [s for a in parser._actions for s in a.option_strings]
+            first = extras[0].split("=")[0]
+            close = difflib.get_close_matches(first.lower(), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close and first.startswith("-") else ""
+            parser.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: "
+                         f"{' '.join(extras)}{hint}")
+        return args
+
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_known_args(join_values(self, args), namespace)
@@ -146,6 +163,13 @@ def cmd_count(args) -> dict:
     from .analysis.regions import (count_regions, count_regions_segment, pieces_rows,
                                    pieces_table, sample_regions, write_pieces_csv)
 
+    from .validation import check_int
+
+    check_int(args.seed, "--seed", low=0)
+    if args.plot:
+        from .plots import check_figure_path
+
+        check_figure_path(args.plot, "--plot")
     info = {}
     if args.checkpoint:
         if args.depth is not None or args.a is not None:
@@ -231,8 +255,8 @@ def show_count(out: dict) -> str:
         f"breakpoints       {out['breakpoints']} (knots where the slope changes: {out['knots']})",
         f"min piece width   {out['min_piece_width']:.3e}"
         + ("" if out["resolved"] else "  (below float64 resolution: counts are a lower bound)"),
-        f"convexity         {out['convexity']['convex_knots']} knots bend up, "
-        f"{out['convexity']['concave_knots']} bend down",
+        f"convexity         the slope rises at {plural(out['convexity']['convex_knots'], 'knot')}"
+        f", falls at {plural(out['convexity']['concave_knots'], 'knot')}",
         f"rounding snaps    {out['snapped']} (touching zeros / simultaneous switches)",
         f"time              {out['seconds']:.3f} s",
     ]
@@ -532,9 +556,12 @@ def cmd_demo(args) -> dict:
     from .plots import plot_regions
     from .analysis.regions import count_regions, sample_regions
 
-    from .validation import check_device
+    from .validation import check_device, check_int
 
+    check_int(args.seed, "--seed", low=0)
     d, out_dir = args.depth, Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a folder")
     if not 1 <= d <= 20:
         raise InputError(f"--depth must be between 1 and 20 for the demo, got {d}")
     if args.nets < 1:
@@ -804,6 +831,10 @@ def main(argv=None) -> int:
         out = args.run(args)
     except InputError as e:
         print(f"relu-regions {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user named cannot be written (e.g. --out under a file)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"relu-regions {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

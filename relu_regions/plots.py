@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from .analysis.regions import RegionCount, count_regions
 from .checkpoint import atomic_write
+from .errors import InputError
 
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
 LINE_LIMIT = 256  # up to this many breakpoints each gets a vertical line; beyond, a rug
@@ -39,8 +40,21 @@ def subplots(*args, figsize=None, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
+def check_figure_path(path, what: str = "figure") -> Path:
+    """``path`` as a Path if matplotlib can write its format (from the suffix; none: png)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise InputError(f"{what} {str(path)!r}: .{suffix} is not an image format matplotlib "
+                         f"writes; use one of {', '.join('.' + f for f in sorted(formats))}")
+    return Path(path)
+
+
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Render to memory (format from the suffix: .png, .svg, .pdf), then write atomically."""
+    check_figure_path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     atomic_write(Path(path), lambda f: f.write(buf.getvalue()))

@@ -98,6 +98,14 @@ CASES = [
     (["demo", "--device", "meta", "--out", "d"], "not supported"),
     (["demo", "--nets", "0", "--out", "d"], "--nets"),
     (["gmp", "levy", "--epochs", "0"], "--epochs"),
+    # found trying it as a new user
+    (["count", "--depth", "3", "--seed", "-1"], "--seed must be an integer >= 0"),
+    (["demo", "--seed", "-1", "--out", "d"], "--seed must be an integer >= 0"),
+    (["count", "--depth", "3", "--plot", "c.txt"], "not an image format"),
+    (["count", "--Depth", "3"], "did you mean --depth"),
+    (["count", "--depth", "3", "--jsn"], "did you mean --json"),
+    (["count", "--depth", "3", "--from", "0,0", "--to", "1,1"], "1 finite number"),
+    (["demo", "--no-train", "--nets", "1", "--depth", "2", "--out", "{text}/d"], "not a directory"),
 ]
 
 FILES = {"nan": "x,y\n0,1\n0.5,nan\n1,2\n", "text": "x,y\n0,a\n1,b\n", "empty": "",

@@ -678,8 +678,8 @@ def _check_point(x, n_in, name):
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a vector of {n_in} numbers") from None
     if x.size != n_in or not np.isfinite(x).all():
-        raise InputError(f"{name} must be {n_in} finite numbers (the model's input size), "
-                         f"got {x.size}")
+        raise InputError(f"{name} must be {n_in} finite number{'s' if n_in != 1 else ''} (the "
+                         f"model's input size), got {x.tolist()}")
     return x
 
 
