@@ -100,6 +100,10 @@ def join_values(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
         if token == "--":  # everything after is positional
             return out + args[i:]
         nxt = args[i + 1] if i + 1 < len(args) else None
+        if token.startswith("--") and token not in parser._option_string_actions:
+            # argparse accepts a unique prefix (--int for --interval): so does this
+            full = [s for s in parser._option_string_actions if s.startswith(token)]
+            token = full[0] if len(full) == 1 else token
         if token in takes_value and nxt is not None and _is_dash_value(nxt):
             out.append(f"{token}={nxt}")
             i += 2

@@ -317,7 +317,7 @@ def test_negative_values_and_constants_in_options(capsys, tmp_path):
 def test_every_option_that_takes_a_value_accepts_a_leading_minus():
     from relu_regions.cli import build_parser
 
-    args = build_parser().parse_args(["train", "--target", "-x**2", "--interval", "-pi,0",
+    args = build_parser().parse_args(["train", "--target", "-x**2", "--int", "-pi,0",
                                       "--seed", "3"])
     assert args.target == "-x**2" and args.interval == (-math.pi, 0.0)
     args = build_parser().parse_args(["count", "--depth", "2", "--from", "-.5", "--to", "-sqrt(2)"])

@@ -607,7 +607,8 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
       rule.
 
     Activation regions: 1 + crossed cells + adjacent clean cells whose patterns differ (the
-    boundary is their shared grid point). Linear pieces: 1 + consecutive clean cells whose slopes
+    boundary is their shared grid point). The first and last grid points sit 2 * MERGE_ULPS ulps
+    inside the ends, where the exact counter merges switches into the ends. Linear pieces: 1 + consecutive clean cells whose slopes
     differ by more than ``slope_tol`` times the magnitude |W_out| |h'| they are summed from
     (looser than the exact counter's 1e-11, so rounding never adds a piece). Each counted event
     has its own interval (cells, shared points) containing a true boundary, so no count exceeds
@@ -619,6 +620,11 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     lo, hi = _check_bounds(lo, hi)
     samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
+    # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
+    # place); sampling just inside the ends ignores those too.
+    inset = 2 * MERGE_ULPS * np.spacing(max(abs(lo), abs(hi), hi - lo))
+    if inset < (hi - lo) / (samples - 1) / 4:
+        x[0], x[-1] = lo + inset, hi - inset
     w_out = layers[-1][0][0]
     regions = pieces = 1
     last = None  # the previous chunk's last cell: (clean, pattern) and the last clean slope
