@@ -174,6 +174,10 @@ def cmd_count(args) -> dict:
         from .plots import check_figure_path
 
         check_figure_path(args.plot, "--plot")
+    for option, path in (("--plot", args.plot), ("--pieces", args.pieces)):
+        if path is not None and Path(path).is_dir():
+            raise InputError(f"{option} {path} is a folder; give a file name, e.g. "
+                             f"{Path(path) / ('pieces.csv' if option == '--pieces' else 'plot.png')}")
     info = {}
     if args.checkpoint:
         if args.depth is not None or args.a is not None:

@@ -102,6 +102,7 @@ CASES = [
     (["count", "--depth", "3", "--seed", "-1"], "--seed must be an integer >= 0"),
     (["demo", "--seed", "-1", "--out", "d"], "--seed must be an integer >= 0"),
     (["count", "--depth", "3", "--plot", "c.txt"], "not an image format"),
+    (["count", "--depth", "3", "--pieces", "."], "is a folder"),
     (["count", "--Depth", "3"], "did you mean --depth"),
     (["count", "--depth", "3", "--jsn"], "did you mean --json"),
     (["count", "--depth", "3", "--from", "0,0", "--to", "1,1"], "1 finite number"),
