@@ -346,6 +346,9 @@ def cmd_train(args) -> dict:
         raise InputError("--checkpoint-every needs --out DIR (the state is kept there)")
     if (args.target is None) == (args.data is None):
         raise InputError("give exactly one of --target EXPR or --data CSV")
+    from .validation import check_device
+
+    check_device(getattr(args, "device", "cpu"))  # FitConfig checks it too; this names --device
     out_dir = check_out_dir(Path(args.out), args.force) if args.out else None
     data = T.from_csv(args.data) if args.data is not None else None
     target = T.parse_target(args.target) if args.target is not None else None
@@ -773,21 +776,23 @@ def build_parser() -> Parser:
     d.set_defaults(run=cmd_demo, show=show_demo)
     p.lazy_epilog = _top_epilog
     for name, parser in sub.choices.items():
-        parser.lazy_epilog = EPILOGS.get(name)
+        if name in EPILOGS:
+            parser.lazy_epilog = EPILOGS[name]
+        elif name == "train":  # its own examples, then the expression language
+            parser.lazy_epilog = _and_language(parser.epilog)
     return p
 
 
-# An example (or a few) for each command's --help, shown after the options; functions, so that
-# building the parser imports nothing that only the help text needs.
+# Examples for the --help of the commands that do not write their own epilog, and the first
+# example of each command for the top-level help; functions, so that building the parser
+# imports nothing that only the help text needs.
 EXAMPLES = {
     "count": ["relu-regions count --depth 10 --thm31",
               "relu-regions count --depth 4 --a 0.3,0.6,0.4,0.5 --sample 100001 --plot c.png",
               "relu-regions count --checkpoint run1/checkpoints/seed-0000.pt --pieces p.csv",
               "relu-regions count --checkpoint run2d/checkpoints/seed-0000.pt --from -1,-1 "
               "--to 1,1"],
-    "train": ["relu-regions train --target 'x**3' --out run1",
-              "relu-regions train --target 'sin(x)' --interval -pi,pi --depth 6 --seeds 10",
-              "relu-regions train --data points.csv --out run2"],
+    "train": ["relu-regions train --target 'x**3' --out run1"],
     "sweep": ["relu-regions sweep experiments/sweep_example.toml --out sweep1"],
     "gmp": ["relu-regions gmp levy --seeds 3 --out gmp-levy"],
     "report": ["relu-regions report run1"],
@@ -800,31 +805,26 @@ def _examples(name: str) -> str:
         f"  {e}" for e in EXAMPLES[name])
 
 
-def _sweep_epilog() -> str:
-    from .sweep.grid import KEYS
+def _language() -> str:
+    """targets.HELP wrapped to 88 columns (some commands print their epilog raw)."""
+    import textwrap
 
-    return (_examples("sweep") + "\n\nCONFIG.toml keys: " + ", ".join(KEYS)
-            + " (see docs/sweeps.md and experiments/sweep_example.toml).")
+    from .targets import HELP
 
-
-def _with_language(name):
-    def epilog():
-        from .targets import HELP
-
-        return _examples(name) + "\n\n" + HELP
-    return epilog
+    return textwrap.fill(HELP, 88)
 
 
-EPILOGS = {"count": _with_language("count"), "train": _with_language("train"),
-           "sweep": _sweep_epilog, "gmp": lambda: _examples("gmp"),
-           "report": lambda: _examples("report"), "demo": lambda: _examples("demo")}
+def _and_language(text):
+    return lambda: (text + "\n\n" if text else "") + _language()
+
+
+EPILOGS = {"count": lambda: _examples("count") + "\n\n" + _language(),
+           "gmp": lambda: _examples("gmp"), "demo": lambda: _examples("demo")}
 
 
 def _top_epilog() -> str:
-    from .targets import HELP
-
     return ("examples:\n" + "\n".join(f"  {EXAMPLES[k][0]}" for k in EXAMPLES)
-            + "\n\n'relu-regions COMMAND --help' describes a command.\n\n" + HELP)
+            + "\n\n'relu-regions COMMAND --help' describes a command.\n\n" + _language())
 
 
 def main(argv=None) -> int:

@@ -131,9 +131,12 @@ def check_device(name, option: str = "--device") -> str:
     is missing and how to run anyway. torch is imported only when called (the CLI's ``--help``
     path imports this module).
     """
+    if name == "cpu":  # the default: no torch import needed to say yes
+        return name
     import torch
 
-    fix = f"run on the CPU with {option} cpu"
+    fix = (f"run on the CPU with {option} cpu" if option.startswith("-")
+           else f"run on the CPU with {option}='cpu'")
     if not isinstance(name, (str, torch.device)):
         raise InputError(f"{option} must be a device name such as 'cpu' or 'cuda', got {name!r}")
     try:

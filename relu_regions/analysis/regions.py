@@ -688,17 +688,3 @@ def _check_point(x, n_in, name):
                          f"model's input size), got {x.tolist()}")
     return x
 
-
-def pieces_table(count: RegionCount, model: nn.Module) -> list[dict]:
-    """One row per linear piece of a 1D count: start, end, slope, value_start, value_end.
-
-    Ends are the count's knots (where the slope changes) and its interval; values are the
-    model's output there (float64).
-    """
-    ends = np.concatenate([[count.lo], np.asarray(count.knots, dtype=np.float64), [count.hi]])
-    with torch.no_grad():
-        dtype = next(model.parameters()).dtype
-        values = model(torch.tensor(ends, dtype=dtype).unsqueeze(1)).double().reshape(-1).numpy()
-    return [{"start": float(a), "end": float(b), "slope": float(s), "value_start": float(va),
-             "value_end": float(vb)}
-            for a, b, s, va, vb in zip(ends[:-1], ends[1:], count.slopes, values[:-1], values[1:])]

@@ -19,7 +19,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..validation import check_choice, check_float, check_int, is_int
+from ..validation import check_choice, check_device, check_float, check_int, is_int
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -212,6 +212,7 @@ class FitConfig:
         if not isinstance(self.device, str) or not self.device:
             raise InputError(f"device must be a torch device name such as 'cpu', "
                              f"got {self.device!r}")
+        check_device(self.device, "device")  # a CUDA/MPS name on a build without it: one line
         if self.threads is not None:
             check_int(self.threads, "threads", low=1)
         return self

@@ -114,14 +114,13 @@ def _write(result, out: Path, command) -> None:
 
 
 def _pieces_csv(result) -> str:
-    from ..analysis.regions import count_regions, pieces_table
+    from ..analysis.regions import PIECE_COLUMNS as cols, count_regions, pieces_rows, pieces_table
 
     lo, hi = result.data.box[0]
     try:
-        rows = pieces_table(count_regions(result.best, lo, hi), result.best)
+        rows = pieces_rows(pieces_table(count_regions(result.best, lo, hi), result.best))
     except InputError:  # a diverged best seed (non-finite weights) has no pieces
         rows = []
-    cols = ("start", "end", "slope", "value_start", "value_end")
     return ",".join(cols) + "\n" + "".join(",".join(repr(r[c]) for c in cols) + "\n"
                                            for r in rows)
 
