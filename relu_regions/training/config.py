@@ -160,13 +160,15 @@ class FitConfig:
     threads: object = _setting(1, "torch threads while fitting (the batched ops are small: "
                                "more threads mostly add synchronization)", parse=int)
 
+    def __post_init__(self):
+        # Phases may be spelled Phase(...), "lm:100" or ("adam", 1000, 1e-3): read them once,
+        # here, so FitConfig(phase1="lm:20") and config.replace(phase1=...) hold a Phase alike.
+        for name in ("phase1", "phase2"):
+            object.__setattr__(self, name, parse_phase(getattr(self, name), name))
+
     def replace(self, **overrides) -> "FitConfig":
         """A copy with ``overrides``; an unknown name is an InputError naming the closest."""
         check_names(overrides)
-        if "phase1" in overrides:
-            overrides["phase1"] = parse_phase(overrides["phase1"], "phase1")
-        if "phase2" in overrides:
-            overrides["phase2"] = parse_phase(overrides["phase2"], "phase2")
         return dataclasses.replace(self, **overrides)
 
     def validate(self) -> "FitConfig":

@@ -166,3 +166,12 @@ def test_depth_limit_is_the_same_for_count_train_and_sweep():
             bad.validate()
     with pytest.raises(InputError, match=f"in \\[1, {F.MAX_DEPTH}\\]"):
         parse_config({"targets": ["x"], "depths": [F.MAX_DEPTH + 1], "seeds": 1})
+
+
+def test_phase_spellings_are_read_when_the_config_is_built():
+    """FitConfig(phase1="lm:20") holds a Phase, as replace() and fit(phase1=...) do."""
+    from relu_regions.training.config import FitConfig, Phase
+
+    for spelling in ("lm:20", ("lm", 20), ("lm", 20, 1e-3), Phase("lm", 20)):
+        assert FitConfig(phase1=spelling).phase1 == Phase("lm", 20, 1e-3)
+        assert FitConfig().replace(phase2=spelling).phase2 == Phase("lm", 20, 1e-3)
