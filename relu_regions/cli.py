@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .errors import InputError
 from .training.config import MAX_DEPTH
-from .training.run_folder import check_out_dir
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
@@ -349,6 +345,8 @@ def cmd_train(args) -> dict:
     from .validation import check_device
 
     check_device(getattr(args, "device", "cpu"))  # FitConfig checks it too; this names --device
+    from .training.run_folder import check_out_dir
+
     out_dir = check_out_dir(Path(args.out), args.force) if args.out else None
     data = T.from_csv(args.data) if args.data is not None else None
     target = T.parse_target(args.target) if args.target is not None else None
@@ -528,6 +526,8 @@ def cmd_gmp(args) -> dict:
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {args.epochs}")
     check_device(args.device)
+    from .training.run_folder import check_out_dir
+
     out_dir = check_out_dir(Path(args.out), args.force) if args.out else None
     run = run_levy if args.study == "levy" else run_banana
     kwargs = {"epochs": args.epochs} if args.epochs else {}
@@ -560,6 +560,7 @@ def show_gmp(out: dict) -> str:
 # demo
 
 def cmd_demo(args) -> dict:
+    import numpy as np
     import torch
 
     from .nets.mlp import kaiming_, mlp
