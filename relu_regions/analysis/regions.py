@@ -181,9 +181,27 @@ def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):
 def relu_layers(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
 
-    Accepts an ``nn.Sequential`` (nested ones are flattened) or any module with
-    ``as_sequential()`` (e.g. :class:`~relu_regions.parametrize.ConstructionNet`).
+    Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
     """
+    layers, leaks = layer_stack(model)
+    if any(leaks):
+        raise InputError("nn.LeakyReLU is not supported by the 1D counter: only nn.ReLU")
+    return layers
+
+
+def layer_stack(model) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
+    hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
+
+    Accepts an ``nn.Sequential`` (nested ones are flattened; ``nn.Identity`` is skipped) or any
+    module with ``as_sequential()`` (e.g. :class:`~relu_regions.parametrize.ConstructionNet`), whose
+    layers are ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``BlockDiagonalLinear`` (as its dense
+    matrix), ``GmPLinear`` and ``GmPLinearReLU`` (their exact plain form, a negative radius folded
+    into the next layer); or a list of (W, b) pairs with ReLU between them (e.g. one seed of a
+    composite layout's ``raw(theta)``).
+    """
+    if isinstance(model, (list, tuple)):
+        return _raw_layers(model), [0.0] * (len(model) - 1)
     if hasattr(model, "as_sequential"):
         model = model.as_sequential()
     if not isinstance(model, nn.Sequential):
@@ -193,25 +211,68 @@ def relu_layers(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
         return _read_layers(list(_flatten(model)))
 
 
+def _raw_layers(pairs):
+    layers = []
+    for i, pair in enumerate(pairs):
+        try:
+            w, b = (t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor)
+                    else np.asarray(t, dtype=np.float64) for t in pair)
+        except (TypeError, ValueError):
+            raise InputError(f"layer {i} must be a (W, b) pair of arrays") from None
+        w, b = np.squeeze(w, 0) if w.ndim == 3 and w.shape[0] == 1 else w, b.reshape(-1)
+        if w.ndim != 2 or b.size != w.shape[0]:
+            raise InputError(f"layer {i}: W must be (out, in) and b (out,), got {w.shape}, "
+                             f"{b.shape}")
+        layers.append((w, b))
+    if not layers:
+        raise InputError("the model has no layers")
+    return _check_layers(layers)
+
+
 def _read_layers(modules):
-    layers, expect_linear = [], True
+    from .blockdiag import BlockDiagonalLinear
+    from .gmp import GmPLinear, GmPLinearReLU
+
+    layers, leaks, expect_linear, sign = [], [], True, None
     for i, m in enumerate(modules):
         if isinstance(m, nn.Identity):
             continue
-        if expect_linear and isinstance(m, nn.Linear):
+        if expect_linear and isinstance(m, (nn.Linear, BlockDiagonalLinear, GmPLinear)):
+            fused = isinstance(m, GmPLinearReLU)
+            if fused:
+                m, next_sign = m.split()
+            elif isinstance(m, GmPLinear):
+                m = m.to_linear()
+            elif isinstance(m, BlockDiagonalLinear):
+                m = m.to_dense()
             w = m.weight.detach().to(torch.float64).cpu().numpy()
             b = (m.bias.detach().to(torch.float64).cpu().numpy() if m.bias is not None
                  else np.zeros(w.shape[0]))
+            if sign is not None:  # the previous fused unit's sign(r), folded into its readers
+                w = w * sign[None, :w.shape[1]]
+                sign = None
             layers.append((w, b))
+            if fused:
+                sign = next_sign.detach().to(torch.float64).cpu().numpy()
+                leaks.append(0.0)
+                continue  # its ReLU is inside
         elif not expect_linear and isinstance(m, nn.ReLU):
-            pass
+            leaks.append(0.0)
+        elif not expect_linear and isinstance(m, nn.LeakyReLU):
+            leaks.append(float(m.negative_slope))
         else:
-            wanted = "nn.Linear" if expect_linear else "nn.ReLU"
+            wanted = "nn.Linear" if expect_linear else "nn.ReLU or nn.LeakyReLU"
             raise InputError(f"layer {i} is {type(m).__name__}, expected {wanted}: only "
-                             f"alternating nn.Linear / nn.ReLU stacks can be counted")
+                             f"alternating linear / ReLU stacks can be counted")
         expect_linear = not expect_linear
     if not layers or expect_linear:
         raise InputError("the model must start and end with nn.Linear")
+    if sign is not None:
+        raise InputError("the model ends with a GmPLinearReLU: it must end with a linear layer")
+    return _check_layers(layers), leaks
+
+
+def _check_layers(layers):
     for (w1, _), (w2, _) in zip(layers, layers[1:]):
         if w2.shape[1] != w1.shape[0]:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "

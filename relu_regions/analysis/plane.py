@@ -1,0 +1,711 @@
+"""Exact linear regions of a ReLU MLP on a plane: a 2-input model on a box, or any model on the
+plane through three input points.
+
+The partition of the plane into activation regions is built layer by layer, as the 1D counter
+(docs/regions2d.md) builds intervals. Every cell is a convex polygon, stored as its ring of
+vertices, counter-clockwise. Each ring vertex carries
+
+  * its position (u, v) in the plane, and
+  * the *values* of the current layer there (never a gradient plus an intercept: gradients reach
+    4^d while values stay O(1), and intercepts would cancel catastrophically),
+
+and each cell carries the Jacobian of the current layer on it (chain rule, masked per neuron).
+
+One layer (Linear + ReLU) on a cell: the pre-activations z = W h + b at its vertices are exact up
+to rounding. A neuron splits the cell iff its z has strictly opposite signs at two vertices. It is
+applied to the sub-cells one neuron at a time: an edge whose end points have strictly opposite z
+gets a new vertex at the convex combination lambda = z_n / (z_n - z_p) of its end points, measured
+from the negative end (so both cells sharing the edge compute the same vertex, bit for bit), where
+every other neuron's value is interpolated the same way; the sub-cell is then cut along the chord
+between its two zeros. Cells refine independently, so the network runs depth first on chunks of
+cells and memory stays bounded.
+
+Exactness rules (the 1D counter's, carried to the plane):
+
+  * Touching zeros. A pre-activation with |z| <= zero_tol (|W| |h| + |b|) at a vertex (a rounding
+    bound, zero_tol = 2^-40) is exactly 0, so a neuron that only touches zero along an edge or at a
+    vertex makes no sliver. An interpolated value within INTERP_ULPS eps (|z_n| + |z_p|) of 0 is
+    exactly 0 too (e.g. three lines through one point). Each removed crossing is counted in
+    ``snapped``, once per edge.
+  * Rounding that breaks convexity. If a neuron's signs around a cell alternate more than twice (a
+    line crossing a convex cell meets its boundary twice, so only rounding can do this), every
+    crossing is kept, so that neighbours stay consistent, and the cell is cut along chords between
+    consecutive zeros; each such cell adds 1 to ``snapped``.
+  * No distance merges. The 1D counter merges switch points closer than 16 ulps; on a plane such a
+    merge decided on one edge would have to be repeated on every edge at that vertex, which cells
+    refined independently cannot see. The zero rules above already make concurrent lines meet in
+    one vertex; what remains below float64 resolution shows as ``resolved = False``.
+  * Linear pieces. Adjacent cells belong to one linear piece iff their output gradients agree to
+    slope_tol times the magnitude |W_out| |J| they are summed from (the function is continuous,
+    so equal gradients mean one affine map). Adjacency is found by matching each cell's edges
+    with its neighbour's: shared edges are computed bit for bit alike, so they match exactly; an
+    interior edge without a match (a topology inconsistency) sets ``resolved = False``.
+  * ``resolved`` is False when some cell is thinner (2 area / perimeter) than RESOLUTION_ULPS ulps
+    of the box's scale, or an edge is unmatched: the counts are then not guaranteed.
+
+Vertices and edges are those of the planar graph of all cells (box corners included): edges =
+(half-edges + boundary half-edges) / 2, vertices = edges - cells + 1 (Euler).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from ..errors import InputError
+from ..regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, layer_stack
+
+CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
+
+
+@dataclass
+class PlaneCount:
+    """Exact activation regions and linear pieces of a model on a box of a plane.
+
+    Cells (activation regions) are convex polygons: ``polygons[offsets[i]:offsets[i + 1]]`` are the
+    (u, v) vertices of cell i, counter-clockwise. Per cell: ``patterns`` (packed bits, np.packbits
+    order, one bit per hidden neuron, layer by layer), ``areas``, ``gradients`` (of the output, in
+    plane coordinates), ``values`` (output at the mean of the cell's vertices), ``pieces`` (the
+    linear piece the cell belongs to, 0..linear_pieces-1).
+    """
+
+    box: tuple
+    activation_regions: int
+    linear_pieces: int
+    vertices: int
+    edges: int
+    min_cell_area: float
+    min_cell_width: float
+    snapped: int
+    unmatched_edges: int
+    resolved: bool
+    polygons: np.ndarray = field(repr=False)
+    offsets: np.ndarray = field(repr=False)
+    patterns: np.ndarray = field(repr=False)
+    areas: np.ndarray = field(repr=False)
+    gradients: np.ndarray = field(repr=False)
+    values: np.ndarray = field(repr=False)
+    pieces: np.ndarray = field(repr=False)
+    hidden_neurons: int = 0
+    plane: dict | None = None  # origin and basis when counted on a plane through three points
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        """JSON-ready summary; ``arrays=True`` adds the polygons, offsets and per-cell arrays."""
+        d = {k: getattr(self, k) for k in (
+            "activation_regions", "linear_pieces", "vertices", "edges", "min_cell_area",
+            "min_cell_width", "snapped", "unmatched_edges", "resolved", "hidden_neurons")}
+        d["box"] = [float(v) for v in self.box]
+        if self.plane is not None:
+            d["plane"] = {k: np.asarray(v).tolist() for k, v in self.plane.items()}
+        if arrays:
+            d.update(polygons=self.polygons.tolist(), offsets=self.offsets.tolist(),
+                     areas=self.areas.tolist(), gradients=self.gradients.tolist(),
+                     values=self.values.tolist(), pieces=self.pieces.tolist(),
+                     patterns=[bytes(p).hex() for p in self.patterns])
+        return d
+
+    def pattern_bits(self) -> np.ndarray:
+        """(cells, hidden_neurons) bool array of the activation patterns."""
+        return np.unpackbits(self.patterns, axis=1, count=self.hidden_neurons).astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+def count_regions_2d(model, box=(-1.0, 1.0, -1.0, 1.0), *, zero_tol: float = ZERO_TOL,
+                     slope_tol: float = SLOPE_TOL) -> PlaneCount:
+    """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
+    ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs."""
+    layers, leaks = layer_stack(model)
+    if layers[0][0].shape[1] != 2:
+        raise InputError(f"the model takes {layers[0][0].shape[1]} inputs, count_regions_2d "
+                         f"needs 2: count it on a plane through three points with "
+                         f"count_regions_plane(model, p0, p1, p2)")
+    box = _check_box(box)
+    return _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None)
+
+
+def count_regions_plane(model, p0, p1, p2, extent=None, *, zero_tol: float = ZERO_TOL,
+                        slope_tol: float = SLOPE_TOL) -> PlaneCount:
+    """Exact counts on the plane through the input points p0, p1, p2.
+
+    Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
+    vector of p2 - p0 orthogonal to e1, so lengths and areas are the input space's. ``extent`` is
+    the (u0, u1, v0, v1) box counted; by default the three points' bounding box grown by a quarter
+    of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
+    """
+    layers, leaks = layer_stack(model)
+    n_in = layers[0][0].shape[1]
+    pts = [_check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
+    origin, basis, coords = plane_basis(*pts)
+    if extent is None:
+        lo, hi = coords.min(0), coords.max(0)
+        pad = 0.25 * (hi - lo).max()
+        extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
+    box = _check_box(extent, "extent")
+    plane = {"origin": origin, "basis": basis.T, "points": coords}
+    return _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane)
+
+
+def plane_basis(p0, p1, p2):
+    """(origin, basis (n, 2) with orthonormal columns, the points' (u, v) coordinates (3, 2)).
+
+    Raises InputError when the points are (numerically) collinear: no plane passes through them.
+    """
+    d1, d2 = p1 - p0, p2 - p0
+    n1 = np.linalg.norm(d1)
+    if n1 == 0:
+        raise InputError("p0 and p1 are the same point: three distinct, non-collinear points "
+                         "span a plane")
+    e1 = d1 / n1
+    r = d2 - (d2 @ e1) * e1
+    r = r - (r @ e1) * e1  # a second Gram-Schmidt pass keeps e2 orthogonal to the last ulp
+    n2 = np.linalg.norm(r)
+    if not n2 > 1e-9 * max(np.linalg.norm(d2), n1):
+        raise InputError("the three points are collinear (or nearly: the third is within 1e-9 of "
+                         "the line through the first two): give points that span a plane")
+    e2 = r / n2
+    basis = np.stack([e1, e2], axis=1)
+    coords = np.stack([np.zeros(2), [n1, 0.0], [d2 @ e1, d2 @ e2]])
+    return p0, basis, coords
+
+
+def _check_box(box, name="box"):
+    try:
+        vals = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be four numbers (x0, x1, y0, y1), got {box!r}") from None
+    if len(vals) != 4:
+        raise InputError(f"{name} must be four numbers (x0, x1, y0, y1), got {len(vals)}")
+    x0, x1, y0, y1 = vals
+    if not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{name} corners must be finite, got {vals}")
+    if not (x0 < x1 and y0 < y1):
+        raise InputError(f"{name} needs x0 < x1 and y0 < y1, got {vals}")
+    return tuple(vals)
+
+
+def _check_point(x, n_in, name):
+    try:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a vector of {n_in} numbers") from None
+    if x.size != n_in or not np.isfinite(x).all():
+        raise InputError(f"{name} must be {n_in} finite numbers (the model's input size), "
+                         f"got {x.size} values")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> PlaneCount:
+    x0, x1, y0, y1 = box
+    layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
+    widths = [w.shape[0] for w, _ in layers[:-1]]
+    n_hidden = sum(widths)
+    n_bytes = max(1, (n_hidden + 7) // 8)
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    ring = np.empty((4, 2 + basis.shape[0]))
+    ring[:, :2] = corners
+    ring[:, 2:] = origin + corners @ basis.T
+    jac = np.ascontiguousarray(basis[None, :, :])
+    chunk = (np.array([0, 4]), ring, jac, np.zeros((1, n_bytes), np.uint8))
+    acc = _Accumulator(layers[-1], np.array(box))
+    stats = np.zeros(1, np.int64)  # snapped
+    bit0 = np.cumsum([0] + widths)
+    _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
+    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane)
+
+
+def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
+    """Run the hidden layers on a chunk of cells, depth first, then hand the cells to ``acc``."""
+    for depth in range(len(layers) - 1):
+        off, ring = chunk[0], chunk[1]
+        if ring.size > CHUNK_FLOATS and off.size > 2:
+            mid = (off.size - 1) // 2
+            for part in (slice(0, mid), slice(mid, off.size - 1)):
+                a, e = off[part.start], off[part.stop]
+                sub = (off[part.start:part.stop + 1] - a, ring[a:e], chunk[2][part], chunk[3][part])
+                _propagate(layers[depth:], leaks[depth:], bit0[depth:], sub, box, zero_tol,
+                           stats, acc)
+            return
+        w, b = layers[depth]
+        chunk = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
+    acc.add(*chunk)
+
+
+def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
+    off, ring, jac, pat = chunk
+    width = w.shape[0]
+    wt = np.ascontiguousarray(w.T)
+    w_abs_sum = np.abs(w).sum(1)
+    n_cells = off.size - 1
+    cap_cells = max(16, 2 * n_cells)
+    cap_rows = max(64, 2 * ring.shape[0])
+    o_off = np.zeros(cap_cells + 1, np.int64)
+    o_ring = np.empty((cap_rows, 2 + width))
+    o_jac = np.empty((cap_cells, width, 2))
+    o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
+    counters = np.zeros(3, np.int64)  # cells written, rows written, snapped
+    cell = 0
+    while True:
+        cell = _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, float(leak), zero_tol,
+                            EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac, o_pat,
+                            counters)
+        if cell == n_cells:
+            break
+        # Out of room: grow (geometrically) and go on from the cell that did not fit.
+        cap_cells, cap_rows = 2 * o_jac.shape[0], 2 * o_ring.shape[0]
+        o_off = _grown(o_off, cap_cells + 1)
+        o_ring, o_jac, o_pat = (_grown(o_ring, cap_rows), _grown(o_jac, cap_cells),
+                                _grown(o_pat, cap_cells))
+    stats[0] += counters[2]
+    nc, nr = counters[0], counters[1]
+    return o_off[:nc + 1], o_ring[:nr], o_jac[:nc], o_pat[:nc]
+
+
+def _grown(a, n):
+    out = np.empty((n,) + a.shape[1:], a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer kernel
+
+@njit(cache=True)
+def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, interp_tol, bit0,
+                 box, cell0, o_off, o_ring, o_jac, o_pat, counters):
+    """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
+    that did not fit (len(off) - 1 when all did). ``counters``: cells and rows written, snapped."""
+    n_cells = off.size - 1
+    width = w.shape[0]
+    n_prev = ring.shape[1] - 2
+    cols = 2 + width
+    pool = np.empty((256, cols))
+    spare = np.empty((256, cols))
+    raw = np.empty((64, width))
+    p_start = np.empty(64, np.int64)
+    p_len = np.empty(64, np.int64)
+    alive = np.empty(64, np.int64)
+    nxt = np.empty(64, np.int64)
+    cuts = np.empty(64, np.int64)
+    cross = np.empty(width, np.int64)
+    grad = np.empty((width, 2))
+    on = np.empty(width, np.bool_)
+    for cell in range(cell0, n_cells):
+        a, k = off[cell], off[cell + 1] - off[cell]
+        if k > pool.shape[0]:
+            pool = np.empty((2 * k, cols))
+            spare = np.empty((2 * k, cols))
+        if k > raw.shape[0]:
+            raw = np.empty((2 * k, width))
+        # Pre-activations at the vertices, touching zeros snapped to exactly 0. Only the vertex's
+        # own data enter, so every cell holding a vertex computes the same values.
+        for i in range(k):
+            src = ring[a + i]
+            pool[i, 0], pool[i, 1] = src[0], src[1]
+            h_max = 0.0
+            for c in range(width):
+                raw[i, c] = b[c]
+            for j in range(n_prev):
+                h = src[2 + j]
+                if h != 0.0:
+                    h_max = max(h_max, abs(h))
+                    for c in range(width):
+                        raw[i, c] += h * wt[j, c]
+            for c in range(width):
+                z = raw[i, c]
+                if abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
+                    bound = abs(b[c])
+                    for j in range(n_prev):
+                        bound += abs(src[2 + j]) * abs(w[c, j])
+                    if abs(z) <= zero_tol * bound:
+                        z = 0.0
+                pool[i, 2 + c] = z
+        # Crossings the snapping removed, once per edge (the cell holding it in its canonical
+        # direction counts it).
+        for i in range(k):
+            i2 = (i + 1) % k
+            if _canonical(pool, i, i2, box):
+                for c in range(width):
+                    if raw[i, c] * raw[i2, c] < 0 and not pool[i, 2 + c] * pool[i2, 2 + c] < 0:
+                        counters[2] += 1
+        # Gradient of z on the cell: W J.
+        for c in range(width):
+            g0 = g1 = 0.0
+            for j in range(n_prev):
+                j0, j1 = jac[cell, j, 0], jac[cell, j, 1]
+                if j0 != 0.0 or j1 != 0.0:
+                    g0 += w[c, j] * j0
+                    g1 += w[c, j] * j1
+            grad[c, 0], grad[c, 1] = g0, g1
+        # Neurons that switch inside the cell. Sub-cells hold only convex combinations of the
+        # cell's vertices, so no other neuron can switch in them.
+        n_cross = 0
+        for c in range(width):
+            pos = neg = False
+            for i in range(k):
+                z = pool[i, 2 + c]
+                pos |= z > 0
+                neg |= z < 0
+            if pos and neg:
+                cross[n_cross] = c
+                n_cross += 1
+        # Sub-cells: rows pool[p_start[p]:p_start[p] + p_len[p]].
+        p_start[0], p_len[0] = 0, k
+        n_poly, n_alive, top = 1, 1, k
+        alive[0] = 0
+        for q in range(n_cross):
+            c = cross[q]
+            n_next = 0
+            for ai in range(n_alive):
+                p = alive[ai]
+                s, L = p_start[p], p_len[p]
+                pos = neg = False
+                for i in range(s, s + L):
+                    pos |= pool[i, 2 + c] > 0
+                    neg |= pool[i, 2 + c] < 0
+                if not (pos and neg):
+                    if n_next >= nxt.size:
+                        nxt = _grow_ints(nxt, 2 * nxt.size)
+                    nxt[n_next] = p
+                    n_next += 1
+                    continue
+                # The ring with the crossings inserted, at the pool's top.
+                need = top + 8 * L + 8
+                if need > pool.shape[0]:
+                    pool = _grow_rows(pool, 2 * need)
+                    spare = np.empty(pool.shape)
+                t0 = top
+                for i in range(L):
+                    i1, i2 = s + i, s + (i + 1) % L
+                    pool[top] = pool[i1]
+                    top += 1
+                    if pool[i1, 2 + c] * pool[i2, 2 + c] < 0:
+                        counters[2] += _crossing(pool, i1, i2, c, top, interp_tol, box)
+                        top += 1
+                lr = top - t0
+                if lr > cuts.size:
+                    cuts = _grow_ints(cuts, 2 * lr)
+                n_cut = _cuts(pool, t0, lr, 2 + c, cuts)
+                if n_cut > 2:
+                    counters[2] += 1
+                # Pieces: between consecutive cuts; piece 0 also takes the other cut points.
+                for pi in range(n_cut):
+                    n_extra = n_cut - 2 if pi == 0 else 0
+                    start = top
+                    r = cuts[pi]
+                    end = cuts[(pi + 1) % n_cut]
+                    while True:
+                        pool[top] = pool[t0 + r]
+                        top += 1
+                        if r == end:
+                            break
+                        r = (r + 1) % lr
+                    for e in range(n_extra):
+                        pool[top] = pool[t0 + cuts[(2 + e) % n_cut]]
+                        top += 1
+                    if n_poly >= p_start.size:
+                        p_start = _grow_ints(p_start, 2 * p_start.size)
+                        p_len = _grow_ints(p_len, 2 * p_len.size)
+                    p_start[n_poly], p_len[n_poly] = start, top - start
+                    if n_next >= nxt.size:
+                        nxt = _grow_ints(nxt, 2 * nxt.size)
+                    nxt[n_next] = n_poly
+                    n_next += 1
+                    n_poly += 1
+            if n_next > alive.size:
+                alive = _grow_ints(alive, nxt.size)
+            alive[:n_next] = nxt[:n_next]
+            n_alive = n_next
+            # Compact the pool when dead rows dominate: copy the live sub-cells to the front.
+            live = 0
+            for ai in range(n_alive):
+                live += p_len[alive[ai]]
+            if top > 4 * live + 64:
+                if spare.shape[0] < pool.shape[0]:
+                    spare = np.empty(pool.shape)
+                at = 0
+                for ai in range(n_alive):
+                    p = alive[ai]
+                    spare[at:at + p_len[p]] = pool[p_start[p]:p_start[p] + p_len[p]]
+                    p_start[p] = at
+                    at += p_len[p]
+                pool, spare = spare, pool
+                top = at
+        # Write the sub-cells; stop (to be resumed in bigger arrays) if they do not fit.
+        rows = 0
+        for ai in range(n_alive):
+            rows += p_len[alive[ai]]
+        nc, nr = counters[0], counters[1]
+        if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
+            return cell
+        for ai in range(n_alive):
+            p = alive[ai]
+            s, L = p_start[p], p_len[p]
+            for c in range(width):
+                tot = 0.0
+                for i in range(s, s + L):
+                    tot += pool[i, 2 + c]
+                on[c] = tot > 0
+            for i in range(s, s + L):
+                o_ring[nr, 0], o_ring[nr, 1] = pool[i, 0], pool[i, 1]
+                for c in range(width):
+                    z = pool[i, 2 + c]
+                    o_ring[nr, 2 + c] = z if z > 0 else (leak * z if leak != 0.0 else 0.0)
+                nr += 1
+            for c in range(width):
+                f = 1.0 if on[c] else leak
+                o_jac[nc, c, 0], o_jac[nc, c, 1] = f * grad[c, 0], f * grad[c, 1]
+            o_pat[nc] = pat[cell]
+            for c in range(width):
+                if on[c]:
+                    bit = bit0 + c
+                    o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
+            nc += 1
+            o_off[nc] = nr
+        counters[0], counters[1] = nc, nr
+    return n_cells
+
+
+@njit(inline="always")
+def _canonical(rows, i, j, box):
+    """Whether edge i -> j is counted from this side: it lies on the box boundary (one cell holds
+    it), or it runs from the lexicographically smaller end point (the other cell runs it back)."""
+    xi, yi, xj, yj = rows[i, 0], rows[i, 1], rows[j, 0], rows[j, 1]
+    if ((xi == box[0] and xj == box[0]) or (xi == box[1] and xj == box[1])
+            or (yi == box[2] and yj == box[2]) or (yi == box[3] and yj == box[3])):
+        return True
+    return xi < xj or (xi == xj and yi < yj)
+
+
+@njit(cache=True)
+def _crossing(pool, i1, i2, c, dst, interp_tol, box):
+    """Write at row ``dst`` the point where neuron c crosses zero on edge i1-i2 (strictly
+    opposite signs). Computed from the negative end, whichever way the ring runs, so the two
+    cells sharing the edge get the same point and values. Returns the interpolated values snapped
+    to zero, if this side counts the edge."""
+    n, p = (i1, i2) if pool[i1, 2 + c] < 0 else (i2, i1)
+    zn, zp = pool[n, 2 + c], pool[p, 2 + c]
+    t = zn / (zn - zp)
+    snapped = 0
+    for col in range(pool.shape[1]):
+        vn, vp = pool[n, col], pool[p, col]
+        v = vn + t * (vp - vn)
+        if col >= 2:
+            if col == 2 + c:
+                v = 0.0
+            elif v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)):
+                v = 0.0
+                snapped += 1
+        pool[dst, col] = v
+    return snapped if _canonical(pool, i1, i2, box) else 0
+
+
+@njit(cache=True)
+def _cuts(pool, t0, lr, col, cuts):
+    """Cut points of a ring (rows t0..t0+lr) by the sign of column ``col``: the first zero after
+    each run of one sign that is followed by the opposite sign. Returns their number (even)."""
+    r0 = 0
+    while pool[t0 + r0, col] == 0:
+        r0 += 1
+    cur = pool[t0 + r0, col] > 0
+    first_zero, n = -1, 0
+    for step in range(1, lr + 1):
+        r = (r0 + step) % lr
+        v = pool[t0 + r, col]
+        if v == 0:
+            if first_zero < 0:
+                first_zero = r
+        elif (v > 0) == cur:
+            first_zero = -1
+        else:
+            cuts[n] = first_zero
+            n += 1
+            cur = not cur
+            first_zero = -1
+    return n
+
+
+@njit(cache=True)
+def _grow_rows(a, n):
+    out = np.empty((n, a.shape[1]))
+    out[:a.shape[0]] = a
+    return out
+
+
+@njit(cache=True)
+def _grow_ints(a, n):
+    out = np.empty(n, np.int64)
+    out[:a.size] = a
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Output layer, cells and pieces
+
+class _Accumulator:
+    """Collects the final cells chunk by chunk: polygons, patterns, output gradient and value,
+    area; then finds the linear pieces."""
+
+    def __init__(self, out_layer, box):
+        w, b = out_layer
+        self.w_out, self.b_out = np.ascontiguousarray(w[0]), float(b[0])
+        self.box = box
+        self.parts = []
+
+    def add(self, off, ring, jac, pat):
+        n = off.size - 1
+        grads, mags, areas, widths, values = (np.empty((n, 2)), np.empty((n, 2)), np.empty(n),
+                                              np.empty(n), np.empty(n))
+        _finish(off, ring, jac, self.w_out, self.b_out, grads, mags, areas, widths, values)
+        self.parts.append((off[1:] - off[0], ring[:, :2].copy(), pat.copy(), grads, mags, areas,
+                           widths, values))
+
+    def result(self, box, snapped, slope_tol, n_hidden, plane) -> PlaneCount:
+        lens = [p[0][-1] for p in self.parts]
+        shift = np.cumsum([0] + lens[:-1])
+        offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift)])
+        polygons = np.concatenate([p[1] for p in self.parts])
+        pat, grads, mags, areas, widths, values = (np.concatenate([p[i] for p in self.parts])
+                                                   for i in range(2, 8))
+        self.parts = []
+        n = offsets.size - 1
+        pieces = np.empty(n, np.int64)
+        stats = _pieces(offsets, polygons, grads, mags, slope_tol, self.box, pieces)
+        n_pieces, boundary, unmatched = (int(v) for v in stats)
+        half = polygons.shape[0]
+        edges = (half + boundary + unmatched) // 2
+        scale = max(abs(v) for v in box)
+        scale = max(scale, box[1] - box[0], box[3] - box[2])
+        min_width = float(widths.min())
+        return PlaneCount(
+            box=tuple(box), activation_regions=n, linear_pieces=n_pieces,
+            vertices=edges - n + 1, edges=edges, min_cell_area=float(areas.min()),
+            min_cell_width=min_width, snapped=snapped, unmatched_edges=unmatched,
+            resolved=bool(unmatched == 0 and min_width > RESOLUTION_ULPS * np.spacing(scale)),
+            polygons=polygons, offsets=offsets, patterns=pat, areas=areas, gradients=grads,
+            values=values, pieces=pieces, hidden_neurons=n_hidden, plane=plane)
+
+
+@njit(cache=True)
+def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values):
+    """Per cell: output gradient (W_out J), its magnitude |W_out| |J|, area (shoelace), thickness
+    2 area / perimeter, and the output at the mean of the vertices."""
+    width = w_out.size
+    for cell in range(off.size - 1):
+        g0 = g1 = m0 = m1 = 0.0
+        for c in range(width):
+            g0 += w_out[c] * jac[cell, c, 0]
+            g1 += w_out[c] * jac[cell, c, 1]
+            m0 += abs(w_out[c] * jac[cell, c, 0])
+            m1 += abs(w_out[c] * jac[cell, c, 1])
+        grads[cell, 0], grads[cell, 1], mags[cell, 0], mags[cell, 1] = g0, g1, m0, m1
+        a, e = off[cell] - off[0], off[cell + 1] - off[0]
+        area = perim = val = 0.0
+        for i in range(a, e):
+            i2 = i + 1 if i + 1 < e else a
+            area += ring[i, 0] * ring[i2, 1] - ring[i2, 0] * ring[i, 1]
+            perim += math.hypot(ring[i2, 0] - ring[i, 0], ring[i2, 1] - ring[i, 1])
+            y = b_out
+            for c in range(width):
+                y += w_out[c] * ring[i, 2 + c]
+            val += y
+        areas[cell] = 0.5 * area
+        widths[cell] = area / perim if perim > 0 else 0.0
+        values[cell] = val / (e - a)
+
+
+@njit(cache=True)
+def _pieces(off, pts, grads, mags, slope_tol, box, label):
+    """Linear pieces: union of edge-adjacent cells with equal output gradients. Edges are matched
+    through a hash table on their end points' bits. Returns (pieces, boundary half-edges,
+    unmatched interior half-edges); ``label`` gets each cell's piece."""
+    n_cells = off.size - 1
+    n_half = pts.shape[0]
+    owner = np.empty(n_half, np.int64)
+    for cell in range(n_cells):
+        for i in range(off[cell], off[cell + 1]):
+            owner[i] = cell
+    size = 1
+    while size < 2 * n_half + 2:
+        size *= 2
+    table = np.full(size, -1, np.int64)
+    bits = pts.view(np.int64)
+    parent = np.arange(n_cells)
+    for i in range(n_half):
+        j = _next(off, owner, i)
+        h = _hash(bits[i, 0], bits[i, 1], bits[j, 0], bits[j, 1], size)
+        while table[h] >= 0:
+            h = (h + 1) & (size - 1)
+        table[h] = i
+    boundary = unmatched = 0
+    for i in range(n_half):
+        j = _next(off, owner, i)
+        xi, yi, xj, yj = pts[i, 0], pts[i, 1], pts[j, 0], pts[j, 1]
+        if ((xi == box[0] and xj == box[0]) or (xi == box[1] and xj == box[1])
+                or (yi == box[2] and yj == box[2]) or (yi == box[3] and yj == box[3])):
+            boundary += 1
+            continue
+        # The twin runs j -> i.
+        h = _hash(bits[j, 0], bits[j, 1], bits[i, 0], bits[i, 1], size)
+        found = -1
+        while table[h] >= 0:
+            t = table[h]
+            t2 = _next(off, owner, t)
+            if (bits[t, 0] == bits[j, 0] and bits[t, 1] == bits[j, 1]
+                    and bits[t2, 0] == bits[i, 0] and bits[t2, 1] == bits[i, 1]):
+                found = t
+                break
+            h = (h + 1) & (size - 1)
+        if found < 0:
+            unmatched += 1
+            continue
+        c1, c2 = owner[i], owner[found]
+        if c1 < c2:
+            same = True
+            for d in range(2):
+                tol = slope_tol * max(mags[c1, d], mags[c2, d])
+                if abs(grads[c1, d] - grads[c2, d]) > tol:
+                    same = False
+            if same:
+                r1, r2 = _root(parent, c1), _root(parent, c2)
+                if r1 != r2:
+                    parent[max(r1, r2)] = min(r1, r2)
+    n_pieces = 0
+    for cell in range(n_cells):
+        r = _root(parent, cell)
+        if r == cell:
+            label[cell] = n_pieces
+            n_pieces += 1
+        else:
+            label[cell] = label[r]
+    return np.array([n_pieces, boundary, unmatched])
+
+
+@njit(inline="always")
+def _next(off, owner, i):
+    cell = owner[i]
+    return i + 1 if i + 1 < off[cell + 1] else off[cell]
+
+
+@njit(inline="always")
+def _hash(a, b, c, d, size):
+    h = np.uint64(1469598103934665603)
+    for v in (a, b, c, d):
+        h = (h ^ np.uint64(v)) * np.uint64(1099511628211)
+        h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(size - 1))
+
+
+@njit(cache=True)
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i

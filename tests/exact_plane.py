@@ -1,0 +1,108 @@
+"""An independent, exact reference for the plane counter: rational arithmetic, affine-map form.
+
+A different algorithm from relu_regions.analysis.plane (which carries float values at vertices):
+every neuron on every cell is an exact affine map z = A u + B v + C in Fractions, and a cell is
+clipped by each neuron's line with exact convex-polygon clipping, so no tolerance is needed.
+Vertices are the distinct exact points of all cells; linear pieces join cells sharing an edge
+whose output maps are equal. Slow; for tiny networks only.
+"""
+
+from fractions import Fraction
+
+import numpy as np
+
+
+def _frac_layers(layers):
+    return [([[Fraction(float(v)) for v in row] for row in np.asarray(w)],
+             [Fraction(float(v)) for v in np.asarray(b)]) for w, b in layers]
+
+
+def _clip(poly, maps, sign):
+    """The part of convex polygon ``poly`` where sign * z >= 0, z = maps (A, B, C)."""
+    A, B, C = maps
+    vals = [sign * (A * x + B * y + C) for x, y in poly]
+    out = []
+    for i, (p, zp) in enumerate(zip(poly, vals)):
+        q, zq = poly[(i + 1) % len(poly)], vals[(i + 1) % len(poly)]
+        if zp >= 0:
+            out.append(p)
+        if (zp > 0 and zq < 0) or (zp < 0 and zq > 0):
+            t = zp / (zp - zq)
+            out.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
+    dedup = []
+    for p in out:
+        if not dedup or dedup[-1] != p:
+            dedup.append(p)
+    if len(dedup) > 1 and dedup[0] == dedup[-1]:
+        dedup.pop()
+    return dedup
+
+
+def _area2(poly):
+    return sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, poly[1:] + poly[:1]))
+
+
+def exact_plane(layers, box, leaks=None):
+    """(regions, pieces, vertices, cells) of a 2-input model given as (W, b) pairs on the box.
+
+    cells: list of (polygon, output map (A, B, C), pattern tuple).
+    """
+    flayers = _frac_layers(layers)
+    leaks = [Fraction(float(v)) for v in (leaks or [0.0] * (len(layers) - 1))]
+    x0, x1, y0, y1 = (Fraction(float(v)) for v in box)
+    poly = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    one, zero = Fraction(1), Fraction(0)
+    cells = [(poly, [(one, zero, zero), (zero, one, zero)], ())]
+    for (w, b), leak in zip(flayers[:-1], leaks):
+        refined = []
+        for poly, maps, pattern in cells:
+            pre = [(sum(wk[j] * maps[j][0] for j in range(len(maps))),
+                    sum(wk[j] * maps[j][1] for j in range(len(maps))),
+                    sum(wk[j] * maps[j][2] for j in range(len(maps))) + bk)
+                   for wk, bk in zip(w, b)]
+            parts = [(poly, ())]
+            for m in pre:
+                nxt = []
+                for part, signs in parts:
+                    vals = [m[0] * x + m[1] * y + m[2] for x, y in part]
+                    if any(v > 0 for v in vals) and any(v < 0 for v in vals):
+                        for s in (1, -1):
+                            piece = _clip(part, m, s)
+                            if len(piece) >= 3 and _area2(piece) != 0:
+                                nxt.append((piece, signs + (s > 0,)))
+                    else:
+                        nxt.append((part, signs + (any(v > 0 for v in vals),)))
+                parts = nxt
+            for part, signs in parts:
+                new_maps = [m if on else tuple(leak * v for v in m) for m, on in zip(pre, signs)]
+                refined.append((part, new_maps, pattern + signs))
+        cells = refined
+    w, b = flayers[-1]
+    out = []
+    for poly, maps, pattern in cells:
+        o = (sum(w[0][j] * maps[j][0] for j in range(len(maps))),
+             sum(w[0][j] * maps[j][1] for j in range(len(maps))),
+             sum(w[0][j] * maps[j][2] for j in range(len(maps))) + b[0])
+        out.append((poly, o, pattern))
+    vertices = {p for poly, _, _ in out for p in poly}
+    # Edges: the cells' sides, matched between neighbours (no T-junctions in exact arithmetic).
+    side_owner = {}
+    parent = list(range(len(out)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for ci, (poly, o, _) in enumerate(out):
+        for p, q in zip(poly, poly[1:] + poly[:1]):
+            key = frozenset((p, q))
+            if key in side_owner:
+                cj = side_owner[key]
+                if out[cj][1] == o:
+                    ri, rj = root(ci), root(cj)
+                    parent[max(ri, rj)] = min(ri, rj)
+            else:
+                side_owner[key] = ci
+    pieces = len({root(i) for i in range(len(out))})
+    return len(out), pieces, len(vertices), out
