@@ -21,6 +21,7 @@ _EXPORTS = {
     "ConstructionNet": "nets.parametrize",
     "count_regions": "analysis.regions", "count_regions_segment": "analysis.regions",
     "sample_regions": "analysis.regions", "pieces_table": "analysis.regions",
+    "count_regions_2d": "analysis.plane", "count_regions_plane": "analysis.plane",
     "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
     "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",
     "characteristic_activation": "gmp.cab",

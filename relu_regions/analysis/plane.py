@@ -56,7 +56,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import InputError
-from ..regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, layer_stack
+from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, layer_stack
 
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
 

@@ -230,8 +230,8 @@ def _raw_layers(pairs):
 
 
 def _read_layers(modules):
-    from .blockdiag import BlockDiagonalLinear
-    from .gmp import GmPLinear, GmPLinearReLU
+    from ..nets.blockdiag import BlockDiagonalLinear
+    from ..gmp.layers import GmPLinear, GmPLinearReLU
 
     layers, leaks, expect_linear, sign = [], [], True, None
     for i, m in enumerate(modules):

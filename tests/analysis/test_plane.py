@@ -10,11 +10,11 @@ from torch import nn
 from exact_plane import exact_plane
 from relu_regions import InputError
 from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
-from relu_regions.blockdiag import BlockDiagonalLinear
-from relu_regions.composite import side_by_side
-from relu_regions.construction import Construction
+from relu_regions.nets.blockdiag import BlockDiagonalLinear
+from relu_regions.nets.composite import side_by_side
+from relu_regions.nets.construction import Construction
 from relu_regions.gmp import from_gmp, to_gmp
-from relu_regions.regions import count_regions_segment, layer_stack
+from relu_regions.analysis.regions import count_regions_segment, layer_stack
 
 
 def random_net(widths, seed, leak=0.0, n_in=2):
@@ -230,7 +230,7 @@ def test_gmp_fused_layer_with_negative_radius_is_folded():
 
 
 def test_composite_layouts_count():
-    from relu_regions.composite import build_layout, initial_theta
+    from relu_regions.nets.composite import build_layout, initial_theta
 
     g = np.linspace(-1, 1, 21)
     x = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
