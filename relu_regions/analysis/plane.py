@@ -58,7 +58,8 @@ from numba import njit
 from ..errors import InputError
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, layer_stack
 
-CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
+CHUNK_FLOATS = 1 << 21
+Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)  # ring floats per layer before the rest of the net runs on halves
 
 
 @dataclass
@@ -285,7 +286,7 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
     n_cells = off.size - 1
     width = w.shape[0]
     n_prev = ring.shape[1] - 2
-    cols = 2 + width
+    cols = Z0 + width  # pool rows: u, v, max|h| (a bound for rounding), z_0..z_{width-1}
     pool = np.empty((256, cols))
     spare = np.empty((256, cols))
     raw = np.empty((64, width))
@@ -326,14 +327,15 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
                         bound += abs(src[2 + j]) * abs(w[c, j])
                     if abs(z) <= zero_tol * bound:
                         z = 0.0
-                pool[i, 2 + c] = z
+                pool[i, Z0 + c] = z
+            pool[i, 2] = h_max
         # Crossings the snapping removed, once per edge (the cell holding it in its canonical
         # direction counts it).
         for i in range(k):
             i2 = (i + 1) % k
             if _canonical(pool, i, i2, box):
                 for c in range(width):
-                    if raw[i, c] * raw[i2, c] < 0 and not pool[i, 2 + c] * pool[i2, 2 + c] < 0:
+                    if raw[i, c] * raw[i2, c] < 0 and not pool[i, Z0 + c] * pool[i2, Z0 + c] < 0:
                         counters[2] += 1
         # Gradient of z on the cell: W J.
         for c in range(width):
@@ -350,7 +352,7 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
         for c in range(width):
             pos = neg = False
             for i in range(k):
-                z = pool[i, 2 + c]
+                z = pool[i, Z0 + c]
                 pos |= z > 0
                 neg |= z < 0
             if pos and neg:
@@ -368,8 +370,8 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
                 s, L = p_start[p], p_len[p]
                 pos = neg = False
                 for i in range(s, s + L):
-                    pos |= pool[i, 2 + c] > 0
-                    neg |= pool[i, 2 + c] < 0
+                    pos |= pool[i, Z0 + c] > 0
+                    neg |= pool[i, Z0 + c] < 0
                 if not (pos and neg):
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
@@ -386,13 +388,13 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
                     i1, i2 = s + i, s + (i + 1) % L
                     pool[top] = pool[i1]
                     top += 1
-                    if pool[i1, 2 + c] * pool[i2, 2 + c] < 0:
-                        counters[2] += _crossing(pool, i1, i2, c, top, interp_tol, box)
+                    if pool[i1, Z0 + c] * pool[i2, Z0 + c] < 0:
+                        counters[2] += _crossing(pool, i1, i2, c, top, interp_tol, zero_tol, w_abs_sum, b, box)
                         top += 1
                 lr = top - t0
                 if lr > cuts.size:
                     cuts = _grow_ints(cuts, 2 * lr)
-                n_cut = _cuts(pool, t0, lr, 2 + c, cuts)
+                n_cut = _cuts(pool, t0, lr, Z0 + c, cuts)
                 if n_cut > 2:
                     counters[2] += 1
                 # Pieces: between consecutive cuts; piece 0 also takes the other cut points.
@@ -451,12 +453,12 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
             for c in range(width):
                 tot = 0.0
                 for i in range(s, s + L):
-                    tot += pool[i, 2 + c]
+                    tot += pool[i, Z0 + c]
                 on[c] = tot > 0
             for i in range(s, s + L):
                 o_ring[nr, 0], o_ring[nr, 1] = pool[i, 0], pool[i, 1]
                 for c in range(width):
-                    z = pool[i, 2 + c]
+                    z = pool[i, Z0 + c]
                     o_ring[nr, 2 + c] = z if z > 0 else (leak * z if leak != 0.0 else 0.0)
                 nr += 1
             for c in range(width):
@@ -485,22 +487,32 @@ def _canonical(rows, i, j, box):
 
 
 @njit(cache=True)
-def _crossing(pool, i1, i2, c, dst, interp_tol, box):
+def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
     """Write at row ``dst`` the point where neuron c crosses zero on edge i1-i2 (strictly
     opposite signs). Computed from the negative end, whichever way the ring runs, so the two
     cells sharing the edge get the same point and values. Returns the interpolated values snapped
-    to zero, if this side counts the edge."""
-    n, p = (i1, i2) if pool[i1, 2 + c] < 0 else (i2, i1)
-    zn, zp = pool[n, 2 + c], pool[p, 2 + c]
+    to zero, if this side counts the edge.
+
+    Where the crossing lies is uncertain by dt = zero_tol (m_n + m_p) / |z_n - z_p| (m: the
+    magnitude |W_c| |h| + |b_c| that z_c is summed from, bounded through max|h|): large when the
+    neuron barely changes along the edge, e.g. a line nearly parallel to it. Another neuron whose
+    value here is within that uncertainty (dt |v_p - v_n|), or within interpolation rounding, of 0
+    passes through this vertex: it is set to exactly 0, so that lines meeting in one point (all
+    lines of a bias-free layer, say) meet in one vertex.
+    """
+    n, p = (i1, i2) if pool[i1, Z0 + c] < 0 else (i2, i1)
+    zn, zp = pool[n, Z0 + c], pool[p, Z0 + c]
     t = zn / (zn - zp)
+    m = (pool[n, 2] + pool[p, 2]) * w_abs_sum[c] + 2.0 * abs(b[c])
+    dt = zero_tol * m / (zp - zn)
     snapped = 0
     for col in range(pool.shape[1]):
         vn, vp = pool[n, col], pool[p, col]
         v = vn + t * (vp - vn)
-        if col >= 2:
-            if col == 2 + c:
+        if col >= Z0:
+            if col == Z0 + c:
                 v = 0.0
-            elif v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)):
+            elif v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)) + dt * abs(vp - vn):
                 v = 0.0
                 snapped += 1
         pool[dst, col] = v

@@ -276,3 +276,27 @@ def test_construction_exact_to_depth_9():
     r = count_regions_2d(layers, (0.0, 1.0, 0.0, 1.0))
     assert (r.activation_regions, r.linear_pieces) == (4 ** 9, 4 ** 9)
     assert r.vertices == (2 ** 9 + 1) ** 2 and r.resolved
+
+
+def test_bias_free_wide_net_is_sectors_counted_on_the_boundary():
+    """Without biases every zero set is a ray from the origin: the cells are sectors, one per ray,
+    and the rays are the 1D counter's breakpoints around the box's boundary. Wide layers have
+    nearly parallel lines, whose float intersections are ill-conditioned: they must still meet
+    in the one vertex at the origin."""
+    g = np.random.default_rng(0)  # two first-layer lines of this draw are 4.7e-4 rad apart
+    layers, prev = [], 2
+    for w in (128, 128, 1):
+        layers.append((g.normal(size=(w, prev)) * np.sqrt(2 / prev), np.zeros(w)))
+        prev = w
+    net = nn.Sequential(*[m for w, b in layers for m in (nn.Linear(*w.shape[::-1]), nn.ReLU())][:-1])
+    with torch.no_grad():
+        for m, (w, b) in zip(net[::2], layers):
+            m.double().weight.copy_(torch.tensor(w))
+            m.bias.zero_()
+    r = count_regions_2d(net)
+    corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
+    rays = sum(count_regions_segment(net, a, b).breakpoints.size
+               for a, b in zip(corners, corners[1:] + corners[:1]))
+    assert rays > 200
+    assert r.activation_regions == rays
+    assert r.vertices == rays + 1 + 4 and r.resolved
