@@ -9,7 +9,7 @@ vertices, counter-clockwise. Each ring vertex carries
   * the *values* of the current layer there (never a gradient plus an intercept: gradients reach
     4^d while values stay O(1), and intercepts would cancel catastrophically),
 
-and each cell carries the Jacobian of the current layer on it (chain rule, masked per neuron).
+and each cell carries the Jacobian of the current layer on it ((2, width) per cell) (chain rule, masked per neuron).
 
 One layer (Linear + ReLU) on a cell: the pre-activations z = W h + b at its vertices are exact up
 to rounding. A neuron splits the cell iff its z has strictly opposite signs at two vertices. It is
@@ -213,7 +213,7 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> Pla
     ring = np.empty((4, 2 + basis.shape[0]))
     ring[:, :2] = corners
     ring[:, 2:] = origin + corners @ basis.T
-    jac = np.ascontiguousarray(basis[None, :, :])
+    jac = np.ascontiguousarray(basis.T[None, :, :])
     chunk = (np.array([0, 4]), ring, jac, np.zeros((1, n_bytes), np.uint8))
     acc = _Accumulator(layers[-1], np.array(box))
     stats = np.zeros(1, np.int64)  # snapped
@@ -249,9 +249,9 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     cap_rows = max(64, 2 * ring.shape[0])
     o_off = np.zeros(cap_cells + 1, np.int64)
     o_ring = np.empty((cap_rows, 2 + width))
-    o_jac = np.empty((cap_cells, width, 2))
+    o_jac = np.empty((cap_cells, 2, width))
     o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
-    counters = np.zeros(3, np.int64)  # cells written, rows written, snapped
+    counters = np.zeros(5, np.int64)  # cells written, rows written, snapped, cells, rows needed
     cell = 0
     while True:
         cell = _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, float(leak), zero_tol,
@@ -260,7 +260,8 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         if cell == n_cells:
             break
         # Out of room: grow (geometrically) and go on from the cell that did not fit.
-        cap_cells, cap_rows = 2 * o_jac.shape[0], 2 * o_ring.shape[0]
+        cap_cells = max(2 * o_jac.shape[0], 2 * int(counters[3]))
+        cap_rows = max(2 * o_ring.shape[0], 2 * int(counters[4]))
         o_off = _grown(o_off, cap_cells + 1)
         o_ring, o_jac, o_pat = (_grown(o_ring, cap_rows), _grown(o_jac, cap_cells),
                                 _grown(o_pat, cap_cells))
@@ -289,73 +290,56 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
     cols = Z0 + width  # pool rows: u, v, max|h| (a bound for rounding), z_0..z_{width-1}
     pool = np.empty((256, cols))
     spare = np.empty((256, cols))
-    raw = np.empty((64, width))
+    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
     p_start = np.empty(64, np.int64)
     p_len = np.empty(64, np.int64)
     alive = np.empty(64, np.int64)
     nxt = np.empty(64, np.int64)
     cuts = np.empty(64, np.int64)
     cross = np.empty(width, np.int64)
-    grad = np.empty((width, 2))
+    grad = np.empty((2, width))
+    has_pos = np.empty(width, np.bool_)
+    has_neg = np.empty(width, np.bool_)
+    tot = np.empty(width)
     on = np.empty(width, np.bool_)
     for cell in range(cell0, n_cells):
         a, k = off[cell], off[cell + 1] - off[cell]
         if k > pool.shape[0]:
             pool = np.empty((2 * k, cols))
             spare = np.empty((2 * k, cols))
-        if k > raw.shape[0]:
-            raw = np.empty((2 * k, width))
-        # Pre-activations at the vertices, touching zeros snapped to exactly 0. Only the vertex's
-        # own data enter, so every cell holding a vertex computes the same values.
+        # Pre-activations at the vertices (computed once per distinct vertex, below).
         for i in range(k):
-            src = ring[a + i]
-            pool[i, 0], pool[i, 1] = src[0], src[1]
-            h_max = 0.0
-            for c in range(width):
-                raw[i, c] = b[c]
-            for j in range(n_prev):
-                h = src[2 + j]
-                if h != 0.0:
-                    h_max = max(h_max, abs(h))
-                    for c in range(width):
-                        raw[i, c] += h * wt[j, c]
-            for c in range(width):
-                z = raw[i, c]
-                if abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
-                    bound = abs(b[c])
-                    for j in range(n_prev):
-                        bound += abs(src[2 + j]) * abs(w[c, j])
-                    if abs(z) <= zero_tol * bound:
-                        z = 0.0
-                pool[i, Z0 + c] = z
-            pool[i, 2] = h_max
+            pool[i] = zs[uid[a + i]]
         # Crossings the snapping removed, once per edge (the cell holding it in its canonical
         # direction counts it).
         for i in range(k):
             i2 = (i + 1) % k
             if _canonical(pool, i, i2, box):
+                u1, u2 = uid[a + i], uid[a + i2]
                 for c in range(width):
-                    if raw[i, c] * raw[i2, c] < 0 and not pool[i, Z0 + c] * pool[i2, Z0 + c] < 0:
+                    if (raw_sign[u1, c] * raw_sign[u2, c] < 0
+                            and not pool[i, Z0 + c] * pool[i2, Z0 + c] < 0):
                         counters[2] += 1
-        # Gradient of z on the cell: W J.
-        for c in range(width):
-            g0 = g1 = 0.0
-            for j in range(n_prev):
-                j0, j1 = jac[cell, j, 0], jac[cell, j, 1]
-                if j0 != 0.0 or j1 != 0.0:
-                    g0 += w[c, j] * j0
-                    g1 += w[c, j] * j1
-            grad[c, 0], grad[c, 1] = g0, g1
+        # Gradient of z on the cell: W J (loops ordered so the inner one runs over neurons).
+        grad[:] = 0.0
+        for j in range(n_prev):
+            j0, j1 = jac[cell, 0, j], jac[cell, 1, j]
+            if j0 != 0.0 or j1 != 0.0:
+                for c in range(width):
+                    grad[0, c] += wt[j, c] * j0
+                    grad[1, c] += wt[j, c] * j1
         # Neurons that switch inside the cell. Sub-cells hold only convex combinations of the
         # cell's vertices, so no other neuron can switch in them.
+        has_pos[:] = False
+        has_neg[:] = False
+        for i in range(k):
+            for c in range(width):
+                z = pool[i, Z0 + c]
+                has_pos[c] |= z > 0
+                has_neg[c] |= z < 0
         n_cross = 0
         for c in range(width):
-            pos = neg = False
-            for i in range(k):
-                z = pool[i, Z0 + c]
-                pos |= z > 0
-                neg |= z < 0
-            if pos and neg:
+            if has_pos[c] and has_neg[c]:
                 cross[n_cross] = c
                 n_cross += 1
         # Sub-cells: rows pool[p_start[p]:p_start[p] + p_len[p]].
@@ -446,15 +430,17 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
             rows += p_len[alive[ai]]
         nc, nr = counters[0], counters[1]
         if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
+            counters[3], counters[4] = nc + n_alive, nr + rows
             return cell
         for ai in range(n_alive):
             p = alive[ai]
             s, L = p_start[p], p_len[p]
+            tot[:] = 0.0
+            for i in range(s, s + L):
+                for c in range(width):
+                    tot[c] += pool[i, Z0 + c]
             for c in range(width):
-                tot = 0.0
-                for i in range(s, s + L):
-                    tot += pool[i, Z0 + c]
-                on[c] = tot > 0
+                on[c] = tot[c] > 0
             for i in range(s, s + L):
                 o_ring[nr, 0], o_ring[nr, 1] = pool[i, 0], pool[i, 1]
                 for c in range(width):
@@ -463,7 +449,7 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
                 nr += 1
             for c in range(width):
                 f = 1.0 if on[c] else leak
-                o_jac[nc, c, 0], o_jac[nc, c, 1] = f * grad[c, 0], f * grad[c, 1]
+                o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
             o_pat[nc] = pat[cell]
             for c in range(width):
                 if on[c]:
@@ -473,6 +459,74 @@ def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, inter
             o_off[nc] = nr
         counters[0], counters[1] = nc, nr
     return n_cells
+
+
+@njit(cache=True)
+def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
+    """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
+    ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
+    snapping.
+
+    Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
+    cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
+    vertex's own data enter, so every cell holding a vertex sees the same values.
+    """
+    rows, n_prev = ring.shape[0], ring.shape[1] - 2
+    width = w.shape[0]
+    size = 1
+    while size < 2 * rows + 2:
+        size *= 2
+    table = np.full(size, -1, np.int64)
+    bits = ring[:, :2].copy().view(np.int64)
+    uid = np.empty(rows, np.int64)
+    first = np.empty(rows, np.int64)  # a ring row holding each vertex
+    n_u = 0
+    for i in range(rows):
+        h = _hash(bits[i, 0], bits[i, 1], 0, 0, size)
+        found = -1
+        while table[h] >= 0:
+            r = first[table[h]]
+            same = True
+            for col in range(2 + n_prev):
+                if ring[r, col] != ring[i, col]:
+                    same = False
+                    break
+            if same:
+                found = table[h]
+                break
+            h = (h + 1) & (size - 1)
+        if found < 0:
+            found = n_u
+            first[n_u] = i
+            table[h] = n_u
+            n_u += 1
+        uid[i] = found
+    zs = np.empty((n_u, Z0 + width))
+    raw_sign = np.empty((n_u, width), np.int8)
+    acc = np.empty(width)
+    for u in range(n_u):
+        src = ring[first[u]]
+        zs[u, 0], zs[u, 1] = src[0], src[1]
+        h_max = 0.0
+        acc[:] = b
+        for j in range(n_prev):
+            hj = src[2 + j]
+            if hj != 0.0:
+                h_max = max(h_max, abs(hj))
+                for c in range(width):
+                    acc[c] += hj * wt[j, c]
+        zs[u, 2] = h_max
+        for c in range(width):
+            z = acc[c]
+            raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
+            if abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
+                bound = abs(b[c])
+                for j in range(n_prev):
+                    bound += abs(src[2 + j]) * abs(w[c, j])
+                if abs(z) <= zero_tol * bound:
+                    z = 0.0
+            zs[u, Z0 + c] = z
+    return uid, zs, raw_sign
 
 
 @njit(inline="always")
@@ -613,10 +667,10 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values):
     for cell in range(off.size - 1):
         g0 = g1 = m0 = m1 = 0.0
         for c in range(width):
-            g0 += w_out[c] * jac[cell, c, 0]
-            g1 += w_out[c] * jac[cell, c, 1]
-            m0 += abs(w_out[c] * jac[cell, c, 0])
-            m1 += abs(w_out[c] * jac[cell, c, 1])
+            g0 += w_out[c] * jac[cell, 0, c]
+            g1 += w_out[c] * jac[cell, 1, c]
+            m0 += abs(w_out[c] * jac[cell, 0, c])
+            m1 += abs(w_out[c] * jac[cell, 1, c])
         grads[cell, 0], grads[cell, 1], mags[cell, 0], mags[cell, 1] = g0, g1, m0, m1
         a, e = off[cell] - off[0], off[cell + 1] - off[0]
         area = perim = val = 0.0
