@@ -223,7 +223,12 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> Pla
 
 
 def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
-    """Run the hidden layers on a chunk of cells, depth first, then hand the cells to ``acc``."""
+    """Run the hidden layers on a chunk of cells, depth first, then hand the cells to ``acc``.
+
+    Cells refine independently, so a chunk holding more than CHUNK_FLOATS runs the rest of the
+    network on each half, and a layer's output comes in pieces that each go on alone: the
+    working arrays stay bounded and nothing is copied to grow them.
+    """
     for depth in range(len(layers) - 1):
         off, ring = chunk[0], chunk[1]
         if ring.size > CHUNK_FLOATS and off.size > 2:
@@ -235,62 +240,63 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
                            stats, acc)
             return
         w, b = layers[depth]
-        chunk = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
+        outs = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
+        if len(outs) > 1:
+            for out in outs:
+                _propagate(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
+                           zero_tol, stats, acc)
+            return
+        chunk = outs[0]
     acc.add(*chunk)
 
 
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
+    """One Linear + ReLU on a chunk: a list of output chunks (one unless the first arrays
+    filled up; then the remaining cells go to fresh arrays rather than grown ones)."""
     off, ring, jac, pat = chunk
     width = w.shape[0]
     wt = np.ascontiguousarray(w.T)
     w_abs_sum = np.abs(w).sum(1)
+    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
     n_cells = off.size - 1
-    cap_cells = max(16, 2 * n_cells)
-    cap_rows = max(64, 2 * ring.shape[0])
-    o_off = np.zeros(cap_cells + 1, np.int64)
-    o_ring = np.empty((cap_rows, 2 + width))
-    o_jac = np.empty((cap_cells, 2, width))
-    o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
-    counters = np.zeros(5, np.int64)  # cells written, rows written, snapped, cells, rows needed
-    cell = 0
-    while True:
-        cell = _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, float(leak), zero_tol,
-                            EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac, o_pat,
-                            counters)
-        if cell == n_cells:
-            break
-        # Out of room: grow (geometrically) and go on from the cell that did not fit.
-        cap_cells = max(2 * o_jac.shape[0], 2 * int(counters[3]))
-        cap_rows = max(2 * o_ring.shape[0], 2 * int(counters[4]))
-        o_off = _grown(o_off, cap_cells + 1)
-        o_ring, o_jac, o_pat = (_grown(o_ring, cap_rows), _grown(o_jac, cap_cells),
-                                _grown(o_pat, cap_cells))
-    stats[0] += counters[2]
-    nc, nr = counters[0], counters[1]
-    return o_off[:nc + 1], o_ring[:nr], o_jac[:nc], o_pat[:nc]
-
-
-def _grown(a, n):
-    out = np.empty((n,) + a.shape[1:], a.dtype)
-    out[:a.shape[0]] = a
-    return out
+    need_cells, need_rows = 2 * n_cells, 2 * ring.shape[0]
+    outs, cell = [], 0
+    while cell < n_cells:
+        cap_cells, cap_rows = max(16, need_cells), max(64, need_rows)
+        o_off = np.zeros(cap_cells + 1, np.int64)
+        o_ring = np.empty((cap_rows, 2 + width))
+        o_jac = np.empty((cap_cells, 2, width))
+        o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
+        counters = np.zeros(5, np.int64)  # cells, rows written; snapped; cells, rows needed
+        cell = _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
+                            zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
+                            o_pat, counters)
+        stats[0] += counters[2]
+        nc, nr = counters[0], counters[1]
+        if nc:
+            outs.append((o_off[:nc + 1], o_ring[:nr], o_jac[:nc], o_pat[:nc]))
+        # The rest, at the rate this part grew (at least what the cell that did not fit needs).
+        left = n_cells - cell
+        grow = max(nc, 1) / max(cell, 1)
+        need_cells = max(int(counters[3]), int(1.25 * grow * left) + 16)
+        need_rows = max(int(counters[4]), int(1.25 * max(nr, 1) / max(cell, 1) * left) + 64)
+    return outs
 
 
 # ---------------------------------------------------------------------------------------------
 # The layer kernel
 
 @njit(cache=True)
-def _split_cells(off, ring, jac, pat, w, wt, b, w_abs_sum, leak, zero_tol, interp_tol, bit0,
-                 box, cell0, o_off, o_ring, o_jac, o_pat, counters):
+def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, zero_tol,
+                 interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
     that did not fit (len(off) - 1 when all did). ``counters``: cells and rows written, snapped."""
     n_cells = off.size - 1
     width = w.shape[0]
-    n_prev = ring.shape[1] - 2
+    n_prev = jac.shape[2]
     cols = Z0 + width  # pool rows: u, v, max|h| (a bound for rounding), z_0..z_{width-1}
     pool = np.empty((256, cols))
     spare = np.empty((256, cols))
-    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
     p_start = np.empty(64, np.int64)
     p_len = np.empty(64, np.int64)
     alive = np.empty(64, np.int64)
@@ -476,13 +482,14 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
     size = 1
     while size < 2 * rows + 2:
         size *= 2
+    mask = np.uint64(size - 1)
     table = np.full(size, -1, np.int64)
-    bits = ring[:, :2].copy().view(np.int64)
+    bits = ring[:, :2].copy().view(np.uint64)
     uid = np.empty(rows, np.int64)
     first = np.empty(rows, np.int64)  # a ring row holding each vertex
     n_u = 0
     for i in range(rows):
-        h = _hash(bits[i, 0], bits[i, 1], 0, 0, size)
+        h = _mix(_mix(bits[i, 0]) ^ bits[i, 1]) & mask
         found = -1
         while table[h] >= 0:
             r = first[table[h]]
@@ -494,7 +501,7 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
             if same:
                 found = table[h]
                 break
-            h = (h + 1) & (size - 1)
+            h = (h + np.uint64(1)) & mask
         if found < 0:
             found = n_u
             first[n_u] = i
@@ -643,8 +650,8 @@ class _Accumulator:
         self.parts = []
         n = offsets.size - 1
         pieces = np.empty(n, np.int64)
-        stats = _pieces(offsets, polygons, grads, mags, slope_tol, self.box, pieces)
-        n_pieces, boundary, unmatched = (int(v) for v in stats)
+        n_pieces, boundary, unmatched = (int(v) for v in _pieces(
+            offsets, polygons, grads, mags, slope_tol, self.box, pieces))
         half = polygons.shape[0]
         edges = (half + boundary + unmatched) // 2
         scale = max(abs(v) for v in box)
@@ -687,62 +694,87 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values):
         values[cell] = val / (e - a)
 
 
-@njit(cache=True)
 def _pieces(off, pts, grads, mags, slope_tol, box, label):
-    """Linear pieces: union of edge-adjacent cells with equal output gradients. Edges are matched
-    through a hash table on their end points' bits. Returns (pieces, boundary half-edges,
-    unmatched interior half-edges); ``label`` gets each cell's piece."""
-    n_cells = off.size - 1
+    """Linear pieces: union of edge-adjacent cells with equal output gradients. Returns (pieces,
+    boundary half-edges, unmatched interior half-edges); ``label`` gets each cell's piece.
+
+    Edges are matched by sorting: each interior half-edge gets a key whose high bits hash its
+    end points in a fixed order (a shared edge's two halves, which are bit-identical, get the
+    same hash) and whose low bits are its index, so one sort of integers (no argsort) lines
+    twins up.
+    """
     n_half = pts.shape[0]
+    owner, nxt = _ring_links(off, n_half)
+    index_bits = max(1, int(n_half).bit_length())
+    keys = _edge_keys(pts, nxt, box, index_bits)
+    boundary = n_half - keys.size
+    keys.sort()
+    unmatched = _join_twins(keys, pts, nxt, owner, grads, mags, slope_tol, index_bits, label)
+    return label.max() + 1 if label.size else 0, boundary, unmatched
+
+
+@njit(cache=True)
+def _ring_links(off, n_half):
     owner = np.empty(n_half, np.int64)
-    for cell in range(n_cells):
+    nxt = np.empty(n_half, np.int64)
+    for cell in range(off.size - 1):
         for i in range(off[cell], off[cell + 1]):
             owner[i] = cell
-    size = 1
-    while size < 2 * n_half + 2:
-        size *= 2
-    table = np.full(size, -1, np.int64)
-    bits = pts.view(np.int64)
-    parent = np.arange(n_cells)
-    for i in range(n_half):
-        j = _next(off, owner, i)
-        h = _hash(bits[i, 0], bits[i, 1], bits[j, 0], bits[j, 1], size)
-        while table[h] >= 0:
-            h = (h + 1) & (size - 1)
-        table[h] = i
-    boundary = unmatched = 0
-    for i in range(n_half):
-        j = _next(off, owner, i)
+            nxt[i] = i + 1 if i + 1 < off[cell + 1] else off[cell]
+    return owner, nxt
+
+
+@njit(cache=True)
+def _edge_keys(pts, nxt, box, index_bits):
+    bits = pts.view(np.uint64)
+    keys = np.empty(pts.shape[0], np.uint64)
+    low = (np.uint64(1) << np.uint64(index_bits)) - np.uint64(1)
+    n = 0
+    for i in range(pts.shape[0]):
+        j = nxt[i]
         xi, yi, xj, yj = pts[i, 0], pts[i, 1], pts[j, 0], pts[j, 1]
         if ((xi == box[0] and xj == box[0]) or (xi == box[1] and xj == box[1])
                 or (yi == box[2] and yj == box[2]) or (yi == box[3] and yj == box[3])):
-            boundary += 1
-            continue
-        # The twin runs j -> i.
-        h = _hash(bits[j, 0], bits[j, 1], bits[i, 0], bits[i, 1], size)
-        found = -1
-        while table[h] >= 0:
-            t = table[h]
-            t2 = _next(off, owner, t)
-            if (bits[t, 0] == bits[j, 0] and bits[t, 1] == bits[j, 1]
-                    and bits[t2, 0] == bits[i, 0] and bits[t2, 1] == bits[i, 1]):
-                found = t
-                break
-            h = (h + 1) & (size - 1)
-        if found < 0:
-            unmatched += 1
-            continue
-        c1, c2 = owner[i], owner[found]
-        if c1 < c2:
-            same = True
-            for d in range(2):
-                tol = slope_tol * max(mags[c1, d], mags[c2, d])
-                if abs(grads[c1, d] - grads[c2, d]) > tol:
-                    same = False
-            if same:
-                r1, r2 = _root(parent, c1), _root(parent, c2)
-                if r1 != r2:
-                    parent[max(r1, r2)] = min(r1, r2)
+            continue  # on the box's boundary: one cell holds it
+        a, b = (i, j) if (bits[i, 0], bits[i, 1]) < (bits[j, 0], bits[j, 1]) else (j, i)
+        h = _mix(_mix(_mix(_mix(bits[a, 0]) ^ bits[a, 1]) ^ bits[b, 0]) ^ bits[b, 1])
+        keys[n] = (h & ~low) | np.uint64(i)
+        n += 1
+    return keys[:n]
+
+
+@njit(cache=True)
+def _join_twins(keys, pts, nxt, owner, grads, mags, slope_tol, index_bits, label):
+    """Walk runs of equal hash: twins (i -> j and j -> i) join their cells' pieces when the
+    gradients agree to slope_tol |W_out| |J|. Returns the half-edges left without a twin."""
+    n_cells = label.size
+    parent = np.arange(n_cells)
+    low = (np.uint64(1) << np.uint64(index_bits)) - np.uint64(1)
+    matched = 0
+    start = 0
+    while start < keys.size:
+        end = start + 1
+        while end < keys.size and (keys[end] & ~low) == (keys[start] & ~low):
+            end += 1
+        for p in range(start, end):
+            i = np.int64(keys[p] & low)
+            for q in range(p + 1, end):
+                t = np.int64(keys[q] & low)
+                j, t2 = nxt[i], nxt[t]
+                if (pts[t, 0] == pts[j, 0] and pts[t, 1] == pts[j, 1]
+                        and pts[t2, 0] == pts[i, 0] and pts[t2, 1] == pts[i, 1]):
+                    matched += 2
+                    c1, c2 = owner[i], owner[t]
+                    same = True
+                    for d in range(2):
+                        tol = slope_tol * max(mags[c1, d], mags[c2, d])
+                        if abs(grads[c1, d] - grads[c2, d]) > tol:
+                            same = False
+                    if same:
+                        r1, r2 = _root(parent, c1), _root(parent, c2)
+                        if r1 != r2:
+                            parent[max(r1, r2)] = min(r1, r2)
+        start = end
     n_pieces = 0
     for cell in range(n_cells):
         r = _root(parent, cell)
@@ -751,22 +783,15 @@ def _pieces(off, pts, grads, mags, slope_tol, box, label):
             n_pieces += 1
         else:
             label[cell] = label[r]
-    return np.array([n_pieces, boundary, unmatched])
+    return keys.size - matched
 
 
 @njit(inline="always")
-def _next(off, owner, i):
-    cell = owner[i]
-    return i + 1 if i + 1 < off[cell + 1] else off[cell]
-
-
-@njit(inline="always")
-def _hash(a, b, c, d, size):
-    h = np.uint64(1469598103934665603)
-    for v in (a, b, c, d):
-        h = (h ^ np.uint64(v)) * np.uint64(1099511628211)
-        h ^= h >> np.uint64(29)
-    return np.int64(h & np.uint64(size - 1))
+def _mix(h):
+    """splitmix64's finalizer: every input bit reaches every output bit."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
 @njit(cache=True)
