@@ -180,17 +180,23 @@ def cmd_count(args) -> dict:
             raise InputError("--checkpoint counts a saved model: drop --depth/--a")
         model, config = checkpoint.load(args.checkpoint)
         n_in = next(m for m in model.modules() if isinstance(m, torch.nn.Linear)).in_features
+        saved = config.get("model", {}).get("interval") or config.get("interval")
+        if args.segment_from is None and (n_in == 2 or args.box or args.through):
+            return _count_plane(args, model, n_in, saved, {"checkpoint": str(args.checkpoint)})
         if n_in > 1 and args.segment_from is None:
-            raise InputError(f"the model takes {n_in} inputs; count it along a segment with "
+            raise InputError(f"the model takes {n_in} inputs; count it on the plane through "
+                             f"three points with --through P0 P1 P2, or along a segment with "
                              f"--from X0 --to X1 (e.g. --from={','.join(['-1'] * n_in)} "
                              f"--to {','.join(['1'] * n_in)})")
-        saved = config.get("model", {}).get("interval") or config.get("interval")
         saved = saved if n_in == 1 else None  # a 2D run saves one interval per input
         lo, hi = args.interval or (tuple(saved) if saved else (0.0, 1.0))
         info["checkpoint"] = str(args.checkpoint)
     else:
         if args.depth is None:
             raise InputError("give --depth D (count the construction) or --checkpoint PATH")
+        if args.box or args.through:
+            raise InputError("--box and --through count a saved model with 2 or more inputs "
+                             "(--checkpoint); the construction has one input")
         if not 1 <= args.depth <= MAX_COUNT_DEPTH:
             raise InputError(f"--depth must be between 1 and {MAX_COUNT_DEPTH}, got {args.depth}")
         n_peaks = args.depth + 1 if args.thm31 else args.depth
@@ -239,8 +245,55 @@ def cmd_count(args) -> dict:
     return out
 
 
+def _count_plane(args, model, n_in, saved, info) -> dict:
+    """count on a plane: the box of a 2-input model, or the plane through three points."""
+    from .analysis.plane import count_regions_2d, count_regions_plane, parse_points
+
+    if args.interval or args.sample:
+        raise InputError("--interval and --sample are for 1D inputs; a plane takes --box")
+    if args.through:
+        points = parse_points(args.through, n_in, args.data)
+        start = time.perf_counter()
+        result = count_regions_plane(model, *points, extent=args.box)
+        marks = result.plane["points"]
+    else:
+        if n_in != 2:
+            raise InputError(f"--box counts a model with 2 inputs; this one takes {n_in}: add "
+                             f"--through P0 P1 P2")
+        box = args.box
+        if box is None and saved and len(saved) == 2 and all(len(b) == 2 for b in saved):
+            box = [saved[0][0], saved[0][1], saved[1][0], saved[1][1]]  # its training domain
+        start = time.perf_counter()
+        result = count_regions_2d(model, box if box is not None else (0.0, 1.0, 0.0, 1.0))
+        marks = None
+    out = {**info, **result.to_dict(), "seconds": round(time.perf_counter() - start, 4)}
+    if args.plot:
+        from .plots import plot_region_map
+
+        out["plot"] = str(plot_region_map(result, args.plot, points=marks))
+    return out
+
+
 def show_count(out: dict) -> str:
     lines = []
+    if "edges" in out:  # a plane count
+        x0, x1, y0, y1 = out["box"]
+        lines += [f"checkpoint: {out['checkpoint']}"] if "checkpoint" in out else []
+        if "plane" in out:
+            lines.append("plane through three points, coordinates (u, v) in input units")
+        lines += [
+            f"box               [{x0:g}, {x1:g}] x [{y0:g}, {y1:g}]",
+            f"activation regions {out['activation_regions']}",
+            f"linear pieces     {out['linear_pieces']}",
+            f"vertices, edges   {out['vertices']}, {out['edges']}",
+            f"min cell area     {out['min_cell_area']:.3e}"
+            + ("" if out["resolved"] else "  (below float64 resolution: counts not guaranteed)"),
+            f"rounding snaps    {out['snapped']} (touching zeros / concurrent lines)",
+            f"time              {out['seconds']:.3f} s",
+        ]
+        if "plot" in out:
+            lines.append(f"plot              {out['plot']}")
+        return "\n".join(lines)
     if "depth" in out:
         lines.append(f"construction: depth {out['depth']}, "
                      f"{'Theorem 3.1 scales' if out['thm31'] else 'free scales'}")
@@ -688,10 +741,19 @@ def build_parser() -> Parser:
                    help="count an nD model along the segment from X0 (comma-separated, e.g. "
                         "-1,-1) ...")
     c.add_argument("--to", dest="segment_to", type=float_list, metavar="X1", help="... to X1")
+    c.add_argument("--box", type=float_list, metavar="X0,X1,Y0,Y1",
+                   help="count a 2-input model on this box, exactly (default: its training "
+                        "domain); with --through, the box in the plane's coordinates; negative "
+                        "values as --box=-1,1,-1,1")
+    c.add_argument("--through", nargs=3, metavar="P",
+                   help="count on the plane through three input points: comma lists, or row "
+                        "numbers of the CSV file given with --data")
+    c.add_argument("--data", type=Path, metavar="CSV", help="points for --through")
     c.add_argument("--sample", type=int, metavar="N", help="also run the sampling estimator "
                                                          "on N grid points")
     c.add_argument("--plot", type=Path, metavar="FILE.png", help="save a plot of the output "
-                                                                 "with its breakpoints")
+                                                                 "with its breakpoints (a plane: "
+                                                                 "its region map, .png or .svg)")
     c.add_argument("--pieces", type=Path, metavar="FILE.csv",
                    help="write one row per linear piece: start,end,slope,value_start,value_end "
                         "(with --json also listed in the output)")

@@ -191,3 +191,68 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
         ax.set_ylabel("y")
     fig.suptitle(title or "2D fit")
     return save_figure(fig, path)
+
+
+MAP_EDGE_LIMIT = 60_000  # up to this many cells every edge is drawn; beyond, the fill alone
+
+
+def plot_region_map(count, path, color: str = "gradient", points=None, title: str | None = None,
+                    ax=None) -> Path | None:
+    """The cells of a plane count (``count_regions_2d`` / ``count_regions_plane``) as a map.
+
+    ``color="gradient"``: hue = the output gradient's direction, brightness = its size (log
+    scale), so neighbouring linear pieces differ; ``color="output"``: the output at the cell
+    (viridis). Edges are drawn up to MAP_EDGE_LIMIT cells; ``points`` ((n, 2) plane
+    coordinates) go on top. PNG or SVG by the suffix of ``path`` (with ``ax`` given, draws there
+    and writes nothing).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import hsv_to_rgb
+    from matplotlib.figure import Figure
+
+    from .errors import InputError
+
+    if color not in ("gradient", "output"):
+        raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
+    if ax is None and Path(path).suffix.lower() not in (".png", ".svg"):
+        raise InputError(f"the map is written as .png or .svg, got {str(path)!r}")
+    polys = np.split(count.polygons, count.offsets[1:-1])
+    if color == "gradient":
+        g = count.gradients
+        size = np.log10(np.hypot(g[:, 0], g[:, 1]) + 1e-300)
+        finite = size[size > -300]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        value = 0.25 + 0.75 * (size - lo) / (hi - lo if hi > lo else 1.0)
+        hue = (np.arctan2(g[:, 1], g[:, 0]) / (2 * np.pi)) % 1.0
+        rgb = hsv_to_rgb(np.stack([hue, np.full_like(hue, 0.65), np.clip(value, 0, 1)], 1))
+        coll = PolyCollection(polys, facecolors=rgb)
+    else:
+        coll = PolyCollection(polys, array=count.values, cmap="viridis")
+    many = count.activation_regions > MAP_EDGE_LIMIT
+    coll.set_edgecolor("none" if many else (0, 0, 0, 0.6))
+    coll.set_linewidth(0.0 if many else 0.25)
+    coll.set_rasterized(many)  # an SVG of 10^6 polygons would be hundreds of MB
+    own = ax is None
+    if own:
+        fig = Figure(figsize=(6.4, 6.0))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    ax.add_collection(coll)
+    if color == "output":
+        ax.figure.colorbar(coll, ax=ax, shrink=0.8, label="output")
+    if points is not None:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        ax.plot(pts[:, 0], pts[:, 1], "o", ms=5, mfc="white", mec="black")
+    x0, x1, y0, y1 = count.box
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("u" if count.plane is not None else "x1")
+    ax.set_ylabel("v" if count.plane is not None else "x2")
+    ax.set_title(title or f"{count.activation_regions:,} activation regions, "
+                          f"{count.linear_pieces:,} linear pieces"
+                 + ("" if count.resolved else " (unresolved)"), fontsize=10)
+    if not own:
+        return None
+    return save_figure(fig, path)

@@ -800,3 +800,57 @@ def _root(parent, i):
         parent[i] = parent[parent[i]]
         i = parent[i]
     return i
+
+
+# ---------------------------------------------------------------------------------------------
+# Points given as text (the CLI's --through)
+
+MAX_POINTS_CSV_BYTES = 256 * 2**20
+
+
+def parse_points(specs, n_in: int, csv_path=None) -> list[np.ndarray]:
+    """The points named by ``specs``: each a comma list of n_in numbers, or (with ``csv_path``)
+    a data row number (0 = the first data row; a header row and '#' lines do not count) whose
+    first n_in columns are the point (a further column, e.g. a label, is ignored)."""
+    import csv
+    import io
+
+    from ..errors import read_user_file
+
+    rows = None
+    out = []
+    for spec in specs:
+        text = str(spec).strip()
+        if text.lstrip("-").isdigit() and "," not in text:
+            if csv_path is None:
+                raise InputError(f"point {text!r} is a row number: give the CSV file with --data "
+                                 f"(or the point as {n_in} comma-separated numbers)")
+            if rows is None:
+                p, content = read_user_file(csv_path, "CSV file", MAX_POINTS_CSV_BYTES)
+                rows = [r for r in csv.reader(io.StringIO(content))
+                        if any(c.strip() for c in r) and not r[0].strip().startswith("#")]
+                if rows and not _numbers(rows[0]):
+                    rows = rows[1:]  # a header
+            k = int(text)
+            if not 0 <= k < len(rows):
+                raise InputError(f"row {k} is not in the CSV file ({len(rows)} data rows, "
+                                 f"numbered from 0)")
+            values = _numbers(rows[k][:n_in])
+            if values is None or len(values) != n_in:
+                raise InputError(f"CSV row {k} does not start with {n_in} numbers (the model's "
+                                 f"inputs)")
+        else:
+            values = _numbers(text.split(","))
+            if values is None or len(values) != n_in:
+                raise InputError(f"point {text!r} must be {n_in} comma-separated numbers (the "
+                                 f"model's inputs) or a row number of --data")
+        out.append(_check_point(values, n_in, f"point {text!r}"))
+    return out
+
+
+def _numbers(cells):
+    try:
+        values = [float(c) for c in cells]
+    except ValueError:
+        return None
+    return values if all(math.isfinite(v) for v in values) else None

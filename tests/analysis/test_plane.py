@@ -300,3 +300,63 @@ def test_bias_free_wide_net_is_sectors_counted_on_the_boundary():
     assert rays > 200
     assert r.activation_regions == rays
     assert r.vertices == rays + 1 + 4 and r.resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+def _cli(argv, capsys):
+    from relu_regions.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_counts_a_2d_checkpoint_on_its_domain_and_plots(tmp_path, capsys):
+    import json
+
+    from relu_regions import checkpoint
+
+    net = random_net([8, 8], seed=1)
+    ck = checkpoint.save(net, tmp_path / "m.pt", {"interval": [[-1.0, 1.0], [-2.0, 0.5]]})
+    code, out, _ = _cli(["count", "--checkpoint", str(ck), "--json",
+                         "--plot", str(tmp_path / "map.svg")], capsys)
+    assert code == 0
+    d = json.loads(out)
+    r = count_regions_2d(net, (-1.0, 1.0, -2.0, 0.5))
+    assert d["box"] == [-1.0, 1.0, -2.0, 0.5]
+    assert (d["activation_regions"], d["linear_pieces"], d["vertices"]) == (
+        r.activation_regions, r.linear_pieces, r.vertices)
+    assert (tmp_path / "map.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_cli_plane_through_csv_rows(tmp_path, capsys):
+    import json
+
+    from relu_regions import checkpoint
+
+    net = random_net([8, 8], seed=2, n_in=4)
+    ck = checkpoint.save(net, tmp_path / "m.pt")
+    (tmp_path / "p.csv").write_text("a,b,c,d,label\n1,0,0,0,7\n0,1,0,0,3\n0,0,1,1,2\n")
+    code, out, _ = _cli(["count", "--checkpoint", str(ck), "--through", "0", "1", "2",
+                         "--data", str(tmp_path / "p.csv"), "--box=-1,2,-1,2", "--json"], capsys)
+    assert code == 0
+    r = count_regions_plane(net, [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], extent=(-1, 2, -1, 2))
+    assert json.loads(out)["activation_regions"] == r.activation_regions
+
+
+@pytest.mark.parametrize("extra", [["--box=1,0,0,1"], ["--box=0,1,0"], ["--plot", "{tmp}/m.pdf"],
+                                   ["--through", "0,0", "1,1", "2,2"],
+                                   ["--through", "0,0", "1,0", "0,1,2"],
+                                   ["--through", "0", "1", "2"]])
+def test_cli_bad_plane_input_is_one_error_line(tmp_path, capsys, extra):
+    from relu_regions import checkpoint
+
+    ck = checkpoint.save(random_net([4], seed=0), tmp_path / "m.pt")
+    before = set(tmp_path.iterdir())
+    code, out, err = _cli(["count", "--checkpoint", str(ck)]
+                          + [e.format(tmp=tmp_path) for e in extra], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "error:" in err
+    assert set(tmp_path.iterdir()) == before
