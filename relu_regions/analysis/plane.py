@@ -2,14 +2,15 @@
 plane through three input points.
 
 The partition of the plane into activation regions is built layer by layer, as the 1D counter
-(docs/regions2d.md) builds intervals. Every cell is a convex polygon, stored as its ring of
+(regions.py) builds intervals; docs/regions2d.md has the rules with examples. Every cell is a convex polygon, stored as its ring of
 vertices, counter-clockwise. Each ring vertex carries
 
   * its position (u, v) in the plane, and
   * the *values* of the current layer there (never a gradient plus an intercept: gradients reach
     4^d while values stay O(1), and intercepts would cancel catastrophically),
 
-and each cell carries the Jacobian of the current layer on it ((2, width) per cell) (chain rule, masked per neuron).
+and each cell carries the Jacobian of the current layer on it, (2, width), by the chain rule
+(masked per neuron).
 
 One layer (Linear + ReLU) on a cell: the pre-activations z = W h + b at its vertices are exact up
 to rounding. A neuron splits the cell iff its z has strictly opposite signs at two vertices. It is
@@ -23,18 +24,22 @@ cells and memory stays bounded.
 Exactness rules (the 1D counter's, carried to the plane):
 
   * Touching zeros. A pre-activation with |z| <= zero_tol (|W| |h| + |b|) at a vertex (a rounding
-    bound, zero_tol = 2^-40) is exactly 0, so a neuron that only touches zero along an edge or at a
-    vertex makes no sliver. An interpolated value within INTERP_ULPS eps (|z_n| + |z_p|) of 0 is
-    exactly 0 too (e.g. three lines through one point). Each removed crossing is counted in
-    ``snapped``, once per edge.
+    bound, zero_tol = 2^-40, as in 1D) is exactly 0, so a neuron that only touches zero along an
+    edge or at a vertex makes no sliver. Each crossing this removes is counted in ``snapped``,
+    once per edge.
+  * Concurrent lines. A new vertex's position along its edge is uncertain by
+    dt = zero_tol (m_n + m_p) / |z_n - z_p| of the edge (m: the magnitude z is summed from), large
+    when the crossing neuron barely changes along the edge (a nearly parallel line). Another
+    neuron whose interpolated value there is within dt |v_p - v_n| + INTERP_ULPS eps (|v_n| +
+    |v_p|) of 0 passes through the vertex and is set to exactly 0 (counted in ``snapped``): lines
+    through one point (all lines of a bias-free layer) meet in one vertex. This replaces the 1D
+    counter's merge of switch points within 16 ulps: a merge decided on one edge would have to be
+    repeated on every edge at that vertex, which cells refined independently cannot see, while a
+    value set to 0 travels with the vertex.
   * Rounding that breaks convexity. If a neuron's signs around a cell alternate more than twice (a
     line crossing a convex cell meets its boundary twice, so only rounding can do this), every
     crossing is kept, so that neighbours stay consistent, and the cell is cut along chords between
     consecutive zeros; each such cell adds 1 to ``snapped``.
-  * No distance merges. The 1D counter merges switch points closer than 16 ulps; on a plane such a
-    merge decided on one edge would have to be repeated on every edge at that vertex, which cells
-    refined independently cannot see. The zero rules above already make concurrent lines meet in
-    one vertex; what remains below float64 resolution shows as ``resolved = False``.
   * Linear pieces. Adjacent cells belong to one linear piece iff their output gradients agree to
     slope_tol times the magnitude |W_out| |J| they are summed from (the function is continuous,
     so equal gradients mean one affine map). Adjacency is found by matching each cell's edges
