@@ -80,12 +80,21 @@ def _regioncam_count(layers):
     return rc.num_edges
 
 
-def measure(target, depth, kind):
+def measure(target, *args):
+    """``target(*args, queue)`` in a fresh spawned process; what it put in the queue."""
+    import queue as queues
+
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    p = ctx.Process(target=target, args=(depth, kind, queue))
+    p = ctx.Process(target=target, args=(*args, queue))
     p.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if not p.is_alive():  # it died (an exception, or killed for memory) without a result
+                raise RuntimeError(f"{target.__name__}{args} exited with code {p.exitcode}")
     p.join()
     return result
 

@@ -25,11 +25,11 @@ up (warm), at least 2x faster at 10^6; 10^6 regions in under 10 s and 2 GB.
 
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import time
 
 import numpy as np
+from bench_count import measure  # a fresh spawned process per measurement
 
 
 def default_net(spec):
@@ -142,16 +142,6 @@ def _regioncam(kind, arg, queue):
     seconds = time.perf_counter() - t
     queue.put(dict(regions=faces, seconds=seconds,
                    peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-
-
-def measure(target, kind, arg):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    p = ctx.Process(target=target, args=(kind, arg, queue))
-    p.start()
-    result = queue.get()
-    p.join()
-    return result
 
 
 def main():
