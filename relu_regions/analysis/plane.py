@@ -264,6 +264,9 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     w_abs_sum = np.abs(w).sum(1)
     uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
     n_cells = off.size - 1
+    # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
+    # so the product's summation order does not matter for the partition.
+    grads = (jac.reshape(2 * n_cells, -1) @ wt).reshape(n_cells, 2, width)
     need_cells, need_rows = 2 * n_cells, 2 * ring.shape[0]
     outs, cell = [], 0
     while cell < n_cells:
@@ -273,7 +276,7 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
         counters = np.zeros(5, np.int64)  # cells, rows written; snapped; cells, rows needed
-        cell = _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
+        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
                             zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
                             o_pat, counters)
         stats[0] += counters[2]
@@ -292,60 +295,60 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
 # The layer kernel
 
 @njit(cache=True)
-def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, zero_tol,
+def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, zero_tol,
                  interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
-    that did not fit (len(off) - 1 when all did). ``counters``: cells and rows written, snapped."""
+    that did not fit (len(off) - 1 when all did). ``counters``: cells and rows written, snapped.
+
+    Within a cell, vertices are rows of ``vert`` (u, v, max|h|, z...), written once; sub-cells
+    are rings of row numbers in ``idx``, so a split copies numbers, not rows.
+    """
     n_cells = off.size - 1
     width = w.shape[0]
-    n_prev = jac.shape[2]
-    cols = Z0 + width  # pool rows: u, v, max|h| (a bound for rounding), z_0..z_{width-1}
-    pool = np.empty((256, cols))
-    spare = np.empty((256, cols))
+    cols = Z0 + width
+    vert = np.empty((256, cols))
+    idx = np.empty(1024, np.int64)
+    spare = np.empty(1024, np.int64)
     p_start = np.empty(64, np.int64)
     p_len = np.empty(64, np.int64)
     alive = np.empty(64, np.int64)
     nxt = np.empty(64, np.int64)
     cuts = np.empty(64, np.int64)
     cross = np.empty(width, np.int64)
-    grad = np.empty((2, width))
     has_pos = np.empty(width, np.bool_)
     has_neg = np.empty(width, np.bool_)
     tot = np.empty(width)
     on = np.empty(width, np.bool_)
     for cell in range(cell0, n_cells):
         a, k = off[cell], off[cell + 1] - off[cell]
-        if k > pool.shape[0]:
-            pool = np.empty((2 * k, cols))
-            spare = np.empty((2 * k, cols))
-        # Pre-activations at the vertices (computed once per distinct vertex, below).
+        if k > vert.shape[0]:
+            vert = np.empty((2 * k, cols))
+        if 8 * k + 8 > idx.size:
+            idx = np.empty(16 * k + 16, np.int64)
+            spare = np.empty(idx.size, np.int64)
+        # Pre-activations at the vertices (computed once per distinct vertex, beforehand).
         for i in range(k):
-            pool[i] = zs[uid[a + i]]
+            vert[i] = zs[uid[a + i]]
+            idx[i] = i
+        n_vert = k
         # Crossings the snapping removed, once per edge (the cell holding it in its canonical
         # direction counts it).
         for i in range(k):
             i2 = (i + 1) % k
-            if _canonical(pool, i, i2, box):
+            if _canonical(vert, i, i2, box):
                 u1, u2 = uid[a + i], uid[a + i2]
                 for c in range(width):
                     if (raw_sign[u1, c] * raw_sign[u2, c] < 0
-                            and not pool[i, Z0 + c] * pool[i2, Z0 + c] < 0):
+                            and not vert[i, Z0 + c] * vert[i2, Z0 + c] < 0):
                         counters[2] += 1
-        # Gradient of z on the cell: W J (loops ordered so the inner one runs over neurons).
-        grad[:] = 0.0
-        for j in range(n_prev):
-            j0, j1 = jac[cell, 0, j], jac[cell, 1, j]
-            if j0 != 0.0 or j1 != 0.0:
-                for c in range(width):
-                    grad[0, c] += wt[j, c] * j0
-                    grad[1, c] += wt[j, c] * j1
+        grad = grads[cell]  # gradient of z on the cell, W J
         # Neurons that switch inside the cell. Sub-cells hold only convex combinations of the
         # cell's vertices, so no other neuron can switch in them.
         has_pos[:] = False
         has_neg[:] = False
         for i in range(k):
             for c in range(width):
-                z = pool[i, Z0 + c]
+                z = vert[i, Z0 + c]
                 has_pos[c] |= z > 0
                 has_neg[c] |= z < 0
         n_cross = 0
@@ -353,7 +356,7 @@ def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, ze
             if has_pos[c] and has_neg[c]:
                 cross[n_cross] = c
                 n_cross += 1
-        # Sub-cells: rows pool[p_start[p]:p_start[p] + p_len[p]].
+        # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]].
         p_start[0], p_len[0] = 0, k
         n_poly, n_alive, top = 1, 1, k
         alive[0] = 0
@@ -365,31 +368,36 @@ def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, ze
                 s, L = p_start[p], p_len[p]
                 pos = neg = False
                 for i in range(s, s + L):
-                    pos |= pool[i, Z0 + c] > 0
-                    neg |= pool[i, Z0 + c] < 0
+                    z = vert[idx[i], Z0 + c]
+                    pos |= z > 0
+                    neg |= z < 0
                 if not (pos and neg):
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = p
                     n_next += 1
                     continue
-                # The ring with the crossings inserted, at the pool's top.
-                need = top + 8 * L + 8
-                if need > pool.shape[0]:
-                    pool = _grow_rows(pool, 2 * need)
-                    spare = np.empty(pool.shape)
+                # The ring with the crossings inserted, at idx's top.
+                if top + 8 * L + 8 > idx.size:
+                    idx = _grow_ints(idx, 2 * (top + 8 * L + 8))
+                    spare = np.empty(idx.size, np.int64)
+                if n_vert + L > vert.shape[0]:
+                    vert = _grow_rows(vert, 2 * (n_vert + L))
                 t0 = top
                 for i in range(L):
-                    i1, i2 = s + i, s + (i + 1) % L
-                    pool[top] = pool[i1]
+                    i1, i2 = idx[s + i], idx[s + (i + 1) % L]
+                    idx[top] = i1
                     top += 1
-                    if pool[i1, Z0 + c] * pool[i2, Z0 + c] < 0:
-                        counters[2] += _crossing(pool, i1, i2, c, top, interp_tol, zero_tol, w_abs_sum, b, box)
+                    if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
+                        counters[2] += _crossing(vert, i1, i2, c, n_vert, interp_tol, zero_tol,
+                                                 w_abs_sum, b, box)
+                        idx[top] = n_vert
+                        n_vert += 1
                         top += 1
                 lr = top - t0
                 if lr > cuts.size:
                     cuts = _grow_ints(cuts, 2 * lr)
-                n_cut = _cuts(pool, t0, lr, Z0 + c, cuts)
+                n_cut = _cuts(vert, idx, t0, lr, Z0 + c, cuts)
                 if n_cut > 2:
                     counters[2] += 1
                 # Pieces: between consecutive cuts; piece 0 also takes the other cut points.
@@ -399,13 +407,13 @@ def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, ze
                     r = cuts[pi]
                     end = cuts[(pi + 1) % n_cut]
                     while True:
-                        pool[top] = pool[t0 + r]
+                        idx[top] = idx[t0 + r]
                         top += 1
                         if r == end:
                             break
                         r = (r + 1) % lr
                     for e in range(n_extra):
-                        pool[top] = pool[t0 + cuts[(2 + e) % n_cut]]
+                        idx[top] = idx[t0 + cuts[(2 + e) % n_cut]]
                         top += 1
                     if n_poly >= p_start.size:
                         p_start = _grow_ints(p_start, 2 * p_start.size)
@@ -420,22 +428,20 @@ def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, ze
                 alive = _grow_ints(alive, nxt.size)
             alive[:n_next] = nxt[:n_next]
             n_alive = n_next
-            # Compact the pool when dead rows dominate: copy the live sub-cells to the front.
+            # Compact idx when dead rings dominate: copy the live ones to the front.
             live = 0
             for ai in range(n_alive):
                 live += p_len[alive[ai]]
             if top > 4 * live + 64:
-                if spare.shape[0] < pool.shape[0]:
-                    spare = np.empty(pool.shape)
                 at = 0
                 for ai in range(n_alive):
                     p = alive[ai]
-                    spare[at:at + p_len[p]] = pool[p_start[p]:p_start[p] + p_len[p]]
+                    spare[at:at + p_len[p]] = idx[p_start[p]:p_start[p] + p_len[p]]
                     p_start[p] = at
                     at += p_len[p]
-                pool, spare = spare, pool
+                idx, spare = spare, idx
                 top = at
-        # Write the sub-cells; stop (to be resumed in bigger arrays) if they do not fit.
+        # Write the sub-cells; stop (to go on in fresh arrays) if they do not fit.
         rows = 0
         for ai in range(n_alive):
             rows += p_len[alive[ai]]
@@ -448,14 +454,16 @@ def _split_cells(off, jac, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, ze
             s, L = p_start[p], p_len[p]
             tot[:] = 0.0
             for i in range(s, s + L):
+                row = vert[idx[i]]
                 for c in range(width):
-                    tot[c] += pool[i, Z0 + c]
+                    tot[c] += row[Z0 + c]
             for c in range(width):
                 on[c] = tot[c] > 0
             for i in range(s, s + L):
-                o_ring[nr, 0], o_ring[nr, 1] = pool[i, 0], pool[i, 1]
+                row = vert[idx[i]]
+                o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
                 for c in range(width):
-                    z = pool[i, Z0 + c]
+                    z = row[Z0 + c]
                     o_ring[nr, 2 + c] = z if z > 0 else (leak * z if leak != 0.0 else 0.0)
                 nr += 1
             for c in range(width):
@@ -586,17 +594,18 @@ def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
 
 
 @njit(cache=True)
-def _cuts(pool, t0, lr, col, cuts):
-    """Cut points of a ring (rows t0..t0+lr) by the sign of column ``col``: the first zero after
-    each run of one sign that is followed by the opposite sign. Returns their number (even)."""
+def _cuts(vert, idx, t0, lr, col, cuts):
+    """Cut points of a ring (vertex rows idx[t0:t0 + lr]) by the sign of column ``col``: the
+    first zero after each run of one sign that is followed by the opposite sign. Returns their
+    number (even)."""
     r0 = 0
-    while pool[t0 + r0, col] == 0:
+    while vert[idx[t0 + r0], col] == 0:
         r0 += 1
-    cur = pool[t0 + r0, col] > 0
+    cur = vert[idx[t0 + r0], col] > 0
     first_zero, n = -1, 0
     for step in range(1, lr + 1):
         r = (r0 + step) % lr
-        v = pool[t0 + r, col]
+        v = vert[idx[t0 + r], col]
         if v == 0:
             if first_zero < 0:
                 first_zero = r
