@@ -61,7 +61,8 @@ import numpy as np
 from numba import njit
 
 from ..errors import InputError
-from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, layer_stack
+from .regions import (EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, _check_point,
+                      layer_stack)
 
 CHUNK_FLOATS = 1 << 21
 Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)  # ring floats per layer before the rest of the net runs on halves
@@ -192,17 +193,6 @@ def _check_box(box, name="box"):
     if not (x0 < x1 and y0 < y1):
         raise InputError(f"{name} needs x0 < x1 and y0 < y1, got {vals}")
     return tuple(vals)
-
-
-def _check_point(x, n_in, name):
-    try:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a vector of {n_in} numbers") from None
-    if x.size != n_in or not np.isfinite(x).all():
-        raise InputError(f"{name} must be {n_in} finite numbers (the model's input size), "
-                         f"got {x.size} values")
-    return x
 
 
 # ---------------------------------------------------------------------------------------------
