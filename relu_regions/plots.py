@@ -206,10 +206,8 @@ def plot_region_map(count, path, color: str = "gradient", points=None, title: st
     coordinates) go on top. PNG or SVG by the suffix of ``path`` (with ``ax`` given, draws there
     and writes nothing).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import hsv_to_rgb
-    from matplotlib.figure import Figure
 
     from .errors import InputError
 
@@ -235,9 +233,7 @@ def plot_region_map(count, path, color: str = "gradient", points=None, title: st
     coll.set_rasterized(many)  # an SVG of 10^6 polygons would be hundreds of MB
     own = ax is None
     if own:
-        fig = Figure(figsize=(6.4, 6.0))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+        fig, ax = subplots(figsize=(6.4, 6.0))
     ax.add_collection(coll)
     if color == "output":
         ax.figure.colorbar(coll, ax=ax, shrink=0.8, label="output")

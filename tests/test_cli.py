@@ -56,9 +56,10 @@ def test_count_checkpoint_round_trip(capsys, tmp_path):
 
 
 def test_count_2d_checkpoint_along_a_segment(capsys, tmp_path):
-    path = checkpoint.save(mlp(5, 3, in_features=2), tmp_path / "m.pt")
+    path = checkpoint.save(mlp(5, 3, in_features=3), tmp_path / "m3.pt")
     code, _, err = run(capsys, "count", "--checkpoint", str(path))
-    assert code == 2 and "segment" in err
+    assert code == 2 and "segment" in err and "--through" in err
+    path = checkpoint.save(mlp(5, 3, in_features=2), tmp_path / "m.pt")
     code, out, _ = run(capsys, "count", "--checkpoint", str(path), "--from=-1,-1", "--to", "1,1",
                        "--json")
     assert code == 0 and json.loads(out)["linear_pieces"] >= 1

@@ -256,15 +256,19 @@ def test_release_survives_scales_that_underflowed():
     assert torch.isfinite(r).all() and torch.allclose(r, d, rtol=0, atol=1e-12)
 
 
-def test_cli_counts_a_2d_checkpoint_only_along_a_segment(tmp_path, capsys):
+def test_cli_counts_a_2d_checkpoint_on_its_box_or_along_a_segment(tmp_path, capsys):
     from relu_regions import checkpoint
+    from relu_regions.analysis.plane import count_regions_2d
     from relu_regions.nets.parametrize import linear_relu_stack
 
     torch.manual_seed(0)
     path = tmp_path / "m.pt"
-    checkpoint.save(linear_relu_stack([2, 6, 6, 1]), path, {"interval": [[-1, 1], [-1, 1]]})
-    assert main(["count", "--checkpoint", str(path)]) == 2
-    assert "--from X0 --to X1" in capsys.readouterr().err
+    net = linear_relu_stack([2, 6, 6, 1])
+    checkpoint.save(net, path, {"interval": [[-1, 1], [-0.5, 1]]})
+    assert main(["count", "--checkpoint", str(path), "--json"]) == 0  # the region map of its box
+    out = json.loads(capsys.readouterr().out)
+    assert out["box"] == [-1, 1, -0.5, 1]
+    assert out["activation_regions"] == count_regions_2d(net, (-1, 1, -0.5, 1)).activation_regions
     assert main(["count", "--checkpoint", str(path), "--from=-1,-1", "--to", "1,1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["linear_pieces"] >= 1
 
