@@ -249,8 +249,9 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
     """count on a plane: the box of a 2-input model, or the plane through three points."""
     from .analysis.plane import count_regions_2d, count_regions_plane, parse_points
 
-    if args.interval or args.sample:
-        raise InputError("--interval and --sample are for 1D inputs; a plane takes --box")
+    if args.interval or args.sample or args.pieces:
+        raise InputError("--interval, --sample and --pieces are for 1D inputs; a plane takes "
+                         "--box")
     if args.through:
         points = parse_points(args.through, n_in, args.data)
         start = time.perf_counter()

@@ -203,18 +203,17 @@ def plot_region_map(count, path, color: str = "gradient", points=None, title: st
     ``color="gradient"``: hue = the output gradient's direction, brightness = its size (log
     scale), so neighbouring linear pieces differ; ``color="output"``: the output at the cell
     (viridis). Edges are drawn up to MAP_EDGE_LIMIT cells; ``points`` ((n, 2) plane
-    coordinates) go on top. PNG or SVG by the suffix of ``path`` (with ``ax`` given, draws there
-    and writes nothing).
+    coordinates) go on top. PNG, SVG, PDF... by the suffix of ``path`` (with ``ax`` given, draws
+    there and writes nothing).
     """
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import hsv_to_rgb
 
-    from .errors import InputError
 
     if color not in ("gradient", "output"):
         raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
-    if ax is None and Path(path).suffix.lower() not in (".png", ".svg"):
-        raise InputError(f"the map is written as .png or .svg, got {str(path)!r}")
+    if ax is None:
+        check_figure_path(path, "the map")
     polys = np.split(count.polygons, count.offsets[1:-1])
     if color == "gradient":
         g = count.gradients

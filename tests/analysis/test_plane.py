@@ -346,7 +346,7 @@ def test_cli_plane_through_csv_rows(tmp_path, capsys):
     assert json.loads(out)["activation_regions"] == r.activation_regions
 
 
-@pytest.mark.parametrize("extra", [["--box=1,0,0,1"], ["--box=0,1,0"], ["--plot", "{tmp}/m.pdf"],
+@pytest.mark.parametrize("extra", [["--box=1,0,0,1"], ["--box=0,1,0"], ["--plot", "{tmp}/m.xyz"], ["--pieces", "{tmp}/p.csv"],
                                    ["--through", "0,0", "1,1", "2,2"],
                                    ["--through", "0,0", "1,0", "0,1,2"],
                                    ["--through", "0", "1", "2"]])
