@@ -209,7 +209,6 @@ def plot_region_map(count, path, color: str = "gradient", points=None, title: st
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import hsv_to_rgb
 
-
     if color not in ("gradient", "output"):
         raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
     if ax is None:
