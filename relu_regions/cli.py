@@ -488,7 +488,7 @@ def show_train(out: dict) -> str:
     lines = [f"{out['method']} on {out['target']}, depth {out['depth']}, {seeds} "
              f"({out['seconds']:.1f} s)"]
     if out.get("inputs") == 2:
-        lines.append("2D fit: the target uses y (or the CSV has 3 columns), so the nets take "
+        lines.append("2D fit: the target uses y or r (or the CSV has 3 columns), so the nets take "
                      "two inputs (x, y)")
     which = "test MSE (held-out points)" if out.get("held_out") else "MSE"
     lines.append(f"{which}  min {_num(out['mse_min'])}   mean {_num(out['mse_mean'])}   "
@@ -508,7 +508,8 @@ def show_train(out: dict) -> str:
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
     if out.get("out"):
-        lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png, pieces.csv, "
+        pieces = " pieces.csv," if out.get("inputs", 1) == 1 else ""  # 1D only
+        lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png,{pieces} "
                      "checkpoints/")
     return "\n".join(lines)
 

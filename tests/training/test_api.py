@@ -154,6 +154,15 @@ def test_a_target_in_y_says_it_is_a_2d_fit(capsys):
     assert "2D fit: the target uses y" in out
 
 
+def test_a_2d_run_folder_lists_only_what_it_wrote(capsys, tmp_path):
+    code, out, _ = _train(capsys, "--target", "x*y", "--depth", "2", "--seeds", "1",
+                          "--points", "6", "--phase1", "lm:2", "--phase2", "lm:2", "--starts",
+                          "1", "--quiet", "--out", str(tmp_path / "run"))
+    wrote = next(line for line in out.splitlines() if line.startswith("wrote"))
+    assert code == 0 and "pieces.csv" not in wrote and not (tmp_path / "run" / "pieces.csv").exists()
+    assert all((tmp_path / "run" / name).exists() for name in ("metrics.json", "fit.png", "history.png"))
+
+
 def test_progress_lines_when_stderr_is_not_a_terminal_and_quiet(capsys, monkeypatch):
     from relu_regions.training import progress
 
