@@ -503,3 +503,194 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
         k = int(np.argmax(np.diff(nodes)))
         nodes = np.insert(nodes, k + 1, 0.5 * (nodes[k] + nodes[k + 1]))
     return nodes[1:-1]
+
+
+# --------------------------------------------------------------------------------------------
+# The continuous L2 sense: integrals instead of samples (Gauss-Legendre on every piece)
+
+GAUSS_NODES = 16  # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
+
+
+def _gauss_points(nodes: np.ndarray, order: int):
+    """Gauss-Legendre points (pieces, order), weights (pieces, order) and local u in [0, 1]."""
+    xi, w = np.polynomial.legendre.leggauss(order)
+    h = np.diff(nodes)
+    u = 0.5 * (xi + 1.0)
+    return nodes[:-1, None] + h[:, None] * u, 0.5 * h[:, None] * w, u
+
+
+def _target_values(f, x: np.ndarray) -> np.ndarray:
+    try:
+        v = np.asarray(f(x), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("the target must be a callable returning numbers for float64 arrays") from None
+    v = np.broadcast_to(v, x.shape) if v.ndim == 0 else v
+    if v.shape != x.shape or not np.isfinite(v).all():
+        raise InputError("the target must return one finite number per point on the interval")
+    return v
+
+
+def _check_nodes(nodes) -> np.ndarray:
+    nodes = np.asarray(nodes, dtype=np.float64)
+    if nodes.ndim != 1 or nodes.size < 2 or not np.isfinite(nodes).all() or (np.diff(nodes) < 0).any():
+        raise InputError(f"nodes must be a sorted 1D array of >= 2 finite numbers, got shape "
+                         f"{nodes.shape}")
+    return nodes
+
+
+def pwl_l2_mse(f, nodes, values, order: int = GAUSS_NODES) -> float:
+    """(1 / L) integral (f - p)^2 over [nodes[0], nodes[-1]] for the continuous PL p with these node
+    values: the mean squared error over the whole interval (the limit of the MSE on ever denser
+    even grids). Gauss-Legendre with ``order`` points on every piece, on which p is linear: exact
+    to rounding when f is a polynomial of degree <= order - 1, and spectrally accurate for smooth f.
+    The error is summed directly, never as integral f^2 - b'c (that would cancel catastrophically).
+    """
+    nodes = _check_nodes(nodes)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != nodes.shape:
+        raise InputError(f"values must match nodes, got shapes {values.shape} and {nodes.shape}")
+    order = _integer(order, "order", 1)
+    x, w, u = _gauss_points(nodes, order)
+    p = values[:-1, None] * (1.0 - u) + values[1:, None] * u
+    r = _target_values(f, x) - p
+    return float(np.sum(w * r * r) / (nodes[-1] - nodes[0]))
+
+
+def _l2_projection(f, nodes: np.ndarray, order: int):
+    """Node values of the L2-best continuous PL function with these nodes: the tridiagonal P1
+    mass matrix (h/3 on the diagonal per adjacent piece, h/6 off it) against b_j = integral f phi_j.
+    Returns (values, residual f - p at the Gauss points, points, weights, u)."""
+    x, w, u = _gauss_points(nodes, order)
+    fx = _target_values(f, x)
+    h = np.diff(nodes)
+    n1 = nodes.size
+    b = np.zeros(n1)
+    b[:-1] += np.sum(w * fx * (1.0 - u), axis=1)
+    b[1:] += np.sum(w * fx * u, axis=1)
+    ab = np.zeros((2, n1))
+    ab[0, :-1] += h / 3.0
+    ab[0, 1:] += h / 3.0
+    ab[1, :-1] = h / 6.0
+    c = linalg.solveh_banded(ab, b, lower=True)
+    r = fx - (c[:-1, None] * (1.0 - u) + c[1:, None] * u)
+    return c, r, x, w, u
+
+
+def _knot_gradient(nodes, c, r, w, u) -> np.ndarray:
+    """d/dt_k of integral (f - p)^2 at the projected values (envelope theorem: the values are
+    optimal for the knots): 2 integral (f - p) p' phi_k, since moving node k with fixed values
+    changes p by -p' phi_k on its two pieces."""
+    h = np.diff(nodes)
+    slope = np.diff(c) / np.where(h > 0, h, 1.0)
+    a = 2.0 * slope[:, None] * r * w
+    left = np.sum(a * u, axis=1)  # node k is the right end of piece k - 1 (phi_k = u)
+    right = np.sum(a * (1.0 - u), axis=1)  # and the left end of piece k (phi_k = 1 - u)
+    return left[:-1] + right[1:]
+
+
+@dataclass
+class ContinuousPWLFit:
+    """The best continuous PL fit in the integral sense found from the start: ``mse`` is
+    (1/L) integral (f - p)^2 (Gauss-Legendre, :func:`pwl_l2_mse`), an upper bound on the optimum
+    over ``pieces`` pieces; ``asymptotic`` is the large-n formula for comparison."""
+
+    knots: np.ndarray
+    values: np.ndarray
+    interval: tuple[float, float]
+    mse: float
+    pieces: int
+    iterations: int
+    seconds: float
+
+    @property
+    def nodes(self) -> np.ndarray:
+        return np.concatenate([[self.interval[0]], self.knots, [self.interval[1]]])
+
+
+def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
+                           order: int = GAUSS_NODES, max_iter: int = 3000,
+                           grid: int = 200_001) -> ContinuousPWLFit:
+    """Best continuous PL fit with ``pieces`` pieces to a function ``f`` on ``interval`` in L2
+    (free knots; PAPERS.md part A, "Reference limit", in the continuous sense of the limits module
+    docstring, which the sampled ``optimal_pwl`` approaches as the samples get dense).
+
+    For fixed knots the node values are the L2 projection (tridiagonal mass matrix, Gauss-Legendre
+    right-hand side); the knots minimize the projected error by L-BFGS on softmax log-gaps with the
+    exact gradient (:func:`_knot_gradient`). The start is ``knots`` or, by default, knots that
+    equidistribute |f''|^(2/5) (f'' by finite differences on ``grid`` points), which the
+    asymptotic argument says is optimal to leading order; so the result is an upper bound on the
+    optimum that is, for smooth f, very close to it (for x^2 it is exact: equal spacing,
+    MSE 1/(180 n^4) on [0, 1]).
+    """
+    lo, hi = check_interval(interval)
+    pieces = _integer(pieces, "pieces", 1)
+    order = _integer(order, "order", 1)
+    max_iter = _integer(max_iter, "max_iter", 0)
+    start = time.perf_counter()
+    if knots is None:
+        gx = np.linspace(lo, hi, _integer(grid, "grid", 5))
+        knots = _curvature_knots(gx, _target_values(f, gx), pieces) if pieces > 1 else np.zeros(0)
+    knots = np.sort(np.asarray(knots, dtype=np.float64))
+    if knots.shape != (pieces - 1,) or not np.isfinite(knots).all() or (knots <= lo).any() \
+            or (knots >= hi).any():
+        raise InputError(f"knots must be {pieces - 1} finite numbers strictly inside "
+                         f"({lo}, {hi}), got shape {knots.shape}")
+    length = hi - lo
+
+    def nodes_of(z):
+        return np.concatenate([[lo], _knots_from_logits(z, lo, hi), [hi]])
+
+    scale = [None]
+
+    def fun(z):
+        nodes = nodes_of(z)
+        c, r, _, w, u = _l2_projection(f, nodes, order)
+        e = float(np.sum(w * r * r))
+        g_t = _knot_gradient(nodes, c, r, w, u)  # d e / d knots
+        # knots_k = lo + L sum_{i <= k} w_i, w = softmax(0, z): chain rule in O(n).
+        gaps = np.diff(nodes) / length
+        g_w = length * np.concatenate([np.cumsum(g_t[::-1])[::-1], [0.0]])
+        g_z = gaps * (g_w - gaps @ g_w)
+        if scale[0] is None:
+            scale[0] = e if e > 0 else 1.0
+        return e / scale[0], g_z[1:] / scale[0]
+
+    iterations = 0
+    if pieces > 1 and max_iter > 0:
+        res = optimize.minimize(fun, _logits_from_knots(knots, lo, hi), jac=True,
+                                method="L-BFGS-B",
+                                options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12,
+                                         "maxcor": 30})
+        z_best = res.x if res.fun <= fun(_logits_from_knots(knots, lo, hi))[0] else \
+            _logits_from_knots(knots, lo, hi)
+        knots, iterations = _knots_from_logits(z_best, lo, hi), int(res.nit)
+    nodes = np.concatenate([[lo], knots, [hi]])
+    c = _l2_projection(f, nodes, order)[0]
+    return ContinuousPWLFit(knots=knots, values=c, interval=(lo, hi),
+                            mse=pwl_l2_mse(f, nodes, c, order), pieces=pieces,
+                            iterations=iterations, seconds=time.perf_counter() - start)
+
+
+def matched_pieces(params: int) -> int:
+    """Pieces of the continuous PL fit with as many numbers as a net with ``params`` parameters:
+    n pieces on a fixed interval take n + 1 node values and n - 1 free knots, 2n numbers, so
+    n = floor(params / 2) (96 for the 193 parameters of a width-4 depth-10 net)."""
+    return max(1, _integer(params, "params", 1) // 2)
+
+
+def net_l2_mse(model, f, interval=(0.0, 1.0), order: int = GAUSS_NODES):
+    """(1/L) integral (f - net)^2 of a 1D ReLU net on ``interval``, exactly on the net's own linear
+    pieces (the exact counter's knots, ``regions.count_regions``): on each piece the net is
+    affine, so it is the continuous PL function with the net's values at the knots, and
+    :func:`pwl_l2_mse` integrates the error piece by piece. Returns (mse, linear pieces)."""
+    import torch
+
+    from .regions import count_regions
+
+    lo, hi = check_interval(interval)
+    count = count_regions(model, lo, hi)
+    nodes = np.concatenate([[lo], count.knots, [hi]])
+    param = next(model.parameters())
+    with torch.no_grad():
+        values = model(torch.tensor(nodes, dtype=param.dtype).unsqueeze(-1)).squeeze(-1)
+    return pwl_l2_mse(f, nodes, values.double().numpy(), order), count.linear_pieces
