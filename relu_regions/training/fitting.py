@@ -22,6 +22,7 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
+from .auto import auto_settings
 from .config import PICK_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -174,12 +175,25 @@ class DerivedNet:
         return jvp_jacobian(self.predict, theta)
 
 
+def _auto_growth(config: FitConfig, data, K) -> FitConfig:
+    """``config`` with ``grow_from`` from :func:`~relu_regions.training.auto.auto_settings` when
+    both ``grow_from`` and ``starts`` were left unset (growth needs a single construction)."""
+    if config.grow_from is not None or config.starts is not None:
+        return config
+    layout = K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
+                            thm31=config.method != "pretrain")[0]
+    single = isinstance(layout, K.SumLayout) and len(layout.terms) == 1
+    grow_from = auto_settings(config.depth, config.method, single, data.dims).get("grow_from")
+    return config if grow_from is None else config.replace(grow_from=grow_from)
+
+
 class _Fit:
     """One fit's state: its config, data on the device, layouts, journal and loss history."""
 
     def __init__(self, config: FitConfig, data, stages: Stages, progress):
         from ..nets import composite as K
 
+        config = _auto_growth(config, data, K)  # depth-dependent default (training/auto.py)
         self.config, self.data, self.stages = config, data, stages
         self.seeds = config.seed_list
         self.d0 = config.grow_from or config.depth

@@ -1,0 +1,41 @@
+"""Depth-dependent defaults: the settings ``fit`` uses when the user leaves them unset (issue 17).
+
+One pure function, so the choice is in one place and testable without training. The numbers
+behind every branch are in docs/training.md ("Depth that pays"); measured with
+``experiments/depth.py`` (x^3, x^11 and exp(2x)/8, width 4, error integrated exactly on the net's
+pieces).
+"""
+
+from __future__ import annotations
+
+# Up to depth GROW_ABOVE direct training was best (on 4096 points direct depth 6 beat depth 5
+# grown by one layer, 2.84e-9 against 6.58e-9); deeper, growing from GROW_FROM (train there,
+# then insert one construction layer at a time) beat direct training and growing from depth 5.
+GROW_FROM = 6
+GROW_ABOVE = 6
+# Samples per possible piece: a continuous PL function with n pieces interpolates at most ~2n
+# samples of a convex function, so 4 per possible piece keeps even 2^d pieces from interpolating.
+POINTS_PER_PIECE = 4
+MIN_POINTS = 500  # the library's dense default (targets.dense)
+TWO_PHASE = ("pretrain", "pretrain-thm31")
+
+
+def auto_points(depth: int) -> int:
+    """Dense training points for a 1D target at this depth: max(500, 4 * 2^depth)."""
+    return max(MIN_POINTS, POINTS_PER_PIECE * 2**depth)
+
+
+def auto_settings(depth: int, method: str = "pretrain-thm31", single: bool = True,
+                  dims: int = 1) -> dict:
+    """Settings for ``fit`` at ``depth`` that the caller did not choose: a dict with any of
+    ``grow_from`` (train at that depth first, then grow) and ``points`` (dense 1D data).
+
+    ``single``: the layout is one construction (convex or concave; growth needs that);
+    ``dims``: input dimensions. Only two-phase methods grow; the baselines keep their protocol.
+    """
+    out = {}
+    if dims == 1:
+        out["points"] = auto_points(depth)
+    if method in TWO_PHASE and single and dims == 1 and depth > GROW_ABOVE:
+        out["grow_from"] = GROW_FROM
+    return out

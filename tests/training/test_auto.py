@@ -1,0 +1,35 @@
+"""The depth-dependent defaults (training/auto.py) and that fit applies them when left unset."""
+
+import pytest
+
+from relu_regions.training.auto import (GROW_ABOVE, GROW_FROM, POINTS_PER_PIECE, auto_points,
+                                        auto_settings)
+from relu_regions.training.trainer import Phase, fit
+
+
+def test_points_never_let_all_pieces_interpolate():
+    for d in range(1, 16):
+        # n pieces interpolate at most ~2n samples of a convex function
+        assert auto_points(d) >= 2 * 2 * 2**d
+        assert auto_points(d) >= 500
+    assert auto_points(10) == POINTS_PER_PIECE * 1024
+
+
+def test_growth_only_deep_two_phase_single_1d():
+    assert "grow_from" not in auto_settings(GROW_ABOVE)
+    assert auto_settings(GROW_ABOVE + 1)["grow_from"] == GROW_FROM
+    assert GROW_FROM <= GROW_ABOVE
+    for kw in ({"method": "kaiming"}, {"method": "skip"}, {"single": False}, {"dims": 2}):
+        assert "grow_from" not in auto_settings(10, **kw)
+    assert "points" not in auto_settings(10, dims=2)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_fit_uses_the_depth_default_unless_told(explicit):
+    depth = GROW_ABOVE + 1
+    tiny = dict(phase1=Phase("lm", 2), phase2=Phase("lm", 8), seeds=1, count=False,
+                optimum=False)
+    r = fit("x**3", depth=depth, grow_from=depth if explicit else None, **tiny)
+    assert r.phases["grow_from"] == (depth if explicit else GROW_FROM)
+    assert r.phases["starts"] == (8 if explicit else 16)
+    assert r.models[0][-1].weight.shape == (1, 4) and len(r.models[0]) == 2 * depth + 1
