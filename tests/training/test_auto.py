@@ -33,3 +33,6 @@ def test_fit_uses_the_depth_default_unless_told(explicit):
     assert r.phases["grow_from"] == (depth if explicit else GROW_FROM)
     assert r.phases["starts"] == (8 if explicit else 16)
     assert r.models[0][-1].weight.shape == (1, 4) and len(r.models[0]) == 2 * depth + 1
+    assert len(r.data.x) == auto_points(depth)  # dense data made by fit: the depth's points
+    given = fit("x**3", depth=depth, points=300, grow_from=depth, **tiny)
+    assert len(given.data.x) == 300
