@@ -69,7 +69,8 @@ def fit(target=None, *, config: FitConfig | None = None, data=None, progress=Fal
         check_int(checkpoint_every, "checkpoint_every", low=1)
     made_here = data is None
     data = make_dataset(config, data)
-    if made_here and config.points is None and config.sparse is None and data.dims == 1:
+    if (made_here and config.points is None and config.sparse is None and data.dims == 1
+            and len(data.x) != auto_points(config.depth)):
         # dense 1D data made here: as many points as the depth needs (training/auto.py)
         data = make_dataset(config.replace(points=auto_points(config.depth)), None)
     extra = {"config": config.to_dict(), "data": _data_state(data)}
