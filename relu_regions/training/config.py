@@ -128,8 +128,9 @@ class FitConfig:
                            choices=METHODS)
     interval: object = _setting(None, "input interval LO,HI (default 0,1; with data, the data's "
                                 "range)", metavar="LO,HI", parse="interval")
-    points: object = _setting(None, "evenly spaced points (default 500; a 2D target: points per "
-                              "axis of a grid, default 41)", parse=int)
+    points: object = _setting(None, "evenly spaced points (default max(500, 4 * 2^depth), so "
+                              "that 2^depth pieces cannot interpolate them; a 2D target: points "
+                              "per axis of a grid, default 41)", parse=int)
     sparse: object = _setting(None, "N random training and N test points", metavar="N",
                               parse=int)
     test_fraction: float = _setting(0.0, "hold out this share of the points (seeded by SEED) as "
@@ -146,9 +147,11 @@ class FitConfig:
                           choices=SHAPES)
     starts: object = _setting(None, "starts per seed (random peaks), each through phase 1 and a "
                               f"share of phase 2; the best continues (default {STARTS}; "
-                              f"{GROW_STARTS} with --grow-from)", parse=int)
+                              f"{GROW_STARTS} when the fit grows)", parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
-                                 "up to --depth (18 insertion paths per seed, the best kept)",
+                                 "up to --depth (18 insertion paths per seed, the best kept); "
+                                 "default: two-phase 1D fits on one construction deeper than 6 "
+                                 "grow from 6, others train directly (D0 = depth: directly)",
                                  metavar="D0", parse=int)
     parameterization: str = _setting("sp", "raw-weight training on standard weights (sp) or on "
                                      "GmP coordinates (gmp; Chen & Ge)", flag="--param",

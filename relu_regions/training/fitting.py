@@ -182,8 +182,8 @@ class DerivedNet:
 
 def _auto_growth(config: FitConfig, data, K) -> FitConfig:
     """``config`` with ``grow_from`` from :func:`~relu_regions.training.auto.auto_settings` when
-    both ``grow_from`` and ``starts`` were left unset (growth needs a single construction)."""
-    if config.grow_from is not None or config.starts is not None:
+    it was left unset (growth needs a single construction); ``grow_from=depth`` trains directly."""
+    if config.grow_from is not None:
         return config
     layout = K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
                             thm31=config.method != "pretrain")[0]

@@ -36,3 +36,11 @@ def test_fit_uses_the_depth_default_unless_told(explicit):
     assert len(r.data.x) == auto_points(depth)  # dense data made by fit: the depth's points
     given = fit("x**3", depth=depth, points=300, grow_from=depth, **tiny)
     assert len(given.data.x) == 300
+
+
+def test_giving_starts_keeps_the_depth_default_growth():
+    """Only grow_from decides whether a fit grows: a user who sets starts still gets growth."""
+    depth = GROW_ABOVE + 1
+    r = fit("x**3", depth=depth, starts=1, seeds=1, phase1=Phase("lm", 2), phase2=Phase("lm", 8),
+            count=False, optimum=False)
+    assert r.phases["grow_from"] == GROW_FROM and r.phases["starts"] == 1
