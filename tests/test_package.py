@@ -69,3 +69,15 @@ def test_importing_plots_leaves_the_matplotlib_backend_alone():
             "relu_regions.gmp.plots; print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_the_architecture_map_names_every_module():
+    """docs/architecture.md is the map: a module missing from it (or a stale row) fails here."""
+    from pathlib import Path
+
+    root = Path(relu_regions.__file__).parent
+    text = (root.parent / "docs" / "architecture.md").read_text()
+    modules = {str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "__init__.py"}
+    rows = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
+    assert modules <= rows, f"not in docs/architecture.md: {sorted(modules - rows)}"
+    assert {r for r in rows if r.endswith(".py")} <= modules, "rows for modules that do not exist"

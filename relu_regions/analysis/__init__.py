@@ -1,2 +1,2 @@
-"""What a net computes: exact linear-region counting (``regions``) and the optimal free-knot
-piecewise-linear limits to compare against (``limits``)."""
+"""What a net computes: exact linear-region counting along a line (``regions``) and on a plane
+(``plane``), and the optimal free-knot piecewise-linear limits to compare against (``limits``)."""

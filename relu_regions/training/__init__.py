@@ -1,12 +1,13 @@
 """Fitting nets to targets, one concern per module (docs/architecture.md):
 
-- ``config``: :class:`FitConfig` (every setting and its default, torch-free) and :class:`Phase`
+- ``config``: :class:`FitConfig` (every setting and its default, torch-free) and :class:`Phase`;
+  ``auto``: the depth-dependent defaults of settings left unset
 - ``data``: the Dataset a config trains on (target, arrays, interval, held-out share)
 - ``functional``: the batched functional MLP over a flat Theta (N, P)
 - ``jacobians``: per-point, per-run and forward-mode Jacobians; ``coordinates``: GmP coordinates
 - ``optim``: Levenberg-Marquardt and Adam as optimizer objects
 - ``stages``: named stages, the resume journal, reading a training state
 - ``growth``: inserting construction layers; ``fitting``: :func:`fit` itself
-- ``result``: :class:`FitResult`; ``run_folder``: ``save`` / :func:`load_run`
+- ``result``: :class:`FitResult`; ``run_folder``: ``save`` / :func:`load_run`; ``progress``
 - ``trainer``: the old single module's names, re-exported for one release
 """
