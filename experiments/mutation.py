@@ -7,9 +7,11 @@ the numba cache of a mutated kernel must not reach the real tree):
   on that module (the trainer: only its result fields), with a targeted test subset, one pytest
   process per mutant. Prints the score and writes the surviving mutants' diffs to
   ``<workdir>/survivors.txt``. Slow: run it alone, in the background.
-* ``python experiments/mutation.py --constants``: the counter's tolerance constants moved by orders
-  of magnitude (the mutants issue 18 names), each against tests/analysis/test_tolerances.py and
-  test_regions.py; prints which test catches each.
+* ``python experiments/mutation.py counter --named`` (or ``trainer --named``): the mutants issue
+  18 names (the counter's tolerances moved by orders of magnitude, a forced ``resolved``, a
+  doubled segment direction; pieces that count regions, a test MSE on the training targets, a
+  release that shifts the output), each against the module's test subset; prints which test
+  catches each.
 
 Needs ``pip install 'mutmut==2.5.1' whatthepatch`` (not a dependency of the package; mutmut 3
 wraps functions in trampolines, which numba's ``@njit`` kernels cannot take). The counter's runs
@@ -36,8 +38,12 @@ PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
 
 # module -> file, what to mutate (function/class names, or None for the whole file), tests.
 TARGETS = {
-    "counter": dict(
-        path="relu_regions/analysis/regions.py", names=None,
+    "counter": dict(  # the counting itself; model reading and the sampler are other concerns
+        path="relu_regions/analysis/regions.py",
+        names=[("ZERO_TOL = ", "CHUNK = "), "RegionCount", "convexity", "count_regions",
+               "count_regions_segment", "_count", "_propagate", "_relu_layer", "_Workspace",
+               "_preactivations", "_refine", "_emit", "_Pieces", "_Buffer", "_chunk_pieces",
+               "_check_bounds", "_check_point"],
         tests=["tests/analysis/test_tolerances.py", "tests/analysis/test_regions.py",
                "-k", "not 2_to_the_d"],
         env={"NUMBA_DISABLE_JIT": "1"}),
@@ -56,23 +62,38 @@ TARGETS = {
         tests=["tests/training/test_fit_results.py"], env={}),
 }
 
-# The counter's tolerances, moved far enough that a real piece vanishes or noise splits one.
-CONSTANTS = [
-    ("ZERO_TOL x 1e6", "ZERO_TOL = 2.0**-40", "ZERO_TOL = 2.0**-40 * 1e6"),
-    ("ZERO_TOL / 1e6", "ZERO_TOL = 2.0**-40", "ZERO_TOL = 2.0**-40 / 1e6"),
-    ("INTERP_ULPS x 2^16", "INTERP_ULPS = 64", "INTERP_ULPS = 64 * 2**16"),
-    ("INTERP_ULPS = 0", "INTERP_ULPS = 64", "INTERP_ULPS = 0"),
-    ("MERGE_ULPS x 2^16", "MERGE_ULPS = 16", "MERGE_ULPS = 16 * 2**16"),
-    ("MERGE_ULPS = 0", "MERGE_ULPS = 16", "MERGE_ULPS = 0"),
-    ("SLOPE_TOL x 1e3", "SLOPE_TOL = 1e-11", "SLOPE_TOL = 1e-8"),
-    ("SLOPE_TOL = 0", "SLOPE_TOL = 1e-11", "SLOPE_TOL = 0.0"),
-    ("RESOLUTION_ULPS x 2^16", "RESOLUTION_ULPS = 64", "RESOLUTION_ULPS = 64 * 2**16"),
-    ("resolved forced True", "resolved=bool(min_region > RESOLUTION_ULPS * np.spacing(scale))",
-     "resolved=True"),
-    ("segment direction doubled", "slopes = (x1 - x0)[None, :]", "slopes = 2 * (x1 - x0)[None, :]"),
-    ("min_region_width from pieces", "min_region_width=float(min_region)",
-     "min_region_width=float(min_piece)"),
-]
+# Named mutants (issue 18's list): module -> [(label, text, replacement)], each run against that
+# module's test subset. The counter's tolerances are moved far enough that a real piece vanishes
+# or rounding noise splits one.
+NAMED = {
+    "counter": [
+        ("ZERO_TOL x 1e6", "ZERO_TOL = 2.0**-40", "ZERO_TOL = 2.0**-40 * 1e6"),
+        ("ZERO_TOL / 1e6", "ZERO_TOL = 2.0**-40", "ZERO_TOL = 2.0**-40 / 1e6"),
+        ("INTERP_ULPS x 2^16", "INTERP_ULPS = 64", "INTERP_ULPS = 64 * 2**16"),
+        ("INTERP_ULPS = 0", "INTERP_ULPS = 64", "INTERP_ULPS = 0"),
+        ("MERGE_ULPS x 2^16", "MERGE_ULPS = 16", "MERGE_ULPS = 16 * 2**16"),
+        ("MERGE_ULPS = 0", "MERGE_ULPS = 16", "MERGE_ULPS = 0"),
+        ("SLOPE_TOL x 1e3", "SLOPE_TOL = 1e-11", "SLOPE_TOL = 1e-8"),
+        ("SLOPE_TOL = 0", "SLOPE_TOL = 1e-11", "SLOPE_TOL = 0.0"),
+        ("RESOLUTION_ULPS x 2^16", "RESOLUTION_ULPS = 64", "RESOLUTION_ULPS = 64 * 2**16"),
+        ("resolved forced True",
+         "resolved=bool(min_region > RESOLUTION_ULPS * np.spacing(scale))", "resolved=True"),
+        ("segment direction doubled", "slopes = (x1 - x0)[None, :]",
+         "slopes = 2 * (x1 - x0)[None, :]"),
+        ("min_region_width from pieces", "min_region_width=float(min_region)",
+         "min_region_width=float(min_piece)"),
+    ],
+    "trainer": [
+        ("pieces = activation regions", "return count_regions(model, *box[0]).linear_pieces",
+         "return count_regions(model, *box[0]).activation_regions"),
+        ("sparse test MSE = training MSE",
+         "mse = _per_seed_mse(test_predict, theta, ty).cpu().numpy()", "mse = train_mse.copy()"),
+        ("release adds 1e-5 to the output bias",
+         "        return flatten_layers(layout.raw(theta1))",
+         "        raw = flatten_layers(layout.raw(theta1)).clone()\n"
+         "        raw[:, -1] += 1e-5\n        return raw"),
+    ],
+}
 
 
 def copy_repo(workdir: Path) -> Path:
@@ -97,8 +118,8 @@ def line_ranges(path: Path, names) -> list[tuple[int, int]]:
     spans = []
     for name in names:
         if isinstance(name, tuple):
-            start = next(i for i, l in enumerate(lines, 1) if name[0] in l)
-            end = next(i for i, l in enumerate(lines, 1) if i > start and name[1] in l)
+            start = next(i for i, line in enumerate(lines, 1) if name[0] in line)
+            end = next(i for i, line in enumerate(lines, 1) if i > start and name[1] in line)
             spans.append((start, end))
             continue
         node = next(n for n in tree.body if getattr(n, "name", None) == name)
@@ -126,7 +147,7 @@ def run_mutmut(name: str, workdir: Path) -> dict:
     runner = " ".join(PYTEST + [f"'{t}'" if " " in t else t for t in spec["tests"]])
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--paths-to-mutate", spec["path"],
            "--runner", runner, "--tests-dir", "tests", "--simple-output", "--no-progress",
-           "--disable-mutation-types", "string,fstring"]
+           "--disable-mutation-types", "string,fstring,decorator"]
     if spec["names"]:
         spans = line_ranges(workdir / spec["path"], spec["names"])
         cmd += ["--use-patch-file", str(patch_file(spec["path"], spans, workdir / "lines.patch"))]
@@ -155,14 +176,109 @@ def _ids(workdir, env, mutmut, kind):
     return [int(t) for t in re.findall(r"\d+", out)]
 
 
-def run_constants(workdir: Path) -> list[dict]:
+# ---------------------------------------------------------------------------------------------
+# In-process runs: mutmut's mutants, one pytest.main per mutant in one long-lived process
+
+def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.0,
+                  only: set | None = None) -> dict:
+    """mutmut's mutants of ``name``, tested by ``pytest.main`` in this one process.
+
+    A fresh pytest process per mutant (what ``mutmut run`` does) spends most of its time
+    importing torch and numba; here they stay loaded, and only the package and the test modules
+    are imported again for each mutant (their entries are dropped from ``sys.modules``). A
+    mutant running longer than ``timeout`` seconds is stopped by SIGALRM and counts as caught
+    (as mutmut's timeouts do). Results are appended to ``results`` (JSON lines) as they come, so
+    a run stopped early still reports the mutants it tried. ``only``: the mutants' numbers to
+    try (e.g. a previous run's survivors, after tests were added).
+    """
+    import signal
+    import types
+
+    import mutmut
+    import pytest
+
+    spec = TARGETS[name]
     copy_repo(workdir)
-    spec = TARGETS["counter"]
+    os.environ.update(spec["env"])
+    os.chdir(workdir)
+    sys.path.insert(0, str(workdir))
+    path = workdir / spec["path"]
+    original = path.read_text()
+    lines = {n for a, b in line_ranges(path, spec["names"]) for n in range(a, b + 1)} \
+        if spec["names"] else set(range(1, original.count("\n") + 2))
+    config = types.SimpleNamespace(
+        mutation_types_to_apply=set(mutmut.mutations_by_type) - {"string", "fstring", "decorator"},
+        covered_lines_by_filename={str(path): lines}, coverage_data=None)
+    ctx = mutmut.Context(source=original, filename=str(path), config=config)
+    ids = mutmut.list_mutations(ctx)
+    args = PYTEST[3:] + spec["tests"]
+
+    def fresh_imports():
+        for mod in [m for m, v in sys.modules.items()
+                    if m.startswith("relu_regions") or m == "conftest"
+                    or str(getattr(v, "__file__", "") or "").startswith(str(workdir))]:
+            del sys.modules[mod]
+
+    def alarm(*_):
+        raise TimeoutError(f"mutant ran longer than {timeout} s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    counts = {"killed": 0, "survived": 0, "timeout": 0}
+    start = time.perf_counter()
+    with open(results, "a") as out:
+        fresh_imports()
+        base = _quiet_pytest(pytest, args)
+        assert base == 0, f"the tests fail without any mutation (exit {base})"
+        for i, mid in enumerate(ids):
+            if only is not None and i not in only:
+                continue
+            mctx = mutmut.Context(source=original, filename=str(path), mutation_id=mid,
+                                  config=config)
+            mutated, n = mutmut.mutate(mctx)
+            if n == 0:
+                continue
+            path.write_text(mutated)
+            fresh_imports()
+            t0 = time.perf_counter()
+            signal.alarm(int(timeout))
+            try:
+                code = _quiet_pytest(pytest, args)
+            except TimeoutError:
+                code = "timeout"
+            finally:
+                signal.alarm(0)
+                path.write_text(original)
+            status = ("timeout" if code == "timeout" else "survived" if code == 0 else "killed")
+            counts[status] += 1
+            new_line = mutated.split("\n")[mid.line_number]
+            out.write(json.dumps({"n": i, "line_number": mid.line_number + 1,
+                                  "line": mid.line.strip(), "mutant": new_line.strip(),
+                                  "status": status, "exit": code,
+                                  "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+            out.flush()
+    fresh_imports()
+    tested = sum(counts.values())
+    return {"module": spec["path"], "mutants": len(ids), "counts": counts,
+            "score": round((tested - counts["survived"]) / tested, 4) if tested else None,
+            "seconds": round(time.perf_counter() - start), "results": str(results)}
+
+
+def _quiet_pytest(pytest, args):
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return int(pytest.main(list(args)))
+
+
+def run_named(name: str, workdir: Path) -> list[dict]:
+    copy_repo(workdir)
+    spec = TARGETS[name]
     env = {**os.environ, **spec["env"], "PYTHONPATH": str(workdir)}
     path = workdir / spec["path"]
     original = path.read_text()
     rows = []
-    for label, old, new in CONSTANTS:
+    for label, old, new in NAMED[name]:
         assert original.count(old) == 1, f"{label}: {old!r} not found once in {spec['path']}"
         path.write_text(original.replace(old, new))
         try:
@@ -172,22 +288,42 @@ def run_constants(workdir: Path) -> list[dict]:
             path.write_text(original)
         failed = re.findall(r"^FAILED (\S+)", r.stdout, flags=re.M)
         rows.append({"mutant": label, "killed": r.returncode != 0, "by": failed[:1]})
-        print(f"{label:32s} {'killed by ' + failed[0] if failed else 'SURVIVED'}", flush=True)
+        print(f"{label:40s} {'killed by ' + failed[0] if failed else 'SURVIVED'}", flush=True)
     return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("module", nargs="?", choices=sorted(TARGETS))
-    p.add_argument("--constants", action="store_true", help="the counter's tolerance mutants")
+    p.add_argument("--named", action="store_true",
+                   help="only the named mutants of issue 18 (counter, trainer), one run each")
+    p.add_argument("--inprocess", action="store_true",
+                   help="mutmut's mutants, tested in this one process (much faster)")
+    p.add_argument("--results", type=Path, help="JSON lines of --inprocess results "
+                   "(default <workdir>.jsonl)")
+    p.add_argument("--retest", type=Path, metavar="RESULTS.jsonl",
+                   help="--inprocess: try only the mutants that survived in this earlier run")
     p.add_argument("--workdir", type=Path, help="where the copy goes (default /tmp/...)")
     args = p.parse_args(argv)
-    if args.constants:
-        rows = run_constants(args.workdir or Path("/tmp/relu-regions-mutation-constants"))
+    if args.inprocess:
+        workdir = args.workdir or Path(f"/tmp/relu-regions-mutation-{args.module}")
+        only = None
+        if args.retest:
+            rows = [json.loads(line) for line in args.retest.read_text().splitlines()]
+            only = {r["n"] for r in rows if r["status"] == "survived"}
+        out = run_inprocess(args.module, workdir,
+                            (args.results or Path(f"{workdir}.jsonl")).resolve(), only=only)
+        print(json.dumps(out, indent=2))
+        return 0
+    if args.named:
+        if args.module not in NAMED:
+            p.error(f"--named takes one of {', '.join(NAMED)}")
+        rows = run_named(args.module, args.workdir
+                         or Path(f"/tmp/relu-regions-mutation-named-{args.module}"))
         print(json.dumps(rows, indent=2))
         return 0 if all(r["killed"] for r in rows) else 1
     if not args.module:
-        p.error("name a module or pass --constants")
+        p.error("name a module")
     out = run_mutmut(args.module, args.workdir or Path(f"/tmp/relu-regions-mutation-{args.module}"))
     print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=2))
     return 0

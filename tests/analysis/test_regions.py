@@ -184,6 +184,7 @@ def test_dead_neuron_switch_is_a_region_but_not_a_piece():
         model[2].weight.copy_(torch.tensor([[1.0, 0.0]]))
     r = count_regions(model, 0, 1)
     assert (r.activation_regions, r.linear_pieces) == (2, 1)
+    assert (r.min_region_width, r.min_piece_width) == (0.5, 1.0)  # regions 0.5, the piece 1
     # The grid (step 1/1000, off the switches at 0 and 1/2 on [-1/3, 1.67]) sees the same.
     est = sample_regions(model, -1 / 3, 1.67, samples=2001)
     assert (est.samples, est.activation_regions, est.linear_pieces) == (2001, 3, 2)

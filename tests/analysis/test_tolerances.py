@@ -195,3 +195,32 @@ def test_segment_positions_and_slopes_are_in_t():
     np.testing.assert_allclose(r.breakpoints, [1 / 3], rtol=0, atol=1e-16)
     np.testing.assert_allclose(r.slopes, [0.0, 3.0], rtol=1e-15, atol=0)
     assert (r.lo, r.hi) == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reported fields
+
+def test_summary_fields_and_convexity_of_a_hand_built_net():
+    """relu(x) + relu(x - 1)/2 - relu(x - 2)/4 on [-1, 3]: slopes 0, 1, 1.5, 1.25; the jumps
+    +1, +0.5, -0.25 are two convex knots (one of them smaller than 1) and one concave."""
+    model = net(([[1.0], [1.0], [1.0]], [0.0, -1.0, -2.0]), ([[1.0, 0.5, -0.25]], [0.0]))
+    r = assert_exact(model, -1, 3)
+    np.testing.assert_array_equal(r.slopes, [0, 1, 1.5, 1.25])
+    rep = r.convexity()
+    assert (rep.convex_knots, rep.concave_knots, rep.is_convex, rep.is_concave) == (2, 1, False,
+                                                                                    False)
+    d = r.to_dict()
+    assert (d["breakpoints"], d["knots"], d["activation_regions"], d["linear_pieces"]) == \
+        (3, 3, 4, 4)
+    assert "breakpoint_list" not in d  # arrays only on request
+    full = r.to_dict(arrays=True)
+    assert full["breakpoint_list"] == full["knot_list"] == [0.0, 1.0, 2.0]
+    assert full["slope_list"] == [0.0, 1.0, 1.5, 1.25]
+    assert (d["lo"], d["hi"], d["min_piece_width"], d["min_region_width"]) == (-1.0, 3.0, 1.0,
+                                                                                1.0)
+
+
+def test_a_model_with_several_inputs_is_sent_to_the_segment_counter():
+    model = net(([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), ([[1.0, 1.0, 1.0]], [0.0]))
+    with pytest.raises(R.InputError, match="takes 2 inputs; count it along a segment"):
+        count_regions(model, 0, 1)
