@@ -180,7 +180,8 @@ def _ids(workdir, env, mutmut, kind):
 # In-process runs: mutmut's mutants, one pytest.main per mutant in one long-lived process
 
 def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.0,
-                  only: set | None = None) -> dict:
+                  only: set | None = None, shuffle: int | None = None,
+                  same_as: dict | None = None) -> dict:
     """mutmut's mutants of ``name``, tested by ``pytest.main`` in this one process.
 
     A fresh pytest process per mutant (what ``mutmut run`` does) spends most of its time
@@ -189,7 +190,8 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
     mutant running longer than ``timeout`` seconds is stopped by SIGALRM and counts as caught
     (as mutmut's timeouts do). Results are appended to ``results`` (JSON lines) as they come, so
     a run stopped early still reports the mutants it tried. ``only``: the mutants' numbers to
-    try (e.g. a previous run's survivors, after tests were added).
+    try (e.g. a previous run's survivors, after tests were added). ``shuffle``: try them in a
+    random order (this seed), so a run stopped early is a fair sample of the whole module.
     """
     import signal
     import types
@@ -211,6 +213,8 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
         covered_lines_by_filename={str(path): lines}, coverage_data=None)
     ctx = mutmut.Context(source=original, filename=str(path), config=config)
     ids = mutmut.list_mutations(ctx)
+    for n, line in (same_as or {}).items():  # an earlier run's numbers must mean the same mutants
+        assert ids[n].line.strip() == line, f"mutant {n} is no longer on {line!r}: run afresh"
     args = PYTEST[3:] + spec["tests"]
 
     def fresh_imports():
@@ -229,7 +233,13 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
         fresh_imports()
         base = _quiet_pytest(pytest, args)
         assert base == 0, f"the tests fail without any mutation (exit {base})"
-        for i, mid in enumerate(ids):
+        order = list(range(len(ids)))
+        if shuffle is not None:
+            import random
+
+            random.Random(shuffle).shuffle(order)
+        for i in order:
+            mid = ids[i]
             if only is not None and i not in only:
                 continue
             mctx = mutmut.Context(source=original, filename=str(path), mutation_id=mid,
@@ -302,7 +312,10 @@ def main(argv=None):
     p.add_argument("--results", type=Path, help="JSON lines of --inprocess results "
                    "(default <workdir>.jsonl)")
     p.add_argument("--retest", type=Path, metavar="RESULTS.jsonl",
-                   help="--inprocess: try only the mutants that survived in this earlier run")
+                   help="--inprocess: skip the mutants this earlier run caught (try its "
+                        "survivors again, and those it did not reach)")
+    p.add_argument("--shuffle", type=int, metavar="SEED",
+                   help="--inprocess: try the mutants in a random order")
     p.add_argument("--workdir", type=Path, help="where the copy goes (default /tmp/...)")
     args = p.parse_args(argv)
     if args.inprocess:
@@ -310,9 +323,13 @@ def main(argv=None):
         only = None
         if args.retest:
             rows = [json.loads(line) for line in args.retest.read_text().splitlines()]
-            only = {r["n"] for r in rows if r["status"] == "survived"}
+            caught = {r["n"] for r in rows if r["status"] != "survived"}
+            only = set(range(100_000)) - caught
+            only_lines = {r["n"]: r["line"] for r in rows}
         out = run_inprocess(args.module, workdir,
-                            (args.results or Path(f"{workdir}.jsonl")).resolve(), only=only)
+                            (args.results or Path(f"{workdir}.jsonl")).resolve(), only=only,
+                            shuffle=args.shuffle,
+                            same_as=only_lines if args.retest else None)
         print(json.dumps(out, indent=2))
         return 0
     if args.named:

@@ -254,7 +254,7 @@ def test_count_refuses_an_empty_segment_and_too_few_samples(capsys, tmp_path):
     code, _, err = run(capsys, "count", "--checkpoint", path, "--from", "0.5,1", "--to", "0.5,1")
     assert_one_line_error(code, err, "x0 equals x1")
     code, _, err = run(capsys, "count", "--depth", 3, "--sample", 2)
-    assert_one_line_error(code, err, "whole number >= 3")
+    assert_one_line_error(code, err, ">= 3, got 2")
 
 
 # ---------------------------------------------------------------------------------------------
