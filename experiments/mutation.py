@@ -273,6 +273,23 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
             "seconds": round(time.perf_counter() - start), "results": str(results)}
 
 
+def summarize(files) -> dict:
+    """Merge --inprocess result files (a later file's verdict on a mutant wins)."""
+    latest = {}
+    for f in files:
+        for line in Path(f).read_text().splitlines():
+            r = json.loads(line)
+            latest[r["n"]] = r
+    counts = {k: sum(r["status"] == k for r in latest.values())
+              for k in ("killed", "survived", "timeout")}
+    tried = sum(counts.values())
+    return {"tried": tried, "counts": counts,
+            "score": round((tried - counts["survived"]) / tried, 4) if tried else None,
+            "survivors": [f"{r['n']} line {r['line_number']}: {r['line']} -> {r['mutant']}"
+                          for r in sorted(latest.values(), key=lambda r: r["line_number"])
+                          if r["status"] == "survived"]}
+
+
 def _quiet_pytest(pytest, args):
     import contextlib
     import io
@@ -311,21 +328,33 @@ def main(argv=None):
                    help="mutmut's mutants, tested in this one process (much faster)")
     p.add_argument("--results", type=Path, help="JSON lines of --inprocess results "
                    "(default <workdir>.jsonl)")
-    p.add_argument("--retest", type=Path, metavar="RESULTS.jsonl",
-                   help="--inprocess: skip the mutants this earlier run caught (try its "
-                        "survivors again, and those it did not reach)")
+    p.add_argument("--retest", type=Path, nargs="+", metavar="RESULTS.jsonl",
+                   help="--inprocess: skip the mutants these earlier runs caught (try their "
+                        "survivors again, and those they did not reach)")
+    p.add_argument("--survivors-only", action="store_true",
+                   help="with --retest: only the earlier survivors (after adding tests)")
     p.add_argument("--shuffle", type=int, metavar="SEED",
                    help="--inprocess: try the mutants in a random order")
+    p.add_argument("--summarize", type=Path, nargs="+", metavar="RESULTS.jsonl",
+                   help="merge --inprocess result files and print the score and survivors")
     p.add_argument("--workdir", type=Path, help="where the copy goes (default /tmp/...)")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(json.dumps(summarize(args.summarize), indent=2))
+        return 0
     if args.inprocess:
         workdir = args.workdir or Path(f"/tmp/relu-regions-mutation-{args.module}")
         only = None
         if args.retest:
-            rows = [json.loads(line) for line in args.retest.read_text().splitlines()]
-            caught = {r["n"] for r in rows if r["status"] != "survived"}
-            only = set(range(100_000)) - caught
-            only_lines = {r["n"]: r["line"] for r in rows}
+            latest = {}
+            for f in args.retest:
+                for line in f.read_text().splitlines():
+                    r = json.loads(line)
+                    latest[r["n"]] = r
+            caught = {n for n, r in latest.items() if r["status"] != "survived"}
+            only = (set(latest) - caught if args.survivors_only
+                    else set(range(100_000)) - caught)
+            only_lines = {n: r["line"] for n, r in latest.items()}
         out = run_inprocess(args.module, workdir,
                             (args.results or Path(f"{workdir}.jsonl")).resolve(), only=only,
                             shuffle=args.shuffle,

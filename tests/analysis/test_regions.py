@@ -151,6 +151,16 @@ def test_counting_in_tiny_chunks_changes_nothing(case):
         assert np.array_equal(getattr(chunked, name), getattr(whole, name))
 
 
+def test_counting_in_tiny_chunks_keeps_the_snapped_count():
+    """A construction snaps its touching zeros; the halves' snapped counts add up."""
+    net = ConstructionNet.build(5, peaks=[0.3, 0.6, 0.45, 0.5, 0.55, 0.4])
+    whole = count_regions(net, 0, 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(regions, "CHUNK", 4)
+        chunked = count_regions(net, 0, 1)
+    assert whole.snapped > 0 and chunked.to_dict() == whole.to_dict()
+
+
 def test_sampling_estimator_matches_when_pieces_are_wide():
     net = ConstructionNet.build(5, peaks=[0.3, 0.6, 0.45, 0.5, 0.55, 0.4])
     exact = count_regions(net, 0, 1)

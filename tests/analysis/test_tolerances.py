@@ -161,14 +161,15 @@ def test_a_neuron_touching_zero_next_to_large_terms_is_not_split():
     assert r.activation_regions == r.linear_pieces == 2 and r.resolved
 
 
-def test_a_switch_shared_by_two_units_stays_one_point():
+@pytest.mark.parametrize("lo, hi", [(-0.7, 0.9), (-0.1, 0.9)])  # |z(lo)| above, below |z(hi)|
+def test_a_switch_shared_by_two_units_stays_one_point(lo, hi):
     """relu(x - c) and relu(3 (c - x)) switch at c = 3/8 exactly, but their crossings are computed
     a few ulps apart. The second layer, relu(2^-20 u1 - u2), sees at the first crossing the second
     unit's interpolated value: a rounding residue that INTERP_ULPS must zero (and MERGE_ULPS must
     merge the two crossings), else it is a crossing ~1e-10 away and a sliver region."""
     c = 0.375
     model = net(([[1.0], [-3.0]], [-c, 3 * c]), ([[EPS_SLOPE, -1.0]], [0.0]), ([[1.0]], [0.0]))
-    r = assert_exact(model, -0.7, 0.9)
+    r = assert_exact(model, lo, hi)
     assert r.activation_regions == 2 and r.resolved
 
 
