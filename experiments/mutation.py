@@ -179,7 +179,7 @@ def _ids(workdir, env, mutmut, kind):
 # ---------------------------------------------------------------------------------------------
 # In-process runs: mutmut's mutants, one pytest.main per mutant in one long-lived process
 
-def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.0,
+def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 60.0,
                   only: set | None = None, shuffle: int | None = None,
                   same_as: dict | None = None) -> dict:
     """mutmut's mutants of ``name``, tested by ``pytest.main`` in this one process.
@@ -187,8 +187,8 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
     A fresh pytest process per mutant (what ``mutmut run`` does) spends most of its time
     importing torch and numba; here they stay loaded, and only the package and the test modules
     are imported again for each mutant (their entries are dropped from ``sys.modules``). A
-    mutant running longer than ``timeout`` seconds is stopped by SIGALRM and counts as caught
-    (as mutmut's timeouts do). Results are appended to ``results`` (JSON lines) as they come, so
+    mutant running longer than ``timeout`` seconds is interrupted by SIGALRM and counts as caught
+    (as mutmut's timeouts do: e.g. an insertion sort that never ends). Results are appended to ``results`` (JSON lines) as they come, so
     a run stopped early still reports the mutants it tried. ``only``: the mutants' numbers to
     try (e.g. a previous run's survivors, after tests were added). ``shuffle``: try them in a
     random order (this seed), so a run stopped early is a fair sample of the whole module.
@@ -223,8 +223,11 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
                     or str(getattr(v, "__file__", "") or "").startswith(str(workdir))]:
             del sys.modules[mod]
 
-    def alarm(*_):
-        raise TimeoutError(f"mutant ran longer than {timeout} s")
+    timed_out = []
+
+    def alarm(*_):  # an interrupt, which pytest and hypothesis pass on (an error they'd retry)
+        timed_out.append(True)
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGALRM, alarm)
     counts = {"killed": 0, "survived": 0, "timeout": 0}
@@ -250,14 +253,17 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 120.
             path.write_text(mutated)
             fresh_imports()
             t0 = time.perf_counter()
+            timed_out.clear()
             signal.alarm(int(timeout))
             try:
                 code = _quiet_pytest(pytest, args)
-            except TimeoutError:
+            except KeyboardInterrupt:
                 code = "timeout"
             finally:
                 signal.alarm(0)
                 path.write_text(original)
+            if timed_out:
+                code = "timeout"
             status = ("timeout" if code == "timeout" else "survived" if code == 0 else "killed")
             counts[status] += 1
             new_line = mutated.split("\n")[mid.line_number]

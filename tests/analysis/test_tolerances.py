@@ -107,18 +107,29 @@ def test_second_layer_crossing_gap_after_a_first_layer_switch(gap):
     assert r.snapped == 0 and r.resolved
 
 
-def test_a_crossing_within_zero_tol_is_snapped_and_reported():
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_a_crossing_within_zero_tol_is_snapped_and_reported(scale):
     """The same net with gap 1e-13 < ZERO_TOL * 2: float64 cannot tell that crossing from
     rounding (docs of regions.py), so it is merged into the switch at 0 and counted in
-    ``snapped`` — the reference's third region is reported, not hidden."""
+    ``snapped`` — the reference's third region is reported, not hidden. The tolerance is
+    relative: scaling the layer by 1000 changes nothing."""
     gap = 1e-13
-    model = net(([[1.0], [0.0]], [0.0, 1.0]), ([[1.0, 1.0], [1.0, 0.0]], [-(1.0 + gap), 0.0]),
-                ([[1.0, 1.0]], [0.0]))
+    model = net(([[1.0], [0.0]], [0.0, 1.0]),
+                ([[scale, scale], [1.0, 0.0]], [-scale * (1.0 + gap), 0.0]),
+                ([[1.0 / scale, 1.0]], [0.0]))
     assert exact_count(model, -0.5, 1)[1] == 3
     r = count_regions(model, -0.5, 1)
     assert (r.activation_regions, r.snapped) == (2, 1)
     # A ZERO_TOL 100 times tighter resolves it: the snapping is what merged it.
     assert_exact(model, -0.5, 1, count_regions(model, -0.5, 1, zero_tol=R.ZERO_TOL / 100))
+
+
+def test_a_unit_that_reaches_zero_at_the_end_is_not_snapped():
+    """relu(relu(x) - 1) on [-1, 1] is 0 throughout, its pre-activation exactly 0 at x = 1 after
+    -1 at x = 0: no sign change was removed there, so nothing is reported as snapped."""
+    model = net(([[1.0]], [0.0]), ([[1.0]], [-1.0]), ([[1.0]], [0.0]))
+    r = assert_exact(model, -1, 1)
+    assert (r.activation_regions, r.linear_pieces, r.snapped) == (2, 1, 0)
 
 
 def test_a_knot_that_changes_the_slope_by_1e_9_of_itself():
@@ -225,3 +236,14 @@ def test_a_model_with_several_inputs_is_sent_to_the_segment_counter():
     model = net(([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), ([[1.0, 1.0, 1.0]], [0.0]))
     with pytest.raises(R.InputError, match="takes 2 inputs; count it along a segment"):
         count_regions(model, 0, 1)
+
+
+def test_the_reported_arrays_grow_past_their_first_capacity():
+    """The breakpoint/knot/slope buffers start at 2^23 values (counts of 2^23 pieces and more
+    outgrow them); a small start exercises the growth."""
+    buf = R._Buffer()
+    buf.data = np.empty(2)
+    buf.append(np.arange(5.0))
+    buf.tail(4)[:3] = [7.0, 8.0, 9.0]
+    buf.size += 3
+    np.testing.assert_array_equal(buf.array(), [0, 1, 2, 3, 4, 7, 8, 9])
