@@ -247,3 +247,18 @@ def test_the_reported_arrays_grow_past_their_first_capacity():
     buf.tail(4)[:3] = [7.0, 8.0, 9.0]
     buf.size += 3
     np.testing.assert_array_equal(buf.array(), [0, 1, 2, 3, 4, 7, 8, 9])
+
+
+def test_chunk_boundaries_inside_a_piece_add_no_knot():
+    """Six switches at 0.1 .. 0.6 of which only the first and last bend the output (weights -1,
+    0, 0, 0, 0, 2, passed through a second layer). Counted in chunks of 4 points, the chunks meet
+    at switches inside the piece (slope -1, summed from magnitude 1): no knot there."""
+    eye = np.eye(6).tolist()
+    model = net(([[1.0]] * 6, [-0.1 * k for k in range(1, 7)]), (eye, [0.0] * 6),
+                ([[-1.0, 0.0, 0.0, 0.0, 0.0, 2.0]], [0.0]))
+    whole = assert_exact(model, 0, 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(R, "CHUNK", 4)
+        chunked = assert_exact(model, 0, 1)
+    assert (whole.activation_regions, whole.linear_pieces) == (7, 3)
+    assert chunked.to_dict() == whole.to_dict()
