@@ -48,14 +48,15 @@ phase2 = "lm:3"
 
 def test_sweep_command_rows_are_the_cells_fits_and_failures_are_counted(capsys, tmp_path,
                                                                        monkeypatch):
-    import relu_regions.train as train
+    from relu_regions.training import fitting
 
     def flaky(*args, **kwargs):  # one cell crashes at run time; the sweep goes on
-        if kwargs["method"] == "raai" and kwargs["seeds"] == [1]:
+        config = kwargs["config"]
+        if config.method == "raai" and config.seeds == [1]:
             raise RuntimeError("simulated crash")
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(train, "fit", flaky)
+    monkeypatch.setattr(fitting, "fit", flaky)
     (tmp_path / "grid.toml").write_text(SWEEP_TOML)
     out = tmp_path / "out"
     code, stdout, _ = run(capsys, "sweep", tmp_path / "grid.toml", "--out", out, "--workers", 0,
@@ -82,7 +83,7 @@ def test_sweep_command_rows_are_the_cells_fits_and_failures_are_counted(capsys, 
 @pytest.mark.parametrize("text, fragment", [
     ("targets = [\"x**2\"\n", "TOML"),
     (SWEEP_TOML + "bogus = 1\n", "unknown key 'bogus'"),
-    (SWEEP_TOML.replace("depths = [2]", "depths = [0]"), "depth 0 is not allowed"),
+    (SWEEP_TOML.replace("depths = [2]", "depths = [0]"), "got 0"),
 ])
 def test_sweep_command_refuses_a_malformed_config(capsys, tmp_path, text, fragment):
     (tmp_path / "grid.toml").write_text(text)
@@ -118,7 +119,7 @@ def test_demo_command_values(capsys, tmp_path):
 
 def test_demo_refuses_bad_input_before_writing(capsys, tmp_path):
     for argv, fragment in ((["--nets", "0"], "--nets must be >= 1"),
-                           (["--device", "nonsense"], "--device 'nonsense' cannot be used")):
+                           (["--device", "nonsense"], "--device 'nonsense'")):
         code, _, err = run(capsys, "demo", "--depth", 2, "--out", tmp_path / "demo", *argv)
         assert_one_line_error(code, err, fragment)
         assert not (tmp_path / "demo").exists()
@@ -144,7 +145,7 @@ def test_gmp_command_equals_the_study(capsys, tmp_path):
 
 def test_gmp_command_bad_input(capsys, tmp_path):
     for argv, fragment in ((["--seeds", "0"], "--seeds must be >= 1"),
-                           (["--device", "nonsense"], "'nonsense' cannot be used")):
+                           (["--device", "nonsense"], "--device 'nonsense'")):
         code, _, err = run(capsys, "gmp", "levy", "--epochs", 1, "--out", tmp_path / "f", *argv)
         assert_one_line_error(code, err, fragment)
         assert not (tmp_path / "f").exists()
@@ -204,21 +205,24 @@ def test_report_on_an_incomplete_folder(capsys, run_folder, tmp_path):
     assert_one_line_error(code, err, "not a complete run folder")
 
 
-@pytest.mark.parametrize("device", ["nonsense", "cuda:99"])
-def test_train_refuses_an_unusable_device_and_writes_nothing(capsys, tmp_path, device):
+@pytest.mark.parametrize("device, fragment", [("nonsense", "--device 'nonsense'"),
+                                              ("cuda:99", "--device cuda:99")])
+def test_train_refuses_an_unusable_device_and_writes_nothing(capsys, tmp_path, device, fragment):
+    if device == "cuda:99" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the message differs (no 99th device)")
     code, _, err = run(capsys, "train", "--target", "x**2", *TRAIN, "--device", device, "--out",
                        tmp_path / "run")
-    assert_one_line_error(code, err, f"device {device!r} cannot be used")
+    assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "run").exists()
 
 
 def test_fit_device_argument():
-    cpu = fit("x**2", depth=2, seeds=1, method="kaiming", points=20, device=torch.device("cpu"),
+    cpu = fit("x**2", depth=2, seeds=1, method="kaiming", points=20, device="cpu",
               phase1=Phase("lm", 1), phase2=Phase("lm", 1), optimum=False)
-    same = fit("x**2", depth=2, seeds=1, method="kaiming", points=20, device="cpu",
-               phase1=Phase("lm", 1), phase2=Phase("lm", 1), optimum=False)
-    assert cpu.mse[0] == same.mse[0]
-    with pytest.raises(ValueError, match="cannot be used"):  # InputError is a ValueError
+    default = fit("x**2", depth=2, seeds=1, method="kaiming", points=20,
+                  phase1=Phase("lm", 1), phase2=Phase("lm", 1), optimum=False)
+    assert cpu.mse[0] == default.mse[0]
+    with pytest.raises(ValueError, match="'nonsense'"):  # InputError is a ValueError
         fit("x**2", depth=2, seeds=1, device="nonsense")
 
 
