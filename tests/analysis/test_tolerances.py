@@ -262,3 +262,11 @@ def test_chunk_boundaries_inside_a_piece_add_no_knot():
         chunked = assert_exact(model, 0, 1)
     assert (whole.activation_regions, whole.linear_pieces) == (7, 3)
     assert chunked.to_dict() == whole.to_dict()
+
+
+def test_the_last_piece_can_be_the_narrowest():
+    """relu(x - 0.9) on [0, 1]: pieces 0.9 and 0.1 wide; the last one sets min_piece_width."""
+    model = net(([[1.0]], [-0.9]), ([[1.0]], [0.0]))
+    r = assert_exact(model, 0, 1)
+    assert r.min_piece_width == pytest.approx(0.1, rel=1e-12)
+    assert r.min_region_width == pytest.approx(0.1, rel=1e-12)
