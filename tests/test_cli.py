@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from relu_regions import checkpoint
+from relu_regions.analysis.regions import count_regions_segment
 from relu_regions.cli import main
 from relu_regions.nets.mlp import mlp
 from relu_regions.nets.parametrize import ConstructionNet
@@ -62,7 +63,10 @@ def test_count_2d_checkpoint_along_a_segment(capsys, tmp_path):
     path = checkpoint.save(mlp(5, 3, in_features=2), tmp_path / "m.pt")
     code, out, _ = run(capsys, "count", "--checkpoint", str(path), "--from=-1,-1", "--to", "1,1",
                        "--json")
-    assert code == 0 and json.loads(out)["linear_pieces"] >= 1
+    model, _ = checkpoint.load(path)
+    expected = count_regions_segment(model, [-1, -1], [1, 1])
+    assert code == 0 and json.loads(out)["linear_pieces"] == expected.linear_pieces
+    assert json.loads(out)["activation_regions"] == expected.activation_regions
 
 
 def test_malicious_checkpoint_is_refused_without_running(tmp_path, capsys):
@@ -137,8 +141,10 @@ def test_train_writes_checkpoints_metrics_and_plots(capsys, tmp_path):
     assert code == 0
     assert {"mse_min", "mse_mean", "mse_median", "efficiency_mean", "seconds"} <= data.keys()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["mse"] == pytest.approx([metrics["mse_min"], max(metrics["mse"])], rel=0) or \
-        len(metrics["mse"]) == 2
+    assert len(metrics["mse"]) == 2 and metrics["seed_list"] == [0, 1]
+    assert metrics["mse_min"] == min(metrics["mse"]) and metrics["mse_mean"] == pytest.approx(
+        sum(metrics["mse"]) / 2, rel=1e-15)
+    assert data["mse_min"] == metrics["mse_min"]
     assert metrics["versions"]["torch"].startswith("2.13") and len(metrics["data_sha256"]) == 64
     assert (out / "fit.png").stat().st_size > 1000 and (out / "history.png").stat().st_size > 1000
     model, config = checkpoint.load(out / "checkpoints" / "seed-0001.pt")

@@ -472,10 +472,11 @@ def _refine(points, z, slopes, w, merge_tol, out_points, out_values, out_slopes)
     lam = np.empty(width)  # the interval's crossings: where (as a fraction of it) and which
     who = np.empty(width, dtype=np.int64)
     z_new = np.empty(width)
+    z_mask = np.empty(width)  # z_new before the zeroing below: its sign is still right
     z_last = np.empty(width)  # pre-activation at the last point written: masks the next piece
     interp_tol = INTERP_ULPS * EPS
     snapped = 0
-    _emit(out_points, out_values, out_slopes, 0, points[0], z[0], z_last, z_slopes)
+    _emit(out_points, out_values, out_slopes, 0, points[0], z[0], z[0], z_last, z_slopes)
     at = 0
     for i in range(m - 1):
         for c in range(width):
@@ -510,34 +511,41 @@ def _refine(points, z, slopes, w, merge_tol, out_points, out_values, out_slopes)
                 # seed slivers deeper in the net.
                 if c == who[q]:
                     v = 0.0
-                elif abs(v) <= interp_tol * (abs(zl) + abs(zr)):
+                z_mask[c] = v
+                if abs(v) <= interp_tol * (abs(zl) + abs(zr)):
                     v = 0.0
-                    snapped += 1
+                    snapped += c != who[q]
                 z_new[c] = v
             # Switches within rounding of a point already there, or of the previous switch in
             # this interval (kept or not), are one point: drop this one. All pieces of the
             # interval share its z-slopes, so the merged piece's slopes are unaffected.
             if p - left > merge_tol and right - p > merge_tol and p - prev > merge_tol:
                 at += 1
-                _emit(out_points, out_values, out_slopes, at, p, z_new, z_last, z_slopes)
+                _emit(out_points, out_values, out_slopes, at, p, z_new, z_mask, z_last,
+                      z_slopes)
             else:
                 snapped += 1
             prev = p
         at += 1
-        _emit(out_points, out_values, out_slopes, at, right, z[i + 1], z_last, z_slopes)
+        _emit(out_points, out_values, out_slopes, at, right, z[i + 1], z[i + 1], z_last,
+              z_slopes)
     return at + 1, snapped
 
 
 @njit(inline="always")  # a call per point cost more than the work it does
-def _emit(out_points, out_values, out_slopes, at, p, z_here, z_last, z_slopes):
+def _emit(out_points, out_values, out_slopes, at, p, z_here, z_mask, z_last, z_slopes):
     """Write point ``at`` (value relu(z_here)) and, for at > 0, the piece ending there: the parent
-    interval's z-slopes where the neuron is on, i.e. z_last + z_here > 0. Updates z_last."""
+    interval's z-slopes where the neuron is on, i.e. z_last + z_mask > 0. Updates z_last.
+
+    The mask uses the values before the interpolation zeroing (``z_mask``): a unit zeroed at one
+    crossing that switches itself a few dozen ulps later is on (or off) in between, and the
+    zeroed value would mask it off there (a wrong slope on a region ``resolved`` calls placed)."""
     out_points[at] = p
     for c in range(z_here.size):
         if at > 0:
-            out_slopes[at - 1, c] = z_slopes[c] if z_last[c] + z_here[c] > 0 else 0.0
+            out_slopes[at - 1, c] = z_slopes[c] if z_last[c] + z_mask[c] > 0 else 0.0
         out_values[at, c] = max(z_here[c], 0.0)
-        z_last[c] = z_here[c]
+        z_last[c] = z_mask[c]
 
 
 def _rows_times(rows, w):

@@ -45,31 +45,48 @@ def test_construction_on_a_shifted_interval():
     assert r.linear_pieces == 256 and r.breakpoints.min() > -3 and r.breakpoints.max() < 5
 
 
+def seeded_init_(model, init, g):
+    """Weights and biases of ``model`` from the generator ``g`` only, so hypothesis replays them.
+
+    "kaiming+bias" adds U(-1, 1) biases to He-normal weights (plain Kaiming zeroes every bias:
+    such a net is positively homogeneous, with at most one breakpoint, at 0); "raai" draws its
+    own biases; "uniform" is PyTorch's default init (U(+-1/sqrt(fan_in))) drawn from ``g``.
+    """
+    if init == "raai":
+        return raai_(model, g)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                if init == "kaiming+bias":
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+                    m.bias.uniform_(-1, 1, generator=g)
+                else:
+                    bound = m.weight.shape[1] ** -0.5
+                    m.weight.uniform_(-bound, bound, generator=g)
+                    m.bias.uniform_(-bound, bound, generator=g)
+    return model
+
+
 @st.composite
-def random_mlps(draw, max_width=16, max_depth=8):
-    width, depth = draw(st.integers(1, max_width)), draw(st.integers(1, max_depth))
+def random_mlps(draw, max_width=8, max_depth=5, min_regions=4):
+    """Nets worth counting: width >= 3, depth >= 2, non-zero biases, seeded; the interval is
+    redrawn around the breakpoints when too few fall inside (``assume`` at least
+    ``min_regions`` exact activation regions)."""
+    width, depth = draw(st.integers(3, max_width)), draw(st.integers(2, max_depth))
     seed = draw(st.integers(0, 2**31 - 1))
-    init = draw(st.sampled_from(["kaiming", "kaiming+bias", "raai", "default"]))
-    g = torch.Generator().manual_seed(seed)
-    model = mlp(width, depth)
-    if init.startswith("kaiming"):
-        kaiming_(model, g)
-        if init == "kaiming+bias":
-            with torch.no_grad():
-                for m in model:
-                    if isinstance(m, nn.Linear):
-                        m.bias.uniform_(-1, 1, generator=g)
-    elif init == "raai":
-        raai_(model, g)
+    init = draw(st.sampled_from(["kaiming+bias", "raai", "uniform"]))
+    model = seeded_init_(mlp(width, depth), init, torch.Generator().manual_seed(seed))
     lo = draw(st.floats(-4, 1))
-    return model, lo, lo + draw(st.floats(0.5, 5))
+    hi = lo + draw(st.floats(0.5, 5))
+    exact = exact_count(model, lo, hi)
+    assume(exact[1] >= min_regions)
+    return model, lo, hi, exact
 
 
 @settings(max_examples=60, deadline=None)
 @given(random_mlps())
 def test_counter_agrees_with_exact_rational_reference(case):
-    model, lo, hi = case
-    breakpoints, regions, pieces, knots, slopes = exact_count(model, lo, hi)
+    model, lo, hi, (breakpoints, regions, pieces, knots, slopes) = case
     widths = np.diff(np.array([lo] + [float(b) for b in breakpoints] + [hi]))
     assume(widths.min() > 1e-9 * (hi - lo))  # float64 cannot place narrower ones: see below
     r = count_regions(model, lo, hi)
@@ -85,7 +102,7 @@ def test_counter_agrees_with_exact_rational_reference(case):
 @given(random_mlps(max_width=8, max_depth=4))
 def test_pieces_and_slopes_rebuild_the_network(case):
     """Integrating the reported slopes from y(lo) reproduces the network everywhere."""
-    model, lo, hi = case
+    model, lo, hi, _ = case
     r = count_regions(model, lo, hi)
     x = np.linspace(lo, hi, 2001)
     edges = np.concatenate([[lo], r.knots, [hi]])
@@ -98,35 +115,50 @@ def test_pieces_and_slopes_rebuild_the_network(case):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(2, 5), st.integers(1, 6), st.integers(1, 4), st.integers(0, 2**31 - 1))
-def test_segment_count_equals_1d_count_of_the_restricted_net(n_in, width, depth, seed):
+@given(st.integers(2, 5), st.integers(3, 6), st.integers(2, 4), st.integers(0, 2**31 - 1),
+       st.sampled_from(["kaiming+bias", "raai", "uniform"]))
+def test_segment_count_equals_1d_count_of_the_restricted_net(n_in, width, depth, seed, init):
+    """Counts, positions t and slopes dy/dt along a segment equal the exact 1D count of the net
+    restricted to it (a wrong direction, e.g. doubled, doubles every slope)."""
     g = torch.Generator().manual_seed(seed)
-    model = mlp(width, depth, in_features=n_in)
+    model = seeded_init_(mlp(width, depth, in_features=n_in), init, g)
     x0 = torch.randn(n_in, generator=g, dtype=torch.float64)
     x1 = torch.randn(n_in, generator=g, dtype=torch.float64)
-    restricted = mlp(width, depth)
-    with torch.no_grad():  # first layer of the 1D net: W (x0 + t d) + b
-        restricted.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("0.")},
-                                   strict=False)
-        restricted[0].weight.copy_(model[0].weight @ (x1 - x0).unsqueeze(1))
-        restricted[0].bias.copy_(model[0].weight @ x0 + model[0].bias)
     seg = count_regions_segment(model, x0, x1)
-    _, regions, pieces, _, _ = exact_count(restricted, 0.0, 1.0)
+    breakpoints, regions, pieces, _, slopes = exact_count(_restricted(model, x0, x1), 0.0, 1.0)
+    widths = np.diff(np.array([0.0] + [float(b) for b in breakpoints] + [1.0]))
+    assume(widths.min() > 1e-9)
     assert (seg.activation_regions, seg.linear_pieces) == (regions, pieces)
+    np.testing.assert_allclose(seg.breakpoints, np.array(breakpoints, dtype=float), rtol=0,
+                               atol=1e-12)
+    exact_slopes = np.array(slopes, dtype=float)
+    np.testing.assert_allclose(seg.slopes, exact_slopes, rtol=1e-9,
+                               atol=1e-12 * np.abs(exact_slopes).max())
 
 
 @settings(max_examples=30, deadline=None)
-@given(random_mlps())
+@given(random_mlps(min_regions=8))
 def test_counting_in_tiny_chunks_changes_nothing(case):
     """The depth-first chunking (and the arrays it reuses) is invisible in the result."""
-    model, lo, hi = case
+    model, lo, hi, exact = case
     whole = count_regions(model, lo, hi)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(regions, "CHUNK", 4)
         chunked = count_regions(model, lo, hi)
     assert chunked.to_dict() == whole.to_dict()
+    assert chunked.activation_regions == exact[1] >= 8  # more points than a chunk holds
     for name in ("breakpoints", "knots", "slopes"):
         assert np.array_equal(getattr(chunked, name), getattr(whole, name))
+
+
+def test_counting_in_tiny_chunks_keeps_the_snapped_count():
+    """A construction snaps its touching zeros; the halves' snapped counts add up."""
+    net = ConstructionNet.build(5, peaks=[0.3, 0.6, 0.45, 0.5, 0.55, 0.4])
+    whole = count_regions(net, 0, 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(regions, "CHUNK", 4)
+        chunked = count_regions(net, 0, 1)
+    assert whole.snapped > 0 and chunked.to_dict() == whole.to_dict()
 
 
 def test_sampling_estimator_matches_when_pieces_are_wide():
@@ -162,6 +194,10 @@ def test_dead_neuron_switch_is_a_region_but_not_a_piece():
         model[2].weight.copy_(torch.tensor([[1.0, 0.0]]))
     r = count_regions(model, 0, 1)
     assert (r.activation_regions, r.linear_pieces) == (2, 1)
+    assert (r.min_region_width, r.min_piece_width) == (0.5, 1.0)  # regions 0.5, the piece 1
+    # The grid (step 1/1000, off the switches at 0 and 1/2 on [-1/3, 1.67]) sees the same.
+    est = sample_regions(model, -1 / 3, 1.67, samples=2001)
+    assert (est.samples, est.activation_regions, est.linear_pieces) == (2001, 3, 2)
 
 
 def test_unresolvable_sliver_is_reported_not_hidden():
@@ -206,7 +242,7 @@ def sampling_cases(draw):
     """Random nets, and constructions with dyadic or random peaks, on grids that may land on
     their breakpoints (2^k + 1 points on [0, 1] hit every dyadic point of level <= k)."""
     if draw(st.booleans()):
-        model, lo, hi = draw(random_mlps(max_width=8, max_depth=5))
+        model, lo, hi, _ = draw(random_mlps(max_width=8, max_depth=5))
     else:
         d = draw(st.integers(1, 8))
         peaks = draw(st.one_of(st.just(0.5), st.sampled_from([0.25, 0.375, 0.625]),
@@ -242,7 +278,7 @@ def test_sampling_chunks_change_nothing():
 @settings(max_examples=25, deadline=None)
 @given(random_mlps(max_width=6, max_depth=4))
 def test_pieces_table_rows_are_the_network(case):
-    model, lo, hi = case
+    model, lo, hi, _ = case
     r = count_regions(model, lo, hi)
     t = regions.pieces_table(r, model)
     assert list(t) == list(regions.PIECE_COLUMNS)
@@ -275,3 +311,102 @@ def test_pieces_table_one_piece_and_segment():
     assert np.allclose([t["value_start"][0], t["value_end"][0]], [9.5, 11.5], rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="x0 and x1"):
         regions.pieces_table(r, net)
+    with pytest.raises(InputError, match="empty: x0 equals x1"):
+        count_regions_segment(mlp(3, 2, in_features=2), [0.5, 1], [0.5, 1])
+    for samples in (2, 0, 2.5, True):
+        with pytest.raises(InputError, match="samples must be .* >= 3"):
+            sample_regions(mlp(3, 2), 0, 1, samples=samples)
+    assert sample_regions(mlp(3, 2), 0, 1, samples=3).samples == 3
+
+
+def _assert_matches_exact_up_to_slivers(model, lo, hi, counted):
+    """Counts and breakpoints against the exact reference, slivers merged.
+
+    Constructions touch zero at their sawtooths' minima and switch at their intervals' ends; in
+    the float net those are exact crossings within rounding of each other (slivers ~1e-16 wide),
+    which float64 cannot place (the computed values may not even change sign there). Exact
+    breakpoints closer than 1e-12 of the scale are one, those that close to lo or hi none; every
+    other exact breakpoint must be found, where it is.
+    """
+    exact = np.array([float(b) for b in exact_count(model, lo, hi)[0]])
+    tol = 1e-12 * max(abs(lo), abs(hi), hi - lo)
+    kept = exact[(exact - lo > tol) & (hi - exact > tol)]
+    clusters = np.split(kept, np.nonzero(np.diff(kept) > tol)[0] + 1) if kept.size else []
+    centres = np.array([c.mean() for c in clusters])
+    assert counted.activation_regions == centres.size + 1
+    np.testing.assert_allclose(counted.breakpoints, centres, rtol=0, atol=tol)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 5), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1),
+       st.floats(-3, 3), st.floats(0.5, 4))
+def test_construction_nets_agree_with_exact_reference(d, thm31, concave, seed, lo, width):
+    peaks = np.random.default_rng(seed).uniform(0.25, 0.75, d + 1).tolist()
+    hi = lo + width
+    net = ConstructionNet.build(d, peaks=peaks if thm31 else peaks[:d], thm31=thm31,
+                                concave=concave, c1=0.7, interval=(lo, hi))
+    r = count_regions(net, lo, hi)
+    assert r.activation_regions == r.linear_pieces == 2**d
+    _assert_matches_exact_up_to_slivers(net.release(), lo, hi, r)
+
+
+def _random_theta(layout, seed):
+    """Derived parameters N(0, 1) (peaks from logits, scales from logs): a generic member of the
+    layout (a least-squares start can put scales on their 1e-12 bound: knots below SLOPE_TOL)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, layout.n_params, generator=g, dtype=torch.float64)
+
+
+def _layout_net(layout, theta):
+    from relu_regions.nets.parametrize import linear_relu_stack
+
+    model = linear_relu_stack(layout.widths)
+    with torch.no_grad():
+        for (w, b), lin in zip(layout.raw(theta), model[::2]):
+            lin.weight.copy_(w[0])
+            lin.bias.copy_(b[0])
+    return model
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from(["convex", "concave", "dc"]), st.integers(1, 4), st.integers(0, 2**16))
+def test_composite_1d_layouts_agree_with_exact_reference(shape, depth, seed):
+    """Sums of constructions (dc: convex minus convex, 2^(d+1) pieces) as the raw MLP."""
+    from relu_regions.nets import composite as K
+
+    x = np.linspace(-1.0, 2.0, 64)
+    layout, _, _ = K.build_layout(shape, x, np.sin(3 * x), [(-1.0, 2.0)], depth, thm31=True)
+    model = _layout_net(layout, _random_theta(layout, seed))
+    _assert_matches_exact_up_to_slivers(model, -1.0, 2.0, count_regions(model, -1.0, 2.0))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from(["ridge", "radial"]), st.integers(1, 3), st.integers(0, 2**16))
+def test_composite_2d_layouts_along_a_segment_agree_with_exact_reference(shape, depth, seed):
+    """Ridge sums and radial compositions, counted along a segment: positions in t against the
+    exact count of the net restricted to the segment."""
+    from relu_regions.nets import composite as K
+
+    g = np.random.default_rng(seed)
+    x = g.uniform(-1, 1, (60, 2))
+    y = x[:, 0] ** 2 + 0.5 * x[:, 1] ** 2 + 0.3 * x[:, 0] * x[:, 1] + 0.1 * g.standard_normal(60)
+    layout, _, _ = K.build_layout(shape, x, y, [(-1.0, 1.0), (-1.0, 1.0)], depth, thm31=True)
+    model = _layout_net(layout, _random_theta(layout, seed))
+    x0, x1 = torch.tensor([-1.0, -0.8], dtype=torch.float64), torch.tensor([1.0, 0.9],
+                                                                          dtype=torch.float64)
+    _assert_matches_exact_up_to_slivers(_restricted(model, x0, x1), 0.0, 1.0,
+                                        count_regions_segment(model, x0, x1))
+
+
+def _restricted(model, x0, x1):
+    """The 1D net t -> model(x0 + t (x1 - x0))."""
+    from copy import deepcopy
+
+    restricted = deepcopy(model)
+    first = model[0]
+    new = nn.Linear(1, first.out_features, dtype=torch.float64)
+    with torch.no_grad():
+        new.weight.copy_(first.weight @ (x1 - x0).unsqueeze(1))
+        new.bias.copy_(first.weight @ x0 + first.bias)
+    restricted[0] = new
+    return restricted

@@ -267,12 +267,28 @@ def test_all_methods_start_from_the_same_function():
     assert torch.allclose(outs["SP"], outs["BN"] * math.sqrt(1 + 1e-5), atol=1e-9)
 
 
-def test_run_levy_smoke(tmp_path):
+def _check_summaries(res):
+    """Each method's summary is its runs aggregated: mean and sample std of the metric, the
+    stability values the per-run maxima of the CAB movement, their median torch's (lower) one."""
+    for name, m in res.methods.items():
+        runs = [r for r in res.runs if r.method == name]
+        values = [r.metric for r in runs]
+        assert m.metric_values == values and len(values) == len(set(r.seed for r in runs))
+        assert m.metric_mean == pytest.approx(np.mean(values), rel=1e-12)
+        std = np.std(values, ddof=1) if len(values) > 1 else 0.0
+        assert m.metric_std == pytest.approx(std, rel=1e-9, abs=1e-15)
+        series = [r.location_change if res.metric == "test_rmse" else r.angle_change for r in runs]
+        assert m.stability_values == [float(v.max()) for v in series]
+        assert m.stability_median == sorted(m.stability_values)[(len(values) - 1) // 2]
+
+
+def test_smoke_run_levy(tmp_path):
     res = run_levy(seeds=2, epochs=15, out=tmp_path / "figs", units=12)
     d = json.loads(json.dumps(res.to_dict()))
     assert set(d["methods"]) == {"SP", "WN", "BN", "GmP"}
+    _check_summaries(res)
     for m in d["methods"].values():
-        assert len(m["metric_values"]) == 2 and m["metric_std"] >= 0 and m["stability_median"] >= 0
+        assert len(m["metric_values"]) == 2 and m["metric_values"][0] != m["metric_values"][1]
     assert d["methods"]["GmP"]["lr"] == 0.1 and d["methods"]["SP"]["lr"] == 0.01
     assert len(res.figures) == 3
     assert all((tmp_path / "figs" / f.split("/")[-1]).stat().st_size > 1000 for f in res.figures)
@@ -280,10 +296,13 @@ def test_run_levy_smoke(tmp_path):
     assert again.methods["GmP"].metric_values == res.methods["GmP"].metric_values
 
 
-def test_run_banana_smoke(tmp_path):
+def test_smoke_run_banana(tmp_path):
     res = run_banana(seeds=[4], epochs=3, out=tmp_path, methods=["SP", "GmP"], units=4, data="generated")
     assert list(res.methods) == ["SP", "GmP"] and res.metric == "test_accuracy"
-    assert 0 <= res.methods["GmP"].metric_mean <= 1
+    _check_summaries(res)
+    # An accuracy on the 200 generated test points is a whole number of them.
+    for m in res.methods.values():
+        assert m.metric_mean * 200 == pytest.approx(round(m.metric_mean * 200), abs=1e-9)
     assert len(res.figures) == 3 and res.runs[0].angle_change is not None
     json.dumps(res.to_dict())
 
@@ -415,7 +434,11 @@ def test_run_banana_on_a_keel_file(tmp_path):
     f = tmp_path / "banana.dat"
     _write_keel(f, n=1100)
     res = run_banana(seeds=[1], epochs=2, methods=["GmP"], units=3, data=f)
-    assert res.config["data"] == f"keel:{f}" and 0 <= res.methods["GmP"].metric_mean <= 1
+    assert res.config["data"] == f"keel:{f}"
+    _check_summaries(res)
+    n_test = 1000 - 800  # the protocol draws 1000 of the file's points, 800 for training
+    acc = res.methods["GmP"].metric_mean
+    assert acc * n_test == pytest.approx(round(acc * n_test), abs=1e-9)
 
 
 def test_study_markdown_table():
