@@ -485,8 +485,10 @@ def show_report(out: dict) -> str:
 
 def show_train(out: dict) -> str:
     seeds = f"{out['seeds']} seed{'s' if out['seeds'] != 1 else ''}"
-    lines = [f"{out['method']} on {out['target']}, depth {out['depth']}, {seeds} "
-             f"({out['seconds']:.1f} s)"]
+    depth = f"depth {out['depth']}"
+    if out.get("shape") == "radial":  # F_out(F_in(x, y)): two constructions stacked
+        depth += f" per construction ({2 * out['depth']} hidden layers, radial)"
+    lines = [f"{out['method']} on {out['target']}, {depth}, {seeds} ({out['seconds']:.1f} s)"]
     if out.get("inputs") == 2:
         lines.append("2D fit: the target uses y or r (or the CSV has 3 columns), so the nets take "
                      "two inputs (x, y)")

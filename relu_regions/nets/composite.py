@@ -254,8 +254,9 @@ def detect_shape(x, y) -> str:
     least-squares Chebyshev fit of degree 12 on a fine grid, which smooths out noise.
     """
     x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
+    # Repeated x (a radial target's radii on a grid) would divide by zero: one mean y per x.
+    x, inverse = np.unique(x, return_inverse=True)
+    y = np.bincount(inverse, weights=y) / np.bincount(inverse)
     if len(x) < 50:
         change = np.diff(np.diff(y) / np.diff(x))
     else:

@@ -119,7 +119,9 @@ class FitConfig:
 
     target: object = _setting(None, "target in x (or x and y), e.g. 'x**3', or a callable on "
                               "numpy arrays", cli=False)
-    depth: int = _setting(5, f"hidden layers (1 to {MAX_DEPTH}, the limit of the exact counter)")
+    depth: int = _setting(5, f"hidden layers (1 to {MAX_DEPTH}, the limit of the exact counter); "
+                          "per construction for the radial shape, which stacks two "
+                          "(2 x depth hidden layers)")
     seeds: object = _setting(30, "runs, trained together: seeds SEED..SEED+N-1 (from Python or "
                              "a sweep also a list)", parse=int)
     seed: int = _setting(0, "first seed (also seeds the sparse points and the held-out share)",

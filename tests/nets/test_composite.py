@@ -291,3 +291,15 @@ def test_fit_uses_the_dense_default_grid_per_dimension(monkeypatch):
     fit("x**2 + y**2", interval=(-1, 1), depth=1, seeds=1, **QUICK)
     fit("x**3", depth=1, seeds=1, **QUICK)
     assert sizes == [(41 * 41, 2), (500,)]
+
+
+def test_detect_shape_takes_repeated_x_without_dividing_by_zero():
+    """Radii of a grid repeat; the curvature is read from one mean value per distinct x."""
+    import warnings
+
+    x = np.repeat(np.linspace(0, 1, 20), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert K.detect_shape(x, x**3) == "convex"
+        assert K.detect_shape(x, -(x**3)) == "concave"
+        assert K.detect_shape(x, (x - 0.5) ** 3) == "dc"

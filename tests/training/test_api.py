@@ -222,3 +222,14 @@ def test_cli_data_outside_the_interval_is_refused_with_the_count(capsys, tmp_pat
                           str(tmp_path / "out"))
     assert code == 2 and "10 of 21 data points lie outside the interval [0, 1]" in err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_radial_says_depth_is_per_construction(capsys):
+    code, out, _ = _train(capsys, "--target", "r**3", "--shape", "radial", "--interval=-1,1",
+                          "--depth", "2", "--seeds", "1", "--points", "6", "--phase1", "lm:2",
+                          "--phase2", "lm:2", "--starts", "1", "--quiet")
+    assert code == 0 and "depth 2 per construction (4 hidden layers, radial)" in out.splitlines()[0]
+    code, out, _ = _train(capsys, "--target", "x*y", "--shape", "ridge", "--depth", "2",
+                          "--seeds", "1", "--points", "6", "--phase1", "lm:2", "--phase2",
+                          "lm:2", "--starts", "1", "--quiet")
+    assert code == 0 and "per construction" not in out
