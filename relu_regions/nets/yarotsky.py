@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from ..validation import check_int
 from .parametrize import linear_relu_stack
 
 WIDTH = 5
@@ -27,9 +27,7 @@ OFFSET = 1.0  # C: keeps the accumulators positive (S >= 0, x S >= -small on [0,
 
 def cube_net(m1: int, m2: int) -> torch.nn.Sequential:
     """The width-5, depth m1 + m2 net approximating x^3 on [0, 1] (module docstring)."""
-    for name, m in (("m1", m1), ("m2", m2)):
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {m!r}")
+    m1, m2 = check_int(m1, "m1", low=1), check_int(m2, "m2", low=1)
     depth = m1 + m2
     net = linear_relu_stack([1] + [WIDTH] * depth + [1])
     linears = list(net[::2])
