@@ -501,6 +501,9 @@ def show_train(out: dict) -> str:
         lines.append(f"{'test ' if out.get('held_out') else ''}R^2 {out['r2_mean']:.6f}, RMSE / "
                      f"std of the target {out['rel_rmse_mean']:.3e}, max |error| "
                      f"{out['max_abs_error_mean']:.3e} (means over seeds)")
+    if out.get("regions") is not None:
+        lines.append("regions on the input box, per seed (exact): "
+                     + _per_seed(out["regions"], out["plane_pieces"]))
     lines.append(f"linear pieces (mean over seeds) {out['pieces_mean']:.1f} " + _pieces_note(out))
     if out.get("optimal_mse") is not None:
         eff = out["efficiency_mean"]
@@ -514,6 +517,20 @@ def show_train(out: dict) -> str:
         lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png,{pieces} "
                      "checkpoints/")
     return "\n".join(lines)
+
+
+def _per_seed(regions, pieces, shown: int = 8) -> str:
+    """'r regions / p pieces' per seed, the first ``shown`` of them, then the means."""
+    cell = lambda r, p: "-" if r < 0 else f"{r}/{p}"  # noqa: E731  (-1: diverged or not counted)
+    text = ", ".join(cell(r, p) for r, p in zip(regions[:shown], pieces[:shown]))
+    if len(regions) > shown:
+        text += f", ... ({len(regions) - shown} more)"
+    counted = [(r, p) for r, p in zip(regions, pieces) if r >= 0]
+    if counted:
+        n = len(counted)
+        text += (f" activation regions/linear pieces; mean {sum(r for r, _ in counted) / n:.1f}"
+                 f"/{sum(p for _, p in counted) / n:.1f}")
+    return text
 
 
 def _num(v, fmt=".3e") -> str:

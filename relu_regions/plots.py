@@ -160,16 +160,18 @@ def plot_history(loss: np.ndarray, boundary: int, path, title: str = "training l
 
 
 def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -> Path:
-    """A trained 2D net: target (data), network surface, and error, as images over the input box,
-    with the network's breakpoints along the box's diagonal (exact counter) marked on the error.
+    """A trained 2D net: target (data), network surface, error, and the net's region map
+    (exact cells on the input box, :func:`plot_region_map`), with the network's breakpoints along
+    the box's diagonal (exact 1D counter) marked on the error.
     """
+    from .analysis.plane import count_regions_2d
     from .analysis.regions import count_regions_segment
 
     (xlo, xhi), (ylo, yhi) = data.box
     gx, gy = np.linspace(xlo, xhi, grid), np.linspace(ylo, yhi, grid)
     pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
     net = evaluate(model, pts).reshape(grid, grid)
-    fig, (a, b, c) = subplots(1, 3, figsize=(15, 4.4))
+    fig, (a, b, c, m) = subplots(1, 4, figsize=(20, 4.6))
     extent = (xlo, xhi, ylo, yhi)
     sc = a.scatter(data.x[:, 0], data.x[:, 1], c=data.y, s=6, cmap="viridis")
     a.set_title("data")
@@ -189,6 +191,12 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
     for ax in (a, b, c):
         ax.set_xlabel("x")
         ax.set_ylabel("y")
+    count = count_regions_2d(model, extent)
+    plot_region_map(count, None, ax=m, title=f"regions: {count.activation_regions:,} cells, "
+                    f"{count.linear_pieces:,} linear pieces"
+                    + ("" if count.resolved else " (unresolved)"))
+    m.set_xlabel("x")
+    m.set_ylabel("y")
     fig.suptitle(title or "2D fit")
     return save_figure(fig, path)
 

@@ -359,6 +359,7 @@ class _Fit:
             target=getattr(target, "text", target if isinstance(target, str) else data.name),
             depth=c.depth, width=c.width, seeds=self.seeds, interval=data.interval, mse=mse,
             train_mse=train_mse, pieces=self._pieces(models), optimal_mse=optimal,
+            **self._plane_counts(models),
             efficiency=eff, history={"loss": hist, "phase_boundary": boundary}, models=models,
             seconds=seconds, phases=self._phases(),
             diverged=[int(s) for s, m in zip(self.seeds, mse) if not np.isfinite(m)],
@@ -385,6 +386,14 @@ class _Fit:
         if not self.config.count:
             return np.full(len(models), -1)
         return np.array([count_pieces(m, self.data.box) for m in models])
+
+    def _plane_counts(self, models) -> dict:
+        """2D fits: each seed's activation regions and linear pieces on the data's box."""
+        if self.data.dims != 2:
+            return {}
+        counts = (np.array([count_plane(m, self.data.box) for m in models]) if self.config.count
+                  else np.full((len(models), 2), -1))
+        return {"regions": counts[:, 0], "plane_pieces": counts[:, 1]}
 
     def _phases(self):
         c = self.config
@@ -414,3 +423,15 @@ def count_pieces(model, box) -> int:
         return count_regions_segment(model, [b[0] for b in box], [b[1] for b in box]).linear_pieces
     except InputError:  # non-finite weights after divergence
         return -1
+
+
+def count_plane(model, box) -> tuple[int, int]:
+    """(activation regions, linear pieces) of a 2-input net on the box ((x0, x1), (y0, y1)),
+    exact (docs/regions2d.md); (-1, -1) if the weights are not finite (a diverged seed)."""
+    from ..analysis.plane import count_regions_2d
+
+    try:
+        c = count_regions_2d(model, (*box[0], *box[1]))
+    except InputError:
+        return -1, -1
+    return c.activation_regions, c.linear_pieces

@@ -39,6 +39,11 @@ class FitResult:
     data: object = field(default=None, repr=False)  # the Dataset trained and tested on
     errors: dict = field(default_factory=dict, repr=False)
     provenance: dict = field(default_factory=dict, repr=False)  # command, versions (load_run)
+    # 2D fits: per seed, the exact activation regions and linear pieces on the data's box
+    # (analysis.plane.count_regions_2d; -1 for a diverged or uncounted seed). None in 1D, where
+    # ``pieces`` is already the exact count; in 2D ``pieces`` is along the box's diagonal.
+    regions: np.ndarray | None = None
+    plane_pieces: np.ndarray | None = None
 
     @property
     def best_index(self) -> int:
@@ -101,6 +106,9 @@ class FitResult:
             "max_abs_error_mean": _finite_mean(self.errors.get("max_abs_error")),
             "pieces_mean": float(self.pieces.mean()),
             "max_pieces": self.max_pieces,
+            "regions": _ints(self.regions), "plane_pieces": _ints(self.plane_pieces),
+            "regions_mean": _counted_mean(self.regions),
+            "plane_pieces_mean": _counted_mean(self.plane_pieces),
             "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
             "efficiency_mean": _finite_mean(self.efficiency),
             "diverged": self.diverged, "seconds": round(self.seconds, 3),
@@ -130,6 +138,18 @@ class FitResult:
         from .run_folder import save_run
 
         return save_run(self, folder, force=force, command=command)
+
+
+def _ints(values):
+    return None if values is None else [int(v) for v in values]
+
+
+def _counted_mean(counts):
+    """Mean over the counted seeds (-1 marks a diverged or uncounted one); None if none."""
+    if counts is None:
+        return None
+    counted = np.asarray(counts)[np.asarray(counts) >= 0]
+    return float(counted.mean()) if counted.size else None
 
 
 def _finite_mean(values):

@@ -174,6 +174,9 @@ def load_run(folder):
         diverged=metrics.get("diverged", []), shape=metrics.get("shape", "convex"),
         widths=metrics.get("widths", []), optimal_pieces=metrics.get("optimal_pieces"),
         max_pieces=metrics.get("max_pieces"),
+        regions=None if metrics.get("regions") is None else np.array(metrics["regions"]),
+        plane_pieces=(None if metrics.get("plane_pieces") is None
+                      else np.array(metrics["plane_pieces"])),
         config=FitConfig.from_dict(metrics["config"]) if metrics.get("config") else None,
         data=data, errors={k: floats(k) for k in ("r2", "rel_rmse", "max_abs_error")
                            if k in metrics},

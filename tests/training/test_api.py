@@ -233,3 +233,45 @@ def test_radial_says_depth_is_per_construction(capsys):
                           "--seeds", "1", "--points", "6", "--phase1", "lm:2", "--phase2",
                           "lm:2", "--starts", "1", "--quiet")
     assert code == 0 and "per construction" not in out
+
+
+def test_a_2d_fit_reports_each_seeds_exact_regions_and_draws_the_map(capsys, tmp_path,
+                                                                    monkeypatch):
+    from relu_regions import plots
+    from relu_regions.analysis.plane import count_regions_2d
+
+    drawn = []
+    real_map = plots.plot_region_map
+    monkeypatch.setattr(plots, "plot_region_map",
+                        lambda count, *a, **k: drawn.append(count) or real_map(count, *a, **k))
+    out_dir = tmp_path / "run2d"
+    argv = ["--target", "x*y + x**2", "--depth", "3", "--seeds", "2", "--points", "9",
+            "--phase1", "lm:3", "--phase2", "lm:3", "--starts", "1", "--quiet"]
+    code, out, _ = _train(capsys, *argv, "--json", "--out", str(out_dir))
+    d = json.loads(out)
+    assert code == 0 and d["inputs"] == 2 and len(d["regions"]) == len(d["plane_pieces"]) == 2
+    run = load_run(out_dir)
+    x0, x1, y0, y1 = (v for lo_hi in run.data.box for v in lo_hi)
+    g = np.linspace(0, 1, 203)[1:-1]  # open box: no point on a cell edge of the box
+    grid = torch.tensor(np.stack(np.meshgrid(x0 + g * (x1 - x0), y0 + g * (y1 - y0)), -1)
+                        .reshape(-1, 2))
+    for model, regions, pieces in zip(run.models, d["regions"], d["plane_pieces"]):
+        exact = count_regions_2d(model, (x0, x1, y0, y1))
+        assert (regions, pieces) == (exact.activation_regions, exact.linear_pieces)
+        with torch.no_grad():  # distinct activation patterns seen on a grid: never more
+            h, pats = grid, []
+            for layer in model:
+                h = layer(h)
+                if isinstance(layer, torch.nn.Linear):
+                    pats.append(h > 0)
+        seen = len({r.tobytes() for r in torch.cat(pats[:-1], 1).numpy()})
+        assert pieces <= regions and seen <= regions
+    assert run.regions.tolist() == d["regions"] and run.plane_pieces.tolist() == d["plane_pieces"]
+    best = run.best_index  # fit.png's map is the best seed's count
+    assert [c.activation_regions for c in drawn] == [d["regions"][best]]
+    assert json.loads((out_dir / "metrics.json").read_text())["regions"] == d["regions"]
+    code, out, _ = _train(capsys, *argv)
+    assert f"{d['regions'][0]}/{d['plane_pieces'][0]}" in out and "regions on the input box" in out
+    code, out, _ = _train(capsys, "--target", "x**3", "--depth", "2", "--seeds", "1", "--phase1",
+                          "lm:2", "--phase2", "lm:2", "--starts", "1", "--quiet", "--json")
+    assert json.loads(out)["regions"] is None  # 1D: `pieces` is the exact count already
