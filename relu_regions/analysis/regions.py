@@ -178,18 +178,20 @@ def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):
 # ---------------------------------------------------------------------------------------------
 # Reading a model
 
-def relu_layers(model: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+def relu_layers(model: nn.Module, *, finite: bool = True
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
 
     Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
     """
-    layers, leaks = layer_stack(model)
+    layers, leaks = layer_stack(model, finite=finite)
     if any(leaks):
         raise InputError("nn.LeakyReLU is not supported by the 1D counter: only nn.ReLU")
     return layers
 
 
-def layer_stack(model) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+def layer_stack(model, *, finite: bool = True
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
     """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
     hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
 
@@ -198,45 +200,75 @@ def layer_stack(model) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]
     layers are ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``BlockDiagonalLinear`` (as its dense
     matrix), ``GmPLinear`` and ``GmPLinearReLU`` (their exact plain form, a negative radius folded
     into the next layer); or a list of (W, b) pairs with ReLU between them (e.g. one seed of a
-    composite layout's ``raw(theta)``).
+    composite layout's ``raw(theta)``). Non-finite weights raise InputError (``finite=False``:
+    the caller checks them).
     """
     if isinstance(model, (list, tuple)):
-        return _raw_layers(model), [0.0] * (len(model) - 1)
+        return _raw_layers(model, finite), [0.0] * (len(model) - 1)
     construction = getattr(model, "construction", None)
     if hasattr(model, "as_sequential") and hasattr(construction, "weights"):
         # A ConstructionNet's layers are construction.weights(): read them in one call. Through
         # the parametrized layers every tensor recomputes all of them (d = 12: 56 ms, not 0.2).
         with torch.no_grad():
             pairs = construction.weights()
-        return _raw_layers(pairs), [0.0] * (len(pairs) - 1)
+        return _raw_layers(pairs, finite), [0.0] * (len(pairs) - 1)
     if hasattr(model, "as_sequential"):
         model = model.as_sequential()
     if not isinstance(model, nn.Sequential):
         raise InputError(f"expected an nn.Sequential of nn.Linear and nn.ReLU layers, "
                          f"got {type(model).__name__}")
     with parametrize.cached():  # derived weights are computed once, not once per tensor
-        return _read_layers(list(_flatten(model)))
+        return _read_layers(list(_flatten(model)), finite)
 
 
-def _raw_layers(pairs):
+def _raw_layers(pairs, finite=True):
+    pairs = _tensors_to_numpy(pairs)
     layers = []
     for i, pair in enumerate(pairs):
         try:
-            w, b = (t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor)
-                    else np.asarray(t, dtype=np.float64) for t in pair)
+            w, b = map(_float64, pair)
         except (TypeError, ValueError):
             raise InputError(f"layer {i} must be a (W, b) pair of arrays") from None
-        w, b = np.squeeze(w, 0) if w.ndim == 3 and w.shape[0] == 1 else w, b.reshape(-1)
+        if w.ndim == 3 and w.shape[0] == 1:
+            w = np.squeeze(w, 0)
+        if b.ndim != 1:
+            b = b.reshape(-1)
         if w.ndim != 2 or b.size != w.shape[0]:
             raise InputError(f"layer {i}: W must be (out, in) and b (out,), got {w.shape}, "
                              f"{b.shape}")
         layers.append((w, b))
     if not layers:
         raise InputError("the model has no layers")
-    return _check_layers(layers)
+    return _check_layers(layers, finite)
 
 
-def _read_layers(modules):
+def _float64(t):
+    if type(t) is np.ndarray and t.dtype == np.float64:  # as it is: the common case
+        return t
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().double().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _tensors_to_numpy(pairs):
+    """(W, b) pairs of CPU tensors of one dtype as float64 numpy arrays, in one copy out of torch
+    (per tensor, the calls cost more than counting a small net); anything else as given."""
+    if not pairs or type(pairs[0]) not in (list, tuple) or type(pairs[0][0]) is np.ndarray:
+        return pairs
+    flat = [t for pair in pairs if isinstance(pair, (list, tuple)) and len(pair) == 2
+            for t in pair]
+    if (len(flat) != 2 * len(pairs)
+            or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                       and t.dtype == flat[0].dtype for t in flat)):
+        return pairs
+    with torch.no_grad():
+        joined = torch.cat([t.reshape(-1) for t in flat]).double().numpy()
+    sizes = np.cumsum([t.numel() for t in flat])[:-1]
+    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat)]
+    return list(zip(arrays[::2], arrays[1::2]))
+
+
+def _read_layers(modules, finite=True):
     from ..nets.blockdiag import BlockDiagonalLinear
     from ..gmp.layers import GmPLinear, GmPLinearReLU
 
@@ -276,20 +308,25 @@ def _read_layers(modules):
         raise InputError("the model must start and end with nn.Linear")
     if sign is not None:
         raise InputError("the model ends with a GmPLinearReLU: it must end with a linear layer")
-    return _check_layers(layers), leaks
+    return _check_layers(layers, finite), leaks
 
 
-def _check_layers(layers):
+def _check_layers(layers, finite=True):
     for (w1, _), (w2, _) in zip(layers, layers[1:]):
         if w2.shape[1] != w1.shape[0]:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
                              f"{w2.shape[1]} inputs")
     if layers[-1][0].shape[0] != 1:
         raise InputError(f"the model must have one output, has {layers[-1][0].shape[0]}")
-    for w, b in layers:
-        if not (np.isfinite(w).all() and np.isfinite(b).all()):
-            raise InputError("the model has non-finite weights")
+    if finite:
+        _check_finite(np.concatenate([a.reshape(-1) for pair in layers for a in pair]))
     return layers
+
+
+def _check_finite(flat):
+    """All weights at once: a call per array cost more than counting a small net."""
+    if not np.isfinite(flat).all():
+        raise InputError("the model has non-finite weights")
 
 
 def _flatten(seq):
@@ -315,7 +352,7 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, zero_tol: float = Z
     >>> r.linear_pieces, r.activation_regions, r.breakpoints.size, r.resolved
     (256, 256, 255, True)
     """
-    layers = relu_layers(model)
+    layers = relu_layers(model, finite=False)  # _count checks them, packed
     if layers[0][0].shape[1] != 1:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; count it along a "
                          f"segment with count_regions_segment(model, x0, x1)")
@@ -329,7 +366,7 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, zero_tol: float = Z
 def count_regions_segment(model: nn.Module, x0, x1, *, zero_tol: float = ZERO_TOL,
                           slope_tol: float = SLOPE_TOL) -> RegionCount:
     """Exact counts along the segment x0 + t (x1 - x0), t in [0, 1]; positions are t."""
-    layers = relu_layers(model)
+    layers = relu_layers(model, finite=False)  # _count checks them, packed
     n_in = layers[0][0].shape[1]
     x0 = _check_point(x0, n_in, "x0")
     x1 = _check_point(x1, n_in, "x1")
@@ -343,10 +380,22 @@ def count_regions_segment(model: nn.Module, x0, x1, *, zero_tol: float = ZERO_TO
 
 def _count(layers, points, values, slopes, zero_tol, slope_tol) -> RegionCount:
     lo, hi = float(points[0]), float(points[-1])
-    merge_tol = MERGE_ULPS * np.spacing(max(abs(lo), abs(hi), hi - lo))
+    merge_tol = MERGE_ULPS * math.ulp(max(abs(lo), abs(hi), hi - lo))
     # One memory layout for the kernels' arguments: each other layout would compile anew.
-    layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     points, values, slopes = map(np.ascontiguousarray, (points, values, slopes))
+    # Small nets (every layer within CHUNK points, the common case for trained nets): the same
+    # kernels in the same order, in one compiled call, so a count costs no Python per layer.
+    status, n_regions, n_pieces, snapped, out = _count_small(
+        np.concatenate([a.reshape(-1) for pair in layers for a in pair]),  # W0 b0 W1 b1 ...
+        np.array([w.shape[0] for w, _ in layers]), points, values, slopes, zero_tol, merge_tol,
+        slope_tol, CHUNK)
+    if status < 0:
+        raise InputError("the model has non-finite weights")
+    if status > 0:  # out: breakpoints, knots, slopes, state
+        knots_at, slopes_at = n_regions - 1, n_regions + n_pieces - 2
+        return _region_count(lo, hi, out[:knots_at], out[knots_at:slopes_at],
+                             out[slopes_at:-5], out[-5:], snapped)
+    layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     pieces = _Pieces(layers[-1][0][0], slope_tol)
     snapped = _propagate(layers, points, values, slopes, zero_tol, merge_tol, pieces,
                          _Workspace(), level=0)
@@ -577,19 +626,22 @@ class _Pieces:
         self.slopes.size += n_knots + first  # the first chunk also gives the first piece's slope
 
     def result(self, lo, hi, snapped) -> RegionCount:
-        start, min_piece, min_region = self.state[2:]
-        min_piece = min(min_piece, hi - start)
         self.breakpoints.size -= 1  # the last point appended is hi, which bounds the last region
-        breakpoints = self.breakpoints.array()
-        knots, slopes = self.knots.array(), self.slopes.array()
-        scale = max(abs(lo), abs(hi), hi - lo)
-        return RegionCount(
-            lo=lo, hi=hi, breakpoints=breakpoints, knots=knots, slopes=slopes,
-            activation_regions=breakpoints.size + 1, linear_pieces=slopes.size,
-            min_piece_width=float(min_piece), min_region_width=float(min_region),
-            snapped=snapped,
-            resolved=bool(min_region > RESOLUTION_ULPS * np.spacing(scale)),
-        )
+        return _region_count(lo, hi, self.breakpoints.array(), self.knots.array(),
+                             self.slopes.array(), self.state, snapped)
+
+
+def _region_count(lo, hi, breakpoints, knots, slopes, state, snapped) -> RegionCount:
+    """The RegionCount of the assembled arrays; ``state`` as in _Pieces."""
+    start, min_piece, min_region = state[2:].tolist()  # Python floats: cheaper to compare
+    min_piece = min(min_piece, hi - start)
+    scale = max(abs(lo), abs(hi), hi - lo)
+    return RegionCount(
+        lo=lo, hi=hi, breakpoints=breakpoints, knots=knots, slopes=slopes,
+        activation_regions=breakpoints.size + 1, linear_pieces=slopes.size,
+        min_piece_width=min_piece, min_region_width=min_region, snapped=int(snapped),
+        resolved=min_region > RESOLUTION_ULPS * math.ulp(scale),
+    )
 
 
 class _Buffer:
@@ -648,6 +700,53 @@ def _chunk_pieces(points, slopes, w_out, slope_tol, first, state, knots, piece_s
     state[0], state[1], state[2] = prev_slope, prev_mag, start
     state[3], state[4] = min_piece, min_region
     return k
+
+
+@njit(cache=True)
+def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, slope_tol, chunk):
+    """The whole count in one call while every layer stays within ``chunk`` points: the hidden
+    layers as _relu_layer does them, then _chunk_pieces on the one final chunk; the same
+    arithmetic as the general path, so the same result.
+
+    ``packed``: W_0, b_0, W_1, b_1, ... flattened; ``widths``: each layer's outputs (the widths
+    chain, checked by the caller). Returns (status, regions, pieces, snapped, out) with out =
+    breakpoints, knots, piece slopes, state (as in _Pieces), one array (a single array to box).
+    status 1: counted; 0: a layer would exceed ``chunk`` (the caller runs the general path);
+    -1: a weight is not finite.
+    """
+    for v in packed:
+        if not np.isfinite(v):
+            return -1, 0, 0, 0, packed
+    at = snapped = 0
+    for layer in range(widths.size - 1):
+        width, n_in = widths[layer], values.shape[1]
+        w = packed[at:at + width * n_in].copy().reshape((width, n_in))
+        at += width * n_in
+        b = packed[at:at + width].copy()
+        at += width
+        m = points.size
+        if m > chunk:
+            return 0, 0, 0, 0, packed
+        z = np.empty((m, width))
+        removed, crossings = _preactivations(values, w, b, zero_tol, z)
+        size = m + crossings
+        out_points, out_values = np.empty(size), np.empty((size, width))
+        out_slopes = np.empty((size - 1, width))
+        n, merged = _refine(points, z, slopes, w, merge_tol, out_points, out_values, out_slopes)
+        snapped += removed + merged
+        points, values = out_points[:n].copy(), out_values[:n].copy()
+        slopes = out_slopes[:n - 1].copy()
+    w_out = packed[at:at + values.shape[1]].copy()
+    n = slopes.shape[0]  # regions
+    out = np.empty(3 * n + 5)  # n - 1 breakpoints, <= n - 1 knots, <= n slopes, state
+    out[:n - 1] = points[1:-1]
+    state = np.array([0.0, 0.0, 0.0, np.inf, np.inf])
+    knots, piece_slopes = np.empty(n), np.empty(n)
+    k = _chunk_pieces(points, slopes, w_out, slope_tol, True, state, knots, piece_slopes)
+    out[n - 1:n - 1 + k] = knots[:k]
+    out[n - 1 + k:n + 2 * k] = piece_slopes[:k + 1]
+    out[n + 2 * k:n + 2 * k + 5] = state
+    return 1, n, k + 1, snapped, out[:n + 2 * k + 5].copy()
 
 
 # ---------------------------------------------------------------------------------------------

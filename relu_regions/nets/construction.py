@@ -97,10 +97,14 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
     b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length, -s0 * lo / length - s0 * a0, s0], -1)
     layers = [(w_in.unsqueeze(-1), b_in)]
 
-    for k in range(depth - 1):
-        S = scales[..., k + 1] / scales[..., k]
-        W = hidden_matrix(peaks[..., k], peaks[..., k + 1], S, sign)
-        layers.append((W, torch.zeros(batch + (4,), dtype=dt, device=scales.device)))
+    if depth > 1:
+        # All hidden layers in one batched call (one op per formula, not one per layer: a
+        # count of a small net spent most of its time here); elementwise the same arithmetic.
+        S = scales[..., 1:] / scales[..., :-1]
+        hidden_sign = sign.unsqueeze(-1) if torch.is_tensor(sign) and sign.dim() else sign
+        W = hidden_matrix(peaks[..., :depth - 1], peaks[..., 1:depth], S, hidden_sign)
+        zeros = torch.zeros(batch + (depth - 1, 4), dtype=dt, device=scales.device)
+        layers.extend(zip(W.unbind(-3), zeros.unbind(-2)))
 
     out_row = _sum_row(peaks[..., depth - 1], sign)
     layers.append((out_row.unsqueeze(-2), (c0 - C).unsqueeze(-1)))

@@ -410,3 +410,41 @@ def _restricted(model, x0, x1):
         new.bias.copy_(first.weight @ x0 + first.bias)
     restricted[0] = new
     return restricted
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_mlps(), st.booleans())
+def test_small_nets_count_in_one_compiled_call_with_the_layer_by_layer_result(case, segment):
+    """A net whose layers stay within CHUNK points is counted by _count_small alone (no Python
+    per layer: _relu_layer is never reached), with exactly the general path's arrays."""
+    model, lo, hi = case
+    n_in = model[0].in_features
+
+    def count():
+        if segment:
+            return count_regions_segment(model, [lo] * n_in, [hi] * n_in)
+        return count_regions(model, lo, hi)
+
+    def no_layer_loop(*args):
+        raise AssertionError("a small net reached the layer-by-layer path")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(regions, "_relu_layer", no_layer_loop)
+        fast = count()
+    with pytest.MonkeyPatch.context() as mp:  # the general path: _count_small declines
+        small = regions._count_small
+        mp.setattr(regions, "_count_small", lambda packed, *a: (0, 0, 0, 0, packed))
+        general = count()
+        mp.setattr(regions, "_count_small", small)
+    assert fast.to_dict() == general.to_dict()
+    for name in ("breakpoints", "knots", "slopes"):
+        assert np.array_equal(getattr(fast, name), getattr(general, name))
+
+
+def test_a_non_finite_weight_is_refused_by_the_one_call_path_too():
+    for bad in (np.nan, np.inf, -np.inf):
+        layers = [(np.array([[1.0], [2.0]]), np.array([0.0, bad])), (np.ones((1, 2)), np.zeros(1))]
+        with pytest.raises(InputError, match="non-finite"):
+            count_regions(layers, 0.0, 1.0)
+        with pytest.raises(InputError, match="non-finite"):
+            regions.relu_layers(layers)

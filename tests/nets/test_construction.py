@@ -167,3 +167,29 @@ def test_bad_construction_arguments(kwargs, message):
     depth = kwargs.pop("depth")
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Construction(depth, **kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 9), st.sampled_from([(), (3,)]), st.booleans(), st.integers(0, 2**31 - 1))
+def test_raw_weights_builds_all_hidden_layers_in_one_call_with_the_per_layer_values(
+        d, batch, concave, seed):
+    """All hidden matrices come from one batched hidden_matrix call (a count of a small net
+    spent most of its time in per-layer torch calls), bit for bit the per-layer formula."""
+    from relu_regions.nets import construction as C
+
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(batch + shape, generator=g, dtype=torch.float64)  # noqa: E731
+    peaks, scales, c0, c1 = 0.1 + 0.8 * rand(d + 1), 0.01 + rand(d), rand(), rand()
+    sign = (-torch.ones(batch, dtype=torch.float64) if concave
+            else torch.tensor(1.0, dtype=torch.float64))
+    calls = []
+    real = C.hidden_matrix
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(C, "hidden_matrix", lambda *a: calls.append(1) or real(*a))
+        layers = C.raw_weights(peaks, scales, c0, c1, torch.tensor(-0.5, dtype=torch.float64),
+                               torch.tensor(1.5, dtype=torch.float64), sign)
+    assert len(calls) == (d > 1) and len(layers) == d + 1
+    for k in range(d - 1):  # the per-layer formula, as raw_weights computed it before
+        w = real(peaks[..., k], peaks[..., k + 1], scales[..., k + 1] / scales[..., k], sign)
+        assert torch.equal(layers[k + 1][0], w) and layers[k + 1][0].shape == batch + (4, 4)
+        assert torch.equal(layers[k + 1][1], torch.zeros(batch + (4,), dtype=torch.float64))
