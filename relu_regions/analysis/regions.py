@@ -30,7 +30,9 @@ Implementation. Each layer is two compiled (numba) passes over the points: pre-a
 the zero snapping, which also count the crossings, then the refinement into arrays of that size.
 Intervals refine independently, so the network runs depth first on chunks of at most ~CHUNK
 points, in reused arrays; only the reported breakpoints, knots and slopes grow with the count
-(2^24 pieces: ~400 MB). The kernels are compiled once (~5 s) and cached in __pycache__
+(2^24 pieces: ~400 MB). A net whose layers all stay within CHUNK points (trained nets, small
+constructions) runs the same kernels in one compiled call (_count_small): no Python per layer.
+The kernels are compiled once (~5 s) and cached in __pycache__
 (cache=True); a process's first count still pays ~0.6-0.9 s to set up numba and load them.
 """
 
@@ -720,9 +722,9 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
     at = snapped = 0
     for layer in range(widths.size - 1):
         width, n_in = widths[layer], values.shape[1]
-        w = packed[at:at + width * n_in].copy().reshape((width, n_in))
-        at += width * n_in
-        b = packed[at:at + width].copy()
+        w = packed[at:at + width * n_in].reshape((width, n_in))  # views: leading-axis slices
+        at += width * n_in                                         # of C arrays stay C
+        b = packed[at:at + width]
         at += width
         m = points.size
         if m > chunk:
@@ -734,9 +736,8 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
         out_slopes = np.empty((size - 1, width))
         n, merged = _refine(points, z, slopes, w, merge_tol, out_points, out_values, out_slopes)
         snapped += removed + merged
-        points, values = out_points[:n].copy(), out_values[:n].copy()
-        slopes = out_slopes[:n - 1].copy()
-    w_out = packed[at:at + values.shape[1]].copy()
+        points, values, slopes = out_points[:n], out_values[:n], out_slopes[:n - 1]
+    w_out = packed[at:at + values.shape[1]]
     n = slopes.shape[0]  # regions
     out = np.empty(3 * n + 5)  # n - 1 breakpoints, <= n - 1 knots, <= n slopes, state
     out[:n - 1] = points[1:-1]
