@@ -197,6 +197,7 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
                     + ("" if count.resolved else " (unresolved)"))
     m.set_xlabel("x")
     m.set_ylabel("y")
+    fig.subplots_adjust(wspace=0.35, top=0.82)  # room for the two-line titles and colorbars
     fig.suptitle(title or "2D fit")
     return save_figure(fig, path)
 
