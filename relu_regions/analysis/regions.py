@@ -255,7 +255,8 @@ def _float64(t):
 def _tensors_to_numpy(pairs):
     """(W, b) pairs of CPU tensors of one dtype as float64 numpy arrays, in one copy out of torch
     (per tensor, the calls cost more than counting a small net); anything else as given."""
-    if not pairs or type(pairs[0]) not in (list, tuple) or type(pairs[0][0]) is np.ndarray:
+    if (not pairs or type(pairs[0]) not in (list, tuple) or len(pairs[0]) != 2
+            or type(pairs[0][0]) is np.ndarray):
         return pairs
     flat = [t for pair in pairs if isinstance(pair, (list, tuple)) and len(pair) == 2
             for t in pair]

@@ -417,7 +417,7 @@ def _restricted(model, x0, x1):
 def test_small_nets_count_in_one_compiled_call_with_the_layer_by_layer_result(case, segment):
     """A net whose layers stay within CHUNK points is counted by _count_small alone (no Python
     per layer: _relu_layer is never reached), with exactly the general path's arrays."""
-    model, lo, hi = case
+    model, lo, hi, _ = case
     n_in = model[0].in_features
 
     def count():
