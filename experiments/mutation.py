@@ -49,7 +49,8 @@ TARGETS = {
         env={"NUMBA_DISABLE_JIT": "1"}),
     "limits": dict(
         path="relu_regions/analysis/limits.py", names=None,
-        tests=["tests/analysis/test_limits.py"], env={}),
+        tests=["tests/analysis/test_limits.py", "tests/analysis/test_limits_continuous.py"],
+        env={}),
     "targets": dict(
         path="relu_regions/targets.py",
         names=["_short", "_snippet", "_refuse", "_check", "_fold", "_evaluate", "_uses", "Target",
