@@ -611,7 +611,7 @@ def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
                            order: int = GAUSS_NODES, max_iter: int = 3000,
                            grid: int = 200_001) -> ContinuousPWLFit:
     """Best continuous PL fit with ``pieces`` pieces to a function ``f`` on ``interval`` in L2
-    (free knots; PAPERS.md part A, "Reference limit", in the continuous sense of the limits module
+    (free knots; the reference limit of docs/limits.md, in the continuous sense of the limits module
     docstring, which the sampled ``optimal_pwl`` approaches as the samples get dense).
 
     For fixed knots the node values are the L2 projection (tridiagonal mass matrix, Gauss-Legendre
