@@ -401,3 +401,42 @@ def test_csv_test_split_is_seeded_and_disjoint(tmp_path):
             from_csv(p, test_fraction=bad)
     with pytest.raises(InputError, match="training rows"):
         from_csv(_write(tmp_path, "0,0\n1,1\n", name="two.csv"), test_fraction=0.5)
+
+
+# Survivors of `python experiments/mutation.py targets --inprocess` (docs/testing.md), pinned.
+
+def test_a_2d_target_reads_x_y_and_r_from_their_own_columns():
+    t = parse_target("x - 2*y + 10*r")
+    p = np.array([[3.0, 4.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(t(p), [3 - 8 + 50, 1 + 10])
+    with pytest.raises(InputError, match="points must be"):
+        t(np.ones(2))            # 1D points for a 2D target
+    with pytest.raises(InputError, match="points must be"):
+        t(np.ones((3, 3)))       # three columns
+
+
+def test_nesting_is_refused_exactly_past_the_limit():
+    from relu_regions.targets import MAX_DEPTH
+
+    def nested(levels, wrap):
+        text = "x"
+        for _ in range(levels):
+            text = wrap(text)
+        return text
+
+    for wrap in (lambda t: f"-({t})", lambda t: f"({t}) + 1", lambda t: f"1 + ({t})",
+                 lambda t: f"sin({t})"):
+        parse_target(nested(MAX_DEPTH, wrap))                    # the limit itself is allowed
+        with pytest.raises(InputError, match=f"nested deeper than {MAX_DEPTH}"):
+            parse_target(nested(MAX_DEPTH + 1, wrap))
+
+
+def test_a_module_prefix_is_named_in_the_message():
+    for text, name in (("np.pi * x", "pi"), ("math.e + x", "e")):
+        with pytest.raises(InputError, match=f"write {name} without the prefix"):
+            parse_target(text)
+    with pytest.raises(InputError, match="by bare name, e.g. sin"):
+        parse_target("np.sin(x)")
+    with pytest.raises(InputError) as err:
+        parse_target("x.real")
+    assert "without the prefix" not in str(err.value)
