@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import targets as T
+from .auto import auto_points
 from ..errors import InputError
 
 
@@ -57,8 +58,11 @@ def make_dataset(config, data=None) -> T.Dataset:
             raise InputError("give a target (an expression in x, or a callable) or data")
         target = as_target(config.target)
         interval = config.interval or (0.0, 1.0)
+        points = config.points
+        if points is None and target.dims == 1:  # as many points as the depth needs (auto.py)
+            points = auto_points(config.depth)
         data = (T.sparse(target, interval, config.sparse, config.sparse, seed=config.seed)
-                if config.sparse else T.dense(target, interval, config.points))
+                if config.sparse else T.dense(target, interval, points))
     else:  # a target given too only names the run
         if config.sparse is not None or config.points is not None:
             raise InputError("points and sparse sample a target; data brings its own points")

@@ -22,7 +22,7 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import auto_points, auto_settings
+from .auto import auto_settings
 from .config import PICK_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -67,12 +67,7 @@ def fit(target=None, *, config: FitConfig | None = None, data=None, progress=Fal
     config = _config(target, config, overrides)
     if checkpoint_every is not None:
         check_int(checkpoint_every, "checkpoint_every", low=1)
-    made_here = data is None
     data = make_dataset(config, data)
-    if (made_here and config.points is None and config.sparse is None and data.dims == 1
-            and len(data.x) != auto_points(config.depth)):
-        # dense 1D data made here: as many points as the depth needs (training/auto.py)
-        data = make_dataset(config.replace(points=auto_points(config.depth)), None)
     extra = {"config": config.to_dict(), "data": _data_state(data)}
     stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra)
     with torch_threads(config.threads):
