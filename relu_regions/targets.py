@@ -453,16 +453,21 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
                 tuple((float(c.min()), float(c.max())) for c in x.T))
     if x.ndim == 2 and any(lo == hi for lo, hi in interval):
         raise InputError(f"CSV file {str(p)!r}: every x (or y) value is the same; need a 2D spread")
-    if test_fraction == 0.0:
-        return Dataset(x=x, y=y, test_x=x, test_y=y, interval=interval, name=p.stem)
-    n_test = max(1, round(test_fraction * len(x)))
-    if len(x) - n_test < 2:
-        raise InputError(f"test_fraction={test_fraction} leaves {len(x) - n_test} training rows "
-                         f"of {len(x)}; need at least 2")
-    test = np.zeros(len(x), dtype=bool)
-    test[np.random.default_rng(seed).choice(len(x), n_test, replace=False)] = True
-    return Dataset(x=x[~test], y=y[~test], test_x=x[test], test_y=y[test],
-                   interval=interval, name=p.stem)
+    data = Dataset(x=x, y=y, test_x=x, test_y=y, interval=interval, name=p.stem)
+    return hold_out(data, test_fraction, seed, "rows") if test_fraction else data
+
+
+def hold_out(data: Dataset, fraction: float, seed: int, what: str = "points") -> Dataset:
+    """``data`` with a seeded random share ``fraction`` of its points as the test set."""
+    n = len(data.x)
+    n_test = max(1, round(fraction * n))
+    if n - n_test < 2:
+        raise InputError(f"test_fraction={fraction} leaves {n - n_test} training {what} of {n}; "
+                         "need at least 2")
+    test = np.zeros(n, dtype=bool)
+    test[np.random.default_rng(seed).choice(n, n_test, replace=False)] = True
+    return Dataset(x=data.x[~test], y=data.y[~test], test_x=data.x[test], test_y=data.y[test],
+                   interval=data.interval, name=data.name)
 
 
 def _first_data_line(rows: list[list[str]]) -> int:

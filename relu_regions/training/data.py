@@ -120,12 +120,4 @@ def split(data: T.Dataset, fraction: float, seed: int) -> T.Dataset:
     """A seeded random share ``fraction`` of the points as the test set (the rest train)."""
     if data.test_x is not data.x and not np.array_equal(data.test_x, data.x):
         raise InputError("the data already has separate test points; drop test_fraction")
-    n = len(data.x)
-    n_test = max(1, round(fraction * n))
-    if n - n_test < 2:
-        raise InputError(f"test_fraction={fraction} leaves {n - n_test} training points of {n}; "
-                         "need at least 2")
-    test = np.zeros(n, dtype=bool)
-    test[np.random.default_rng(seed).choice(n, n_test, replace=False)] = True
-    return T.Dataset(data.x[~test], data.y[~test], data.x[test], data.y[test], data.interval,
-                     data.name)
+    return T.hold_out(data, fraction, seed)
