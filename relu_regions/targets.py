@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, read_user_file
+from .validation import check_interval
 
 MAX_TEXT = 500  # characters of target text
 MAX_DEPTH = 32  # nesting levels of the expression tree
@@ -355,7 +356,6 @@ def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
     2D (a target in x and y): a ``points`` x ``points`` grid on the square [lo, hi]^2 (default
     41 per axis).
     """
-    from .nets.construction import check_interval  # here: importing targets stays torch-free
 
     f = parse_target(target)
     lo, hi = check_interval(interval)
@@ -377,7 +377,6 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
     Train and test draw from independent child streams of `seed`, so changing `n_test` never
     changes the training points.
     """
-    from .nets.construction import check_interval  # here: importing targets stays torch-free
 
     f = parse_target(target)
     lo, hi = check_interval(interval)

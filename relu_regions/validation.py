@@ -61,6 +61,17 @@ def check_float(value, name: str, low: float | None = None, high: float | None =
     return float(value)
 
 
+def check_interval(interval, name: str = "interval") -> tuple[float, float]:
+    """Two finite floats lo < hi (an interval, or a counter's (lo, hi))."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be two numbers (lo, hi), got {interval!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InputError(f"{name} must be finite with lo < hi, got ({lo}, {hi})")
+    return lo, hi
+
+
 def check_choice(value, name: str, allowed) -> str:
     """``value`` if it is one of ``allowed``; otherwise the message lists them and the closest."""
     allowed = list(allowed)

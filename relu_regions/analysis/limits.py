@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, linalg, optimize
 
-from ..nets.construction import check_interval
+from ..validation import check_interval
 from ..errors import InputError
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import InputError
-from ..validation import check_int
+from ..validation import check_int, check_interval
 
 ZERO_TOL = 2.0**-40  # ~9e-13: about 4000 ulps of the magnitude a pre-activation is summed from
 SLOPE_TOL = 1e-11
@@ -359,7 +359,7 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, zero_tol: float = Z
     if layers[0][0].shape[1] != 1:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; count it along a "
                          f"segment with count_regions_segment(model, x0, x1)")
-    lo, hi = _check_bounds(lo, hi)
+    lo, hi = check_interval((lo, hi), "(lo, hi)")
     points = np.array([lo, hi])
     values = points[:, None].copy()
     slopes = np.ones((1, 1))
@@ -794,7 +794,7 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     layers = relu_layers(model)
     if layers[0][0].shape[1] != 1:
         raise InputError("sample_regions takes a 1D-input model")
-    lo, hi = _check_bounds(lo, hi)
+    lo, hi = check_interval((lo, hi), "(lo, hi)")
     samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
     # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
@@ -843,16 +843,6 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
             pieces += int(differ.sum())
             last_slope = (slope[-1], mag[-1])
     return SampledCount(samples=int(samples), linear_pieces=pieces, activation_regions=regions)
-
-
-def _check_bounds(lo, hi):
-    try:
-        lo, hi = float(lo), float(hi)
-    except (TypeError, ValueError):
-        raise InputError(f"lo and hi must be numbers, got {lo!r}, {hi!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise InputError(f"need finite lo < hi, got lo={lo}, hi={hi}")
-    return lo, hi
 
 
 def _check_point(x, n_in, name):

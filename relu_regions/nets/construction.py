@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..validation import check_int
+from ..validation import check_int, check_interval
 
 DEFAULT_MARGIN = 0.05
 
@@ -243,16 +243,6 @@ class Construction(nn.Module):
 
 def check_depth(depth) -> int:
     return check_int(depth, "depth", low=1)
-
-
-def check_interval(interval):
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise InputError(f"interval must be two numbers (lo, hi), got {interval!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise InputError(f"interval must be finite with lo < hi, got ({lo}, {hi})")
-    return lo, hi
 
 
 def check_peaks(peaks, n: int, margin: float, allow=()):

@@ -19,7 +19,8 @@ import difflib
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..validation import check_choice, check_device, check_float, check_int, is_int
+from ..validation import (check_choice, check_device, check_float, check_int, check_interval,
+                          is_int)
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -191,8 +192,6 @@ class FitConfig:
         check_choice(self.shape, "shape", SHAPES)
         check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         if self.interval is not None:
-            from ..nets.construction import check_interval
-
             check_interval(self.interval)
         if self.points is not None and self.sparse is not None:
             raise InputError("give points (dense data) or sparse (random points), not both")
