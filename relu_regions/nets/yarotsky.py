@@ -16,8 +16,11 @@ construction of Milkert, Hyde & Laine is for convex targets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..errors import InputError
 from ..validation import check_int
 from .parametrize import linear_relu_stack
 
@@ -103,3 +106,254 @@ def cube_reference(x, m1: int, m2: int):
     x = np.asarray(x, dtype=np.float64)
     S = square(x, m1)
     return 2 * square((x + S) / 2, m2) - S / 2 - square(S, m2) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# Products as a difference of squares, and a width-4 net with the squares one after the other
+#
+# x S = A^2 - D^2 with A = (x + S) / 2 in [0, 1] and D = (x - S) / 2 in [0, 1/8] (S = f_m1(x)
+# interpolates x^2 from above and below the chord x, so x^2 <= S <= x): with E = 8 D = 4 (x - S)
+# in [0, 1], x^3 ~ f_m2(A) - f_m3(E) / 64. Against 2 f(A) - S/2 - f(S)/2 the squares' errors
+# enter with weights 1 and 1/64 instead of 2 and 1/2, so the E chain needs 3 levels fewer
+# (4^3 = 64), and |net - x^3| <= 4^-(m1+1) + 4^-(m2+1) + 4^-(m3+4).
+
+
+class _Expr:
+    """An affine read-out of the previous layer: {unit: coefficient} and a constant."""
+
+    def __init__(self, terms=None, const: float = 0.0):
+        self.terms, self.const = dict(terms or {}), float(const)
+
+    def __add__(self, other):
+        other = other if isinstance(other, _Expr) else _Expr(const=other)
+        terms = dict(self.terms)
+        for k, v in other.terms.items():
+            terms[k] = terms.get(k, 0.0) + v
+        return _Expr(terms, self.const + other.const)
+
+    __radd__ = __add__
+
+    def __mul__(self, s: float):
+        return _Expr({k: v * s for k, v in self.terms.items()}, self.const * s)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, s: float):
+        return self * (1.0 / s)
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __sub__(self, other):
+        return self + (-other if isinstance(other, _Expr) else -float(other))
+
+
+def _unit(i: int) -> _Expr:
+    return _Expr({i: 1.0})
+
+
+def _tent(i: int) -> _Expr:
+    """g(t) = 2 relu(t) - 4 relu(t - 1/2) from the pair (relu(t), relu(t - 1/2)) at units i, i + 1."""
+    return 2.0 * _unit(i) - 4.0 * _unit(i + 1)
+
+
+def _build(width: int, hidden: list, output: _Expr) -> torch.nn.Sequential:
+    """The Linear/ReLU stack whose hidden layer k has the units ``hidden[k]`` (affine read-outs of
+    layer k - 1, or of the input x = unit 0 for k = 0; missing units are 0)."""
+    net = linear_relu_stack([1] + [width] * len(hidden) + [1])
+    rows_of = list(hidden) + [[output]]
+    with torch.no_grad():
+        for lin, rows in zip(net[::2], rows_of):
+            lin.weight.zero_()
+            lin.bias.zero_()
+            for i, e in enumerate(rows):
+                for k, v in e.terms.items():
+                    lin.weight[i, k] += v
+                lin.bias[i] = e.const
+    return net
+
+
+def _square_stage(x_unit: int, acc: int, levels: int):
+    """Layers 2..levels of stage 1 (units: carry x, a tent pair, the accumulator S + C) and S as a
+    read-out of the last of them; layer 1 is [x, x, x - 1/2, x + C]."""
+    C = OFFSET
+    x = _unit(0)
+    first = [None] * (acc + 1)
+    first[x_unit], first[x_unit + 1], first[x_unit + 2], first[acc] = x, x, x - 0.5, x + C
+    first = [e if e is not None else _Expr() for e in first]
+    layers = [first]
+    for k in range(2, levels + 1):  # the pair holds g_{k-2}; its tent is g_{k-1}
+        t = _tent(x_unit + 1)
+        row = [_Expr()] * (acc + 1)
+        row[x_unit], row[x_unit + 1], row[x_unit + 2] = _unit(x_unit), t, t - 0.5
+        row[acc] = _unit(acc) - t / 4.0 ** (k - 1)
+        layers.append(row)
+    S = _unit(acc) - C - _tent(x_unit + 1) / 4.0**levels
+    return layers, _unit(x_unit), S
+
+
+def cube_net_diff(m1: int, m2: int) -> torch.nn.Sequential:
+    """Width 5, depth m1 + m2: S = f_m1(x) (stage 1, width 4), then the squares of A and E side by
+    side (two tent pairs and one accumulator): x^3 ~ f_m2(A) - f_m2(E) / 64 (section comment).
+    |net - x^3| <= 4^-(m1+1) + 4^-(m2+1) + 4^-(m2+4)."""
+    m1, m2 = check_int(m1, "m1", low=1), check_int(m2, "m2", low=1)
+    C = OFFSET
+    hidden, x, S = _square_stage(0, 3, m1)
+    A, E = 0.5 * (x + S), 4.0 * (x - S)
+    hidden.append([A, A - 0.5, E, E - 0.5, A - E / 64.0 + C])
+    for j in range(2, m2 + 1):  # the pairs hold level j - 2; their tents are level j - 1
+        tA, tE = _tent(0), _tent(2)
+        q = 4.0 ** (j - 1)
+        hidden.append([tA, tA - 0.5, tE, tE - 0.5, _unit(4) - tA / q + tE / (64.0 * q)])
+    q = 4.0**m2
+    return _build(WIDTH, hidden, _unit(4) - C - _tent(0) / q + _tent(2) / (64.0 * q))
+
+
+def cube_net4(m1: int, m2: int, m3: int) -> torch.nn.Sequential:
+    """Width 4, depth m1 + m2 + m3: the same product with the two squares one after the other.
+
+    Stage 1 (m1 layers): [x, tent pair, S + C]. Stage 2 (m2 layers): [tent pair on A, accumulator,
+    E + C carried]. Stage 3 (m3 layers): [tent pair on E, accumulator, 0]. Each stage's error
+    falls 16x in MSE per layer added to it, so the net's falls 16^(1/3) ~ 2.5x per layer when the
+    three grow together. |net - x^3| <= 4^-(m1+1) + 4^-(m2+1) + 4^-(m3+4)."""
+    m1, m2, m3 = (check_int(m, n, low=1) for m, n in ((m1, "m1"), (m2, "m2"), (m3, "m3")))
+    C = OFFSET
+    hidden, x, S = _square_stage(0, 3, m1)
+    A, E = 0.5 * (x + S), 4.0 * (x - S)
+    hidden.append([A, A - 0.5, A - E / 64.0 + C, E + C])
+    for j in range(2, m2 + 1):
+        t = _tent(0)
+        hidden.append([t, t - 0.5, _unit(2) - t / 4.0 ** (j - 1), _unit(3)])
+    E = _unit(3) - C
+    hidden.append([E, E - 0.5, _unit(2) - _tent(0) / 4.0**m2, _Expr()])
+    for j in range(2, m3 + 1):
+        t = _tent(0)
+        hidden.append([t, t - 0.5, _unit(2) + t / (64.0 * 4.0 ** (j - 1)), _Expr()])
+    return _build(4, hidden, _unit(2) - C + _tent(0) / (64.0 * 4.0**m3))
+
+
+def diff_reference(x, m1: int, m2: int, m3: int):
+    """f_m2(A) - f_m3(E) / 64 with S = f_m1(x), A = (x + S) / 2, E = 4 (x - S) (numpy), for tests."""
+    import numpy as np
+
+    def square(t, m):
+        out, g = np.array(t, dtype=np.float64), np.array(t, dtype=np.float64)
+        for s in range(1, m + 1):
+            g = 2 * np.maximum(g, 0) - 4 * np.maximum(g - 0.5, 0)
+            out = out - g / 4**s
+        return out
+
+    x = np.asarray(x, dtype=np.float64)
+    S = square(x, m1)
+    return square((x + S) / 2, m2) - square(4 * (x - S), m3) / 64
+
+
+# --------------------------------------------------------------------------------------------
+# The best read-out of an accumulator, exactly in L2
+
+
+@dataclass
+class Refit:
+    """``net`` with the refit accumulator (or the input net if the refit was not better);
+    ``mse_before`` / ``mse_after``: (1/L) integral (f - net)^2, exact on the net's pieces."""
+
+    net: torch.nn.Sequential
+    mse_before: float
+    mse_after: float
+    features: int
+
+
+def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
+                      order: int = 8) -> Refit:
+    """Refit every weight that feeds an accumulator, by least squares in L2 over ``interval``.
+
+    The constructions above sum their corrections in one unit ``unit`` that carries itself
+    (weight 1) from hidden layer ``first`` (0-based) to the output, and stays positive, so its
+    ReLU is the identity. The output is then *linear* in the weights into that unit (the whole
+    row at layer ``first``, the other units' weights at later layers, the output row) and in the
+    output bias: a linear least-squares problem over the activations that feed it. Every unit
+    is affine between the net's breakpoints (the exact counter's switch points of every neuron),
+    so ``order`` Gauss-Legendre points per piece integrate (f - net)^2 exactly when f is a
+    polynomial of degree <= order - 1. The carried weights stay 1, the accumulator's offset is
+    chosen so that every partial sum stays positive on the interval (checked at the
+    breakpoints, where the partial sums' minima are), and the refit is kept only if its exact
+    error is not above the input's: the input weights are one point of the family, so only
+    rounding could make it worse.
+    """
+    from ..analysis.limits import net_l2_mse
+    from ..analysis.regions import count_regions
+    from ..nets.construction import check_interval
+
+    import copy
+
+    import numpy as np
+
+    lo, hi = check_interval(interval)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    depth = len(linears) - 1
+    first = check_int(first, "first", low=0, high=depth - 1)
+    width = linears[first].out_features
+    unit = check_int(unit, "unit", low=0, high=width - 1)
+    order = check_int(order, "order", low=1)
+    if linears[-1].out_features != 1 or linears[0].in_features != 1:
+        raise InputError("refit_accumulator needs a net with one input and one output")
+    if any(lin.out_features != width for lin in linears[first:-1]):
+        raise InputError(f"the hidden layers from {first} on must all have {width} units")
+    mse_before = net_l2_mse(net, f, (lo, hi))[0]
+    nodes = np.concatenate([[lo], count_regions(net, lo, hi).breakpoints, [hi]])
+    xi, wi = np.polynomial.legendre.leggauss(order)
+    h = np.diff(nodes)
+    gx = (nodes[:-1, None] + h[:, None] * (0.5 * (xi + 1.0))).ravel()
+    gw = (0.5 * h[:, None] * wi).ravel()
+    others = [k for k in range(width) if k != unit]
+
+    def features(points):
+        """[activations feeding the accumulator at layer first, first+1, ..., the output]."""
+        blocks = []
+        hid = torch.tensor(points, dtype=torch.float64).unsqueeze(-1)
+        with torch.no_grad():
+            for layer, lin in enumerate(linears):
+                if layer == first:
+                    blocks.append(hid)
+                elif layer > first:
+                    blocks.append(hid[:, others])
+                if layer < depth:
+                    hid = torch.relu(lin(hid.to(lin.weight.dtype)).double())
+        return [b.numpy() for b in blocks]
+
+    blocks = features(gx)
+    phi = np.concatenate(blocks + [np.ones((gx.size, 1))], axis=1)
+    target = np.asarray(f(gx), dtype=np.float64)
+    sw = np.sqrt(gw)
+    scale = np.sqrt(np.sum(gw[:, None] * phi**2, axis=0))
+    scale[scale == 0] = 1.0
+    coef = np.linalg.lstsq(phi * sw[:, None] / scale, sw * target, rcond=None)[0]
+    coef = coef / scale
+    sizes = [b.shape[1] for b in blocks]
+    cuts = np.cumsum(sizes)[:-1]
+    parts, const = np.split(coef[:-1], cuts), float(coef[-1])
+    # the offset: every partial sum (hidden layers first..depth-1) >= 0 at the breakpoints
+    node_blocks = features(nodes)
+    partial = np.zeros(nodes.size)
+    low = 0.0
+    for block, c in zip(node_blocks[:-1], parts[:-1]):
+        partial = partial + block @ c
+        low = min(low, float(partial.min()))
+    offset = OFFSET - low
+    out = copy.deepcopy(net)
+    out_linears = [m for m in out if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer, c in zip(range(first, depth + 1), parts):
+            lin = out_linears[layer]
+            row = 0 if layer == depth else unit
+            if layer == first:
+                lin.weight[row] = torch.tensor(c)
+                lin.bias[row] = offset
+            else:
+                lin.weight[row, others] = torch.tensor(c, dtype=lin.weight.dtype)
+                lin.weight[row, unit] = 1.0
+                lin.bias[row] = const - offset if layer == depth else 0.0
+    mse_after = net_l2_mse(out, f, (lo, hi))[0]
+    if not mse_after <= mse_before:
+        return Refit(net, mse_before, mse_before, phi.shape[1])
+    return Refit(out, mse_before, mse_after, phi.shape[1])
