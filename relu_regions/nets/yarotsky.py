@@ -1,12 +1,14 @@
-"""A width-5 ReLU net for x^3 on [0, 1] whose error falls by a constant factor per layer
+"""Fixed-weight ReLU nets for x^3 on [0, 1] whose error falls by a constant factor per layer
 (Yarotsky 2017, arXiv:1610.01145, Propositions 2 and 3: squares by sawtooth layers, products
-through squares).
+through squares): ``cube_net`` and ``cube_net_diff`` (width 5), ``cube_net4`` (width 4), and
+``refit_accumulator``, the exact L2 least-squares refit of the weights they sum their
+corrections with (the width question of issue 17, docs/training.md).
 
 Squares: f_m(t) = t - sum_{s=1..m} g_s(t) / 4^s with g_s the s-fold tent map g(t) = 2 relu(t) -
 4 relu(t - 1/2) interpolates t^2 on the grid k / 2^m, |f_m(t) - t^2| <= 4^-(m+1) on [0, 1].
 Product: x y = 2 ((x + y) / 2)^2 - x^2 / 2 - y^2 / 2 for x, y in [0, 1].
 
-Here y = S = f_{m1}(x) ~ x^2 (stage 1, m1 layers: tent neurons relu(g), relu(g - 1/2), an
+``cube_net``: y = S = f_{m1}(x) ~ x^2 (stage 1, m1 layers: tent neurons relu(g), relu(g - 1/2), an
 accumulator S + C, and a carry of x), then x^3 ~ x S ~ 2 f_{m2}((x + S) / 2) - S / 2 - f_{m2}(S) / 2
 (stage 2, m2 layers: two tents and one accumulator; its linear part 2 (x + S) / 2 - S / 2 - S / 2
 is x). Width 5, depth m1 + m2, |net - x^3| <= 4^-(m1+1) + 2.5 * 4^-(m2+1). The construction is
@@ -16,12 +18,15 @@ construction of Milkert, Hyde & Laine is for convex targets.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import InputError
 from ..validation import check_int
+from .construction import check_interval
 from .parametrize import linear_relu_stack
 
 WIDTH = 5
@@ -31,81 +36,34 @@ OFFSET = 1.0  # C: keeps the accumulators positive (S >= 0, x S >= -small on [0,
 def cube_net(m1: int, m2: int) -> torch.nn.Sequential:
     """The width-5, depth m1 + m2 net approximating x^3 on [0, 1] (module docstring)."""
     m1, m2 = check_int(m1, "m1", low=1), check_int(m2, "m2", low=1)
-    depth = m1 + m2
-    net = linear_relu_stack([1] + [WIDTH] * depth + [1])
-    linears = list(net[::2])
-    z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-    # Every hidden state is described by linear read-outs (rows over the 5 units, and a constant):
-    # tent(u) = 2 u1 - 4 u2 from a pair of units (relu(t), relu(t - 1/2)).
     C = OFFSET
-    # stage 1, layer 1: units [carry x, relu(x), relu(x - 1/2), S + C = x + C, 0]
-    W, b = z(WIDTH, 1), z(WIDTH)
-    W[0, 0] = W[1, 0] = W[2, 0] = W[3, 0] = 1.0
-    b[2], b[3] = -0.5, C
-    layers = [(W, b)]
-    for k in range(2, m1 + 1):  # g_{k-1} = 2 u1 - 4 u2; S_{k-1} = S_{k-2} - g_{k-1} / 4^(k-1)
-        W, b = z(WIDTH, WIDTH), z(WIDTH)
-        W[0, 0] = 1.0
-        W[1, 1], W[1, 2] = 2.0, -4.0
-        W[2, 1], W[2, 2], b[2] = 2.0, -4.0, -0.5
-        W[3, 3], W[3, 1], W[3, 2] = 1.0, -2.0 / 4 ** (k - 1), 4.0 / 4 ** (k - 1)
-        layers.append((W, b))
-    # S = S_{m1} = u3 - C - g_{m1} / 4^m1 as a row over the units (and constant)
-    s_row, s_const = z(WIDTH), -C
-    s_row[3], s_row[1], s_row[2] = 1.0, -2.0 / 4**m1, 4.0 / 4**m1
-    x_row = z(WIDTH)
-    x_row[0] = 1.0
-    # stage 2, first layer: [relu(A), relu(A - 1/2), relu(B), relu(B - 1/2), x + C]
-    a_row, a_const = 0.5 * (x_row + s_row), 0.5 * s_const
-    W, b = z(WIDTH, WIDTH), z(WIDTH)
-    W[0], b[0] = a_row, a_const
-    W[1], b[1] = a_row, a_const - 0.5
-    W[2], b[2] = s_row, s_const
-    W[3], b[3] = s_row, s_const - 0.5
-    W[4], b[4] = x_row, C
-    layers.append((W, b))
+    # stage 1: [carry x, relu(g), relu(g - 1/2), S + C, 0], tent(u) = 2 u1 - 4 u2
+    hidden, x, S = _square_stage(0, 3, m1)
+    # stage 2, first layer: [relu(A), relu(A - 1/2), relu(B), relu(B - 1/2), x + C], B = S
+    A = 0.5 * (x + S)
+    hidden.append([A, A - 0.5, S, S - 0.5, x + C])
     for j in range(2, m2 + 1):  # level j - 1 of both tents enters the accumulator
-        W, b = z(WIDTH, WIDTH), z(WIDTH)
-        W[0, 0], W[0, 1] = 2.0, -4.0
-        W[1, 0], W[1, 1], b[1] = 2.0, -4.0, -0.5
-        W[2, 2], W[2, 3] = 2.0, -4.0
-        W[3, 2], W[3, 3], b[3] = 2.0, -4.0, -0.5
+        tA, tB = _tent(0), _tent(2)
         q = 4.0 ** (j - 1)
-        W[4, 4] = 1.0
-        W[4, 0], W[4, 1] = -2.0 * 2.0 / q, 2.0 * 4.0 / q  # -2 g(A) / 4^(j-1)
-        W[4, 2], W[4, 3] = 0.5 * 2.0 / q, -0.5 * 4.0 / q  # + g(B) / (2 4^(j-1))
-        layers.append((W, b))
+        hidden.append([tA, tA - 0.5, tB, tB - 0.5, _unit(4) - 2.0 * tA / q + 0.5 * tB / q])
     q = 4.0**m2
-    W, b = z(1, WIDTH), z(1)
-    W[0, 4] = 1.0
-    W[0, 0], W[0, 1] = -4.0 / q, 8.0 / q
-    W[0, 2], W[0, 3] = 1.0 / q, -2.0 / q
-    b[0] = -C
-    layers.append((W, b))
-    with torch.no_grad():
-        for lin, (W, b) in zip(linears, layers):
-            lin.weight.copy_(W)
-            lin.bias.copy_(b)
-    return net
+    return _build(WIDTH, hidden, _unit(4) - C - 2.0 * _tent(0) / q + 0.5 * _tent(2) / q)
+
+
+def _square_reference(t, m: int):
+    """f_m(t) = t - sum_{s=1..m} g_s(t) / 4^s (numpy), for tests."""
+    out, g = np.array(t, dtype=np.float64), np.array(t, dtype=np.float64)
+    for s in range(1, m + 1):
+        g = 2 * np.maximum(g, 0) - 4 * np.maximum(g - 0.5, 0)
+        out = out - g / 4**s
+    return out
 
 
 def cube_reference(x, m1: int, m2: int):
     """The same approximation computed directly from the formulas (numpy), for tests."""
-    import numpy as np
-
-    def tent(t):
-        return 2 * np.maximum(t, 0) - 4 * np.maximum(t - 0.5, 0)
-
-    def square(t, m):
-        out, g = np.array(t, dtype=np.float64), np.array(t, dtype=np.float64)
-        for s in range(1, m + 1):
-            g = tent(g)
-            out = out - g / 4**s
-        return out
-
     x = np.asarray(x, dtype=np.float64)
-    S = square(x, m1)
-    return 2 * square((x + S) / 2, m2) - S / 2 - square(S, m2) / 2
+    S = _square_reference(x, m1)
+    return 2 * _square_reference((x + S) / 2, m2) - S / 2 - _square_reference(S, m2) / 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,18 +192,9 @@ def cube_net4(m1: int, m2: int, m3: int) -> torch.nn.Sequential:
 
 def diff_reference(x, m1: int, m2: int, m3: int):
     """f_m2(A) - f_m3(E) / 64 with S = f_m1(x), A = (x + S) / 2, E = 4 (x - S) (numpy), for tests."""
-    import numpy as np
-
-    def square(t, m):
-        out, g = np.array(t, dtype=np.float64), np.array(t, dtype=np.float64)
-        for s in range(1, m + 1):
-            g = 2 * np.maximum(g, 0) - 4 * np.maximum(g - 0.5, 0)
-            out = out - g / 4**s
-        return out
-
     x = np.asarray(x, dtype=np.float64)
-    S = square(x, m1)
-    return square((x + S) / 2, m2) - square(4 * (x - S), m3) / 64
+    S = _square_reference(x, m1)
+    return _square_reference((x + S) / 2, m2) - _square_reference(4 * (x - S), m3) / 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,13 +229,8 @@ def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
     error is not above the input's: the input weights are one point of the family, so only
     rounding could make it worse.
     """
-    from ..analysis.limits import net_l2_mse
+    from ..analysis.limits import net_l2_mse  # the exact counter (numba) loads only here
     from ..analysis.regions import count_regions
-    from ..nets.construction import check_interval
-
-    import copy
-
-    import numpy as np
 
     lo, hi = check_interval(interval)
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
