@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..validation import check_int
-from .construction import check_interval
+from ..validation import check_int, check_interval
 from .parametrize import linear_relu_stack
 
 WIDTH = 5
