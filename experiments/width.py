@@ -1,9 +1,10 @@
 """Which width makes the error of x^3 fall by a constant factor per layer, and from which depth
 does it beat a shallow fit of the same size (issue 17, "the width question")?
 
-    python experiments/width.py [--depths 6 ... 24] [--refit-top 3] [--max-level 16]
-                                [--polish 14 16] [--polish-steps 400] [--json out.json]
-                                [--out docs/figures/width.png]
+    python experiments/width.py [--depths 6 ... 24] [--families w5 w5diff w4] [--refit-top 3]
+                                [--max-level 16] [--polish 13 14 15] [--polish-steps 400]
+                                [--polish-points N] [--polish-families w5 w4]
+                                [--json out.json] [--out docs/figures/width.png]
 
 Three fixed-weight nets of ``relu_regions.nets.yarotsky`` (Yarotsky 2017, arXiv:1610.01145,
 Propositions 2-3: squares by sawtooth layers, products through squares), at every depth d with
@@ -23,8 +24,8 @@ pieces, in the same integral sense (``limits.continuous_optimal_pwl``, ``limits.
 "Per layer" is the geometric mean of the error's fall per added layer over the depths run.
 
 ``--polish D ...`` runs LM on all raw weights from the best refit net of each
-``--polish-families`` family (default w5) at depth D
-(``--polish-points``, default max(4096, 4 * 2^D) evenly spaced points; ``--polish-steps`` steps), and reports the exact error
+``--polish-families`` family (default w5) at depth D (``--polish-points`` evenly spaced
+points, default max(4096, 4 * 2^D); ``--polish-steps`` steps) and reports the exact error
 before and after. The script ends with one line per question.
 """
 
@@ -33,7 +34,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -61,7 +61,8 @@ def splits(depth: int, parts: int, max_level: int):
 
 
 # name: (width, builder, stages, accumulator unit)
-FAMILIES = {"w5": (5, cube_net, 2, 4), "w5diff": (5, cube_net_diff, 2, 4), "w4": (4, cube_net4, 3, 2)}
+FAMILIES = {"w5": (5, cube_net, 2, 4), "w5diff": (5, cube_net_diff, 2, 4),
+            "w4": (4, cube_net4, 3, 2)}
 
 
 def family_row(name, depth, max_level, refit_top):

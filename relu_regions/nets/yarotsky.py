@@ -110,7 +110,7 @@ def _unit(i: int) -> _Expr:
 
 
 def _tent(i: int) -> _Expr:
-    """g(t) = 2 relu(t) - 4 relu(t - 1/2) from the pair (relu(t), relu(t - 1/2)) at units i, i + 1."""
+    """g(t) = 2 relu(t) - 4 relu(t - 1/2) from the pair (relu(t), relu(t - 1/2)) at units i, i+1."""
     return 2.0 * _unit(i) - 4.0 * _unit(i + 1)
 
 
@@ -190,7 +190,7 @@ def cube_net4(m1: int, m2: int, m3: int) -> torch.nn.Sequential:
 
 
 def diff_reference(x, m1: int, m2: int, m3: int):
-    """f_m2(A) - f_m3(E) / 64 with S = f_m1(x), A = (x + S) / 2, E = 4 (x - S) (numpy), for tests."""
+    """f_m2(A) - f_m3(E) / 64, S = f_m1(x), A = (x + S) / 2, E = 4 (x - S) (numpy), for tests."""
     x = np.asarray(x, dtype=np.float64)
     S = _square_reference(x, m1)
     return _square_reference((x + S) / 2, m2) - _square_reference(4 * (x - S), m3) / 64

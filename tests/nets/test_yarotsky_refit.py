@@ -105,7 +105,8 @@ def test_refit_solves_the_normal_equations_and_never_rises(build, split, unit):
                                phi[:, :-1].sum(), rtol=1e-12)
     resid = values(r.net, gx) - gx**3
     scale = np.sqrt(np.sum(gw[:, None] * phi**2, axis=0)) * np.sqrt(np.sum(gw * resid**2))
-    assert np.all(np.abs(np.sum(gw[:, None] * phi * resid[:, None], axis=0)) <= 1e-7 * scale + 1e-15)
+    inner = np.sum(gw[:, None] * phi * resid[:, None], axis=0)
+    assert np.all(np.abs(inner) <= 1e-10 * scale)  # measured ~1e-12: rounding of the solve
     # the accumulator stays positive, so it carries its sum (weight 1) through every layer
     lin = [m for m in r.net if isinstance(m, torch.nn.Linear)]
     for layer in lin[split[0] + 1:-1]:
