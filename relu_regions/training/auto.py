@@ -16,6 +16,10 @@ GROW_ABOVE = 6
 # Samples per possible piece: a continuous PL function with n pieces interpolates at most ~2n
 # samples of a convex function, so 4 per possible piece keeps even 2^d pieces from interpolating.
 POINTS_PER_PIECE = 4
+# The warp layer (growth.insert_warp) replaces the first fold of a growth that adds at least
+# this many layers: at depth 10 grown from 6 it halved the x^3 mean (docs/training.md); with one
+# fold instead of two (depth 8) it lost on the one seed tried, so shorter growths fold only.
+WARP_MIN_ADDED = 4
 MIN_POINTS = 500  # the library's dense default (targets.dense)
 TWO_PHASE = ("pretrain", "pretrain-thm31")
 
@@ -39,3 +43,9 @@ def auto_settings(depth: int, method: str = "pretrain-thm31", single: bool = Tru
     if method in TWO_PHASE and single and dims == 1 and depth > GROW_ABOVE:
         out["grow_from"] = GROW_FROM
     return out
+
+
+def use_warp(depth: int, grow_from: int, warp: bool = True, dims: int = 1) -> bool:
+    """Whether a growth from ``grow_from`` to ``depth`` starts with the warp layer: when the
+    ``warp`` setting allows it, the input is 1D, and at least WARP_MIN_ADDED layers are added."""
+    return bool(warp) and dims == 1 and depth - grow_from >= WARP_MIN_ADDED

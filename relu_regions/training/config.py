@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..validation import (check_choice, check_device, check_float, check_int, check_interval,
                           is_int)
+from .auto import WARP_MIN_ADDED
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -156,6 +157,9 @@ class FitConfig:
                                  "default: two-phase 1D fits on one construction deeper than 6 "
                                  "grow from 6, others train directly (D0 = depth: directly)",
                                  metavar="D0", parse=int)
+    warp: bool = _setting(True, f"when growing by {WARP_MIN_ADDED} layers or more (1D), make the first added "
+                          "layer a warp of the input (a PL map of x that moves every knot) "
+                          "instead of a fold")
     parameterization: str = _setting("sp", "raw-weight training on standard weights (sp) or on "
                                      "GmP coordinates (gmp; Chen & Ge)", flag="--param",
                                      choices=PARAMETERIZATIONS)
@@ -212,7 +216,7 @@ class FitConfig:
         if self.grow_from is not None:
             check_int(self.grow_from, "grow_from", low=1, high=self.depth,
                       hint="a depth between 1 and depth")
-        for name in ("count", "optimum"):
+        for name in ("count", "optimum", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not self.device:

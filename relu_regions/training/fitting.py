@@ -22,7 +22,7 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import auto_settings
+from .auto import auto_settings, use_warp
 from .config import PICK_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -318,7 +318,8 @@ class _Fit:
             return pick(theta)
         a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
         return growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
-                           self._predict_at, self.history)
+                           self._predict_at, self.history,
+                           warp=use_warp(depth, d0, c.warp, self.data.dims))
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2
@@ -394,7 +395,9 @@ class _Fit:
         c = self.config
         return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
                 "parameterization": c.parameterization, "starts": c.n_starts,
-                "grow_from": c.grow_from}
+                "grow_from": c.grow_from,
+                "warp": c.grow_from is not None and use_warp(c.depth, c.grow_from, c.warp,
+                                                             self.data.dims)}
 
 
 def _test_errors(residual, test_y) -> dict:

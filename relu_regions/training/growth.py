@@ -75,6 +75,29 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     return flatten_layers(new_layers)
 
 
+def insert_warp(theta, depth, x, *, knots=None):
+    """Raw Theta at ``depth`` -> ``depth + 1``, inserting a new FIRST hidden layer that warps the
+    input: u = relu(x - lo) + sum_j c_j relu(x - k_j) over the samples' range [lo, hi], with
+    c_j = 0, so the net is the same function on [lo, hi] (the old first layer reads u through its
+    input weight; the hinge units feed it with zero weights). Phase 2 can then move every knot of
+    the net at once by one monotone PL map of x: the knots are what limits grown nets at depth 10
+    (docs/training.md). ``knots``: the 3 hinges (default: the quartiles of [lo, hi]).
+    Only for width 4 (1 + 3 units) and 1D input.
+    """
+    layers = unflatten_layers(theta, raw_shapes(depth))
+    (w1, b1), n = layers[0], theta.shape[0]
+    lo, hi = x.min(), x.max()
+    k = (torch.tensor(knots, dtype=theta.dtype, device=theta.device) if knots is not None
+         else lo + (hi - lo) * torch.tensor([0.25, 0.5, 0.75], dtype=theta.dtype,
+                                            device=theta.device))
+    w0 = torch.ones(n, 4, 1, dtype=theta.dtype, device=theta.device)
+    b0 = -torch.cat([lo.reshape(1), k]).to(theta.dtype).expand(n, 4).clone()
+    w1_new = torch.zeros(n, 4, 4, dtype=theta.dtype, device=theta.device)
+    w1_new[:, :, 0] = w1[:, :, 0]
+    b1_new = b1 + w1[:, :, 0] * lo  # u_0 = x - lo on [lo, hi]
+    return flatten_layers([(w0, b0), (w1_new, b1_new)] + list(layers[1:]))
+
+
 def best_rows(mse, k: int, n: int):
     """Row j*n + s of a batch is try j of seed s; returns pick(t): each seed's row with the lowest
     ``mse`` (a NaN counts as worst)."""
@@ -82,12 +105,16 @@ def best_rows(mse, k: int, n: int):
     return lambda t: t.reshape(k, n, *t.shape[1:])[best, torch.arange(n, device=t.device)]
 
 
-def grow(theta, d0, depth, a_last, x, y, train, predict, history):
+def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
     """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
     by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
     insertion on it. All paths train as one batch; per seed the path with the lowest final
     training MSE is kept (like phase 1's starts). ``train(theta, history, depth)`` trains a batch
     at a depth; ``predict(theta, depth)`` evaluates it.
+
+    ``warp``: the first added layer is a warp of the input (:func:`insert_warp`) instead of a
+    fold; the later ones fold as before (on x^3 at depth 10 this halved the mean error,
+    docs/training.md; ``auto.use_warp`` decides when).
 
     Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
     neuron (on x^3 those paths ended at one MSE whatever their peak) and lost on x^11 in 9 of 10
@@ -99,8 +126,12 @@ def grow(theta, d0, depth, a_last, x, y, train, predict, history):
     theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
     trial_history: list = []
     for d in range(d0, depth):
-        theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
-        theta, a_last = train(theta, trial_history, d + 1), a_new
+        if warp and d == d0:
+            theta = insert_warp(theta, d, x)  # the last hidden layer, and a_last, stay
+        else:
+            theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
+            a_last = a_new
+        theta = train(theta, trial_history, d + 1)
     pick = best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
     history += [pick(h) for h in trial_history]
     return pick(theta)

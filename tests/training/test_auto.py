@@ -44,3 +44,28 @@ def test_giving_starts_keeps_the_depth_default_growth():
     r = fit("x**3", depth=depth, starts=1, seeds=1, phase1=Phase("lm", 2), phase2=Phase("lm", 8),
             count=False, optimum=False)
     assert r.phases["grow_from"] == GROW_FROM and r.phases["starts"] == 1
+
+
+def test_the_warp_layer_only_for_long_1d_growths():
+    from relu_regions.training.auto import WARP_MIN_ADDED, use_warp
+
+    assert use_warp(GROW_FROM + WARP_MIN_ADDED, GROW_FROM)
+    assert not use_warp(GROW_FROM + WARP_MIN_ADDED - 1, GROW_FROM)
+    assert not use_warp(GROW_FROM + WARP_MIN_ADDED, GROW_FROM, warp=False)
+    assert not use_warp(GROW_FROM + WARP_MIN_ADDED, GROW_FROM, dims=2)
+
+
+@pytest.mark.parametrize("warp", [True, False])
+def test_fit_grows_with_the_warp_layer_first_unless_told(warp):
+    """With the warp, the grown net's first layer is the warp's: unit weights 1, biases -lo and
+    minus its three hinges; without it, the first layer is the depth-d0 net's (a construction's
+    first layer, not all ones)."""
+    from relu_regions.training.auto import WARP_MIN_ADDED
+
+    d0 = 1
+    r = fit("x**3", depth=d0 + WARP_MIN_ADDED, grow_from=d0, warp=warp, seeds=1, starts=1,
+            phase1=Phase("lm", 2), phase2=Phase("lm", 0), count=False, optimum=False)
+    assert r.phases["warp"] is warp
+    first = r.models[0][0]
+    is_warp = bool((first.weight == 1).all() and (first.bias[1:] < 0).all())
+    assert is_warp is warp
