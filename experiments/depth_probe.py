@@ -1,7 +1,8 @@
 """Probe growth variants at depth 10 against the default growth, from the *same* depth-6 nets
 (issue 17: "make depth pay"; results in docs/training.md, "What was tried to make depth pay").
 
-    python experiments/depth_probe.py [--seeds 0 1 2 3 4] [--depth 10] [--variants folds warp-first ...]
+    python experiments/depth_probe.py [--seeds 0 1 2 3 4] [--depth 10]
+                                      [--variants folds warp-first warp-last ...]
 
 One ``fit(target, depth=D)`` with the library's defaults runs up to the growth (phase 1, 16 starts,
 the depth-6 share of phase 2, the pick); at the growth every variant runs from the same picked
@@ -92,7 +93,9 @@ def main():
         ks = rec["k"]
         order = torch.argsort(torch.nan_to_num(rec["start_mse"], nan=np.inf).reshape(ks, n), dim=0)
         lo = float(x.min())
-        qk = lambda m: [lo + (float(x.max()) - lo) * (j / m) ** (5 / 7) for j in (1, 2, 3)]  # noqa: E731
+        hi = float(x.max())
+        # x^3's |f''|^(2/5) equidistribution on [lo, hi]: the quantiles (j/m)^(5/7)
+        qk = lambda m: [lo + (hi - lo) * (j / m) ** (5 / 7) for j in (1, 2, 3)]  # noqa: E731
         paths18 = growth.INSERT_PATHS
         out = None
         for v in args.variants:

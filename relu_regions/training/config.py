@@ -157,9 +157,9 @@ class FitConfig:
                                  "default: two-phase 1D fits on one construction deeper than 6 "
                                  "grow from 6, others train directly (D0 = depth: directly)",
                                  metavar="D0", parse=int)
-    warp: bool = _setting(True, f"when growing by {WARP_MIN_ADDED} layers or more (1D), make the first added "
-                          "layer a warp of the input (a PL map of x that moves every knot) "
-                          "instead of a fold")
+    warp: bool = _setting(True, f"when growing by {WARP_MIN_ADDED} layers or more (1D), make "
+                          "the first added layer a warp of the input (a PL map of x that moves "
+                          "every knot) instead of a fold")
     parameterization: str = _setting("sp", "raw-weight training on standard weights (sp) or on "
                                      "GmP coordinates (gmp; Chen & Ge)", flag="--param",
                                      choices=PARAMETERIZATIONS)

@@ -80,9 +80,9 @@ def insert_warp(theta, depth, x, *, knots=None):
     input: u = relu(x - lo) + sum_j c_j relu(x - k_j) over the samples' range [lo, hi], with
     c_j = 0, so the net is the same function on [lo, hi] (the old first layer reads u through its
     input weight; the hinge units feed it with zero weights). Phase 2 can then move every knot of
-    the net at once by one monotone PL map of x: the knots are what limits grown nets at depth 10
-    (docs/training.md). ``knots``: the 3 hinges (default: the quartiles of [lo, hi]).
-    Only for width 4 (1 + 3 units) and 1D input.
+    the net at once by one PL map of x (the identity at insertion): the knots are what limits
+    grown nets at depth 10 (docs/training.md). ``knots``: the 3 hinges (default: the quartiles
+    of [lo, hi]). Only for width 4 (1 + 3 units) and 1D input.
     """
     layers = unflatten_layers(theta, raw_shapes(depth))
     (w1, b1), n = layers[0], theta.shape[0]

@@ -39,7 +39,8 @@ def test_the_warp_layer_reads_the_input_and_its_hinges():
     x = torch.linspace(0.0, 2.0, 201, dtype=torch.float64)
     depth = 2
     n_params = sum(o * i + o for (o, i), _ in raw_shapes(depth))
-    theta = torch.randn(1, n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    theta = torch.randn(1, n_params, dtype=torch.float64, generator=g)
     knots = [0.3, 1.0, 1.7]
     grown = insert_warp(theta, depth, x, knots=knots)
     (w0, b0), (w1, _) = unflatten_layers(grown, raw_shapes(depth + 1))[:2]
