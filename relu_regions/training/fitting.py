@@ -29,7 +29,7 @@ from .data import make_dataset
 from .functional import (flatten_layers, mlp_forward, random_theta, raw_shapes, shapes_of,
                          to_module, unflatten_layers)
 from .jacobians import chain_jacobian, derived_jacobian_runs, jvp_jacobian, lm_jacobian
-from .optim import per_seed_mse
+from .optim import per_seed_mse, row_wise
 from .progress import Progress
 from .result import FitResult
 from .stages import Stages, load_train_state, optimize, pick_rows
@@ -127,9 +127,11 @@ class RawNet:
     def __init__(self, shapes, x):
         self.shapes, self.x = shapes, x
 
+    @row_wise
     def predict(self, theta):
         return mlp_forward(unflatten_layers(theta, self.shapes), self.x)
 
+    @row_wise
     def jacobian(self, theta):
         return lm_jacobian(unflatten_layers(theta, self.shapes), self.x)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .functional import _deltas, _hidden_masks, _jacobian_rows, mlp_jacobian
+from .functional import _hidden_masks, _jacobian_rows, _small_matmul, mlp_jacobian
 
 
 class RunProjection:
@@ -54,7 +54,8 @@ class Runs:
     """Maximal runs of consecutive points (in increasing x) that share one activation pattern.
 
     ``run`` (N, n) is each point's run index; per run (N, R): ``first`` / ``last`` point index,
-    ``counts``, ``centre`` c and ``spread`` S = sum (x - c)^2; ``centred`` (N, n) = x - c.
+    ``counts``, ``centre`` c and ``spread`` S = sum (x - c)^2; ``centred`` (N, n) = x - c;
+    ``xs`` (n,) the points.
     Seeds with fewer runs are padded with empty runs (count 0, first = last = point 0).
     """
 
@@ -65,6 +66,7 @@ class Runs:
     centre: torch.Tensor
     centred: torch.Tensor
     spread: torch.Tensor
+    xs: torch.Tensor
 
     @classmethod
     def of(cls, pattern: torch.Tensor, xs: torch.Tensor) -> "Runs":
@@ -82,7 +84,21 @@ class Runs:
         centre = xs.new_zeros(n_seeds, n_runs).scatter_add_(1, run, xs) / counts.clamp_min(1)
         centred = xs - centre.gather(1, run)
         spread = xs.new_zeros(n_seeds, n_runs).scatter_add_(1, run, centred * centred)
-        return cls(run, ends[0], ends[1], counts, centre, centred, spread)
+        return cls(run, ends[0], ends[1], counts, centre, centred, spread, xs[0])
+
+    def rows_from_ends(self, at_first: torch.Tensor, at_last: torch.Tensor) -> torch.Tensor:
+        """Q'v for values v affine in x within each run, from v at the runs' first and last
+        points (..., R) (seed first, runs last) -> (..., 2R): sum v / sqrt(n_run) = sqrt(n_run)
+        v(c) and sum (x - c) v / sqrt(S) = sqrt(S) B with B the slope (0 for a one-point run),
+        the rows of :class:`RunProjection` without a pass over the points."""
+        shape = (self.first.shape[0],) + (1,) * (at_first.dim() - 2) + (-1,)
+        x_first, x_last = self.xs[self.first], self.xs[self.last]
+        width = (x_last - x_first).view(shape)
+        slope = torch.where(width > 0, (at_last - at_first) / torch.where(width > 0, width, 1.0),
+                            0.0)
+        at_centre = at_first + (self.centre - x_first).view(shape) * slope
+        return torch.stack([self.counts.sqrt().view(shape) * at_centre,
+                            self.spread.sqrt().view(shape) * slope], dim=-1).flatten(-2)
 
     def projection(self, order=None) -> RunProjection:
         """Q' for values at the points in increasing order, or in the caller's ``order``."""
@@ -103,19 +119,36 @@ def mlp_jacobian_runs(layers, x: torch.Tensor):
     activations projected per run (two moments each) and delta at one point of the run. J'J then
     costs m P^2 with m = 2 runs instead of n P^2, and J'r = (Q'J)'(Q'r). Exact in exact
     arithmetic, for any order of the points (unsorted points are sorted to find the runs).
+
+    Only the activation pattern needs every point (one forward pass); the rest costs per run:
+    Q'h from h at each run's first and last points under the run's pattern
+    (:meth:`Runs.rows_from_ends`, as :func:`derived_jacobian_runs` does for phase 1), delta
+    at its first point. Rounding: as :func:`derived_jacobian_runs`.
     """
     n_seeds = layers[0][0].shape[0]
     xs, order = _sorted(x)
-    hs, masks = _hidden_masks(layers, xs)
-    runs = Runs.of(torch.cat(masks, dim=1), xs)
-    project = runs.projection()  # for values in increasing x
-    # The first point of each run carries its deltas (padding runs borrow point 0; weight 0).
-    deltas = [d.gather(2, runs.first.unsqueeze(1).expand(-1, d.shape[1], -1))
-              .repeat_interleave(2, dim=2) for d in _deltas(layers, masks)]
+    with torch.no_grad():
+        masks = _hidden_masks(layers, xs)[1]
+        runs = Runs.of(torch.cat(masks, dim=1), xs)
+    # Each run's pattern (its first point's; padding runs borrow point 0, weight 0).
+    pattern = [m.gather(2, runs.first.unsqueeze(1).expand(-1, m.shape[1], -1)).to(xs.dtype)
+               for m in masks]
+    ends = torch.stack([runs.first, runs.last], dim=2).flatten(1)  # (N, 2R): first, last per run
+    h = xs[ends].unsqueeze(1)
+    hs = [h]
+    for (w, b), on in zip(layers[:-1], pattern):
+        h = (b.unsqueeze(-1) + _small_matmul(w, h)) * on.repeat_interleave(2, dim=2)
+        hs.append(h)
+    delta = torch.ones_like(pattern[0][:, :1]) if pattern else xs.new_ones(n_seeds, 1, 1)
+    deltas = [delta]
+    for k in range(len(layers) - 1, 0, -1):
+        delta = _small_matmul(layers[k][0].transpose(1, 2), delta) * pattern[k - 1]
+        deltas.append(delta)
     bias_factor = torch.stack([runs.counts.sqrt(), torch.zeros_like(runs.counts)], dim=2)
-    rows = _jacobian_rows(layers, [project(h) for h in hs], deltas,
+    rows = _jacobian_rows(layers, [runs.rows_from_ends(h[..., 0::2], h[..., 1::2]) for h in hs],
+                          [d.repeat_interleave(2, dim=2) for d in deltas[::-1]],
                           bias_factor.reshape(n_seeds, 1, -1))
-    return rows.transpose(1, 2), project if order is None else runs.projection(order)
+    return rows.transpose(1, 2), runs.projection(order)
 
 
 def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
@@ -139,14 +172,8 @@ def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
     n_params = theta.shape[1]
     expanded = points.repeat_interleave(n_params, dim=0)  # jvp_jacobian's row s*P + p is seed s
     J = jvp_jacobian(lambda th: layout.predict(th, expanded), theta)  # (N, 2R, P)
-    J_first, J_last = J[:, 0::2], J[:, 1::2]
-    x_first, x_last = xs[runs.first], xs[runs.last]
-    width = x_last - x_first
-    slope = torch.where((width > 0).unsqueeze(-1),
-                        (J_last - J_first) / torch.where(width > 0, width, 1.0).unsqueeze(-1), 0.0)
-    at_centre = J_first + (runs.centre - x_first).unsqueeze(-1) * slope
-    rows = torch.stack([runs.counts.sqrt().unsqueeze(-1) * at_centre,
-                        runs.spread.sqrt().unsqueeze(-1) * slope], dim=2).flatten(1, 2)
+    J = J.transpose(1, 2)  # (N, P, 2R): runs last
+    rows = runs.rows_from_ends(J[..., 0::2], J[..., 1::2]).transpose(1, 2)
     return rows, runs.projection(order)
 
 

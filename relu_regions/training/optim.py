@@ -22,6 +22,17 @@ def per_seed_mse(predict, theta, y):
         return (r * r).mean(dim=1)
 
 
+def row_wise(fn):
+    """Mark a model function (``predict`` or ``jacobian``) whose row s depends only on row s of
+    Theta, bit for bit: :class:`LM` then calls it on the seeds that need it, not on all."""
+    fn.row_wise = True
+    return fn
+
+
+def _is_row_wise(fn) -> bool:
+    return getattr(fn, "row_wise", False)
+
+
 class Functions:
     """A model from two functions: ``predict(theta)`` and ``jacobian(theta)``."""
 
@@ -140,17 +151,21 @@ class LM(Optimizer):
         return self.mse.clone()
 
     def _refresh_gram(self):
-        """[J r]'[J r] of the stale seeds, from their own rows."""
+        """[J r]'[J r] of the stale seeds, from their own rows (the Jacobian of only those
+        seeds when the model's ``jacobian`` is :func:`row_wise`)."""
         n_seeds = self.theta.shape[0]
-        J = self.model.jacobian(self.theta)
+        todo = self.stale.nonzero().squeeze(1)
+        subset = _is_row_wise(self.model.jacobian) and todo.shape[0] < n_seeds
+        theta, r = (self.theta[todo], self.r[todo]) if subset else (self.theta, self.r)
+        J = self.model.jacobian(theta)
         J, project = J if isinstance(J, tuple) else (J, None)
-        rhs = self.r if project is None else project(self.r)
-        rows = torch.cat([J.transpose(1, 2), rhs.unsqueeze(1)], dim=1)  # (N, P+1, m)
-        counts = [rows.shape[2]] * n_seeds if project is None else project.rows.tolist()
+        rhs = r if project is None else project(r)
+        rows = torch.cat([J.transpose(1, 2), rhs.unsqueeze(1)], dim=1)  # (N or todo, P+1, m)
+        counts = [rows.shape[2]] * rows.shape[0] if project is None else project.rows.tolist()
         if self.gram is None:
             self.gram = rows.new_zeros(n_seeds, rows.shape[1], rows.shape[1])
-        todo = self.stale.nonzero().squeeze(1)
-        self.gram[todo] = torch.stack(_gram(rows, counts, todo))
+        mine = torch.arange(todo.shape[0], device=todo.device) if subset else todo
+        self.gram[todo] = torch.stack(_gram(rows, counts, mine))
         self.stale = torch.zeros_like(self.stale)
 
     def _try_step(self):
@@ -166,8 +181,14 @@ class LM(Optimizer):
             delta = torch.zeros_like(theta)
             delta[active] = step_a
             trial = theta + delta
-        r_trial = self.model.predict(trial) - self.y
-        trial_mse = (r_trial * r_trial).mean(dim=1)
+        if every or not _is_row_wise(self.model.predict):
+            r_trial = self.model.predict(trial) - self.y
+            trial_mse = (r_trial * r_trial).mean(dim=1)
+        else:  # stopped seeds need no prediction
+            r_active = self.model.predict(trial[active]) - self.y
+            r_trial, trial_mse = self.r.clone(), self.mse.clone()
+            r_trial[active] = r_active
+            trial_mse[active] = (r_active * r_active).mean(dim=1)
         better = torch.isfinite(trial_mse) & (trial_mse < self.mse) & ~frozen
         self.theta = torch.where(better[:, None], trial, theta)
         self.r = torch.where(better[:, None], r_trial, self.r)

@@ -63,3 +63,37 @@ def test_a_stage_name_runs_once_per_fit():
     stages.run("a", model.predict, model.jacobian, theta, y, Phase("lm", 1), [], None)
     with pytest.raises(AssertionError, match="ran twice"):
         stages.run("a", model.predict, model.jacobian, theta, y, Phase("lm", 1), [], None)
+
+
+def test_lm_on_the_seeds_that_need_it_is_bit_identical():
+    """A row-wise model lets LM form J only for the seeds whose step was kept and predict only
+    the seeds still moving; every seed's trajectory is the one of the all-rows loop, bit for bit
+    (through rejected steps and seeds that stop mid-run), with the compact per-run Jacobian."""
+    from relu_regions.training.jacobians import mlp_jacobian_runs
+    from relu_regions.training.optim import row_wise
+
+    shapes = raw_shapes(3)
+    x = torch.linspace(0, 1, 120, dtype=torch.float64)
+    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
+    theta = torch.randn(4, n_params, generator=torch.Generator().manual_seed(7),
+                        dtype=torch.float64)
+    calls = []
+
+    def predict(th):
+        calls.append(("predict", th.shape[0]))
+        return mlp_forward(unflatten_layers(th, shapes), x)
+
+    def jac(th):
+        calls.append(("jacobian", th.shape[0]))
+        return mlp_jacobian_runs(unflatten_layers(th, shapes), x)
+
+    plain = LM(Functions(predict, jac), theta, x**3, 1e-3)
+    subset = LM(Functions(row_wise(lambda th: predict(th)), row_wise(lambda th: jac(th))),
+                theta, x**3, 1e-3)
+    for _ in range(400):
+        assert torch.equal(plain.step(), subset.step())
+        assert torch.equal(plain.result, subset.result)
+        assert torch.equal(plain.mu, subset.mu) and torch.equal(plain.frozen, subset.frozen)
+    assert plain.frozen.any()  # some seeds stopped: the subset path ran
+    assert any(kind == "jacobian" and n < 4 for kind, n in calls)
+    assert any(kind == "predict" and n < 4 for kind, n in calls)
