@@ -122,18 +122,39 @@ def _data_from_state(d):
 
 
 class RawNet:
-    """Phase 2's model: raw weights of the Linear/ReLU stack with ``shapes`` on points x."""
+    """Phase 2's model: raw weights of the Linear/ReLU stack with ``shapes`` on points x.
+
+    A prediction without gradients (LM's) keeps its activation masks, and the Jacobian of rows
+    it saw reuses them (LM asks for J right after predicting the step it keeps): one forward
+    pass per LM step instead of two."""
 
     def __init__(self, shapes, x):
         self.shapes, self.x = shapes, x
+        self._seen = None  # (Theta, masks) of the last prediction without gradients
 
     @row_wise
     def predict(self, theta):
-        return mlp_forward(unflatten_layers(theta, self.shapes), self.x)
+        if theta.requires_grad or self.x.dim() != 1:
+            return mlp_forward(unflatten_layers(theta, self.shapes), self.x)
+        masks: list = []
+        out = mlp_forward(unflatten_layers(theta, self.shapes), self.x, masks)
+        self._seen = (theta, masks)
+        return out
 
     @row_wise
     def jacobian(self, theta):
-        return lm_jacobian(unflatten_layers(theta, self.shapes), self.x)
+        return lm_jacobian(unflatten_layers(theta, self.shapes), self.x, self._masks_of(theta))
+
+    def _masks_of(self, theta):
+        """The last prediction's masks of these rows (matched by value), or None."""
+        if self._seen is None or self._seen[0].shape[1] != theta.shape[1]:
+            return None
+        seen, masks = self._seen
+        same = (theta.unsqueeze(1) == seen.unsqueeze(0)).all(dim=2)  # (rows, seen rows)
+        if not bool(same.any(dim=1).all()):
+            return None
+        at = same.to(torch.uint8).argmax(dim=1)
+        return [m[at] for m in masks]
 
 
 class GmPNet:

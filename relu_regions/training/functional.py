@@ -44,15 +44,17 @@ def unflatten_layers(theta: torch.Tensor, shapes):
     return out
 
 
-def mlp_forward(layers, x: torch.Tensor) -> torch.Tensor:
+def mlp_forward(layers, x: torch.Tensor, masks: list | None = None) -> torch.Tensor:
     """All seeds' Linear/ReLU stacks on points x (n,) or (n, k): layers [(W (N,o,i), b (N,o))]
-    -> (N, n).
+    -> (N, n); ``masks``, a list, receives every hidden layer's z > 0 (N, width, n).
 
     Points run along the last axis (activations (N, width, n)), so each hidden layer is one
     batched (o x i) @ (i x n) product: several times faster than (n x i) @ (i x o) for width 4.
     """
     h = _first_layer(layers[0], x)
     for w, b in layers[1:]:
+        if masks is not None:
+            masks.append(h > 0)
         h = torch.baddbmm(b.unsqueeze(-1), w, h.relu_())  # in place: h is this pass's own
     return h.squeeze(1)
 

@@ -109,7 +109,7 @@ class Runs:
         return RunProjection(self.run[:, unsort], self.counts, self.centred[:, unsort], self.spread)
 
 
-def mlp_jacobian_runs(layers, x: torch.Tensor):
+def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
     """The Jacobian compressed per activation run: (Q'J (N, m, P), Q') with J = Q (Q'J); 1D x.
 
     Consecutive points with the same activation pattern form a run; there the network is affine
@@ -123,12 +123,17 @@ def mlp_jacobian_runs(layers, x: torch.Tensor):
     Only the activation pattern needs every point (one forward pass); the rest costs per run:
     Q'h from h at each run's first and last points under the run's pattern
     (:meth:`Runs.rows_from_ends`, as :func:`derived_jacobian_runs` does for phase 1), delta
-    at its first point. Rounding: as :func:`derived_jacobian_runs`.
+    at its first point. Rounding: as :func:`derived_jacobian_runs`. ``masks``: the hidden
+    layers' z > 0 at x (as :func:`~relu_regions.training.functional.mlp_forward` gives them),
+    if known, saves that pass.
     """
     n_seeds = layers[0][0].shape[0]
     xs, order = _sorted(x)
     with torch.no_grad():
-        masks = _hidden_masks(layers, xs)[1]
+        if masks is None:
+            masks = _hidden_masks(layers, xs)[1]
+        elif order is not None:
+            masks = [m[..., order] for m in masks]
         runs = Runs.of(torch.cat(masks, dim=1), xs)
     # Each run's pattern (its first point's; padding runs borrow point 0, weight 0).
     pattern = [m.gather(2, runs.first.unsqueeze(1).expand(-1, m.shape[1], -1)).to(xs.dtype)
@@ -177,11 +182,11 @@ def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
     return rows, runs.projection(order)
 
 
-def lm_jacobian(layers, x: torch.Tensor):
+def lm_jacobian(layers, x: torch.Tensor, masks=None):
     """The Jacobian :func:`run_lm` should get for raw weights: for a 1D input the compact pair
-    (Q'J, Q') per activation run (:func:`mlp_jacobian_runs`, same J'J and J'r from fewer rows),
-    otherwise the plain J of :func:`mlp_jacobian`."""
-    return mlp_jacobian_runs(layers, x) if x.dim() == 1 else mlp_jacobian(layers, x)
+    (Q'J, Q') per activation run (:func:`mlp_jacobian_runs`, same J'J and J'r from fewer rows;
+    ``masks`` as there), otherwise the plain J of :func:`mlp_jacobian`."""
+    return mlp_jacobian_runs(layers, x, masks) if x.dim() == 1 else mlp_jacobian(layers, x)
 
 
 def chain_jacobian(J, D: torch.Tensor):

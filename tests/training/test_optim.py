@@ -69,6 +69,7 @@ def test_lm_on_the_seeds_that_need_it_is_bit_identical():
     """A row-wise model lets LM form J only for the seeds whose step was kept and predict only
     the seeds still moving; every seed's trajectory is the one of the all-rows loop, bit for bit
     (through rejected steps and seeds that stop mid-run), with the compact per-run Jacobian."""
+    from relu_regions.training.fitting import RawNet
     from relu_regions.training.jacobians import mlp_jacobian_runs
     from relu_regions.training.optim import row_wise
 
@@ -90,10 +91,41 @@ def test_lm_on_the_seeds_that_need_it_is_bit_identical():
     plain = LM(Functions(predict, jac), theta, x**3, 1e-3)
     subset = LM(Functions(row_wise(lambda th: predict(th)), row_wise(lambda th: jac(th))),
                 theta, x**3, 1e-3)
+    raw = RawNet(shapes, x)  # also reuses the masks of its last prediction in J
+    reuse = LM(Functions(raw.predict, raw.jacobian), theta, x**3, 1e-3)
     for _ in range(400):
-        assert torch.equal(plain.step(), subset.step())
-        assert torch.equal(plain.result, subset.result)
-        assert torch.equal(plain.mu, subset.mu) and torch.equal(plain.frozen, subset.frozen)
+        mse = plain.step()
+        assert torch.equal(mse, subset.step()) and torch.equal(mse, reuse.step())
+        for other in (subset, reuse):
+            assert torch.equal(plain.result, other.result)
+            assert torch.equal(plain.mu, other.mu) and torch.equal(plain.frozen, other.frozen)
     assert plain.frozen.any()  # some seeds stopped: the subset path ran
     assert any(kind == "jacobian" and n < 4 for kind, n in calls)
     assert any(kind == "predict" and n < 4 for kind, n in calls)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_raw_net_jacobian_with_its_prediction_masks_is_the_same(order):
+    """RawNet's J from the masks its last prediction kept (rows matched by value, any subset and
+    order of them) equals J computed afresh, and rows it did not see are computed afresh."""
+    from relu_regions.training.fitting import RawNet
+    from relu_regions.training.jacobians import mlp_jacobian_runs
+
+    g = torch.Generator().manual_seed(3)
+    shapes = raw_shapes(4)
+    x = torch.linspace(0, 1, 200, dtype=torch.float64)
+    if order == "shuffled":
+        x = x[torch.randperm(200, generator=g)]
+    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
+    theta = torch.randn(5, n_params, generator=g, dtype=torch.float64)
+    raw = RawNet(shapes, x)
+    raw.predict(theta)
+    for rows in ([3, 1], [0, 1, 2, 3, 4], [4]):
+        got, project = raw.jacobian(theta[rows])
+        assert raw._masks_of(theta[rows]) is not None
+        want, want_project = mlp_jacobian_runs(unflatten_layers(theta[rows], shapes), x)
+        assert torch.equal(got, want) and torch.equal(project.rows, want_project.rows)
+    unseen = theta[:2] + 1.0
+    assert raw._masks_of(unseen) is None
+    assert torch.equal(raw.jacobian(unseen)[0],
+                       mlp_jacobian_runs(unflatten_layers(unseen, shapes), x)[0])

@@ -252,6 +252,31 @@ def test_compact_jacobian_gives_the_same_normal_equations(points, width, depth):
 
 
 @settings(max_examples=25, deadline=None)
+@given(width=st.integers(1, 5), depth=st.integers(1, 6), n=st.integers(2, 300),
+       order=st.sampled_from(["sorted", "shuffled", "repeated"]), seed=st.integers(0, 2**16))
+def test_raw_compact_jacobian_from_run_ends_gives_the_same_normal_equations(width, depth, n,
+                                                                          order, seed):
+    """The raw per-run rows built from each run's two end points (activations affine in x within
+    a run, deltas at its first point) have the per-point Jacobian's J'J and J'r (1e-12), for any
+    width, depth, point order and repeats, seeds with different run counts in one batch."""
+    from relu_regions.training.trainer import mlp_jacobian_runs
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    if order == "shuffled":
+        x = x[torch.randperm(n, generator=g)]
+    elif order == "repeated":
+        x = x[torch.randint(0, n, (n,), generator=g)]
+    shapes = raw_shapes(depth, width)
+    n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
+    theta = torch.randn(4, n_params, generator=g, dtype=torch.float64)
+    theta[0] *= 3.0  # larger weights: more runs than its neighbours
+    layers = unflatten_layers(theta, shapes)
+    rows, project = mlp_jacobian_runs(layers, x)
+    _assert_same_normal_equations(mlp_jacobian(layers, x), rows, project, g)
+
+
+@settings(max_examples=25, deadline=None)
 @given(shape=st.sampled_from(["convex", "concave", "dc"]), depth=st.integers(1, 6),
        n=st.integers(2, 300), order=st.sampled_from(["sorted", "shuffled", "repeated"]),
        noise=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
