@@ -105,7 +105,8 @@ class LM(Optimizer):
     Work per seed is only what the seed needs: J'J and J'r are formed for the seeds whose
     parameters moved in the last step (a rejected step leaves them as they were); a seed rejected
     at the largest damping is at a fixed point (the same state gives the same rejected step) and
-    stops. ``model.jacobian(theta)`` returns a plain (N, n, P) tensor or the compact pair (rows
+    stops. With a :func:`row_wise` model, J is computed for those seeds only and the trial step
+    predicted for the seeds still moving (docs/training.md, "Cost"). ``model.jacobian(theta)`` returns a plain (N, n, P) tensor or the compact pair (rows
     per activation run, Q') of :func:`~relu_regions.training.jacobians.mlp_jacobian_runs`.
     Every per-seed product and solve runs on that seed's own rows, so a seed's result is the same,
     bit for bit, whichever seeds share the batch.

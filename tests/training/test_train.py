@@ -251,6 +251,16 @@ def test_compact_jacobian_gives_the_same_normal_equations(points, width, depth):
         assert int(project.rows.max()) < x.shape[0] // 2
 
 
+def _points(n, order, g):
+    """n points on [-1, 1]: evenly spaced, shuffled, or drawn with repeats."""
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    if order == "shuffled":
+        return x[torch.randperm(n, generator=g)]
+    if order == "repeated":
+        return x[torch.randint(0, n, (n,), generator=g)]
+    return x
+
+
 @settings(max_examples=25, deadline=None)
 @given(width=st.integers(1, 5), depth=st.integers(1, 6), n=st.integers(2, 300),
        order=st.sampled_from(["sorted", "shuffled", "repeated"]), seed=st.integers(0, 2**16))
@@ -262,11 +272,7 @@ def test_raw_compact_jacobian_from_run_ends_gives_the_same_normal_equations(widt
     from relu_regions.training.trainer import mlp_jacobian_runs
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.linspace(-1, 1, n, dtype=torch.float64)
-    if order == "shuffled":
-        x = x[torch.randperm(n, generator=g)]
-    elif order == "repeated":
-        x = x[torch.randint(0, n, (n,), generator=g)]
+    x = _points(n, order, g)
     shapes = raw_shapes(depth, width)
     n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
     theta = torch.randn(4, n_params, generator=g, dtype=torch.float64)
@@ -288,11 +294,7 @@ def test_phase_one_compact_jacobian_gives_the_same_normal_equations(shape, depth
     from relu_regions.training.trainer import derived_jacobian_runs, jvp_jacobian
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.linspace(-1, 1, n, dtype=torch.float64)
-    if order == "shuffled":
-        x = x[torch.randperm(n, generator=g)]
-    elif order == "repeated":
-        x = x[torch.randint(0, n, (n,), generator=g)]
+    x = _points(n, order, g)
     y = x**3 - x
     box = [(-1.0, 1.0)]
     layout, _, q = K.build_layout(shape, x.numpy(), y.numpy(), box, depth, thm31=True)
