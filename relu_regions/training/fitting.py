@@ -22,7 +22,7 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import auto_settings, use_warp
+from .auto import QUICK_OPTIMUM_PIECES, auto_settings, use_warp
 from .config import PICK_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -394,7 +394,9 @@ class _Fit:
             return None, None
         from ..analysis.limits import efficiency, optimal_pwl
 
-        optimal = float(optimal_pwl(self.data.x, self.data.y, n_pieces).mse)
+        quick = n_pieces >= QUICK_OPTIMUM_PIECES
+        optimal = float(optimal_pwl(self.data.x, self.data.y, n_pieces, dp=not quick,
+                                    restarts=0 if quick else 3).mse)
         eff = np.full(train_mse.shape, np.nan)  # NaN for a diverged seed
         finite = np.isfinite(train_mse)
         if finite.any():

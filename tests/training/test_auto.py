@@ -69,3 +69,24 @@ def test_fit_grows_with_the_warp_layer_first_unless_told(warp):
     first = r.models[0][0]
     is_warp = bool((first.weight == 1).all() and (first.bias[1:] < 0).all())
     assert is_warp is warp
+
+
+@pytest.mark.parametrize("depth", [7, 8])
+def test_fit_optimum_is_quick_from_256_pieces(depth, monkeypatch):
+    # The DP start and the restarts cost minutes from 256 pieces on; below, the full search.
+    from relu_regions.analysis import limits
+    from relu_regions.training.auto import QUICK_OPTIMUM_PIECES
+
+    seen = {}
+    real = limits.optimal_pwl
+
+    def spy(x, y, pieces, **kw):
+        seen.update(kw, pieces=pieces)
+        return real(x, y, 4, **kw)  # the value is not under test: keep it cheap
+
+    monkeypatch.setattr(limits, "optimal_pwl", spy)
+    fit("x**2", depth=depth, seeds=1, starts=1, grow_from=depth, phase1=Phase("lm", 1),
+        phase2=Phase("lm", 2), count=False, points=1200)
+    quick = 2**depth >= QUICK_OPTIMUM_PIECES
+    assert QUICK_OPTIMUM_PIECES == 256
+    assert seen == {"pieces": 2**depth, "dp": not quick, "restarts": 0 if quick else 3}
