@@ -19,6 +19,10 @@ Variants:
   (``growth.insert_warp``: a new first hidden layer u = relu(x - lo) + sum_j c_j relu(x - k_j),
   c_j = 0 at insertion, function-preserving), at the first / last insertion; depth stays D.
 - ``warp-opt-first``: the same with the warp's hinges at the |f''|^(2/5) equidistribution.
+- ``prune<K>-<D>`` (e.g. ``prune6-8``): ``warp-first``, but after training at depth D only each
+  seed's K best paths (training MSE) go on: less work on the deepest, dearest layers.
+- ``sched-<letters>`` (e.g. ``sched-wffw``): the 18 paths with one letter per added layer, ``w`` a
+  warp layer, ``f`` a fold.
 - ``diverse3`` / ``diverse2``: grow the 3 / 2 best depth-6 starts per seed, 6 / 9 paths each
   (18 rows per seed in all, as the default).
 """
@@ -42,9 +46,11 @@ NINE_A = tuple((a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0))
 NINE_B = tuple((a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0))
 
 
-def grow_rows(theta, a_last, paths, d0, depth, x, y, train, predict, n, schedule, knots=None):
+def grow_rows(theta, a_last, paths, d0, depth, x, y, train, predict, n, schedule, knots=None,
+              prune=None):
     """Rows j*n + s (try j of seed s) grown from d0 to depth; ``paths``: one (a_new, S) per row;
-    ``schedule``: "fold" or "warp" per added layer. Best row per seed at the end."""
+    ``schedule``: "fold" or "warp" per added layer. Best row per seed at the end. ``prune``
+    (depth, keep): after training at that depth keep each seed's ``keep`` best rows."""
     a_new = torch.tensor([p[0] for p in paths], dtype=theta.dtype)
     scale = torch.tensor([p[1] for p in paths], dtype=theta.dtype)
     hist: list = []
@@ -55,6 +61,13 @@ def grow_rows(theta, a_last, paths, d0, depth, x, y, train, predict, n, schedule
         else:
             theta = growth.insert_warp(theta, d, x, knots=knots)
         theta = train(theta, hist, d + 1)
+        if prune and d + 1 == prune[0]:
+            k = theta.shape[0] // n
+            mse = torch.nan_to_num(per_seed_mse(lambda th: predict(th, d + 1), theta, y),
+                                   nan=np.inf).reshape(k, n)
+            keep = torch.argsort(mse, dim=0)[:prune[1]]  # (keep, n): row j of seed s
+            rows = (keep * n + torch.arange(n)).reshape(-1)
+            theta, a_last, a_new, scale = (t[rows] for t in (theta, a_last, a_new, scale))
     k = theta.shape[0] // n
     return growth.best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)(theta)
 
@@ -107,6 +120,19 @@ def main():
             if v in ("default", "folds"):  # the library's default / folds only
                 th = orig_grow(theta, d0, depth, a_last, x, y, train, predict, [],
                                warp=warp and v == "default")
+            elif v.startswith("prune"):  # prune<keep>-<depth>: warp first, then prune
+                keep, at = (int(t) for t in v[5:].split("-"))
+                sched = ["warp"] + ["fold"] * (steps - 1)
+                rows = [p for p in paths18 for _ in range(n)]
+                th = grow_rows(theta.repeat(len(paths18), 1), a_last.repeat(len(paths18)), rows,
+                               d0, depth, x, y, train, predict, n, sched, prune=(at, keep))
+            elif v.startswith("sched-"):  # e.g. sched-wffw: w = warp, f = fold, per added layer
+                sched = [{"w": "warp", "f": "fold"}[c] for c in v[6:]]
+                if len(sched) != steps:
+                    raise SystemExit(f"{v}: give {steps} letters, one per added layer")
+                rows = [p for p in paths18 for _ in range(n)]
+                th = grow_rows(theta.repeat(len(paths18), 1), a_last.repeat(len(paths18)), rows,
+                               d0, depth, x, y, train, predict, n, sched)
             elif v.startswith("warp"):
                 sched = ["fold"] * steps
                 sched[0 if "first" in v else -1] = "warp"
