@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--variants", nargs="+", default=["folds", "warp-first", "warp-last"])
+    ap.add_argument("--points", type=int, default=None,
+                    help="training points (default max(4096, 4 * 2^depth), as experiments/depth.py)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -175,7 +177,8 @@ def main():
     growth.best_rows = spy_best_rows
     growth.grow = multi
     t_fit = time.perf_counter()
-    fit(args.target, depth=args.depth, seeds=args.seeds, points=4096, count=False, optimum=False)
+    fit(args.target, depth=args.depth, seeds=args.seeds, count=False, optimum=False,
+        points=args.points or max(4096, 4 * 2**args.depth))
     print(f"total {time.perf_counter() - t_fit:.0f} s")
     if args.json:
         with open(args.json, "w") as fh:

@@ -509,7 +509,7 @@ def show_train(out: dict) -> str:
         eff = out["efficiency_mean"]
         lines.append(f"optimum with {out['optimal_pieces']} pieces {out['optimal_mse']:.3e}; "
                      f"efficiency (optimum / achieved training MSE, mean) "
-                     f"{_num(eff, '.3f')}" + _efficiency_note(out))
+                     f"{_num(eff, '.3g')}" + _efficiency_note(out))  # 1e-05, not 0.000
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
     if out.get("out"):

@@ -272,6 +272,17 @@ def test_train_summary_states_the_constructions_piece_count():
     assert "construction has" not in show_train(old)
 
 
+def test_a_small_efficiency_is_printed_with_its_digits():
+    # depth 10: optimum ~6e-15 against ~5e-10 achieved; "0.000" said nothing
+    from relu_regions.cli import show_train
+    from relu_regions.training.trainer import Phase, fit
+
+    out = fit("x**3", depth=3, seeds=1, starts=1, phase1=Phase("lm", 3),
+              phase2=Phase("lm", 3)).summary()
+    for eff, shown in ((1.234e-5, "mean) 1.23e-05"), (0.4717, "mean) 0.472")):
+        assert shown in show_train(dict(out, efficiency_mean=eff))
+
+
 # --------------------------------------------------------------------------------------------
 # Issue 15: what a new user hits
 
