@@ -1,6 +1,7 @@
 """The depth-dependent defaults (training/auto.py) and that fit applies them when left unset."""
 
 import pytest
+import torch
 
 from relu_regions.training.auto import (GROW_ABOVE, GROW_FROM, POINTS_PER_PIECE, auto_points,
                                         auto_settings)
@@ -69,6 +70,12 @@ def test_fit_grows_with_the_warp_layer_first_unless_told(warp):
     first = r.models[0][0]
     is_warp = bool((first.weight == 1).all() and (first.bias[1:] < 0).all())
     assert is_warp is warp
+    if warp:  # the hinges come from the training data's curvature (phase 2 had no steps)
+        from relu_regions.training.growth import curvature_hinges
+
+        x, y = (torch.as_tensor(v, dtype=torch.float64) for v in (r.data.x, r.data.y))
+        assert torch.allclose(-first.bias[1:].detach(), torch.tensor(curvature_hinges(x, y),
+                                                                      dtype=first.bias.dtype))
 
 
 @pytest.mark.parametrize("depth", [7, 8])

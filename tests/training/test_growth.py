@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relu_regions.training.functional import mlp_forward, raw_shapes, unflatten_layers
-from relu_regions.training.growth import insert_warp
+from relu_regions.training.growth import curvature_hinges, insert_warp
 
 
 def _forward(theta, depth, x):
@@ -51,3 +51,19 @@ def test_the_warp_layer_reads_the_input_and_its_hinges():
     moved = grown.clone()
     unflatten_layers(moved, raw_shapes(depth + 1))[1][0][0, :, 1] = 0.5  # a view into moved
     assert not torch.allclose(_forward(moved, depth + 1, x), _forward(grown, depth + 1, x))
+
+
+def test_curvature_hinges_follow_the_optimal_knot_density():
+    # |f''|^(2/5) for x^3 on [0, 1]: the quantiles (j/4)^(5/7); inside the data's range and
+    # increasing even on noise; the order of the samples does not matter.
+    x = torch.linspace(0, 1, 4001, dtype=torch.float64)
+    got = torch.tensor(curvature_hinges(x, x**3), dtype=torch.float64)
+    want = torch.tensor([(j / 4) ** (5 / 7) for j in (1, 2, 3)], dtype=torch.float64)
+    assert (got - want).abs().max() < 0.02
+    noise = torch.randn(x.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    h = curvature_hinges(2 * x - 1, noise)
+    assert -1 < h[0] < h[1] < h[2] < 1
+    perm = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))
+    assert curvature_hinges(x[perm], (x**3)[perm]) == curvature_hinges(x, x**3)
+    high = curvature_hinges(x, x**11)  # curvature near 1: hinges there
+    assert high[0] > 0.6 and all(a < b for a, b in zip(high, high[1:]))
