@@ -126,7 +126,8 @@ def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
     at a depth; ``predict(theta, depth)`` evaluates it.
 
     ``warp``: the first added layer is a warp of the input (:func:`insert_warp`) instead of a
-    fold; the later ones fold as before (on x^3 at depth 10 this halved the mean error,
+    fold, its hinges at :func:`curvature_hinges`; the later ones fold as before (on x^3 at
+    depth 10 the mean error fell from 8.0e-10 to 3.2e-10,
     docs/training.md; ``auto.use_warp`` decides when).
 
     Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
