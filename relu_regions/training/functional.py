@@ -97,14 +97,16 @@ def _hidden_masks(layers, x):
     return hs, masks
 
 
-def _deltas(layers, masks):
-    """delta_k = d out / d z_k (N, o, n) per layer: delta_L = 1, (W_{k+1}' delta_{k+1}) * mask_k."""
+def _deltas(layers, masks, matmul=torch.bmm):
+    """delta_k = d out / d z_k (N, o, n) per layer: delta_L = 1, (W_{k+1}' delta_{k+1}) * mask_k.
+
+    ``matmul``: :func:`_small_matmul` where n counts runs, not points (its docstring says why)."""
     w_last = layers[-1][0]
     delta = torch.ones(w_last.shape[0], 1, masks[0].shape[-1] if masks else 1,
                        dtype=w_last.dtype, device=w_last.device)
     out = [delta]
     for k in range(len(layers) - 1, 0, -1):
-        delta = torch.bmm(layers[k][0].transpose(1, 2), delta) * masks[k - 1]
+        delta = matmul(layers[k][0].transpose(1, 2), delta) * masks[k - 1]
         out.append(delta)
     return out[::-1]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .functional import _hidden_masks, _jacobian_rows, _small_matmul, mlp_jacobian
+from .functional import _deltas, _hidden_masks, _jacobian_rows, _small_matmul, mlp_jacobian
 
 
 class RunProjection:
@@ -144,14 +144,10 @@ def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
     for (w, b), on in zip(layers[:-1], pattern):
         h = (b.unsqueeze(-1) + _small_matmul(w, h)) * on.repeat_interleave(2, dim=2)
         hs.append(h)
-    delta = torch.ones_like(pattern[0][:, :1]) if pattern else xs.new_ones(n_seeds, 1, 1)
-    deltas = [delta]
-    for k in range(len(layers) - 1, 0, -1):
-        delta = _small_matmul(layers[k][0].transpose(1, 2), delta) * pattern[k - 1]
-        deltas.append(delta)
+    deltas = _deltas(layers, pattern, _small_matmul)  # per run: (N, o, R)
     bias_factor = torch.stack([runs.counts.sqrt(), torch.zeros_like(runs.counts)], dim=2)
     rows = _jacobian_rows(layers, [runs.rows_from_ends(h[..., 0::2], h[..., 1::2]) for h in hs],
-                          [d.repeat_interleave(2, dim=2) for d in deltas[::-1]],
+                          [d.repeat_interleave(2, dim=2) for d in deltas],
                           bias_factor.reshape(n_seeds, 1, -1))
     return rows.transpose(1, 2), runs.projection(order)
 

@@ -106,8 +106,9 @@ class LM(Optimizer):
     parameters moved in the last step (a rejected step leaves them as they were); a seed rejected
     at the largest damping is at a fixed point (the same state gives the same rejected step) and
     stops. With a :func:`row_wise` model, J is computed for those seeds only and the trial step
-    predicted for the seeds still moving (docs/training.md, "Cost"). ``model.jacobian(theta)`` returns a plain (N, n, P) tensor or the compact pair (rows
-    per activation run, Q') of :func:`~relu_regions.training.jacobians.mlp_jacobian_runs`.
+    predicted for the seeds still moving (docs/training.md, "Cost"). ``model.jacobian(theta)``
+    returns a plain (N, n, P) tensor or the compact pair (rows per activation run, Q') of
+    :func:`~relu_regions.training.jacobians.mlp_jacobian_runs`.
     Every per-seed product and solve runs on that seed's own rows, so a seed's result is the same,
     bit for bit, whichever seeds share the batch.
 
