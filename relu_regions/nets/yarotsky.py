@@ -228,7 +228,8 @@ def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
     error is not above the input's: the input weights are one point of the family, so only
     rounding could make it worse.
     """
-    from ..analysis.limits import net_l2_mse  # the exact counter (numba) loads only here
+    # here: the exact counter (numba) loads only when a refit is asked for
+    from ..analysis.limits import _gauss_points, net_l2_mse
     from ..analysis.regions import count_regions
 
     lo, hi = check_interval(interval)
@@ -244,10 +245,7 @@ def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
         raise InputError(f"the hidden layers from {first} on must all have {width} units")
     mse_before = net_l2_mse(net, f, (lo, hi))[0]
     nodes = np.concatenate([[lo], count_regions(net, lo, hi).breakpoints, [hi]])
-    xi, wi = np.polynomial.legendre.leggauss(order)
-    h = np.diff(nodes)
-    gx = (nodes[:-1, None] + h[:, None] * (0.5 * (xi + 1.0))).ravel()
-    gw = (0.5 * h[:, None] * wi).ravel()
+    gx, gw = (a.ravel() for a in _gauss_points(nodes, order)[:2])
     others = [k for k in range(width) if k != unit]
 
     def features(points):
