@@ -21,6 +21,11 @@ POINTS_PER_PIECE = 4
 # fold instead of two (depth 8) it lost on the one seed tried, so shorter growths fold only.
 WARP_MIN_ADDED = 4
 MIN_POINTS = 500  # the library's dense default (targets.dense)
+# fit's optimum column (the best fit of the training data with as many pieces as the net can
+# have): from this many pieces on it is the curvature start refined once, without the dynamic-
+# programming start (work pieces * n^2) and the restarts, which took minutes from depth 8 on
+# (964 s at depth 10 on 4096 points) and found the same MSE on x^3 at 64 and 256 pieces.
+QUICK_OPTIMUM_PIECES = 256
 TWO_PHASE = ("pretrain", "pretrain-thm31")
 
 
@@ -49,9 +54,3 @@ def use_warp(depth: int, grow_from: int, warp: bool = True, dims: int = 1) -> bo
     """Whether a growth from ``grow_from`` to ``depth`` starts with the warp layer: when the
     ``warp`` setting allows it, the input is 1D, and at least WARP_MIN_ADDED layers are added."""
     return bool(warp) and dims == 1 and depth - grow_from >= WARP_MIN_ADDED
-
-# fit's optimum column (the best fit of the training data with as many pieces as the net can
-# have): from this many pieces on it is the curvature start refined once, without the dynamic-
-# programming start (work pieces * n^2) and the restarts, which took minutes from depth 8 on
-# (964 s at depth 10 on 4096 points) and found the same MSE on x^3 at 64 and 256 pieces.
-QUICK_OPTIMUM_PIECES = 256
