@@ -183,7 +183,9 @@ def _axis(name, value, plural) -> tuple:
         elif name in LIST_VALUED and isinstance(v, list):
             v = tuple(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
                       for x in v)
-        _check_value(FitConfig(method="kaiming", depth=MAX_DEPTH), name, v)
+        # width != 4 is for the baselines; every other field is checked on the default method
+        base = FitConfig(depth=MAX_DEPTH)
+        _check_value(base.replace(method="kaiming") if name == "width" else base, name, v)
         out.append(v)
     for v in out:
         if out.count(v) > 1:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..validation import (check_choice, check_device, check_float, check_int, check_interval,
                           is_int)
-from .auto import WARP_MIN_ADDED
+from .auto import TWO_PHASE, WARP_MIN_ADDED
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
 PARAMETERIZATIONS = ("sp", "gmp")
@@ -216,6 +216,15 @@ class FitConfig:
         if self.grow_from is not None:
             check_int(self.grow_from, "grow_from", low=1, high=self.depth,
                       hint="a depth between 1 and depth")
+        # Several starts and growth act through phase 1: asked of a baseline, they are refused,
+        # not ignored (starts=1 and grow_from=depth are what a baseline does anyway).
+        if self.method not in TWO_PHASE:
+            for name, inert in (("starts", 1), ("grow_from", self.depth)):
+                if getattr(self, name) not in (None, inert):
+                    raise InputError(
+                        f"{name} applies to the two-phase methods ({', '.join(TWO_PHASE)}); "
+                        f"{self.method} trains one net per seed from its own initialization: "
+                        f"leave {name} out")
         for name in ("count", "optimum", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")

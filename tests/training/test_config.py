@@ -175,3 +175,14 @@ def test_phase_spellings_are_read_when_the_config_is_built():
     for spelling in ("lm:20", ("lm", 20), ("lm", 20, 1e-3), Phase("lm", 20)):
         assert FitConfig(phase1=spelling).phase1 == Phase("lm", 20, 1e-3)
         assert FitConfig().replace(phase2=spelling).phase2 == Phase("lm", 20, 1e-3)
+
+
+@pytest.mark.parametrize("method", ["kaiming", "raai", "skip"])
+def test_a_baseline_refuses_starts_and_growth_instead_of_ignoring_them(method):
+    """Starts and growth act through phase 1; a one-phase method would silently drop them."""
+    for inert in (dict(starts=1), dict(grow_from=3), dict()):  # what a baseline does anyway
+        FitConfig(method=method, depth=3, **inert).validate()
+    for name, value in (("starts", 2), ("grow_from", 2)):
+        with pytest.raises(InputError, match=f"{name} applies to the two-phase methods"):
+            FitConfig(method=method, depth=3, **{name: value}).validate()
+    FitConfig(method="pretrain", depth=3, starts=2, grow_from=2).validate()
