@@ -13,7 +13,7 @@ growth time) / seeds, so the column compares variants within one run.
 
 Variants:
 - ``default``: ``growth.grow`` as ``fit`` calls it (18 paths, best path per seed at the end;
-  from 4 added layers on, the first is the warp layer: the same as ``warp-first`` then).
+  from 3 added layers on (``auto.WARP_MIN_ADDED``), the first is the warp layer: the same as ``warp-first`` then).
 - ``folds``: ``growth.grow`` with folds only (the default before the warp layer).
 - ``warp-first`` / ``warp-last``: the 18 paths, but one of the added layers is a warp layer
   (``growth.insert_warp``: a new first hidden layer u = relu(x - lo) + sum_j c_j relu(x - k_j),
@@ -23,6 +23,9 @@ Variants:
   seed's K best paths (training MSE) go on: less work on the deepest, dearest layers.
 - ``sched-<letters>`` (e.g. ``sched-wffw``): the 18 paths with one letter per added layer, ``w`` a
   warp layer, ``f`` a fold.
+- ``cross<W>`` (e.g. ``cross10``): the default (warp first, curvature hinges), but each fold's
+  level, a_new, moves within +-W/100 of the path's own to where the last layer's readout g
+  crosses it most often (each crossing is a new kink); ``cross0`` is the default exactly.
 - ``diverse3`` / ``diverse2``: grow the 3 / 2 best depth-6 starts per seed, 6 / 9 paths each
   (18 rows per seed in all, as the default).
 """
@@ -46,8 +49,29 @@ NINE_A = tuple((a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0))
 NINE_B = tuple((a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0))
 
 
+def snap_levels(theta, d, a_last, x, a_path, window):
+    """Per row, the fold level (a fraction of g's range, as a_new) within +-window of the path's
+    a_new at which g = t1/a - t2/(a(1-a)) crosses most often: each crossing is a new kink."""
+    from relu_regions.training.functional import unflatten_layers
+    layers = unflatten_layers(theta, raw_shapes(d))
+    n = theta.shape[0]
+    h = x.reshape(1, -1, 1).expand(n, -1, 1)
+    for w, b in layers[:-1]:
+        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    g = h[..., 1] / a_last[:, None] - h[..., 2] / (a_last * (1 - a_last))[:, None]
+    g_min = g.amin(dim=1)
+    amp = (g.amax(dim=1) - g_min).clamp_min(1e-300)
+    offs = torch.linspace(-window, window, 21, dtype=g.dtype)
+    offs = offs[torch.argsort(offs.abs(), stable=True)]  # ties go to the path's own level
+    cand = (a_path[:, None] + offs[None]).clamp(0.05, 0.95)
+    levels = g_min[:, None] + cand * amp[:, None]
+    above = g[:, :, None] > levels[:, None, :]
+    crossings = (above[:, 1:] != above[:, :-1]).sum(dim=1)  # (n, 21)
+    return cand[torch.arange(n), crossings.argmax(dim=1)]
+
+
 def grow_rows(theta, a_last, paths, d0, depth, x, y, train, predict, n, schedule, knots=None,
-              prune=None):
+              prune=None, snap=None):
     """Rows j*n + s (try j of seed s) grown from d0 to depth; ``paths``: one (a_new, S) per row;
     ``schedule``: "fold" or "warp" per added layer. Best row per seed at the end. ``prune``
     (depth, keep): after training at that depth keep each seed's ``keep`` best rows."""
@@ -56,8 +80,9 @@ def grow_rows(theta, a_last, paths, d0, depth, x, y, train, predict, n, schedule
     hist: list = []
     for d, kind in zip(range(d0, depth), schedule):
         if kind == "fold":
-            theta = growth.insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
-            a_last = a_new
+            level = a_new if snap is None else snap_levels(theta, d, a_last, x, a_new, snap)
+            theta = growth.insert_layer(theta, d, a_last, x, y, a_new=level, S=scale, by_range=True)
+            a_last = level
         else:
             theta = growth.insert_warp(theta, d, x, knots=knots)
         theta = train(theta, hist, d + 1)
@@ -140,6 +165,12 @@ def main():
                 rows = [p for p in paths18 for _ in range(n)]
                 th = grow_rows(theta.repeat(len(paths18), 1), a_last.repeat(len(paths18)), rows,
                                d0, depth, x, y, train, predict, n, sched)
+            elif v.startswith("cross"):  # cross<window%>: warp first, folds at the level of most crossings
+                sched = ["warp"] + ["fold"] * (steps - 1)
+                rows = [p for p in paths18 for _ in range(n)]
+                th = grow_rows(theta.repeat(len(paths18), 1), a_last.repeat(len(paths18)), rows,
+                               d0, depth, x, y, train, predict, n, sched,
+                               knots=growth.curvature_hinges(x, y), snap=int(v[5:]) / 100)
             elif v.startswith("warp"):
                 sched = ["fold"] * steps
                 sched[0 if "first" in v else -1] = "warp"

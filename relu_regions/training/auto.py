@@ -17,9 +17,10 @@ GROW_ABOVE = 6
 # samples of a convex function, so 4 per possible piece keeps even 2^d pieces from interpolating.
 POINTS_PER_PIECE = 4
 # The warp layer (growth.insert_warp) replaces the first fold of a growth that adds at least
-# this many layers: at depth 10 grown from 6 it halved the x^3 mean (docs/training.md); with one
-# fold instead of two (depth 8) it lost on the one seed tried, so shorter growths fold only.
-WARP_MIN_ADDED = 4
+# this many layers: at depth 10 grown from 6 it halved the x^3 mean, at depth 9 it gained 2.5x
+# on 4096 points and tied on 2048; at depth 8 (one fold left) it lost on 1024 points and won on
+# 4096, so that short a growth folds only (docs/training.md, 10 seeds each).
+WARP_MIN_ADDED = 3
 MIN_POINTS = 500  # the library's dense default (targets.dense)
 # fit's optimum column (the best fit of the training data with as many pieces as the net can
 # have): from this many pieces on it is the curvature start refined once, without the dynamic-
