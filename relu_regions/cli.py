@@ -489,6 +489,9 @@ def show_train(out: dict) -> str:
     if out.get("shape") == "radial":  # F_out(F_in(x, y)): two constructions stacked
         depth += f" per construction ({2 * out['depth']} hidden layers, radial)"
     lines = [f"{out['method']} on {out['target']}, {depth}, {seeds} ({out['seconds']:.1f} s)"]
+    how = _how_trained(out.get("training") or {}, out["depth"])
+    if how:
+        lines.append(how)
     if out.get("inputs") == 2:
         lines.append("2D fit: the target uses y or r (or the CSV has 3 columns), so the nets take "
                      "two inputs (x, y)")
@@ -517,6 +520,25 @@ def show_train(out: dict) -> str:
         lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png,{pieces} "
                      "checkpoints/")
     return "\n".join(lines)
+
+
+def _how_trained(training: dict, depth: int) -> str:
+    """'2048 training points; 16 starts per seed; grown from depth 6 (a warp layer, 2 folds)'."""
+    parts = []
+    if training.get("points"):
+        parts.append(f"{training['points']} training points")
+    if training.get("starts"):
+        parts.append(f"{_plural(training['starts'], 'start')} per seed")
+    grow_from = training.get("grow_from")
+    if grow_from is not None and grow_from < depth:
+        folds = depth - grow_from - bool(training.get("warp"))
+        kind = ("a warp layer, then " if training.get("warp") else "") + _plural(folds, "fold")
+        parts.append(f"grown from depth {grow_from} ({kind})")
+    return "; ".join(parts)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _per_seed(regions, pieces, shown: int = 8) -> str:
@@ -551,6 +573,8 @@ def _pieces_note(out: dict) -> str:
         return "(along the diagonal of the input box)"
     if out.get("shape") == "dc":
         return f"(two constructions: up to {out['max_pieces']})"
+    if out.get("method") in ("kaiming", "raai"):  # random init: no construction in the net
+        return f"(a depth-{out['depth']} construction has {out['max_pieces']})"
     return f"(the construction has {out['max_pieces']}; raw training may add or lose some)"
 
 

@@ -56,7 +56,9 @@ CASES = [
     (T + ["--target", "x**3", "--shape", "radial"], "2D inputs"),
     (T + ["--target", "x**2 + y**2", "--shape", "dc"], "1D inputs"),
     (T + ["--target", "x**3 - x", "--interval=-1,1", "--shape", "dc", "--grow-from", "1"],
-     "single construction"),
+     "this fit's shape is 'dc'"),
+    (T + ["--target", "sin(6*x)", "--depth", "3", "--grow-from", "2"],
+     "shape is 'dc' (chosen by shape='auto'"),
     (T + ["--target", "x**3", "--shape", "wavy"], "invalid choice"),
     # count
     (["count", "--depth", "3", "--a", "1.5"], "outside (0, 1)"),

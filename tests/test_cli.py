@@ -183,9 +183,9 @@ def test_train_from_csv_on_a_negative_interval(capsys, tmp_path):
     (["--target", "log(x)", "--interval=-1,1"], "not finite"),
     ([], "exactly one of"),
     # settings that would change nothing are refused, not ignored
-    (["--target", "x**3", "--method", "kaiming", "--starts", "3"], "starts applies to the two"),
+    (["--target", "x**3", "--method", "kaiming", "--starts", "3"], "starts=3 applies to the two"),
     (["--target", "x**3", "--method", "raai", "--depth", "3", "--grow-from", "2"],
-     "grow_from applies to the two"),
+     "grow_from=2 applies to the two"),
 ])
 def test_train_bad_input_runs_nothing_and_writes_nothing(argv, fragment, capsys, tmp_path,
                                                          monkeypatch):
@@ -274,6 +274,25 @@ def test_train_summary_states_the_constructions_piece_count():
     assert "two constructions: up to 7" in show_train(dc)
     old = {k: v for k, v in convex.items() if k != "max_pieces"}  # metrics from before the field
     assert "construction has" not in show_train(old)
+
+
+def test_train_summary_says_how_the_fit_trained():
+    """Points, starts and growth that fit chose are printed (and in --json as "training")."""
+    from relu_regions.cli import show_train
+    from relu_regions.training.trainer import Phase, fit
+
+    quick = dict(seeds=1, optimum=False, count=False, phase1=Phase("lm", 2),
+                 phase2=Phase("lm", 8))
+    grown = fit("x**3", depth=4, grow_from=1, starts=2, points=300, **quick).summary()
+    assert grown["training"] == {"points": 300, "starts": 2, "grow_from": 1, "warp": True}
+    assert ("300 training points; 2 starts per seed; grown from depth 1 (a warp layer, then 2 "
+            "folds)") in show_train(grown)
+    folds = fit("x**3", depth=3, grow_from=2, starts=1, warp=False, **quick).summary()
+    assert "1 start per seed; grown from depth 2 (1 fold)" in show_train(folds)
+    base = fit("x**3", depth=3, method="kaiming", **quick).summary()
+    assert base["training"] == {"points": 500}
+    text = show_train(base)
+    assert "500 training points\n" in text and "a depth-3 construction has 8" in text
 
 
 def test_a_small_efficiency_is_printed_with_its_digits():

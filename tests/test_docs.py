@@ -18,12 +18,13 @@ FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!--\s*no-test:\s*(.*?)\s*-->")
 
 
-def python_blocks(path: Path) -> list[tuple[int, str, str | None]]:
-    """(line of the fence, code, no-test reason or None) for each ```python block."""
+def python_blocks(path: Path, language: str = "python") -> list[tuple[int, str, str | None]]:
+    """(line of the fence, code, no-test reason or None) for each ```python (or ```language)
+    block."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(lines):
-        if lines[i].strip() == "```python":
+        if lines[i].strip() == "```" + language:
             start = i
             j = i + 1
             while j < len(lines) and lines[j].strip() != "```":
@@ -88,3 +89,20 @@ def test_block_extraction_and_markers(tmp_path):
     md.write_text("text\n```python\na = 1\n```\n\n<!-- no-test: slow -->\n```python\nb = a\n```\n"
                   "```bash\nls\n```\n")
     assert python_blocks(md) == [(2, "a = 1\n", None), (7, "b = a\n", "slow")]
+
+
+TOML_CASES = [(path, line) for path in FILES for line, _, _ in python_blocks(path, "toml")]
+
+
+@pytest.mark.parametrize("path,line", TOML_CASES, ids=[f"{p.name}:{n}" for p, n in TOML_CASES])
+def test_toml_block_is_a_sweep_config_the_tool_accepts(path, line):
+    """A sweep file shown in the docs loads as it stands (every cell's settings checked)."""
+    from relu_regions.sweep.config import tomllib  # tomli before Python 3.11
+    from relu_regions.sweep.grid import parse_config
+
+    code = next(c for n, c, _ in python_blocks(path, "toml") if n == line)
+    assert len(parse_config(tomllib.loads(code)).cells()) > 1
+
+
+def test_the_docs_show_a_sweep_file():
+    assert TOML_CASES  # docs/sweeps.md's example: the test above must have something to load

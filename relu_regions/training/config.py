@@ -151,13 +151,13 @@ class FitConfig:
                           choices=SHAPES)
     starts: object = _setting(None, "starts per seed (random peaks), each through phase 1 and a "
                               f"share of phase 2; the best continues (default {STARTS}; "
-                              f"{GROW_STARTS} when the fit grows)", parse=int)
+                              f"{GROW_STARTS} when the fit grows; two-phase methods only)", parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
                                  "up to --depth (18 insertion paths per seed, the best kept); "
                                  "default: two-phase 1D fits on one construction deeper than 6 "
-                                 "grow from 6, others train directly (D0 = depth: directly)",
+                                 "grow from 6, others train directly (D0 = depth: directly; two-phase methods only)",
                                  metavar="D0", parse=int)
-    warp: bool = _setting(True, f"when growing by {WARP_MIN_ADDED} layers or more (1D), make "
+    warp: bool = _setting(True, f"when a fit grows by {WARP_MIN_ADDED} layers or more (1D), make "
                           "the first added layer a warp of the input (a PL map of x that moves "
                           "every knot) instead of a fold")
     parameterization: str = _setting("sp", "raw-weight training on standard weights (sp) or on "
@@ -215,16 +215,18 @@ class FitConfig:
             check_int(self.starts, "starts", low=1)
         if self.grow_from is not None:
             check_int(self.grow_from, "grow_from", low=1, high=self.depth,
-                      hint="a depth between 1 and depth")
+                      hint="it is the depth trained before growing, at most the fit's depth "
+                           "(equal to it: no growth)")
         # Several starts and growth act through phase 1: asked of a baseline, they are refused,
         # not ignored (starts=1 and grow_from=depth are what a baseline does anyway).
         if self.method not in TWO_PHASE:
             for name, inert in (("starts", 1), ("grow_from", self.depth)):
                 if getattr(self, name) not in (None, inert):
                     raise InputError(
-                        f"{name} applies to the two-phase methods ({', '.join(TWO_PHASE)}); "
-                        f"{self.method} trains one net per seed from its own initialization: "
-                        f"leave {name} out")
+                        f"{name}={getattr(self, name)} applies to the two-phase methods "
+                        f"({', '.join(TWO_PHASE)}); {self.method} trains one net per seed from "
+                        f"its own initialization: leave {name} out (in a sweep, give the "
+                        "baselines a file of their own)")
         for name in ("count", "optimum", "warp"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -225,8 +225,9 @@ class _Fit:
             config.shape, data.x, data.y, data.box, self.d0, thm31=thm31)
         self.single = isinstance(self.layout, K.SumLayout) and len(self.layout.terms) == 1
         if config.grow_from is not None and not self.single:
-            raise InputError(f"grow_from needs a single construction (convex or concave), not "
-                             f"{config.shape!r}")
+            chosen = " (chosen by shape='auto' for this target)" if config.shape == "auto" else ""
+            raise InputError(f"grow_from needs one construction on a 1D target (shape convex or "
+                             f"concave); this fit's shape is {self.shape!r}{chosen}")
         self.full = (self.layout if self.d0 == config.depth else
                      K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
                                     thm31=thm31)[0])

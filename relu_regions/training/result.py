@@ -112,7 +112,21 @@ class FitResult:
             "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
             "efficiency_mean": _finite_mean(self.efficiency),
             "diverged": self.diverged, "seconds": round(self.seconds, 3),
+            "training": self.training,
         }
+
+    @property
+    def training(self) -> dict:
+        """What ``fit`` chose where the settings were left unset: training points and, for the
+        two-phase methods, starts per seed, the depth grown from and whether a warp layer was
+        added (docs/training.md, "The library's default by depth")."""
+        from .auto import TWO_PHASE
+
+        out = {"points": None if self.data is None else int(len(self.data.x))}
+        if self.method in TWO_PHASE:
+            p = self.phases or {}
+            out.update(starts=p.get("starts"), grow_from=p.get("grow_from"), warp=p.get("warp"))
+        return out
 
     @property
     def held_out(self) -> bool:

@@ -181,7 +181,7 @@ def test_shapes_are_checked_against_the_input():
         K.build_layout("dc", grid(), grid()[:, 0], [(-1, 1)] * 2, 3, True)
     with pytest.raises(InputError, match="not one of"):
         K.build_layout("wavy", x, x, [(0, 1)], 3, True)
-    with pytest.raises(InputError, match="single construction"):
+    with pytest.raises(InputError, match="one construction on a 1D target"):
         fit("x**3 - x", interval=(-1, 1), depth=3, seeds=1, grow_from=2, shape="dc")
 
 

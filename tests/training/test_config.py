@@ -183,6 +183,6 @@ def test_a_baseline_refuses_starts_and_growth_instead_of_ignoring_them(method):
     for inert in (dict(starts=1), dict(grow_from=3), dict()):  # what a baseline does anyway
         FitConfig(method=method, depth=3, **inert).validate()
     for name, value in (("starts", 2), ("grow_from", 2)):
-        with pytest.raises(InputError, match=f"{name} applies to the two-phase methods"):
+        with pytest.raises(InputError, match=f"{name}={value} applies to the two-phase methods"):
             FitConfig(method=method, depth=3, **{name: value}).validate()
     FitConfig(method="pretrain", depth=3, starts=2, grow_from=2).validate()
