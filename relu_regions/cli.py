@@ -489,7 +489,9 @@ def show_train(out: dict) -> str:
     if out.get("shape") == "radial":  # F_out(F_in(x, y)): two constructions stacked
         depth += f" per construction ({2 * out['depth']} hidden layers, radial)"
     lines = [f"{out['method']} on {out['target']}, {depth}, {seeds} ({out['seconds']:.1f} s)"]
-    how = _how_trained(out.get("training") or {}, out["depth"])
+    from .training.result import describe_training
+
+    how = describe_training(out.get("training") or {}, out["depth"])
     if how:
         lines.append(how)
     if out.get("inputs") == 2:
@@ -520,25 +522,6 @@ def show_train(out: dict) -> str:
         lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png,{pieces} "
                      "checkpoints/")
     return "\n".join(lines)
-
-
-def _how_trained(training: dict, depth: int) -> str:
-    """'2048 training points; 16 starts per seed; grown from depth 6 (a warp layer, 2 folds)'."""
-    parts = []
-    if training.get("points"):
-        parts.append(f"{training['points']} training points")
-    if training.get("starts"):
-        parts.append(f"{_plural(training['starts'], 'start')} per seed")
-    grow_from = training.get("grow_from")
-    if grow_from is not None and grow_from < depth:
-        folds = depth - grow_from - bool(training.get("warp"))
-        kind = ("a warp layer, then " if training.get("warp") else "") + _plural(folds, "fold")
-        parts.append(f"grown from depth {grow_from} ({kind})")
-    return "; ".join(parts)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _per_seed(regions, pieces, shown: int = 8) -> str:

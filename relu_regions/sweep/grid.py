@@ -48,7 +48,7 @@ from ..validation import check_int, env_defaults, json_safe, one_line
 from .config import SweepConfig, load_config, parse_config, show as _show  # noqa: F401
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
-              "status", "error")
+              "trained", "status", "error")
 SUMMARY_FIELDS = ("target", "depth", "method", "n_cells", "n_ok", "n_diverged", "n_failed",
                   "mse_mean", "mse_min", "mse_median", "train_mse_mean", "pieces_mean")
 FILES = ("results.csv", "results.json", "summary.csv", "sweep.png")
@@ -73,6 +73,7 @@ def run_cell(cell: dict) -> dict:
     try:
         from ..training import fitting
         from ..training.config import FitConfig
+        from ..training.result import describe_training
 
         settings = {k: v for k, v in cell.items() if k not in ("seed", "varied")}
         config = FitConfig.from_dict(settings).replace(seeds=[cell["seed"]], optimum=False,
@@ -80,11 +81,13 @@ def run_cell(cell: dict) -> dict:
         res = fitting.fit(config=config)
         mse, train_mse = float(res.mse[0]), float(res.train_mse[0])
         ok = math.isfinite(mse)
+        # starts and growth as fit chose them: a setting that changed nothing shows here
         row.update(mse=mse, train_mse=train_mse, pieces=int(res.pieces[0]),
+                   trained=describe_training(res.training, res.depth, points=False),
                    status="ok" if ok else "diverged",
                    error="" if ok else "training diverged (non-finite MSE)")
     except Exception as err:  # noqa: BLE001 - one cell's failure must not stop the sweep
-        row.update(mse=None, train_mse=None, pieces=None, status="failed", error=one_line(err))
+        return {**_failed_row(cell, err), "seconds": round(time.perf_counter() - start, 3)}
     row["seconds"] = round(time.perf_counter() - start, 3)
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
@@ -106,8 +109,8 @@ def _row_key(cell) -> dict:
 
 def _failed_row(cell: dict, err: BaseException) -> dict:
     row = _row_key(cell)
-    row.update(mse=None, train_mse=None, pieces=None, seconds=None, status="failed",
-               error=one_line(err))
+    row.update(mse=None, train_mse=None, pieces=None, seconds=None, trained="",
+               status="failed", error=one_line(err))
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 

@@ -172,3 +172,23 @@ def _finite_mean(values):
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else None
+
+
+def describe_training(training: dict, depth: int, points: bool = True) -> str:
+    """:attr:`FitResult.training` in words: '2048 training points; 16 starts per seed; grown from
+    depth 6 (a warp layer, then 2 folds)' (``points=False``: without the first part)."""
+    parts = []
+    if points and training.get("points"):
+        parts.append(f"{training['points']} training points")
+    if training.get("starts"):
+        parts.append(f"{_plural(training['starts'], 'start')} per seed")
+    grow_from = training.get("grow_from")
+    if grow_from is not None and grow_from < depth:
+        folds = depth - grow_from - bool(training.get("warp"))
+        kind = ("a warp layer, then " if training.get("warp") else "") + _plural(folds, "fold")
+        parts.append(f"grown from depth {grow_from} ({kind})")
+    return "; ".join(parts)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"

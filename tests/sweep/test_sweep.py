@@ -255,3 +255,19 @@ def test_a_worker_that_dies_fails_only_its_cell(tmp_path, monkeypatch):
     res = S.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out", workers=2)
     assert [r["status"] for r in res.rows] == ["ok", "failed", "ok"]
     assert res.rows[1]["error"] == S.DIED
+
+
+def test_the_trained_column_shows_what_fit_chose(tmp_path):
+    """A warp axis: with 3 added layers the two rows differ in how they grew; with 1 added layer
+    (no warp either way) they say the same, so a setting that changed nothing is visible."""
+    cfg = S.parse_config({"target": "x**3", "depth": [2, 4], "seeds": 1, "points": 60,
+                          "grow_from": 1, "starts": 1, "warp": [True, False],
+                          "phase1": "lm:2", "phase2": "lm:4"})
+    rows = S.run_sweep(cfg, tmp_path / "out", workers=0).rows
+    trained = {(r["depth"], r["warp"]): r["trained"] for r in rows}
+    assert trained[4, True] == "1 start per seed; grown from depth 1 (a warp layer, then 2 folds)"
+    assert trained[4, False] == "1 start per seed; grown from depth 1 (3 folds)"
+    assert trained[2, True] == trained[2, False] == "1 start per seed; grown from depth 1 (1 fold)"
+    base = S.run_cell({"target": "x**3", "depth": 2, "method": "kaiming", "seed": 0,
+                       "points": 60, "phase1": "lm:2", "phase2": "lm:4", "varied": []})
+    assert base["status"] == "ok" and base["trained"] == ""
