@@ -458,8 +458,9 @@ def _stored_every(argv):
 def _train_output(result, out_dir, force, command) -> dict:
     out = result.summary()
     if out_dir is not None:
-        result.save(out_dir, force=force, command=command)
+        folder = result.save(out_dir, force=force, command=command)
         out["out"] = str(out_dir)
+        out["files"] = sorted(p.name + "/" * p.is_dir() for p in Path(folder).iterdir())
     return out
 
 
@@ -517,10 +518,8 @@ def show_train(out: dict) -> str:
                      f"{_num(eff, '.3g')}" + _efficiency_note(out))  # 1e-05, not 0.000
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
-    if out.get("out"):
-        pieces = " pieces.csv," if out.get("inputs", 1) == 1 else ""  # 1D only
-        lines.append(f"wrote {out['out']}/metrics.json, fit.png, history.png,{pieces} "
-                     "checkpoints/")
+    if out.get("out"):  # what the folder holds, listed from the folder itself
+        lines.append(f"wrote {out['out']}/: " + ", ".join(out.get("files", [])))
     return "\n".join(lines)
 
 
