@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--target", default="x**3")
     ap.add_argument("--depths", type=int, nargs="+", default=list(range(4, 13)))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST + SEEDS - 1")
     ap.add_argument("--width", type=int, default=4)
     ap.add_argument("--methods", nargs="+", default=["default"], choices=sorted(METHODS))
     ap.add_argument("--points", type=int, default=None,
@@ -88,7 +89,8 @@ def main():
         opt_full = continuous_optimal_pwl(f, 2**d).mse
         opt_matched = continuous_optimal_pwl(f, matched_pieces(p)).mse
         for m in args.methods:
-            r = fit(args.target, depth=d, seeds=args.seeds, width=args.width, points=n_points,
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+            r = fit(args.target, depth=d, seeds=seeds, width=args.width, points=n_points,
                     count=False, optimum=False, **METHODS[m](d))
             errs, pieces = zip(*(net_l2_mse(net.double(), f, (0.0, 1.0)) for net in r.models))
             errs = np.array(errs)
