@@ -485,13 +485,13 @@ def show_report(out: dict) -> str:
 
 
 def show_train(out: dict) -> str:
+    from .training.result import describe_training  # numpy only: keeps --help light
+
     seeds = f"{out['seeds']} seed{'s' if out['seeds'] != 1 else ''}"
     depth = f"depth {out['depth']}"
     if out.get("shape") == "radial":  # F_out(F_in(x, y)): two constructions stacked
         depth += f" per construction ({2 * out['depth']} hidden layers, radial)"
     lines = [f"{out['method']} on {out['target']}, {depth}, {seeds} ({out['seconds']:.1f} s)"]
-    from .training.result import describe_training
-
     how = describe_training(out.get("training") or {}, out["depth"])
     if how:
         lines.append(how)

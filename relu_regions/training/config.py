@@ -151,11 +151,13 @@ class FitConfig:
                           choices=SHAPES)
     starts: object = _setting(None, "starts per seed (random peaks), each through phase 1 and a "
                               f"share of phase 2; the best continues (default {STARTS}; "
-                              f"{GROW_STARTS} when the fit grows; two-phase methods only)", parse=int)
+                              f"{GROW_STARTS} when the fit grows; two-phase methods only)",
+                              parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
                                  "up to --depth (18 insertion paths per seed, the best kept); "
                                  "default: two-phase 1D fits on one construction deeper than 6 "
-                                 "grow from 6, others train directly (D0 = depth: directly; two-phase methods only)",
+                                 "grow from 6, others train directly (D0 = depth: directly; "
+                                 "two-phase methods only)",
                                  metavar="D0", parse=int)
     warp: bool = _setting(True, f"when a fit grows by {WARP_MIN_ADDED} layers or more (1D), make "
                           "the first added layer a warp of the input (a PL map of x that moves "

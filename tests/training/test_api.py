@@ -162,7 +162,8 @@ def test_a_2d_run_folder_lists_only_what_it_wrote(capsys, tmp_path):
     assert code == 0 and "pieces.csv" not in wrote and not (tmp_path / "run" / "pieces.csv").exists()
     assert all((tmp_path / "run" / name).exists() for name in ("metrics.json", "fit.png", "history.png"))
     listed = wrote.split(": ", 1)[1].split(", ")  # exactly the folder's entries
-    assert sorted(listed) == sorted(p.name + "/" * p.is_dir() for p in (tmp_path / "run").iterdir())
+    folder = tmp_path / "run"
+    assert sorted(listed) == sorted(p.name + "/" * p.is_dir() for p in folder.iterdir())
     assert {"train.csv", "history.npz", "checkpoints/"} <= set(listed)
 
 
