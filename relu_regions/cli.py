@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .training.config import MAX_DEPTH
+from .validation import plural
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
@@ -332,11 +333,6 @@ def show_count(out: dict) -> str:
     return "\n".join(lines)
 
 
-def plural(n: int, word: str) -> str:
-    """'1 seed', '3 seeds'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 # ---------------------------------------------------------------------------------------------
 # train
 
@@ -487,7 +483,7 @@ def show_report(out: dict) -> str:
 def show_train(out: dict) -> str:
     from .training.result import describe_training  # numpy only: keeps --help light
 
-    seeds = f"{out['seeds']} seed{'s' if out['seeds'] != 1 else ''}"
+    seeds = plural(out['seeds'], 'seed')
     depth = f"depth {out['depth']}"
     if out.get("shape") == "radial":  # F_out(F_in(x, y)): two constructions stacked
         depth += f" per construction ({2 * out['depth']} hidden layers, radial)"

@@ -82,6 +82,11 @@ def check_choice(value, name: str, allowed) -> str:
     raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}{hint}")
 
 
+def plural(n: int, word: str) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception, prefixed by its type, at most ``limit`` characters."""
     text = str(err).strip().splitlines()

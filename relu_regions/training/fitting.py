@@ -228,6 +228,8 @@ class _Fit:
             chosen = " (chosen by shape='auto' for this target)" if config.shape == "auto" else ""
             raise InputError(f"grow_from needs one construction on a 1D target (shape convex or "
                              f"concave); this fit's shape is {self.shape!r}{chosen}")
+        # the growth starts with the warp layer (training/auto.py); False when nothing grows
+        self.warp = use_warp(config.depth, self.d0, config.warp, data.dims)
         self.full = (self.layout if self.d0 == config.depth else
                      K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
                                     thm31=thm31)[0])
@@ -342,8 +344,7 @@ class _Fit:
             return pick(theta)
         a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
         return growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
-                           self._predict_at, self.history,
-                           warp=use_warp(depth, d0, c.warp, self.data.dims))
+                           self._predict_at, self.history, warp=self.warp)
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2
@@ -421,9 +422,7 @@ class _Fit:
         c = self.config
         return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
                 "parameterization": c.parameterization, "starts": c.n_starts,
-                "grow_from": c.grow_from,
-                "warp": c.grow_from is not None and use_warp(c.depth, c.grow_from, c.warp,
-                                                             self.data.dims)}
+                "grow_from": c.grow_from, "warp": self.warp}
 
 
 def _test_errors(residual, test_y) -> dict:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..validation import json_safe
+from ..validation import json_safe, plural
+from .auto import TWO_PHASE
 
 
 @dataclass
@@ -120,8 +121,6 @@ class FitResult:
         """What ``fit`` chose where the settings were left unset: training points and, for the
         two-phase methods, starts per seed, the depth grown from and whether a warp layer was
         added (docs/training.md, "The library's default by depth")."""
-        from .auto import TWO_PHASE
-
         out = {"points": None if self.data is None else int(len(self.data.x))}
         if self.method in TWO_PHASE:
             p = self.phases or {}
@@ -181,14 +180,10 @@ def describe_training(training: dict, depth: int, points: bool = True) -> str:
     if points and training.get("points"):
         parts.append(f"{training['points']} training points")
     if training.get("starts"):
-        parts.append(f"{_plural(training['starts'], 'start')} per seed")
+        parts.append(f"{plural(training['starts'], 'start')} per seed")
     grow_from = training.get("grow_from")
     if grow_from is not None and grow_from < depth:
         folds = depth - grow_from - bool(training.get("warp"))
-        kind = ("a warp layer, then " if training.get("warp") else "") + _plural(folds, "fold")
+        kind = ("a warp layer, then " if training.get("warp") else "") + plural(folds, "fold")
         parts.append(f"grown from depth {grow_from} ({kind})")
     return "; ".join(parts)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
