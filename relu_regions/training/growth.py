@@ -137,15 +137,27 @@ def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
     k, n = len(INSERT_PATHS), theta.shape[0]
     a_new, scale = (torch.tensor([p[j] for p in INSERT_PATHS], dtype=theta.dtype,
                                  device=theta.device).repeat_interleave(n) for j in (0, 1))
-    theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
     trial_history: list = []
     for d in range(d0, depth):
         if warp and d == d0:
+            # The warp is the same on every path, so it trains once per seed; the paths part at
+            # the first fold (LM treats rows independently: the same as k identical copies).
             theta = insert_warp(theta, d, x, knots=curvature_hinges(x, y))  # a_last stays
         else:
+            if theta.shape[0] == n:
+                theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
+                trial_history = [_copies(h, k) for h in trial_history]
             theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
             a_last = a_new
         theta = train(theta, trial_history, d + 1)
+    if theta.shape[0] == n:  # a warp and no fold: one path
+        history += trial_history
+        return theta
     pick = best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
     history += [pick(h) for h in trial_history]
     return pick(theta)
+
+
+def _copies(t, k: int):
+    """k copies of a batch, stacked as rows j*n + s (the layout of the paths)."""
+    return t.repeat(k, *([1] * (t.dim() - 1)))

@@ -18,7 +18,9 @@ from ..validation import one_line
 from . import optim
 
 # /3: stages keyed by name; the state also holds the fit's config and data (resume needs no argv).
-TRAIN_STATE_FORMAT = "relu-regions-train-state/3"
+# /4: a growth's warp stage trains one row per seed instead of one per insertion path, and the
+# finished stages' loss histories are kept (a resume inside a growth lost phase 1's).
+TRAIN_STATE_FORMAT = "relu-regions-train-state/4"
 
 
 def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
@@ -93,6 +95,9 @@ class Stages:
         self.state = state
         self.outputs = dict(state["outputs"]) if state else {}
         self.finals = dict(state["finals"]) if state else {}
+        # Each finished stage's loss history as it stood at its end (the list a stage appends to
+        # may hold earlier stages' entries too), so replaying it restores the list.
+        self.histories = dict(state["histories"]) if state else {}
         self.total_steps = 0
         self.seen: set = set()
 
@@ -102,6 +107,7 @@ class Stages:
             raise AssertionError(f"stage {name!r} ran twice in one fit")
         self.seen.add(name)
         if name in self.outputs:  # finished before the interruption
+            history[:] = list(self.histories[name])
             if final is not None:
                 final.update(to_device(self.finals[name], theta.device))
             return self.outputs[name].to(theta.device)
@@ -116,6 +122,7 @@ class Stages:
                         keep_last(last, save))
         self.outputs[name] = out.detach().clone()
         self.finals[name] = to_device(last, "cpu")
+        self.histories[name] = list(history)
         if final is not None:
             final.update(last)
         return out
@@ -130,6 +137,7 @@ class Stages:
                  "theta": theta.detach().cpu(), "optimizer": to_device(opt_state, "cpu"),
                  "outputs": {k: o.cpu() for k, o in self.outputs.items()},
                  "finals": self.finals, "history": [h.cpu() for h in history],
+                 "histories": {k: [h.cpu() for h in v] for k, v in self.histories.items()},
                  "meta": self.meta, **self.extra}
         atomic_write(Path(self.path), lambda f: torch.save(state, f))
 
@@ -157,7 +165,8 @@ def load_train_state(path) -> dict:
     if isinstance(fmt, str) and fmt.startswith(ours) and fmt != TRAIN_STATE_FORMAT:
         raise InputError(f"{path} was written by another version of relu-regions ({fmt}; this one "
                          f"reads {TRAIN_STATE_FORMAT}) whose training stages differ (/2 numbered "
-                         "them by call order, /3 names them); start the run again")
+                         "them by call order, /3 trained a warp on every path and lost the loss "
+                         "history of a resumed growth); start the run again")
     if fmt != TRAIN_STATE_FORMAT:
         raise InputError(f"{path} is not a relu-regions training state")
     return state

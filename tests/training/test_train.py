@@ -137,6 +137,8 @@ def test_gmp_phase_two_trains():
     dict(depth=4, phase1=Phase("lm", 20), phase2=Phase("lm", 30)),
     dict(depth=3, phase1=Phase("adam", 20, 1e-2), phase2=Phase("adam", 30, 1e-3), starts=2),
     dict(depth=5, grow_from=3, phase1=Phase("lm", 10), phase2=Phase("lm", 40), starts=2),
+    # Saved and interrupted in a warp stage (one row per seed; the paths part after it):
+    dict(depth=6, grow_from=3, phase1=Phase("lm", 2), phase2=Phase("lm", 40), starts=1),
     dict(depth=3, method="kaiming", parameterization="gmp", phase1=Phase("lm", 10),
          phase2=Phase("lm", 20)),
     # Interrupted after the pick, while the kept starts continue their runs:
@@ -476,6 +478,34 @@ def test_growth_keeps_each_seeds_best_path(monkeypatch):
         monkeypatch.setattr(T, "INSERT_PATHS", (path,))
         alone.append(fit("x**3", **run).train_mse)
     np.testing.assert_allclose(kept, np.min(alone, axis=0), rtol=1e-9, atol=0)
+
+
+def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
+    """With a warp first, every path starts from the same warped net, so that stage trains one
+    row per seed and the paths part at the first fold; the kept net is still each seed's best
+    path, its whole loss history that path's run alone, bit for bit."""
+    from relu_regions.training import growth as T
+
+    paths = T.INSERT_PATHS[:3]
+    warped_rows = []
+    real = T.insert_warp
+    monkeypatch.setattr(T, "insert_warp",
+                        lambda theta, *a, **k: warped_rows.append(theta.shape[0])
+                        or real(theta, *a, **k))
+    run = dict(depth=6, grow_from=3, seeds=[0, 1], starts=1, warp=True, count=False, **QUICK)
+    monkeypatch.setattr(T, "INSERT_PATHS", paths)
+    kept = fit("x**3", **run)
+    assert warped_rows == [2] and kept.training["warp"]
+    alone = []
+    for path in paths:
+        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+        alone.append(fit("x**3", **run))
+    mse = np.array([r.train_mse for r in alone])
+    assert len(set(mse[:, 0])) > 1  # the paths end apart
+    for s in range(2):
+        best = alone[int(np.argmin(mse[:, s]))]
+        assert kept.train_mse[s] == best.train_mse[s]
+        np.testing.assert_array_equal(kept.history["loss"][s], best.history["loss"][s])
 
 
 def test_default_starts_are_8_and_16_when_growing():
