@@ -13,6 +13,7 @@ growth time) / seeds, so the column compares variants within one run.
 
 Variants:
 - ``default``: ``growth.grow`` as ``fit`` calls it (18 paths, best path per seed at the end;
+  without the polish of the kept net that ``fit`` runs after it;
   from 3 added layers on (``auto.WARP_MIN_ADDED``), the first is the warp layer: the same as ``warp-first`` then).
 - ``folds``: ``growth.grow`` with folds only (the default before the warp layer).
 - ``warp-first`` / ``warp-last``: the 18 paths, but one of the added layers is a warp layer

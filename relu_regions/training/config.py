@@ -34,6 +34,11 @@ MAX_DEPTH = 26
 MAX_STEPS = 10**7
 STARTS, GROW_STARTS = 8, 16  # phase-1 starts per seed: default, and when growing
 PICK_SHARE = 0.25  # of phase 2's steps, run on every start before each seed keeps its best
+# After a growth, each seed's kept net trains this share of phase 2's steps more, alone: the
+# paths' stages are short (66 steps each at depth 10) and the kept net has not converged; on
+# 10 rows instead of 180 it costs ~5% (x^3, depth 10: the mean 1.1x - 1.4x lower at five point
+# counts, docs/training.md).
+POLISH_SHARE = 1.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,8 @@ class FitConfig:
                               f"{GROW_STARTS} when the fit grows; two-phase methods only)",
                               parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
-                                 "up to --depth (18 insertion paths per seed, the best kept); "
+                                 "up to --depth (18 insertion paths per seed; the best trains "
+                                 "phase 2's steps once more); "
                                  "default: two-phase 1D fits on one construction deeper than 6 "
                                  "grow from 6, others train directly (D0 = depth: directly; "
                                  "two-phase methods only)",

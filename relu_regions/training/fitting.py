@@ -22,8 +22,8 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import QUICK_OPTIMUM_PIECES, auto_settings, use_warp
-from .config import PICK_SHARE, FitConfig, Phase
+from .auto import QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
+from .config import PICK_SHARE, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
 from .functional import (flatten_layers, mlp_forward, random_theta, raw_shapes, shapes_of,
@@ -239,7 +239,10 @@ class _Fit:
         self.x = torch.tensor(data.x, dtype=torch.float64, device=self.dev)
         self.y = torch.tensor(data.y, dtype=torch.float64, device=self.dev)
         self.history: list = []
-        total = config.phase1.steps + config.phase2.steps
+        # steps on each seed's kept net after a growth (two-phase methods only grow)
+        grows = config.method in TWO_PHASE and self.d0 < config.depth
+        self.polish = round(POLISH_SHARE * config.phase2.steps) if grows else 0
+        total = config.phase1.steps + config.phase2.steps + self.polish
         self.progress = Progress(total, len(self.seeds), progress)
 
     def _widths(self):
@@ -325,7 +328,8 @@ class _Fit:
         with the lowest raw training MSE there: phase 1's loss is a poor guide to where phase 2
         ends (docs/training.md). At a fixed depth the kept start continues its run (optimizer
         state and all) to the end of phase 2; growing gives each added layer an equal share of
-        phase 2 and the rest to depth d0."""
+        phase 2 and the rest to depth d0, then POLISH_SHARE of phase 2's steps more to each
+        seed's kept net ("polish")."""
         c, d0, depth, p2 = self.config, self.d0, self.config.depth, self.config.phase2
         each = p2.steps // (depth - d0 + 2)
         share = (p2.steps - each * (depth - d0) if d0 < depth
@@ -343,8 +347,9 @@ class _Fit:
         if d0 == depth:
             return pick(theta)
         a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
-        return growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
-                           self._predict_at, self.history, warp=self.warp)
+        theta = growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
+                            self._predict_at, self.history, warp=self.warp)
+        return self.train_raw(theta, Phase(p2.optimizer, self.polish, p2.lr), "polish")
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2
@@ -422,7 +427,7 @@ class _Fit:
         c = self.config
         return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
                 "parameterization": c.parameterization, "starts": c.n_starts,
-                "grow_from": c.grow_from, "warp": self.warp}
+                "grow_from": c.grow_from, "warp": self.warp, "polish": self.polish}
 
 
 def _test_errors(residual, test_y) -> dict:

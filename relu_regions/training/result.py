@@ -119,12 +119,14 @@ class FitResult:
     @property
     def training(self) -> dict:
         """What ``fit`` chose where the settings were left unset: training points and, for the
-        two-phase methods, starts per seed, the depth grown from and whether a warp layer was
-        added (docs/training.md, "The library's default by depth")."""
+        two-phase methods, starts per seed, the depth grown from, whether a warp layer was
+        added and the steps the kept net trained alone after the growth (docs/training.md, "The
+        library's default by depth")."""
         out = {"points": None if self.data is None else int(len(self.data.x))}
         if self.method in TWO_PHASE:
             p = self.phases or {}
-            out.update(starts=p.get("starts"), grow_from=p.get("grow_from"), warp=p.get("warp"))
+            out.update(starts=p.get("starts"), grow_from=p.get("grow_from"), warp=p.get("warp"),
+                       polish=p.get("polish"))
         return out
 
     @property
@@ -175,7 +177,8 @@ def _finite_mean(values):
 
 def describe_training(training: dict, depth: int, points: bool = True) -> str:
     """:attr:`FitResult.training` in words: '2048 training points; 16 starts per seed; grown from
-    depth 6 (a warp layer, then 2 folds)' (``points=False``: without the first part)."""
+    depth 6 (a warp layer, then 2 folds; then 400 steps on the kept net)' (``points=False``:
+    without the first part)."""
     parts = []
     if points and training.get("points"):
         parts.append(f"{training['points']} training points")
@@ -185,5 +188,7 @@ def describe_training(training: dict, depth: int, points: bool = True) -> str:
     if grow_from is not None and grow_from < depth:
         folds = depth - grow_from - bool(training.get("warp"))
         kind = ("a warp layer, then " if training.get("warp") else "") + plural(folds, "fold")
+        if training.get("polish"):
+            kind += f"; then {plural(training['polish'], 'step')} on the kept net"
         parts.append(f"grown from depth {grow_from} ({kind})")
     return "; ".join(parts)

@@ -265,9 +265,12 @@ def test_the_trained_column_shows_what_fit_chose(tmp_path):
                           "phase1": "lm:2", "phase2": "lm:4"})
     rows = S.run_sweep(cfg, tmp_path / "out", workers=0).rows
     trained = {(r["depth"], r["warp"]): r["trained"] for r in rows}
-    assert trained[4, True] == "1 start per seed; grown from depth 1 (a warp layer, then 2 folds)"
-    assert trained[4, False] == "1 start per seed; grown from depth 1 (3 folds)"
-    assert trained[2, True] == trained[2, False] == "1 start per seed; grown from depth 1 (1 fold)"
+    polish = "; then 4 steps on the kept net)"  # phase 2's 4 steps once more
+    assert trained[4, True] == ("1 start per seed; grown from depth 1 (a warp layer, then 2 folds"
+                                + polish)
+    assert trained[4, False] == "1 start per seed; grown from depth 1 (3 folds" + polish
+    assert trained[2, True] == trained[2, False] == ("1 start per seed; grown from depth 1 (1 fold"
+                                                     + polish)
     base = S.run_cell({"target": "x**3", "depth": 2, "method": "kaiming", "seed": 0,
                        "points": 60, "phase1": "lm:2", "phase2": "lm:4", "varied": []})
     assert base["status"] == "ok" and base["trained"] == ""

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from relu_regions import InputError
 from relu_regions.nets import construction as C
 from relu_regions.nets.parametrize import ConstructionNet
+from relu_regions.training import config
+from relu_regions.training.result import describe_training
 from relu_regions.training.trainer import (Phase, fit, flatten_layers, mlp_forward, mlp_jacobian,
                                 raw_shapes, unflatten_layers)
 
@@ -468,9 +470,13 @@ def test_an_insertion_never_raises_the_training_error(a_new, S, by_range, noise,
 
 def test_growth_keeps_each_seeds_best_path(monkeypatch):
     """grow() trains its paths as one batch and keeps, per seed, the lowest training MSE: each
-    path run alone ends where its row of the batch did, so the kept MSE is the least of them."""
+    path run alone ends where its row of the batch did, so the kept MSE is the least of them
+    (without the polish that follows, which test_the_kept_net_is_polished_after_a_growth
+    covers)."""
+    from relu_regions.training import fitting
     from relu_regions.training import growth as T
 
+    monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
     run = dict(depth=4, grow_from=3, seeds=2, starts=1, count=False, **QUICK)
     kept = fit("x**3", **run).train_mse
     alone = []
@@ -484,8 +490,10 @@ def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
     """With a warp first, every path starts from the same warped net, so that stage trains one
     row per seed and the paths part at the first fold; the kept net is still each seed's best
     path, its whole loss history that path's run alone, bit for bit."""
+    from relu_regions.training import fitting
     from relu_regions.training import growth as T
 
+    monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
     paths = T.INSERT_PATHS[:3]
     warped_rows = []
     real = T.insert_warp
@@ -506,6 +514,33 @@ def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
         best = alone[int(np.argmin(mse[:, s]))]
         assert kept.train_mse[s] == best.train_mse[s]
         np.testing.assert_array_equal(kept.history["loss"][s], best.history["loss"][s])
+
+
+def test_the_kept_net_is_polished_after_a_growth(monkeypatch):
+    """After a growth each seed's kept net trains POLISH_SHARE of phase 2's steps more, alone:
+    the run is the unpolished fit's, step for step, then a polish that continues from its end
+    (LM keeps only steps that lower the MSE, so the loss never rises) and lowers the MSE. A fit
+    that does not grow has no polish."""
+    from relu_regions.training import fitting
+
+    run = dict(depth=5, grow_from=3, seeds=[0, 1], starts=2, count=False, **QUICK)
+    polished = fit("x**3", **run)
+    monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
+    plain = fit("x**3", **run)
+    steps = QUICK["phase1"].steps + QUICK["phase2"].steps
+    polish = round(config.POLISH_SHARE * QUICK["phase2"].steps)
+    assert polish > 0 and polished.phases["polish"] == polish and plain.phases["polish"] == 0
+    assert polished.history["loss"].shape == (2, steps + polish)
+    np.testing.assert_array_equal(polished.history["loss"][:, :steps], plain.history["loss"])
+    tail = polished.history["loss"][:, steps - 1:]
+    np.testing.assert_array_equal(tail[:, 0], plain.train_mse)
+    assert (np.diff(tail, axis=1) <= 0).all()
+    assert (polished.train_mse < plain.train_mse).all()
+    assert polished.training["polish"] == polish
+    assert f"then {polish} steps on the kept net" in describe_training(polished.training, 5)
+    monkeypatch.undo()
+    direct = fit("x**3", depth=3, seeds=1, count=False, **QUICK)
+    assert direct.phases["polish"] == 0 and direct.history["loss"].shape[1] == steps
 
 
 def test_default_starts_are_8_and_16_when_growing():
