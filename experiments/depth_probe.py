@@ -13,7 +13,7 @@ growth time) / seeds, so the column compares variants within one run.
 
 Variants:
 - ``default``: ``growth.grow`` as ``fit`` calls it (18 paths, best path per seed at the end;
-  without the polish of the kept net that ``fit`` runs after it;
+  without the polish of the best paths that ``fit`` runs after it;
   from 3 added layers on (``auto.WARP_MIN_ADDED``), the first is the warp layer: the same as ``warp-first`` then).
 - ``folds``: ``growth.grow`` with folds only (the default before the warp layer).
 - ``warp-first`` / ``warp-last``: the 18 paths, but one of the added layers is a warp layer
@@ -40,7 +40,7 @@ import torch
 
 from relu_regions.analysis.limits import net_l2_mse
 from relu_regions.targets import parse_target
-from relu_regions.training import growth
+from relu_regions.training import fitting, growth
 from relu_regions.training.functional import raw_shapes, to_module
 from relu_regions.training.optim import per_seed_mse
 from relu_regions.training.trainer import fit
@@ -125,7 +125,8 @@ def main():
 
     results = {}
 
-    def multi(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
+    def multi(theta, d0, depth, a_last, x, y, train, predict, history, warp=False, keep=1):
+        assert keep == 1  # fitting.POLISH_SHARE is 0 here: one row per seed
         growth.best_rows = orig_best_rows
         t_pre = time.perf_counter() - t_fit
         inputs = rec["picked_inputs"]
@@ -213,6 +214,7 @@ def main():
 
     growth.best_rows = spy_best_rows
     growth.grow = multi
+    fitting.POLISH_SHARE = 0.0  # the variants' growth alone, without fit's polish
     t_fit = time.perf_counter()
     fit(args.target, depth=args.depth, seeds=args.seeds, count=False, optimum=False,
         points=args.points or max(4096, 4 * 2**args.depth))

@@ -34,11 +34,13 @@ MAX_DEPTH = 26
 MAX_STEPS = 10**7
 STARTS, GROW_STARTS = 8, 16  # phase-1 starts per seed: default, and when growing
 PICK_SHARE = 0.25  # of phase 2's steps, run on every start before each seed keeps its best
-# After a growth, each seed's kept net trains this share of phase 2's steps more, alone: the
-# paths' stages are short (66 steps each at depth 10) and the kept net has not converged; on
-# 10 rows instead of 180 it costs ~5% (x^3, depth 10: the mean 1.1x - 1.4x lower at five point
-# counts, docs/training.md).
+# After a growth, each seed's POLISH_PATHS best paths train this share of phase 2's steps more
+# (the "polish"), and the best of them is kept: the paths' stages are short (66 steps each at
+# depth 10) and the nets have not converged, and the best path before the polish is not always
+# the best after it. On 3 x 10 rows instead of 180 it costs ~10% (x^3, depth 10: the mean lower
+# at every point count tried, docs/training.md).
 POLISH_SHARE = 1.0
+POLISH_PATHS = 3
 
 
 @dataclass(frozen=True)

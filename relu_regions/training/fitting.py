@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
 from .auto import QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
-from .config import PICK_SHARE, POLISH_SHARE, FitConfig, Phase
+from .config import PICK_SHARE, POLISH_PATHS, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
 from .functional import (flatten_layers, mlp_forward, random_theta, raw_shapes, shapes_of,
@@ -328,8 +328,7 @@ class _Fit:
         with the lowest raw training MSE there: phase 1's loss is a poor guide to where phase 2
         ends (docs/training.md). At a fixed depth the kept start continues its run (optimizer
         state and all) to the end of phase 2; growing gives each added layer an equal share of
-        phase 2 and the rest to depth d0, then POLISH_SHARE of phase 2's steps more to each
-        seed's kept net ("polish")."""
+        phase 2 and the rest to depth d0, then polishes (:meth:`_grow_and_polish`)."""
         c, d0, depth, p2 = self.config, self.d0, self.config.depth, self.config.phase2
         each = p2.steps // (depth - d0 + 2)
         share = (p2.steps - each * (depth - d0) if d0 < depth
@@ -347,9 +346,24 @@ class _Fit:
         if d0 == depth:
             return pick(theta)
         a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
-        theta = growth.grow(pick(theta), d0, depth, a_last, self.x, self.y, self._grow_stage,
-                            self._predict_at, self.history, warp=self.warp)
-        return self.train_raw(theta, Phase(p2.optimizer, self.polish, p2.lr), "polish")
+        return self._grow_and_polish(pick(theta), a_last, n)
+
+    def _grow_and_polish(self, theta, a_last, n):
+        """:func:`growth.grow` from d0, then the polish: each seed's POLISH_PATHS best paths
+        train POLISH_SHARE of phase 2's steps more, and each seed keeps the best of them by
+        training MSE (the paths' stages are too short for their nets to converge, and the best
+        path before the polish is not always the best after it; docs/training.md)."""
+        p2 = self.config.phase2
+        grown: list = []  # the kept paths' loss history, picked once the polish has run
+        theta = growth.grow(theta, self.d0, self.config.depth, a_last, self.x, self.y,
+                            self._grow_stage, self._predict_at, grown, warp=self.warp,
+                            keep=POLISH_PATHS if self.polish else 1)
+        theta = self.train_raw(theta, Phase(p2.optimizer, self.polish, p2.lr), "polish",
+                               history=grown)
+        best = growth.best_rows(per_seed_mse(RawNet(self.shapes, self.x).predict, theta, self.y),
+                                theta.shape[0] // n, n)  # fewer rows when there were fewer paths
+        self.history += [best(h) for h in grown]
+        return best(theta)
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2

@@ -111,19 +111,26 @@ def curvature_hinges(x, y):
     return [float(k) for k in _curvature_knots(xs.double().numpy(), ys.double().numpy(), 4)]
 
 
-def best_rows(mse, k: int, n: int):
+def best_rows(mse, k: int, n: int, keep: int = 1):
     """Row j*n + s of a batch is try j of seed s; returns pick(t): each seed's row with the lowest
-    ``mse`` (a NaN counts as worst)."""
-    best = torch.nan_to_num(mse, nan=math.inf).reshape(k, n).argmin(dim=0)
-    return lambda t: t.reshape(k, n, *t.shape[1:])[best, torch.arange(n, device=t.device)]
+    ``mse`` (a NaN counts as worst), or its ``keep`` lowest, as rows r*n + s by rank r (ties:
+    the first try)."""
+    keep = min(keep, k)
+    order = torch.nan_to_num(mse, nan=math.inf).reshape(k, n).argsort(dim=0, stable=True)[:keep]
+
+    def pick(t):
+        rows = t.reshape(k, n, *t.shape[1:])[order, torch.arange(n, device=t.device)]
+        return rows.reshape(keep * n, *t.shape[1:])
+    return pick
 
 
-def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
+def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False, keep=1):
     """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
     by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
     insertion on it. All paths train as one batch; per seed the path with the lowest final
-    training MSE is kept (like phase 1's starts). ``train(theta, history, depth)`` trains a batch
-    at a depth; ``predict(theta, depth)`` evaluates it.
+    training MSE is kept (like phase 1's starts), or its ``keep`` best paths, as rows r*n + s by
+    rank r (``fit`` polishes them and then keeps one). ``train(theta, history, depth)`` trains a
+    batch at a depth; ``predict(theta, depth)`` evaluates it.
 
     ``warp``: the first added layer is a warp of the input (:func:`insert_warp`) instead of a
     fold, its hinges at :func:`curvature_hinges`; the later ones fold as before (on x^3 at
@@ -153,7 +160,7 @@ def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False):
     if theta.shape[0] == n:  # a warp and no fold: one path
         history += trial_history
         return theta
-    pick = best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n)
+    pick = best_rows(per_seed_mse(lambda th: predict(th, depth), theta, y), k, n, keep)
     history += [pick(h) for h in trial_history]
     return pick(theta)
 

@@ -516,28 +516,43 @@ def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
         np.testing.assert_array_equal(kept.history["loss"][s], best.history["loss"][s])
 
 
-def test_the_kept_net_is_polished_after_a_growth(monkeypatch):
-    """After a growth each seed's kept net trains POLISH_SHARE of phase 2's steps more, alone:
-    the run is the unpolished fit's, step for step, then a polish that continues from its end
-    (LM keeps only steps that lower the MSE, so the loss never rises) and lowers the MSE. A fit
-    that does not grow has no polish."""
+def test_a_growth_polishes_each_seeds_best_paths_and_keeps_the_best(monkeypatch):
+    """After a growth each seed's POLISH_PATHS best paths (training MSE) train POLISH_SHARE of
+    phase 2's steps more, and each seed keeps the best of them after that. With 4 paths and 2
+    polished, the kept net is, bit for bit and with its whole loss history, the better of that
+    seed's two best paths grown and polished alone. The case tells the rule apart from
+    polishing only the best path (seed 1 keeps its second) and from polishing all (for both
+    seeds another path would have polished better)."""
     from relu_regions.training import fitting
+    from relu_regions.training import growth as T
 
-    run = dict(depth=5, grow_from=3, seeds=[0, 1], starts=2, count=False, **QUICK)
-    polished = fit("x**3", **run)
-    monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
-    plain = fit("x**3", **run)
+    paths = T.INSERT_PATHS[:4]
+    monkeypatch.setattr(fitting, "POLISH_PATHS", 2)
+    run = dict(depth=6, grow_from=3, seeds=[0, 1], starts=1, count=False, **QUICK)
+    monkeypatch.setattr(T, "INSERT_PATHS", paths)
+    kept = fit("x**3", **run)
+    polished, before = [], []
+    for path in paths:
+        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+        polished.append(fit("x**3", **run))
+        with monkeypatch.context() as m:
+            m.setattr(fitting, "POLISH_SHARE", 0.0)
+            before.append(fit("x**3", **run).train_mse)
+    before, after = np.array(before), np.array([r.train_mse for r in polished])
+    winners = []
+    for s in range(2):
+        top = np.argsort(before[:, s], kind="stable")[:2]
+        win = top[np.argmin(after[top, s])]
+        winners.append((win == top[0], np.argmin(after[:, s]) in top))
+        assert kept.train_mse[s] == after[win, s]
+        np.testing.assert_array_equal(kept.history["loss"][s], polished[win].history["loss"][s])
+    assert winners == [(True, False), (False, False)]
     steps = QUICK["phase1"].steps + QUICK["phase2"].steps
     polish = round(config.POLISH_SHARE * QUICK["phase2"].steps)
-    assert polish > 0 and polished.phases["polish"] == polish and plain.phases["polish"] == 0
-    assert polished.history["loss"].shape == (2, steps + polish)
-    np.testing.assert_array_equal(polished.history["loss"][:, :steps], plain.history["loss"])
-    tail = polished.history["loss"][:, steps - 1:]
-    np.testing.assert_array_equal(tail[:, 0], plain.train_mse)
-    assert (np.diff(tail, axis=1) <= 0).all()
-    assert (polished.train_mse < plain.train_mse).all()
-    assert polished.training["polish"] == polish
-    assert f"then {polish} steps on the kept net" in describe_training(polished.training, 5)
+    assert polish > 0 and kept.phases["polish"] == polish == kept.training["polish"]
+    assert kept.history["loss"].shape == (2, steps + polish)
+    assert (np.diff(kept.history["loss"][:, -polish - 1:], axis=1) <= 0).all()  # LM's polish
+    assert f"then {polish} steps on the kept net" in describe_training(kept.training, 6)
     monkeypatch.undo()
     direct = fit("x**3", depth=3, seeds=1, count=False, **QUICK)
     assert direct.phases["polish"] == 0 and direct.history["loss"].shape[1] == steps
