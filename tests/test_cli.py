@@ -287,9 +287,9 @@ def test_train_summary_says_how_the_fit_trained():
     assert grown["training"] == {"points": 300, "starts": 2, "grow_from": 1, "warp": True,
                                  "polish": 8}
     assert ("300 training points; 2 starts per seed; grown from depth 1 (a warp layer, then 2 "
-            "folds; then 8 steps on the kept net)") in show_train(grown)
+            "folds; the best paths polished for 8 steps)") in show_train(grown)
     folds = fit("x**3", depth=3, grow_from=2, starts=1, warp=False, **quick).summary()
-    assert "1 start per seed; grown from depth 2 (1 fold; then 8 steps" in show_train(folds)
+    assert "1 start per seed; grown from depth 2 (1 fold; the best paths polished" in show_train(folds)
     base = fit("x**3", depth=3, method="kaiming", **quick).summary()
     assert base["training"] == {"points": 500}
     text = show_train(base)

@@ -161,8 +161,9 @@ class FitConfig:
                               f"{GROW_STARTS} when the fit grows; two-phase methods only)",
                               parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
-                                 "up to --depth (18 insertion paths per seed; the best trains "
-                                 "phase 2's steps once more); "
+                                 "up to --depth (18 insertion paths per seed; the "
+                                 f"{POLISH_PATHS} best train phase 2's steps once more, the "
+                                 "best is kept); "
                                  "default: two-phase 1D fits on one construction deeper than 6 "
                                  "grow from 6, others train directly (D0 = depth: directly; "
                                  "two-phase methods only)",

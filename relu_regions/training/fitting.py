@@ -239,7 +239,7 @@ class _Fit:
         self.x = torch.tensor(data.x, dtype=torch.float64, device=self.dev)
         self.y = torch.tensor(data.y, dtype=torch.float64, device=self.dev)
         self.history: list = []
-        # steps on each seed's kept net after a growth (two-phase methods only grow)
+        # steps on each seed's best paths after a growth (two-phase methods only grow)
         grows = config.method in TWO_PHASE and self.d0 < config.depth
         self.polish = round(POLISH_SHARE * config.phase2.steps) if grows else 0
         total = config.phase1.steps + config.phase2.steps + self.polish

@@ -120,8 +120,8 @@ class FitResult:
     def training(self) -> dict:
         """What ``fit`` chose where the settings were left unset: training points and, for the
         two-phase methods, starts per seed, the depth grown from, whether a warp layer was
-        added and the steps the kept net trained alone after the growth (docs/training.md, "The
-        library's default by depth")."""
+        added and the steps each seed's best paths trained after the growth, the "polish"
+        (docs/training.md, "The library's default by depth")."""
         out = {"points": None if self.data is None else int(len(self.data.x))}
         if self.method in TWO_PHASE:
             p = self.phases or {}
@@ -177,7 +177,7 @@ def _finite_mean(values):
 
 def describe_training(training: dict, depth: int, points: bool = True) -> str:
     """:attr:`FitResult.training` in words: '2048 training points; 16 starts per seed; grown from
-    depth 6 (a warp layer, then 2 folds; then 400 steps on the kept net)' (``points=False``:
+    depth 6 (a warp layer, then 2 folds; the best paths polished for 400 steps)' (``points=False``:
     without the first part)."""
     parts = []
     if points and training.get("points"):
@@ -189,6 +189,6 @@ def describe_training(training: dict, depth: int, points: bool = True) -> str:
         folds = depth - grow_from - bool(training.get("warp"))
         kind = ("a warp layer, then " if training.get("warp") else "") + plural(folds, "fold")
         if training.get("polish"):
-            kind += f"; then {plural(training['polish'], 'step')} on the kept net"
+            kind += f"; the best paths polished for {plural(training['polish'], 'step')}"
         parts.append(f"grown from depth {grow_from} ({kind})")
     return "; ".join(parts)

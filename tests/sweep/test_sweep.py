@@ -265,7 +265,7 @@ def test_the_trained_column_shows_what_fit_chose(tmp_path):
                           "phase1": "lm:2", "phase2": "lm:4"})
     rows = S.run_sweep(cfg, tmp_path / "out", workers=0).rows
     trained = {(r["depth"], r["warp"]): r["trained"] for r in rows}
-    polish = "; then 4 steps on the kept net)"  # phase 2's 4 steps once more
+    polish = "; the best paths polished for 4 steps)"  # phase 2's 4 steps once more
     assert trained[4, True] == ("1 start per seed; grown from depth 1 (a warp layer, then 2 folds"
                                 + polish)
     assert trained[4, False] == "1 start per seed; grown from depth 1 (3 folds" + polish

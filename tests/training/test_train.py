@@ -141,6 +141,8 @@ def test_gmp_phase_two_trains():
     dict(depth=5, grow_from=3, phase1=Phase("lm", 10), phase2=Phase("lm", 40), starts=2),
     # Saved and interrupted in a warp stage (one row per seed; the paths part after it):
     dict(depth=6, grow_from=3, phase1=Phase("lm", 2), phase2=Phase("lm", 40), starts=1),
+    # ... and in the polish (steps 15-26: each seed's 3 best paths):
+    dict(depth=6, grow_from=3, phase1=Phase("lm", 2), phase2=Phase("lm", 12), starts=1),
     dict(depth=3, method="kaiming", parameterization="gmp", phase1=Phase("lm", 10),
          phase2=Phase("lm", 20)),
     # Interrupted after the pick, while the kept starts continue their runs:
@@ -552,7 +554,7 @@ def test_a_growth_polishes_each_seeds_best_paths_and_keeps_the_best(monkeypatch)
     assert polish > 0 and kept.phases["polish"] == polish == kept.training["polish"]
     assert kept.history["loss"].shape == (2, steps + polish)
     assert (np.diff(kept.history["loss"][:, -polish - 1:], axis=1) <= 0).all()  # LM's polish
-    assert f"then {polish} steps on the kept net" in describe_training(kept.training, 6)
+    assert f"the best paths polished for {polish} steps" in describe_training(kept.training, 6)
     monkeypatch.undo()
     direct = fit("x**3", depth=3, seeds=1, count=False, **QUICK)
     assert direct.phases["polish"] == 0 and direct.history["loss"].shape[1] == steps
