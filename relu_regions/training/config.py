@@ -37,8 +37,8 @@ PICK_SHARE = 0.25  # of phase 2's steps, run on every start before each seed kee
 # After a growth, each seed's POLISH_PATHS best paths train this share of phase 2's steps more
 # (the "polish"), and the best of them is kept: the paths' stages are short (66 steps each at
 # depth 10) and the nets have not converged, and the best path before the polish is not always
-# the best after it. On 3 x 10 rows instead of 180 it costs ~10% (x^3, depth 10: the mean lower
-# at every point count tried, docs/training.md).
+# the best after it. x^3, depth 10: the mean 1.2x - 1.6x lower at each of 7 point counts, for
+# 15% of the fit's time (docs/training.md, "Depth that pays").
 POLISH_SHARE = 1.0
 POLISH_PATHS = 3
 
