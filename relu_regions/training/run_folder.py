@@ -181,4 +181,3 @@ def load_run(folder):
         data=data, errors={k: floats(k) for k in ("r2", "rel_rmse", "max_abs_error")
                            if k in metrics},
         provenance={k: metrics.get(k) for k in ("command", "versions", "data_sha256")})
-    return result
