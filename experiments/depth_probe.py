@@ -54,11 +54,8 @@ def snap_levels(theta, d, a_last, x, a_path, window):
     """Per row, the fold level (a fraction of g's range, as a_new) within +-window of the path's
     a_new at which g = t1/a - t2/(a(1-a)) crosses most often: each crossing is a new kink."""
     from relu_regions.training.functional import unflatten_layers
-    layers = unflatten_layers(theta, raw_shapes(d))
     n = theta.shape[0]
-    h = x.reshape(1, -1, 1).expand(n, -1, 1)
-    for w, b in layers[:-1]:
-        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    h = growth.last_hidden(unflatten_layers(theta, raw_shapes(d)), x)
     g = h[..., 1] / a_last[:, None] - h[..., 2] / (a_last * (1 - a_last))[:, None]
     g_min = g.amin(dim=1)
     amp = (g.amax(dim=1) - g_min).clamp_min(1e-300)

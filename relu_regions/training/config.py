@@ -261,8 +261,13 @@ class FitConfig:
         """``starts``, or the default: 8, 16 when growing (growth magnifies the start's basin)."""
         if self.starts is not None:
             return self.starts
-        growing = self.grow_from is not None and self.grow_from != self.depth
-        return GROW_STARTS if growing else STARTS
+        return GROW_STARTS if self.grows else STARTS
+
+    @property
+    def grows(self) -> bool:
+        """Whether the fit trains at ``grow_from`` first and then adds layers (only two-phase
+        methods can: ``validate`` refuses ``grow_from < depth`` for a baseline)."""
+        return self.grow_from is not None and self.grow_from != self.depth
 
     def to_dict(self) -> dict:
         """Plain data (JSON): phases as tables, a callable target by its name."""

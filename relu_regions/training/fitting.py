@@ -22,7 +22,7 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
+from .auto import QUICK_OPTIMUM_PIECES, auto_settings, use_warp
 from .config import PICK_SHARE, POLISH_PATHS, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -239,9 +239,8 @@ class _Fit:
         self.x = torch.tensor(data.x, dtype=torch.float64, device=self.dev)
         self.y = torch.tensor(data.y, dtype=torch.float64, device=self.dev)
         self.history: list = []
-        # steps on each seed's best paths after a growth (two-phase methods only grow)
-        grows = config.method in TWO_PHASE and self.d0 < config.depth
-        self.polish = round(POLISH_SHARE * config.phase2.steps) if grows else 0
+        # steps on each seed's best paths after a growth
+        self.polish = round(POLISH_SHARE * config.phase2.steps) if config.grows else 0
         total = config.phase1.steps + config.phase2.steps + self.polish
         self.progress = Progress(total, len(self.seeds), progress)
 

@@ -40,9 +40,7 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     a_new, S = (torch.as_tensor(v, dtype=theta.dtype, device=theta.device).expand(n)
                 for v in (a_new, S))
     by_range = torch.as_tensor(by_range, device=theta.device).expand(n)
-    h = x.reshape(1, -1, 1).expand(n, -1, 1)
-    for w, b in layers[:-1]:
-        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    h = last_hidden(layers, x)
     w_out, b_out = layers[-1]
     out = torch.bmm(h, w_out.transpose(1, 2)).squeeze(-1) + b_out
     big_c = 1 + out.abs().amax(dim=1)
@@ -73,6 +71,14 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
     new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]
     return flatten_layers(new_layers)
+
+
+def last_hidden(layers, x):
+    """The last hidden layer's activations (rows, points, width) of every row's net on x."""
+    h = x.reshape(1, -1, 1).expand(layers[0][0].shape[0], -1, 1)
+    for w, b in layers[:-1]:
+        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+    return h
 
 
 def insert_warp(theta, depth, x, *, knots=None):
