@@ -6,21 +6,18 @@ first use so that ``import relu_regions`` (and the CLI's ``--help``) stays fast.
 
 import importlib
 
-from . import _compat
 from .errors import InputError
-
-_compat.install()
 
 __version__ = "0.1.0"
 
 # name -> module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {
     "fit": "training.fitting", "Phase": "training.config", "FitConfig": "training.config",
-    "FitResult": "training.result", "load_run": "training.run_folder",
+    "FitResult": "training.result", "load_run": "training.result",
     "load_train_state": "training.stages",
     "ConstructionNet": "nets.parametrize",
     "count_regions": "analysis.regions", "count_regions_segment": "analysis.regions",
-    "sample_regions": "analysis.regions", "pieces_table": "analysis.regions",
+    "sample_regions": "analysis.sampling", "pieces_table": "analysis.pieces",
     "count_regions_2d": "analysis.plane", "count_regions_plane": "analysis.plane",
     "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
     "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",

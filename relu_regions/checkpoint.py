@@ -16,20 +16,19 @@ checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import stat
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .nets.construction import Construction
+from .atomic import atomic_write
 from .errors import InputError
-from .validation import is_int
+from .nets.construction import Construction
 from .nets.parametrize import ConstructionNet, linear_relu_stack
+from .nets.reader import relu_layers
+from .validation import is_int
 
 FORMAT = "relu-regions/1"
 
@@ -39,9 +38,7 @@ def model_config(model: nn.Module) -> dict:
     if isinstance(model, ConstructionNet):
         return {"kind": "construction", **model.construction.config()}
     if isinstance(model, nn.Sequential):
-        from .analysis.regions import relu_layers  # validates the Linear/ReLU structure
-
-        layers = relu_layers(model)
+        layers = relu_layers(model)  # validates the Linear/ReLU structure
         return {"kind": "mlp", "widths": [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]}
     raise InputError(f"cannot checkpoint a {type(model).__name__}: expected a ConstructionNet "
                      f"or an nn.Sequential of nn.Linear/nn.ReLU")
@@ -96,36 +93,3 @@ def load(path, device="cpu") -> tuple[nn.Module, dict]:
         raise InputError(f"{path} has a malformed config or weights "
                          f"({str(e).splitlines()[0][:200]})") from None
     return model.to(device), config
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give it (an existing file's
-    mode, else 0o666 minus the umask), not the temporary file's private 0o600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _mode_for(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)  # reading the umask means setting it; put it straight back
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode()))

@@ -160,10 +160,15 @@ def cmd_count(args) -> dict:
     import torch
 
     from . import checkpoint
+    from .analysis.regions import (
+        count_regions,
+        count_regions_segment,
+        pieces_rows,
+        pieces_table,
+        sample_regions,
+        write_pieces_csv,
+    )
     from .nets.parametrize import ConstructionNet
-    from .analysis.regions import (count_regions, count_regions_segment, pieces_rows,
-                                   pieces_table, sample_regions, write_pieces_csv)
-
     from .validation import check_int
 
     check_int(args.seed, "--seed", low=0)
@@ -594,7 +599,6 @@ def show_sweep(out: dict) -> str:
 
 def cmd_gmp(args) -> dict:
     from .gmp.studies import run_banana, run_levy
-
     from .validation import check_device
 
     if args.seeds < 1:
@@ -639,11 +643,10 @@ def cmd_demo(args) -> dict:
     import numpy as np
     import torch
 
+    from .analysis.regions import count_regions, sample_regions
     from .nets.mlp import kaiming_, mlp
     from .nets.parametrize import ConstructionNet
     from .plots import plot_regions
-    from .analysis.regions import count_regions, sample_regions
-
     from .validation import check_device, check_int
 
     check_int(args.seed, "--seed", low=0)

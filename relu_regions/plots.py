@@ -11,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
-from .analysis.regions import RegionCount, count_regions
-from .checkpoint import atomic_write
+from .analysis.plane import count_regions_2d
+from .analysis.regions import RegionCount, count_regions, count_regions_segment
+from .atomic import atomic_write
 from .errors import InputError
 
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
@@ -42,8 +46,6 @@ def subplots(*args, figsize=None, **kwargs):
 
 def check_figure_path(path, what: str = "figure") -> Path:
     """``path`` as a Path if matplotlib can write its format (from the suffix; none: png)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
     suffix = Path(path).suffix.lstrip(".").lower()
     formats = FigureCanvasBase.get_supported_filetypes()
     if suffix and suffix not in formats:
@@ -164,9 +166,6 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
     (exact cells on the input box, :func:`plot_region_map`), with the network's breakpoints along
     the box's diagonal (exact 1D counter) marked on the error.
     """
-    from .analysis.plane import count_regions_2d
-    from .analysis.regions import count_regions_segment
-
     (xlo, xhi), (ylo, yhi) = data.box
     gx, gy = np.linspace(xlo, xhi, grid), np.linspace(ylo, yhi, grid)
     pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
@@ -215,9 +214,6 @@ def plot_region_map(count, path, color: str = "gradient", points=None, title: st
     coordinates) go on top. PNG, SVG, PDF... by the suffix of ``path`` (with ``ax`` given, draws
     there and writes nothing).
     """
-    from matplotlib.collections import PolyCollection
-    from matplotlib.colors import hsv_to_rgb
-
     if color not in ("gradient", "output"):
         raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
     if ax is None:

@@ -15,6 +15,7 @@ relu_regions.errors.InputError: depth must be an integer >= 1, got True
 import contextlib
 import difflib
 import math
+import numbers
 import os
 
 from .errors import InputError
@@ -32,8 +33,6 @@ def _range(low, high) -> str:
 
 def is_int(value) -> bool:
     """A Python or NumPy integer, not a bool (``True`` is an ``int`` to Python, never to a user)."""
-    import numbers
-
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -70,6 +69,20 @@ def check_interval(interval, name: str = "interval") -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InputError(f"{name} must be finite with lo < hi, got ({lo}, {hi})")
     return lo, hi
+
+
+def check_point(x, n_in: int, name: str):
+    """``x`` as a float64 vector of ``n_in`` finite numbers (a point of a model's input space)."""
+    import numpy as np  # here, not at the top: the CLI's --help does not load numpy
+
+    try:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a vector of {n_in} numbers") from None
+    if x.size != n_in or not np.isfinite(x).all():
+        raise InputError(f"{name} must be {n_in} finite number{'s' if n_in != 1 else ''} (the "
+                         f"model's input size), got {x.tolist()}")
+    return x
 
 
 def check_choice(value, name: str, allowed) -> str:

@@ -264,7 +264,8 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 def test_train_summary_states_the_constructions_piece_count():
     """max_pieces comes from the layout (2^d for one construction, 2 (2^d - 1) + 1 for dc)."""
     from relu_regions.cli import show_train
-    from relu_regions.training.trainer import Phase, fit
+    from relu_regions.training.config import Phase
+    from relu_regions.training.fitting import fit
 
     quick = dict(seeds=1, starts=1, optimum=False, phase1=Phase("lm", 3), phase2=Phase("lm", 3))
     convex = fit("x**3", depth=3, **quick).summary()
@@ -279,7 +280,8 @@ def test_train_summary_states_the_constructions_piece_count():
 def test_train_summary_says_how_the_fit_trained():
     """Points, starts and growth that fit chose are printed (and in --json as "training")."""
     from relu_regions.cli import show_train
-    from relu_regions.training.trainer import Phase, fit
+    from relu_regions.training.config import Phase
+    from relu_regions.training.fitting import fit
 
     quick = dict(seeds=1, optimum=False, count=False, phase1=Phase("lm", 2),
                  phase2=Phase("lm", 8))
@@ -299,7 +301,8 @@ def test_train_summary_says_how_the_fit_trained():
 def test_a_small_efficiency_is_printed_with_its_digits():
     # depth 10: optimum ~6e-15 against ~5e-10 achieved; "0.000" said nothing
     from relu_regions.cli import show_train
-    from relu_regions.training.trainer import Phase, fit
+    from relu_regions.training.config import Phase
+    from relu_regions.training.fitting import fit
 
     out = fit("x**3", depth=3, seeds=1, starts=1, phase1=Phase("lm", 3),
               phase2=Phase("lm", 3)).summary()
@@ -367,7 +370,7 @@ def test_every_option_that_takes_a_value_accepts_a_leading_minus():
 
 
 def test_count_pieces_csv_and_json(capsys, tmp_path):
-    from relu_regions.analysis.regions import PIECE_COLUMNS
+    from relu_regions.analysis.pieces import PIECE_COLUMNS
 
     csv_path = tmp_path / "p.csv"
     code, out, err = run(capsys, "count", "--depth", "3", "--a", "0.5", "--interval", "-1,1",

@@ -36,24 +36,20 @@ def test_importing_the_package_does_not_load_torch():
     assert out.stdout.strip() == "False"
 
 
-OLD_TO_NEW = {"train": "training.trainer", "regions": "analysis.regions", "limits": "analysis.limits",
-              "construction": "nets.construction", "parametrize": "nets.parametrize",
-              "mlp": "nets.mlp", "composite": "nets.composite", "blockdiag": "nets.blockdiag",
-              "cab": "gmp.cab", "gmp_studies": "gmp.studies", "gmp_plots": "gmp.plots"}
+def test_importing_the_package_installs_no_import_hook():
+    """No finder or loader of ours on sys.meta_path / sys.path_hooks: importing has no side
+    effects on the import system."""
+    code = ("import sys; before = list(sys.meta_path) + list(sys.path_hooks); import relu_regions; "
+            "after = list(sys.meta_path) + list(sys.path_hooks); "
+            "print([repr(f) for f in after if f not in before])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("old", OLD_TO_NEW)
-def test_old_module_paths_are_the_new_modules(old):
-    """`import relu_regions.train` (and `from relu_regions import train`) give the very module
-    object of the new home, so a monkeypatch through the old path reaches the code."""
-    import importlib
-
-    from relu_regions import _compat
-
-    new = importlib.import_module(f"relu_regions.{OLD_TO_NEW[old]}")
-    assert importlib.import_module(f"relu_regions.{old}") is new
-    assert getattr(relu_regions, old) is new
-    assert _compat.OLD_PATHS[old] == OLD_TO_NEW[old]
+@pytest.mark.parametrize("old", ["train", "regions", "limits", "construction", "cab"])
+def test_the_old_flat_module_paths_are_gone(old):
+    with pytest.raises(ModuleNotFoundError):
+        __import__(f"relu_regions.{old}")
 
 
 def test_gmp_package_keeps_the_layer_api():

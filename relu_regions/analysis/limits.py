@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, linalg, optimize
 
-from ..validation import check_interval
 from ..errors import InputError
+from ..validation import check_interval
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)
 CERTIFY_RTOL = 1e-6  # a fit this close to the lower bound is optimal; stop searching
@@ -369,7 +369,7 @@ def _refine(proj: _Projection, knots: np.ndarray, lo: float, hi: float, max_nfev
 # Initial knots
 
 
-def _curvature_knots(x: np.ndarray, y: np.ndarray, pieces: int) -> np.ndarray:
+def curvature_knots(x: np.ndarray, y: np.ndarray, pieces: int) -> np.ndarray:
     """Knots equidistributing |f''|^(2/5) (module docstring), f'' by finite differences."""
     with np.errstate(all="ignore"):
         d2 = np.nan_to_num(np.abs(np.gradient(np.gradient(y, x), x)), posinf=0.0)
@@ -464,7 +464,7 @@ def optimal_pwl(x, y, pieces: int, restarts: int = 3, seed: int = 0, max_nfev: i
             sub = np.unique(np.linspace(0, x.size - 1, DP_MAX_POINTS).round().astype(int))
             cuts = _segmented_dp(x[sub], y[sub], pieces)[1]
             starts.append(_pad_knots(_dp_knots(x[sub], y[sub], cuts), pieces - 1, x))
-    starts.append(_curvature_knots(x, y, pieces))
+    starts.append(curvature_knots(x, y, pieces))
     # Residuals at rounding level (or the 1e-14 ridge) count as reaching the bound.
     slack = x.size * (1e-12 * float(np.abs(y).max())) ** 2
 
@@ -511,7 +511,7 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 GAUSS_NODES = 16  # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
 
 
-def _gauss_points(nodes: np.ndarray, order: int):
+def gauss_points(nodes: np.ndarray, order: int):
     """Gauss-Legendre points (pieces, order), weights (pieces, order) and local u in [0, 1]."""
     xi, w = np.polynomial.legendre.leggauss(order)
     h = np.diff(nodes)
@@ -550,7 +550,7 @@ def pwl_l2_mse(f, nodes, values, order: int = GAUSS_NODES) -> float:
     if values.shape != nodes.shape:
         raise InputError(f"values must match nodes, got shapes {values.shape} and {nodes.shape}")
     order = _integer(order, "order", 1)
-    x, w, u = _gauss_points(nodes, order)
+    x, w, u = gauss_points(nodes, order)
     p = values[:-1, None] * (1.0 - u) + values[1:, None] * u
     r = _target_values(f, x) - p
     return float(np.sum(w * r * r) / (nodes[-1] - nodes[0]))
@@ -560,7 +560,7 @@ def _l2_projection(f, nodes: np.ndarray, order: int):
     """Node values of the L2-best continuous PL function with these nodes: the tridiagonal P1
     mass matrix (h/3 on the diagonal per adjacent piece, h/6 off it) against b_j = integral f phi_j.
     Returns (values, residual f - p at the Gauss points, points, weights, u)."""
-    x, w, u = _gauss_points(nodes, order)
+    x, w, u = gauss_points(nodes, order)
     fx = _target_values(f, x)
     h = np.diff(nodes)
     n1 = nodes.size
@@ -629,7 +629,7 @@ def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
     start = time.perf_counter()
     if knots is None:
         gx = np.linspace(lo, hi, _integer(grid, "grid", 5))
-        knots = _curvature_knots(gx, _target_values(f, gx), pieces) if pieces > 1 else np.zeros(0)
+        knots = curvature_knots(gx, _target_values(f, gx), pieces) if pieces > 1 else np.zeros(0)
     knots = np.sort(np.asarray(knots, dtype=np.float64))
     if knots.shape != (pieces - 1,) or not np.isfinite(knots).all() or (knots <= lo).any() \
             or (knots >= hi).any():

@@ -58,14 +58,18 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from ..errors import InputError
-from .regions import (EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, _check_point,
-                      layer_stack)
+from ..nets.reader import layer_stack
+from ..validation import check_point
+from .jit import njit
+from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
 
-CHUNK_FLOATS = 1 << 21
-Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)  # ring floats per layer before the rest of the net runs on halves
+CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
+Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)
+# Slots of _split_cells' counters: cells and rows written, snapped crossings, and the cells and
+# rows a part that did not fit needs.
+CELLS_WRITTEN, ROWS_WRITTEN, SNAPPED, CELLS_NEEDED, ROWS_NEEDED = range(5)
 
 
 @dataclass
@@ -146,7 +150,7 @@ def count_regions_plane(model, p0, p1, p2, extent=None, *, zero_tol: float = ZER
     """
     layers, leaks = layer_stack(model)
     n_in = layers[0][0].shape[1]
-    pts = [_check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
+    pts = [check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
     origin, basis, coords = plane_basis(*pts)
     if extent is None:
         lo, hi = coords.min(0), coords.max(0)
@@ -265,19 +269,20 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         o_ring = np.empty((cap_rows, 2 + width))
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
-        counters = np.zeros(5, np.int64)  # cells, rows written; snapped; cells, rows needed
+        counters = np.zeros(5, np.int64)
         cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
                             zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
                             o_pat, counters)
-        stats[0] += counters[2]
-        nc, nr = counters[0], counters[1]
+        stats[0] += counters[SNAPPED]
+        nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc:
             outs.append((o_off[:nc + 1], o_ring[:nr], o_jac[:nc], o_pat[:nc]))
         # The rest, at the rate this part grew (at least what the cell that did not fit needs).
         left = n_cells - cell
         grow = max(nc, 1) / max(cell, 1)
-        need_cells = max(int(counters[3]), int(1.25 * grow * left) + 16)
-        need_rows = max(int(counters[4]), int(1.25 * max(nr, 1) / max(cell, 1) * left) + 64)
+        need_cells = max(int(counters[CELLS_NEEDED]), int(1.25 * grow * left) + 16)
+        need_rows = max(int(counters[ROWS_NEEDED]),
+                        int(1.25 * max(nr, 1) / max(cell, 1) * left) + 64)
     return outs
 
 
@@ -288,7 +293,8 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
 def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, zero_tol,
                  interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
-    that did not fit (len(off) - 1 when all did). ``counters``: cells and rows written, snapped.
+    that did not fit (len(off) - 1 when all did). ``counters``: see CELLS_WRITTEN and its
+    neighbours.
 
     Within a cell, vertices are rows of ``vert`` (u, v, max|h|, z...), written once; sub-cells
     are rings of row numbers in ``idx``, so a split copies numbers, not rows.
@@ -330,7 +336,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 for c in range(width):
                     if (raw_sign[u1, c] * raw_sign[u2, c] < 0
                             and not vert[i, Z0 + c] * vert[i2, Z0 + c] < 0):
-                        counters[2] += 1
+                        counters[SNAPPED] += 1
         grad = grads[cell]  # gradient of z on the cell, W J
         # Neurons that switch inside the cell. Sub-cells hold only convex combinations of the
         # cell's vertices, so no other neuron can switch in them.
@@ -379,7 +385,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     idx[top] = i1
                     top += 1
                     if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
-                        counters[2] += _crossing(vert, i1, i2, c, n_vert, interp_tol, zero_tol,
+                        counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol, zero_tol,
                                                  w_abs_sum, b, box)
                         idx[top] = n_vert
                         n_vert += 1
@@ -389,7 +395,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     cuts = _grow_ints(cuts, 2 * lr)
                 n_cut = _cuts(vert, idx, t0, lr, Z0 + c, cuts)
                 if n_cut > 2:
-                    counters[2] += 1
+                    counters[SNAPPED] += 1
                 # Pieces: between consecutive cuts; piece 0 also takes the other cut points.
                 for pi in range(n_cut):
                     n_extra = n_cut - 2 if pi == 0 else 0
@@ -435,9 +441,9 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
         rows = 0
         for ai in range(n_alive):
             rows += p_len[alive[ai]]
-        nc, nr = counters[0], counters[1]
+        nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
-            counters[3], counters[4] = nc + n_alive, nr + rows
+            counters[CELLS_NEEDED], counters[ROWS_NEEDED] = nc + n_alive, nr + rows
             return cell
         for ai in range(n_alive):
             p = alive[ai]
@@ -466,7 +472,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
             nc += 1
             o_off[nc] = nr
-        counters[0], counters[1] = nc, nr
+        counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
     return n_cells
 
 
@@ -848,7 +854,7 @@ def parse_points(specs, n_in: int, csv_path=None) -> list[np.ndarray]:
             if values is None or len(values) != n_in:
                 raise InputError(f"point {text!r} must be {n_in} comma-separated numbers (the "
                                  f"model's inputs) or a row number of --data")
-        out.append(_check_point(values, n_in, f"point {text!r}"))
+        out.append(check_point(values, n_in, f"point {text!r}"))
     return out
 
 

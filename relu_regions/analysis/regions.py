@@ -32,8 +32,9 @@ Intervals refine independently, so the network runs depth first on chunks of at 
 points, in reused arrays; only the reported breakpoints, knots and slopes grow with the count
 (2^24 pieces: ~400 MB). A net whose layers all stay within CHUNK points (trained nets, small
 constructions) runs the same kernels in one compiled call (_count_small): no Python per layer.
-The kernels are compiled once (~5 s) and cached in __pycache__
-(cache=True); a process's first count still pays ~0.6-0.9 s to set up numba and load them.
+The kernels are compiled once (seconds) and cached in the user's cache directory
+(:mod:`relu_regions.analysis.jit`); a process's first count still pays ~0.6-0.9 s to set up numba
+and load them.
 """
 
 from __future__ import annotations
@@ -42,13 +43,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-from numba import njit
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..errors import InputError
-from ..validation import check_int, check_interval
+from ..nets.reader import relu_layers
+from ..validation import check_interval, check_point
+from .jit import njit
 
 ZERO_TOL = 2.0**-40  # ~9e-13: about 4000 ulps of the magnitude a pre-activation is summed from
 SLOPE_TOL = 1e-11
@@ -58,6 +58,12 @@ EPS = np.finfo(np.float64).eps
 INTERP_ULPS = 64  # interpolated values within this many eps of their endpoints' size are 0
 MERGE_ULPS = 16  # switch points closer than this many ulps of the segment's scale are one
 CHUNK = 1 << 14  # points per layer before the rest of the net runs on halves
+
+# The pieces' running state, one float64 array shared by the kernels (see _Pieces): slots.
+PREV_SLOPE, PREV_MAG, PIECE_START, MIN_PIECE, MIN_REGION = range(5)
+STATE_SIZE = 5
+# _count_small's status.
+NOT_FINITE, TOO_LARGE, COUNTED = -1, 0, 1
 
 
 @dataclass
@@ -81,7 +87,7 @@ class RegionCount:
     snapped: int
     resolved: bool
 
-    def convexity(self) -> "Convexity":
+    def convexity(self) -> Convexity:
         return convexity(self)
 
     def to_dict(self, arrays: bool = False) -> dict:
@@ -112,232 +118,6 @@ def convexity(count: RegionCount) -> Convexity:
     jumps = np.diff(count.slopes)
     up, down = int((jumps > 0).sum()), int((jumps < 0).sum())
     return Convexity(up, down, is_convex=down == 0, is_concave=up == 0)
-
-
-PIECE_COLUMNS = ("start", "end", "slope", "value_start", "value_end")
-
-
-def pieces_table(count: RegionCount, model: nn.Module, x0=None, x1=None) -> dict:
-    """One row per linear piece of ``count`` (a count of ``model``): its ends, slope and the
-    output at both ends, as float64 arrays under :data:`PIECE_COLUMNS`.
-
-    For a segment count pass its ``x0``, ``x1``: positions are then t in [0, 1] along
-    ``x0 + t (x1 - x0)`` and the slope is dy/dt. The values are the network evaluated at the
-    ends in float64 (not slope times width summed up, which would accumulate rounding), so the
-    pieces join: ``value_end[i] == value_start[i + 1]``.
-    """
-    edges = np.concatenate([[count.lo], count.knots, [count.hi]])
-    if (x0 is None) != (x1 is None):
-        raise InputError("give both x0 and x1 (a segment count) or neither")
-    layers = relu_layers(model)
-    if x0 is None:
-        inputs = edges[:, None]
-    else:
-        n_in = layers[0][0].shape[1]
-        x0, x1 = _check_point(x0, n_in, "x0"), _check_point(x1, n_in, "x1")
-        inputs = x0 + edges[:, None] * (x1 - x0)
-    if inputs.shape[1] != layers[0][0].shape[1]:
-        raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; pass the segment's "
-                         "x0 and x1")
-    values = np.concatenate([_forward(layers, inputs[i:i + CHUNK])
-                             for i in range(0, len(inputs), CHUNK)])
-    return {"start": edges[:-1], "end": edges[1:], "slope": np.asarray(count.slopes, float),
-            "value_start": values[:-1], "value_end": values[1:]}
-
-
-def _forward(layers, h):
-    """The network's output at the rows of ``h``, float64 numpy (the counter's arithmetic)."""
-    for w, b in layers[:-1]:
-        h = np.maximum(_rows_times(h, w) + b, 0.0)
-    w, b = layers[-1]
-    return (_rows_times(h, w) + b)[:, 0]
-
-
-def pieces_rows(table: dict) -> list[dict]:
-    """The table as a list of ``{column: value}`` dicts (JSON)."""
-    cols = [table[c].tolist() for c in PIECE_COLUMNS]
-    return [dict(zip(PIECE_COLUMNS, row)) for row in zip(*cols)]
-
-
-def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):
-    """Write the table as CSV (header ``start,end,slope,value_start,value_end``, every float in
-    17 significant digits, which round-trips float64), atomically."""
-    from pathlib import Path
-
-    from ..checkpoint import atomic_write
-
-    columns = np.column_stack([table[c] for c in PIECE_COLUMNS])
-
-    def write(f):
-        f.write((",".join(PIECE_COLUMNS) + "\n").encode())
-        for i in range(0, len(columns), rows_per_block):
-            np.savetxt(f, columns[i:i + rows_per_block], fmt="%.17g", delimiter=",")
-
-    atomic_write(Path(path), write)
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a model
-
-def relu_layers(model: nn.Module, *, finite: bool = True
-                ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
-
-    Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
-    """
-    layers, leaks = layer_stack(model, finite=finite)
-    if any(leaks):
-        raise InputError("nn.LeakyReLU is not supported by the 1D counter: only nn.ReLU")
-    return layers
-
-
-def layer_stack(model, *, finite: bool = True
-                ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
-    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
-    hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
-
-    Accepts an ``nn.Sequential`` (nested ones are flattened; ``nn.Identity`` is skipped) or any
-    module with ``as_sequential()`` (e.g. :class:`~relu_regions.parametrize.ConstructionNet`), whose
-    layers are ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``BlockDiagonalLinear`` (as its dense
-    matrix), ``GmPLinear`` and ``GmPLinearReLU`` (their exact plain form, a negative radius folded
-    into the next layer); or a list of (W, b) pairs with ReLU between them (e.g. one seed of a
-    composite layout's ``raw(theta)``). Non-finite weights raise InputError (``finite=False``:
-    the caller checks them).
-    """
-    if isinstance(model, (list, tuple)):
-        return _raw_layers(model, finite), [0.0] * (len(model) - 1)
-    construction = getattr(model, "construction", None)
-    if hasattr(model, "as_sequential") and hasattr(construction, "weights"):
-        # A ConstructionNet's layers are construction.weights(): read them in one call. Through
-        # the parametrized layers every tensor recomputes all of them (d = 12: 56 ms, not 0.2).
-        with torch.no_grad():
-            pairs = construction.weights()
-        return _raw_layers(pairs, finite), [0.0] * (len(pairs) - 1)
-    if hasattr(model, "as_sequential"):
-        model = model.as_sequential()
-    if not isinstance(model, nn.Sequential):
-        raise InputError(f"expected an nn.Sequential of nn.Linear and nn.ReLU layers, "
-                         f"got {type(model).__name__}")
-    with parametrize.cached():  # derived weights are computed once, not once per tensor
-        return _read_layers(list(_flatten(model)), finite)
-
-
-def _raw_layers(pairs, finite=True):
-    pairs = _tensors_to_numpy(pairs)
-    layers = []
-    for i, pair in enumerate(pairs):
-        try:
-            w, b = map(_float64, pair)
-        except (TypeError, ValueError):
-            raise InputError(f"layer {i} must be a (W, b) pair of arrays") from None
-        if w.ndim == 3 and w.shape[0] == 1:
-            w = np.squeeze(w, 0)
-        if b.ndim != 1:
-            b = b.reshape(-1)
-        if w.ndim != 2 or b.size != w.shape[0]:
-            raise InputError(f"layer {i}: W must be (out, in) and b (out,), got {w.shape}, "
-                             f"{b.shape}")
-        layers.append((w, b))
-    if not layers:
-        raise InputError("the model has no layers")
-    return _check_layers(layers, finite)
-
-
-def _float64(t):
-    if type(t) is np.ndarray and t.dtype == np.float64:  # as it is: the common case
-        return t
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().double().numpy()
-    return np.asarray(t, dtype=np.float64)
-
-
-def _tensors_to_numpy(pairs):
-    """(W, b) pairs of CPU tensors of one dtype as float64 numpy arrays, in one copy out of torch
-    (per tensor, the calls cost more than counting a small net); anything else as given."""
-    if (not pairs or type(pairs[0]) not in (list, tuple) or len(pairs[0]) != 2
-            or type(pairs[0][0]) is np.ndarray):
-        return pairs
-    flat = [t for pair in pairs if isinstance(pair, (list, tuple)) and len(pair) == 2
-            for t in pair]
-    if (len(flat) != 2 * len(pairs)
-            or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu"
-                       and t.dtype == flat[0].dtype for t in flat)):
-        return pairs
-    with torch.no_grad():
-        joined = torch.cat([t.reshape(-1) for t in flat]).double().numpy()
-    sizes = np.cumsum([t.numel() for t in flat])[:-1]
-    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat)]
-    return list(zip(arrays[::2], arrays[1::2]))
-
-
-def _read_layers(modules, finite=True):
-    from ..nets.blockdiag import BlockDiagonalLinear
-    from ..gmp.layers import GmPLinear, GmPLinearReLU
-
-    layers, leaks, expect_linear, sign = [], [], True, None
-    for i, m in enumerate(modules):
-        if isinstance(m, nn.Identity):
-            continue
-        if expect_linear and isinstance(m, (nn.Linear, BlockDiagonalLinear, GmPLinear)):
-            fused = isinstance(m, GmPLinearReLU)
-            if fused:
-                m, next_sign = m.split()
-            elif isinstance(m, GmPLinear):
-                m = m.to_linear()
-            elif isinstance(m, BlockDiagonalLinear):
-                m = m.to_dense()
-            w = m.weight.detach().to(torch.float64).cpu().numpy()
-            b = (m.bias.detach().to(torch.float64).cpu().numpy() if m.bias is not None
-                 else np.zeros(w.shape[0]))
-            if sign is not None:  # the previous fused unit's sign(r), folded into its readers
-                w = w * sign[None, :w.shape[1]]
-                sign = None
-            layers.append((w, b))
-            if fused:
-                sign = next_sign.detach().to(torch.float64).cpu().numpy()
-                leaks.append(0.0)
-                continue  # its ReLU is inside
-        elif not expect_linear and isinstance(m, nn.ReLU):
-            leaks.append(0.0)
-        elif not expect_linear and isinstance(m, nn.LeakyReLU):
-            leaks.append(float(m.negative_slope))
-        else:
-            wanted = "nn.Linear" if expect_linear else "nn.ReLU or nn.LeakyReLU"
-            raise InputError(f"layer {i} is {type(m).__name__}, expected {wanted}: only "
-                             f"alternating linear / ReLU stacks can be counted")
-        expect_linear = not expect_linear
-    if not layers or expect_linear:
-        raise InputError("the model must start and end with nn.Linear")
-    if sign is not None:
-        raise InputError("the model ends with a GmPLinearReLU: it must end with a linear layer")
-    return _check_layers(layers, finite), leaks
-
-
-def _check_layers(layers, finite=True):
-    for (w1, _), (w2, _) in zip(layers, layers[1:]):
-        if w2.shape[1] != w1.shape[0]:
-            raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
-                             f"{w2.shape[1]} inputs")
-    if layers[-1][0].shape[0] != 1:
-        raise InputError(f"the model must have one output, has {layers[-1][0].shape[0]}")
-    if finite:
-        _check_finite(np.concatenate([a.reshape(-1) for pair in layers for a in pair]))
-    return layers
-
-
-def _check_finite(flat):
-    """All weights at once: a call per array cost more than counting a small net."""
-    if not np.isfinite(flat).all():
-        raise InputError("the model has non-finite weights")
-
-
-def _flatten(seq):
-    for m in seq:
-        if isinstance(m, nn.Sequential):
-            yield from _flatten(m)
-        else:
-            yield m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,8 +151,8 @@ def count_regions_segment(model: nn.Module, x0, x1, *, zero_tol: float = ZERO_TO
     """Exact counts along the segment x0 + t (x1 - x0), t in [0, 1]; positions are t."""
     layers = relu_layers(model, finite=False)  # _count checks them, packed
     n_in = layers[0][0].shape[1]
-    x0 = _check_point(x0, n_in, "x0")
-    x1 = _check_point(x1, n_in, "x1")
+    x0 = check_point(x0, n_in, "x0")
+    x1 = check_point(x1, n_in, "x1")
     if np.array_equal(x0, x1):
         raise InputError("the segment is empty: x0 equals x1")
     points = np.array([0.0, 1.0])
@@ -392,12 +172,12 @@ def _count(layers, points, values, slopes, zero_tol, slope_tol) -> RegionCount:
         np.concatenate([a.reshape(-1) for pair in layers for a in pair]),  # W0 b0 W1 b1 ...
         np.array([w.shape[0] for w, _ in layers]), points, values, slopes, zero_tol, merge_tol,
         slope_tol, CHUNK)
-    if status < 0:
+    if status == NOT_FINITE:
         raise InputError("the model has non-finite weights")
-    if status > 0:  # out: breakpoints, knots, slopes, state
+    if status == COUNTED:  # out: breakpoints, knots, slopes, state
         knots_at, slopes_at = n_regions - 1, n_regions + n_pieces - 2
         return _region_count(lo, hi, out[:knots_at], out[knots_at:slopes_at],
-                             out[slopes_at:-5], out[-5:], snapped)
+                             out[slopes_at:-STATE_SIZE], out[-STATE_SIZE:], snapped)
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     pieces = _Pieces(layers[-1][0][0], slope_tol)
     snapped = _propagate(layers, points, values, slopes, zero_tol, merge_tol, pieces,
@@ -600,7 +380,7 @@ def _emit(out_points, out_values, out_slopes, at, p, z_here, z_mask, z_last, z_s
         z_last[c] = z_mask[c]
 
 
-def _rows_times(rows, w):
+def rows_times(rows, w):
     """rows @ w.T; einsum is ~9x faster than BLAS matmul for these tall, 4-wide shapes."""
     return np.einsum("nj,kj->nk", rows, w)
 
@@ -617,7 +397,7 @@ class _Pieces:
         self.breakpoints, self.knots, self.slopes = _Buffer(), _Buffer(), _Buffer()
         # Output slope and magnitude on the last interval seen, start of the current piece,
         # narrowest complete piece, narrowest region.
-        self.state = np.array([0.0, 0.0, 0.0, np.inf, np.inf])
+        self.state = _new_state()
 
     def add(self, points, slopes):
         first = self.slopes.size == 0
@@ -636,7 +416,8 @@ class _Pieces:
 
 def _region_count(lo, hi, breakpoints, knots, slopes, state, snapped) -> RegionCount:
     """The RegionCount of the assembled arrays; ``state`` as in _Pieces."""
-    start, min_piece, min_region = state[2:].tolist()  # Python floats: cheaper to compare
+    # Python floats: cheaper to compare
+    start, min_piece, min_region = (float(state[i]) for i in (PIECE_START, MIN_PIECE, MIN_REGION))
     min_piece = min(min_piece, hi - start)
     scale = max(abs(lo), abs(hi), hi - lo)
     return RegionCount(
@@ -675,6 +456,14 @@ class _Buffer:
 
 
 @njit(cache=True)
+def _new_state():
+    """A fresh pieces state: no slope seen yet, no piece or region measured."""
+    state = np.zeros(STATE_SIZE)
+    state[MIN_PIECE] = state[MIN_REGION] = np.inf
+    return state
+
+
+@njit(cache=True)
 def _chunk_pieces(points, slopes, w_out, slope_tol, first, state, knots, piece_slopes):
     """Write one chunk's knots and its new pieces' slopes; return the number of knots.
 
@@ -682,8 +471,8 @@ def _chunk_pieces(points, slopes, w_out, slope_tol, first, state, knots, piece_s
     |W_out| |h'| it is summed from, on either side. ``state`` (see _Pieces) links the chunks and
     is updated in place.
     """
-    prev_slope, prev_mag, start = state[0], state[1], state[2]
-    min_piece, min_region = state[3], state[4]
+    prev_slope, prev_mag, start = state[PREV_SLOPE], state[PREV_MAG], state[PIECE_START]
+    min_piece, min_region = state[MIN_PIECE], state[MIN_REGION]
     head = 1 if first else 0
     k = 0
     for i in range(slopes.shape[0]):
@@ -700,8 +489,8 @@ def _chunk_pieces(points, slopes, w_out, slope_tol, first, state, knots, piece_s
             k += 1
         min_region = min(min_region, points[i + 1] - points[i])
         prev_slope, prev_mag = s, mag
-    state[0], state[1], state[2] = prev_slope, prev_mag, start
-    state[3], state[4] = min_piece, min_region
+    state[PREV_SLOPE], state[PREV_MAG], state[PIECE_START] = prev_slope, prev_mag, start
+    state[MIN_PIECE], state[MIN_REGION] = min_piece, min_region
     return k
 
 
@@ -714,12 +503,12 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
     ``packed``: W_0, b_0, W_1, b_1, ... flattened; ``widths``: each layer's outputs (the widths
     chain, checked by the caller). Returns (status, regions, pieces, snapped, out) with out =
     breakpoints, knots, piece slopes, state (as in _Pieces), one array (a single array to box).
-    status 1: counted; 0: a layer would exceed ``chunk`` (the caller runs the general path);
+    status COUNTED: counted; TOO_LARGE: a layer would exceed ``chunk`` (the caller runs the general path);
     -1: a weight is not finite.
     """
     for v in packed:
         if not np.isfinite(v):
-            return -1, 0, 0, 0, packed
+            return NOT_FINITE, 0, 0, 0, packed
     at = snapped = 0
     for layer in range(widths.size - 1):
         width, n_in = widths[layer], values.shape[1]
@@ -729,7 +518,7 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
         at += width
         m = points.size
         if m > chunk:
-            return 0, 0, 0, 0, packed
+            return TOO_LARGE, 0, 0, 0, packed
         z = np.empty((m, width))
         removed, crossings = _preactivations(values, w, b, zero_tol, z)
         size = m + crossings
@@ -740,118 +529,12 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
         points, values, slopes = out_points[:n], out_values[:n], out_slopes[:n - 1]
     w_out = packed[at:at + values.shape[1]]
     n = slopes.shape[0]  # regions
-    out = np.empty(3 * n + 5)  # n - 1 breakpoints, <= n - 1 knots, <= n slopes, state
+    out = np.empty(3 * n + STATE_SIZE)  # n - 1 breakpoints, <= n - 1 knots, <= n slopes, state
     out[:n - 1] = points[1:-1]
-    state = np.array([0.0, 0.0, 0.0, np.inf, np.inf])
+    state = _new_state()
     knots, piece_slopes = np.empty(n), np.empty(n)
     k = _chunk_pieces(points, slopes, w_out, slope_tol, True, state, knots, piece_slopes)
     out[n - 1:n - 1 + k] = knots[:k]
     out[n - 1 + k:n + 2 * k] = piece_slopes[:k + 1]
-    out[n + 2 * k:n + 2 * k + 5] = state
-    return 1, n, k + 1, snapped, out[:n + 2 * k + 5].copy()
-
-
-# ---------------------------------------------------------------------------------------------
-# The sampling estimator, to compare against
-
-@dataclass
-class SampledCount:
-    """Counts estimated on a uniform grid: what a sampling method sees."""
-
-    samples: int
-    linear_pieces: int
-    activation_regions: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_001,
-                   slope_tol: float = 1e-9, zero_tol: float = ZERO_TOL,
-                   chunk: int = 1 << 16) -> SampledCount:
-    """Estimate linear pieces and activation regions from a uniform grid on [lo, hi]: what a
-    sampling method sees. It only misses what lies between grid points, never adds: both counts
-    are at most the exact ones of :func:`count_regions`.
-
-    Pre-activations z at the grid points get the exact counter's zero rule (|z| <= zero_tol
-    times the rounding bound |W| |h| + |b| is 0), so a neuron that only touches zero (computed
-    as +-1e-17) switches nothing. Then every grid cell [x_i, x_i+1] is either
-
-    * *crossed*: some neuron of some layer has strictly opposite signs at its ends, so a
-      boundary lies strictly inside the cell (one region boundary counted per cell); or
-    * *clean*: no neuron changes sign inside, so the net is affine on the cell with the
-      pattern z_i + z_i+1 > 0 (the exact counter's rule) and its slope follows by the chain
-      rule.
-
-    Activation regions: 1 + crossed cells + adjacent clean cells whose patterns differ (the
-    boundary is their shared grid point). The first and last grid points sit 2 * MERGE_ULPS ulps
-    inside the ends, where the exact counter merges switches into the ends. Linear pieces: 1 + consecutive clean cells whose slopes
-    differ by more than ``slope_tol`` times the magnitude |W_out| |h'| they are summed from
-    (looser than the exact counter's 1e-11, so rounding never adds a piece). Each counted event
-    has its own interval (cells, shared points) containing a true boundary, so no count exceeds
-    the truth.
-    """
-    layers = relu_layers(model)
-    if layers[0][0].shape[1] != 1:
-        raise InputError("sample_regions takes a 1D-input model")
-    lo, hi = check_interval((lo, hi), "(lo, hi)")
-    samples = check_int(samples, "samples", low=3)
-    x = np.linspace(lo, hi, samples)
-    # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
-    # place); sampling just inside the ends ignores those too.
-    inset = 2 * MERGE_ULPS * np.spacing(max(abs(lo), abs(hi), hi - lo))
-    if inset < (hi - lo) / (samples - 1) / 4:
-        x[0], x[-1] = lo + inset, hi - inset
-    w_out = layers[-1][0][0]
-    regions = pieces = 1
-    last = None  # the previous chunk's last cell: (clean, pattern) and the last clean slope
-    last_slope = None  # (slope, magnitude) of the last clean cell seen
-    for s in range(0, samples - 1, chunk):
-        pts = x[s:s + chunk + 1]  # chunks share their end point: every cell is in one chunk
-        h = pts[:, None]
-        cell_slopes = np.ones((pts.size - 1, 1))
-        crossed = np.zeros(pts.size - 1, dtype=bool)
-        patterns = []
-        for w, b in layers[:-1]:
-            z = _rows_times(h, w) + b
-            z[np.abs(z) <= zero_tol * (_rows_times(np.abs(h), np.abs(w)) + np.abs(b))] = 0.0
-            crossed |= np.any(z[:-1] * z[1:] < 0, axis=1)
-            on = z[:-1] + z[1:] > 0
-            patterns.append(on)
-            cell_slopes = _rows_times(cell_slopes, w) * on
-            h = np.maximum(z, 0.0)
-        pattern = np.concatenate(patterns, axis=1)
-        clean = ~crossed
-        regions += int(crossed.sum())
-        # Adjacent clean cells with different patterns, including across the chunk boundary.
-        if last is not None:
-            clean_prev = np.concatenate([[last[0]], clean[:-1]])
-            pattern_prev = np.vstack([last[1], pattern[:-1]])
-        else:
-            clean_prev, pattern_prev = np.concatenate([[False], clean[:-1]]), np.vstack(
-                [pattern[:1], pattern[:-1]])
-        regions += int((clean & clean_prev & np.any(pattern != pattern_prev, axis=1)).sum())
-        last = (bool(clean[-1]), pattern[-1:])
-        # Consecutive clean cells (crossed ones between them skipped) with different slopes.
-        slope = (cell_slopes @ w_out)[clean]
-        mag = (np.abs(cell_slopes) @ np.abs(w_out))[clean]
-        if last_slope is not None:
-            slope, mag = np.concatenate([[last_slope[0]], slope]), np.concatenate([[last_slope[1]],
-                                                                                 mag])
-        if slope.size:
-            differ = np.abs(np.diff(slope)) > slope_tol * np.maximum(mag[:-1], mag[1:])
-            pieces += int(differ.sum())
-            last_slope = (slope[-1], mag[-1])
-    return SampledCount(samples=int(samples), linear_pieces=pieces, activation_regions=regions)
-
-
-def _check_point(x, n_in, name):
-    try:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a vector of {n_in} numbers") from None
-    if x.size != n_in or not np.isfinite(x).all():
-        raise InputError(f"{name} must be {n_in} finite number{'s' if n_in != 1 else ''} (the "
-                         f"model's input size), got {x.tolist()}")
-    return x
-
+    out[n + 2 * k:n + 2 * k + STATE_SIZE] = state
+    return COUNTED, n, k + 1, snapped, out[:n + 2 * k + STATE_SIZE].copy()

@@ -25,14 +25,16 @@ there, and the Levy training loss ended 2-5x higher on two of four seeds.)
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional
 from torch.nn.modules.utils import _pair
 
 from ..errors import InputError
+from ..nets.reader import Affine, ReLU
 from ..validation import check_int
 
 __all__ = [
@@ -201,10 +203,10 @@ class GmPLinear(_GmPBase):
         return self.flat_weight()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return functional.linear(x, self.weight, self.bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "GmPLinear":
+    def from_linear(cls, linear: nn.Linear) -> GmPLinear:
         """The GmP layer computing exactly ``linear`` (``lam = b / r``); raises on a zero row."""
         if not isinstance(linear, nn.Linear):
             raise InputError(f"from_linear got {type(linear).__name__}: pass an nn.Linear")
@@ -230,6 +232,11 @@ class GmPLinear(_GmPBase):
     def to_linear(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the same function (same dtype and device)."""
         return self._plain_linear()
+
+    def region_ops(self) -> list:
+        """Its exact plain form, as the region counters read it."""
+        bias = self.bias
+        return [Affine(self.weight.detach(), None if bias is None else bias.detach())]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.lam is not None}"
@@ -263,11 +270,11 @@ class GmPLinearReLU(GmPLinear):
         return torch.sign(self.r)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = F.linear(x, self.flat_direction(), self.lam)
+        z = functional.linear(x, self.flat_direction(), self.lam)
         return self.r * torch.relu(z)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "GmPLinearReLU":
+    def from_linear(cls, linear: nn.Linear) -> GmPLinearReLU:
         """The fused layer computing exactly ``relu(linear(x))`` (``lam = b / r``)."""
         return super().from_linear(linear)
 
@@ -275,6 +282,11 @@ class GmPLinearReLU(GmPLinear):
         """``(linear, sign)`` with ``forward(x) == sign * relu(linear(x))`` exactly: a plain
         ReLU layer whose output signs the next layer can absorb (scale its columns by ``sign``)."""
         return self._plain_linear(), self.output_sign.detach().clone()
+
+    def region_ops(self) -> list:
+        """``sign * relu(linear(x))`` as ops: the ReLU of its pre-activation, then the diagonal
+        of output signs (the counters fold it into the next layer)."""
+        return [*super().region_ops(), ReLU(), Affine(torch.diag(self.output_sign.detach()))]
 
     def to_linear(self) -> nn.Linear:
         raise InputError("GmPLinearReLU includes its ReLU: use split() to get (nn.Linear, output sign)")
@@ -336,10 +348,10 @@ class GmPConv2d(_GmPBase):
         return self.flat_weight().reshape(self._kernel_shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "GmPConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> GmPConv2d:
         """The GmP convolution computing exactly ``conv``; raises on a zero kernel."""
         if not isinstance(conv, nn.Conv2d):
             raise InputError(f"from_conv got {type(conv).__name__}: pass an nn.Conv2d")
@@ -425,7 +437,6 @@ def to_gmp(module: nn.Module) -> nn.Module:
         return GmPLinear.from_linear(module)
     if isinstance(module, nn.Conv2d):
         return GmPConv2d.from_conv(module)
-    import copy
 
     out = copy.deepcopy(module)
     for name, child in list(out.named_children()):
@@ -448,7 +459,6 @@ def from_gmp(module: nn.Module) -> nn.Module:
         return module.to_linear()
     if isinstance(module, GmPConv2d):
         return module.to_conv()
-    import copy
 
     out = copy.deepcopy(module)
     for name, child in list(out.named_children()):

@@ -11,8 +11,8 @@ neither needs a display nor changes pyplot's global backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg

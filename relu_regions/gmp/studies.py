@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,9 +47,9 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 from tqdm.auto import tqdm
 
-from .cab import CABHistory, CABTracker, stability
 from ..errors import InputError
 from ..validation import check_device, check_int, is_int, torch_threads
+from .cab import CABHistory, CABTracker, stability
 from .layers import GmPLinearReLU
 
 __all__ = [

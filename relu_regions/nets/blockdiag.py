@@ -37,9 +37,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..nets import construction as C
 from ..errors import InputError
+from ..nets import construction
 from ..validation import check_int
+from .reader import Affine
 
 PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
 
@@ -115,6 +116,10 @@ class BlockDiagonalLinear(nn.Module):
         """
         return torch.block_diag(*self.weight.unbind(0))
 
+    def region_ops(self) -> list[Affine]:
+        """Its dense map, as the region counters read it."""
+        return [Affine(self.dense_weight().detach(), self.bias)]
+
     @torch.no_grad()
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` computing the same function (a copy; it does not share storage)."""
@@ -129,7 +134,7 @@ class BlockDiagonalLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_dense(cls, linear: nn.Linear, block: int = 4) -> "BlockDiagonalLinear":
+    def from_dense(cls, linear: nn.Linear, block: int = 4) -> BlockDiagonalLinear:
         """Keep the diagonal blocks of ``linear``'s weight (and its bias); drop the rest.
 
         Exact inverse of :meth:`to_dense` for a weight that is already block-diagonal.
@@ -195,7 +200,7 @@ def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: to
     a, a_next, S = torch.broadcast_tensors(*(torch.as_tensor(v, **opts)
                                              for v in (peaks, next_peaks, ratio)))
     sign = torch.as_tensor(sign, dtype=a.dtype, device=a.device).expand_as(a)
-    return C.hidden_matrix(a, a_next, S, sign)
+    return construction.hidden_matrix(a, a_next, S, sign)
 
 
 def _random_peaks(shape, generator, like: torch.Tensor, low: float, high: float) -> torch.Tensor:

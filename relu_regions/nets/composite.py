@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import lsq_linear
 
-from ..nets import construction as C
 from ..errors import InputError
+from ..nets import construction
 
 SHAPES_1D = ("convex", "concave", "dc")
 SHAPES_ND = ("ridge", "radial")
@@ -59,7 +60,7 @@ class Term:
 class SumLayout:
     """Theta = [per term: peak logits, log scales] + [c0, c_1..c_k] (module docstring, F)."""
 
-    def __init__(self, terms, depth: int, thm31: bool, box, margin: float = C.DEFAULT_MARGIN):
+    def __init__(self, terms, depth: int, thm31: bool, box, margin: float = construction.DEFAULT_MARGIN):
         self.terms, self.depth, self.thm31, self.margin = list(terms), depth, bool(thm31), margin
         self.box = [tuple(map(float, b)) for b in box]
         self.k = len(self.box)
@@ -99,15 +100,15 @@ class SumLayout:
         parts = []
         for j in range(len(self.terms)):
             block = theta[..., j * per:(j + 1) * per]
-            peaks = C.peaks_from_logits(block[..., :self.n_peaks], self.margin)
+            peaks = construction.peaks_from_logits(block[..., :self.n_peaks], self.margin)
             log_s = block[..., self.n_peaks:].clamp(min=LOG_SCALE_FLOOR)
-            parts.append((peaks, C.scales_from_log(log_s, peaks, self.depth, self.thm31)))
+            parts.append((peaks, construction.scales_from_log(log_s, peaks, self.depth, self.thm31)))
         rest = theta[..., len(self.terms) * per:]
         return parts, rest[..., 0], rest[..., 1:]
 
     def join(self, peaks, scales_or_s0, c0, c):
         """Inverse of ``split`` (peaks (N, J, n_peaks), scales (N, J, n_scales), c0, c (N, k))."""
-        logits = C.logits_from_peaks(peaks, self.margin)
+        logits = construction.logits_from_peaks(peaks, self.margin)
         blocks = torch.cat([logits, scales_or_s0.log()], dim=-1).flatten(1)
         return torch.cat([blocks, c0.reshape(-1, 1), c.reshape(-1, self.k)], dim=1)
 
@@ -127,7 +128,7 @@ class SumLayout:
         """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
         w = self._along(term, x)
         for i in range(self.depth):
-            w = C.triangle(w, peaks[..., i:i + 1])
+            w = construction.triangle(w, peaks[..., i:i + 1])
             yield w
 
     def pattern(self, theta, x):
@@ -174,7 +175,7 @@ class SumLayout:
         for j, (term, (peaks, scales)) in enumerate(zip(self.terms, parts)):
             t_lo, t_hi = (theta.new_tensor(v) for v in term.interval)
             c0_j = bias if j == 0 else torch.zeros_like(bias)
-            nets.append(C.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi, term.sign))
+            nets.append(construction.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi, term.sign))
         return side_by_side(nets, [theta.new_tensor(t.direction) for t in self.terms])
 
 
@@ -360,8 +361,6 @@ def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
     (bounded least squares). Theorem 3.1 ties each term's scales to its s_0, one column per term.
     ``x``: (n, k) shared by all seeds, or (N, n, k) per seed.
     """
-    from scipy.optimize import lsq_linear
-
     x = torch.as_tensor(x, dtype=torch.float64).cpu()
     y = np.asarray(y, dtype=np.float64)
     one = torch.tensor(1.0, dtype=torch.float64)
@@ -372,7 +371,7 @@ def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
         for j, term in enumerate(layout.terms):
             W = torch.stack(list(layout.sawtooths(term, a[j], xs)), dim=1).numpy()
             if layout.thm31:
-                W = (W @ C.thm31_scales(one, a[j], layout.depth).numpy())[:, None]
+                W = (W @ construction.thm31_scales(one, a[j], layout.depth).numpy())[:, None]
             cols.append(-term.sign * W)
         A = np.column_stack(cols)
         n_free = 1 + layout.k

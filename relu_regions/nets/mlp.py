@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .construction import check_depth
 from ..validation import check_int
+from .construction import check_depth
 from .parametrize import linear_relu_stack
 
 RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv 1903.06733), as we read it

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .construction import Construction
+from .reader import Affine, ReLU
 
 
 class DerivedTensor(nn.Module):
@@ -66,7 +67,7 @@ class ConstructionNet(nn.Module):
                     linear, name, DerivedTensor(construction, index, part), unsafe=True)
 
     @classmethod
-    def build(cls, depth: int, **kwargs) -> "ConstructionNet":
+    def build(cls, depth: int, **kwargs) -> ConstructionNet:
         """Shorthand for ``ConstructionNet(Construction(depth, **kwargs))``.
 
         The width-4 net of arXiv 2311.18022 with ``depth`` hidden layers; ``F`` has 2^depth pieces.
@@ -89,6 +90,17 @@ class ConstructionNet(nn.Module):
 
     def derived(self, x: torch.Tensor) -> torch.Tensor:
         return self.construction(x)
+
+    def region_ops(self) -> list:
+        """The net as the region counters read it (:class:`~relu_regions.nets.reader.Affine`
+        and :class:`~relu_regions.nets.reader.ReLU` ops), from ``construction.weights()`` in one
+        call: through the parametrized layers every tensor would recompute all of them."""
+        with torch.no_grad():
+            pairs = self.construction.weights()
+        ops = []
+        for w, b in pairs:
+            ops += [Affine(w, b), ReLU()]
+        return ops[:-1]
 
     def as_sequential(self) -> nn.Sequential:
         """The live (still parametrized) Linear/ReLU stack, for tools that read layers."""

@@ -13,7 +13,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
+from .. import targets
 from ..errors import InputError, read_user_file
+from ..training import config as fit_config
+from ..training.data import make_dataset
 from ..validation import is_int
 
 MAX_SEEDS = 1000
@@ -39,11 +42,9 @@ class SweepConfig:
 
     def values(self, name: str) -> tuple:
         """The values of field ``name`` in this grid (its FitConfig default if not given)."""
-        from ..training.config import FitConfig
-
         if name in self.grid:
             return self.grid[name]
-        default = getattr(FitConfig(), name)
+        default = getattr(fit_config.FitConfig(), name)
         return (_plain(default),)
 
     @property
@@ -66,9 +67,8 @@ class SweepConfig:
     def __getattr__(self, name):  # interval, points, phase1, ...: the single value of a field
         if name.startswith("_") or name in ("grid", "seeds"):
             raise AttributeError(name)
-        from ..training.config import fields
 
-        if name not in {f.name for f in fields()}:
+        if name not in {f.name for f in fit_config.fields()}:
             raise AttributeError(name)
         values = self.values(name)
         return values[0] if len(values) == 1 else values
@@ -86,7 +86,7 @@ class SweepConfig:
         return [{**point, "seed": s, "varied": varied}
                 for point in self.points_of_grid() for s in self.seeds]
 
-    def with_values(self, name: str, values) -> "SweepConfig":
+    def with_values(self, name: str, values) -> SweepConfig:
         """A copy with field ``name`` set to ``values`` (unchecked: for tests and tools)."""
         return SweepConfig(grid={**self.grid, name: tuple(values)}, seeds=self.seeds)
 
@@ -124,14 +124,12 @@ def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
     (``shape = ["convex", "dc"]``). ``targets``, ``depths`` and ``methods`` are the old spellings
     of the target, depth and method axes. ``seeds``: a count (0..N-1) or a list.
     """
-    from ..training import config as F
-
     def bad(msg):
         return InputError(f"{source}: {msg}")
 
     if not isinstance(raw, dict):
         raise bad("must be a table of keys")
-    names = [f.name for f in F.fields() if f.metadata.get("sweep", True)]
+    names = [f.name for f in fit_config.fields() if f.metadata.get("sweep", True)]
     allowed = [*PLURALS, *[n for n in names if n != "seeds"], "seeds"]
     for key in raw:
         if key not in allowed:
@@ -163,8 +161,6 @@ def parse_config(raw: dict, source: str = "sweep config") -> SweepConfig:
 
 def _axis(name, value, plural) -> tuple:
     """The values of one key: a list is an axis (for interval: a list of [lo, hi] pairs)."""
-    from ..training.config import MAX_DEPTH, FitConfig, parse_phase
-
     is_axis = isinstance(value, list) and (
         plural or name not in LIST_VALUED or (value and isinstance(value[0], list)))
     if plural and not isinstance(value, list):
@@ -176,7 +172,7 @@ def _axis(name, value, plural) -> tuple:
     out = []
     for v in values:
         if name in ("phase1", "phase2"):
-            ph = parse_phase(v, name)
+            ph = fit_config.parse_phase(v, name)
             v = {"optimizer": ph.optimizer, "steps": ph.steps, "lr": ph.lr}
         elif name == "target":
             v = _target_text(v)
@@ -184,7 +180,7 @@ def _axis(name, value, plural) -> tuple:
             v = tuple(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
                       for x in v)
         # width != 4 is for the baselines; every other field is checked on the default method
-        base = FitConfig(depth=MAX_DEPTH)
+        base = fit_config.FitConfig(depth=fit_config.MAX_DEPTH)
         _check_value(base.replace(method="kaiming") if name == "width" else base, name, v)
         out.append(v)
     for v in out:
@@ -194,11 +190,9 @@ def _axis(name, value, plural) -> tuple:
 
 
 def _target_text(v):
-    from .. import targets as T
-
     if not isinstance(v, str):
         raise InputError(f"target entry {show(v)} is not target expressions (strings)")
-    f = T.parse_target(v)
+    f = targets.parse_target(v)
     return f.text
 
 
@@ -234,13 +228,10 @@ def _seeds(seeds, bad) -> tuple:
 def _check_points(cfg, bad) -> None:
     """Every grid point's settings together (e.g. points and sparse, not both) and its data (a
     target not finite on the interval is refused now, not in every cell)."""
-    from ..training.config import FitConfig
-    from ..training.data import make_dataset
-
     seen = set()
     for point in cfg.points_of_grid():
         try:
-            config = FitConfig.from_dict(point).validate()
+            config = fit_config.FitConfig.from_dict(point).validate()
             if config.target is not None and dims_of(config.target) != 1:
                 raise InputError(f"target {config.target!r} is 2D; sweeps take 1D targets (train "
                                  "one 2D target with `relu-regions train`)")
@@ -253,9 +244,7 @@ def _check_points(cfg, bad) -> None:
 
 
 def dims_of(target: str) -> int:
-    from .. import targets as T
-
-    return T.parse_target(target).dims
+    return targets.parse_target(target).dims
 
 
 def show(value) -> str:

@@ -42,10 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..validation import check_int, env_defaults, json_safe, one_line
-from .config import SweepConfig, load_config, parse_config, show as _show  # noqa: F401
+from .config import SweepConfig, load_config, parse_config  # noqa: F401
+from .config import show as _show
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
@@ -72,8 +73,8 @@ def run_cell(cell: dict) -> dict:
     start = time.perf_counter()
     try:
         from ..training import fitting
+        from ..training.auto import describe_training
         from ..training.config import FitConfig
-        from ..training.result import describe_training
 
         settings = {k: v for k, v in cell.items() if k not in ("seed", "varied")}
         config = FitConfig.from_dict(settings).replace(seeds=[cell["seed"]], optimum=False,

@@ -8,6 +8,6 @@
 - ``optim``: Levenberg-Marquardt and Adam as optimizer objects
 - ``stages``: named stages, the resume journal, reading a training state
 - ``growth``: inserting construction layers; ``fitting``: :func:`fit` itself
-- ``result``: :class:`FitResult`; ``run_folder``: ``save`` / :func:`load_run`; ``progress``
-- ``trainer``: the old single module's names, re-exported for one release
+- ``result``: :class:`FitResult` and :func:`load_run`; ``run_folder``: the folder ``save``
+  writes and reads; ``progress``: progress lines
 """

@@ -8,6 +8,8 @@ pieces).
 
 from __future__ import annotations
 
+from ..validation import plural
+
 # Up to depth GROW_ABOVE direct training was best (on 4096 points direct depth 6 beat depth 5
 # grown by one layer, 2.84e-9 against 6.58e-9); deeper, growing from GROW_FROM (train there,
 # then insert one construction layer at a time) beat direct training and growing from depth 5.
@@ -55,3 +57,22 @@ def use_warp(depth: int, grow_from: int, warp: bool = True, dims: int = 1) -> bo
     """Whether a growth from ``grow_from`` to ``depth`` starts with the warp layer: when the
     ``warp`` setting allows it, the input is 1D, and at least WARP_MIN_ADDED layers are added."""
     return bool(warp) and dims == 1 and depth - grow_from >= WARP_MIN_ADDED
+
+
+def describe_training(training: dict, depth: int, points: bool = True) -> str:
+    """:attr:`FitResult.training` in words: '2048 training points; 16 starts per seed; grown from
+    depth 6 (a warp layer, then 2 folds; the best paths polished for 400 steps)' (``points=False``:
+    without the first part)."""
+    parts = []
+    if points and training.get("points"):
+        parts.append(f"{training['points']} training points")
+    if training.get("starts"):
+        parts.append(f"{plural(training['starts'], 'start')} per seed")
+    grow_from = training.get("grow_from")
+    if grow_from is not None and grow_from < depth:
+        folds = depth - grow_from - bool(training.get("warp"))
+        kind = ("a warp layer, then " if training.get("warp") else "") + plural(folds, "fold")
+        if training.get("polish"):
+            kind += f"; the best paths polished for {plural(training['polish'], 'step')}"
+        parts.append(f"grown from depth {grow_from} ({kind})")
+    return "; ".join(parts)

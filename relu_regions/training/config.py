@@ -19,8 +19,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..validation import (check_choice, check_device, check_float, check_int, check_interval,
-                          is_int)
+from ..validation import check_choice, check_device, check_float, check_int, check_interval, is_int
 from .auto import TWO_PHASE, WARP_MIN_ADDED
 
 METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
@@ -55,7 +54,7 @@ class Phase:
     steps: int = 300
     lr: float = 1e-3
 
-    def validate(self, name: str = "phase") -> "Phase":
+    def validate(self, name: str = "phase") -> Phase:
         check_choice(self.optimizer, f"{name} optimizer", OPTIMIZERS)
         check_int(self.steps, f"{name} steps", low=0, high=MAX_STEPS)
         check_float(self.lr, f"{name} learning rate", low=0, low_open=True)
@@ -187,12 +186,12 @@ class FitConfig:
         for name in ("phase1", "phase2"):
             object.__setattr__(self, name, parse_phase(getattr(self, name), name))
 
-    def replace(self, **overrides) -> "FitConfig":
+    def replace(self, **overrides) -> FitConfig:
         """A copy with ``overrides``; an unknown name is an InputError naming the closest."""
         check_names(overrides)
         return dataclasses.replace(self, **overrides)
 
-    def validate(self) -> "FitConfig":
+    def validate(self) -> FitConfig:
         """Check every setting (value ranges and combinations); returns self."""
         check_int(self.depth, "depth", low=1, high=MAX_DEPTH,
                   hint="the exact counter holds up to 2^26 pieces")
@@ -284,7 +283,7 @@ class FitConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FitConfig":
+    def from_dict(cls, values: dict) -> FitConfig:
         """The inverse of :meth:`to_dict` (unknown keys refused; phases parsed)."""
         values = dict(values)
         if isinstance(values.get("interval"), list):

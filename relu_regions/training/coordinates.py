@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..gmp.layers import from_hyperspherical, to_hyperspherical
 from .functional import flatten_layers, unflatten_layers
 
 
@@ -22,8 +23,6 @@ class GmPLayout:
     shapes: list
 
     def from_raw(self, theta: torch.Tensor):
-        from ..gmp.layers import to_hyperspherical
-
         parts, offsets = [], []
         for w, b in unflatten_layers(theta, self.shapes):
             r, angles = to_hyperspherical(w)
@@ -35,8 +34,6 @@ class GmPLayout:
         return torch.cat(parts, dim=1), torch.cat(offsets, dim=1)
 
     def to_raw(self, theta: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        from ..gmp.layers import from_hyperspherical
-
         layers, at, at_b = [], 0, 0
         for (o, i), _ in self.shapes:
             n_ang = o * (i - 1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import targets as T
-from .auto import auto_points
+from .. import targets
 from ..errors import InputError
+from .auto import auto_points
 
 
-class CallableTarget(T.Target):
+class CallableTarget(targets.Target):
     """A Python callable on numpy arrays as a target (1D: f(x) for x of shape (n,))."""
 
     def __init__(self, fn):
@@ -41,15 +41,15 @@ class CallableTarget(T.Target):
 
 def as_target(target):
     """An expression (str / Target) or a callable, as a Target."""
-    if isinstance(target, (str, T.Target)):
-        return T.parse_target(target)
+    if isinstance(target, (str, targets.Target)):
+        return targets.parse_target(target)
     if callable(target):
         return CallableTarget(target)
     raise InputError(f"target must be an expression in x (e.g. 'x**3') or a callable, got "
                      f"{type(target).__name__}")
 
 
-def make_dataset(config, data=None) -> T.Dataset:
+def make_dataset(config, data=None) -> targets.Dataset:
     """The Dataset for ``config`` (its target, interval, points / sparse, test_fraction, seed), or
     ``data`` (a Dataset or arrays (x, y)) on ``config.interval`` (default: the data's range; a
     target given with data only names the run)."""
@@ -61,8 +61,8 @@ def make_dataset(config, data=None) -> T.Dataset:
         points = config.points
         if points is None and target.dims == 1:  # as many points as the depth needs (auto.py)
             points = auto_points(config.depth)
-        data = (T.sparse(target, interval, config.sparse, config.sparse, seed=config.seed)
-                if config.sparse else T.dense(target, interval, points))
+        data = (targets.sparse(target, interval, config.sparse, config.sparse, seed=config.seed)
+                if config.sparse else targets.dense(target, interval, points))
     else:  # a target given too only names the run
         if config.sparse is not None or config.points is not None:
             raise InputError("points and sparse sample a target; data brings its own points")
@@ -72,9 +72,9 @@ def make_dataset(config, data=None) -> T.Dataset:
     return data
 
 
-def as_dataset(data) -> T.Dataset:
+def as_dataset(data) -> targets.Dataset:
     """A Dataset, or arrays (x, y) with x (n,) or (n, k): sorted like ``targets.from_csv``."""
-    if isinstance(data, T.Dataset):
+    if isinstance(data, targets.Dataset):
         return data
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise InputError(f"data must be a Dataset or a pair (x, y) of arrays, got "
@@ -97,10 +97,10 @@ def as_dataset(data) -> T.Dataset:
            else tuple((float(c.min()), float(c.max())) for c in x.T))
     if any(lo == hi for lo, hi in (box if x.ndim == 2 else [box])):
         raise InputError("data (x, y): every x is the same; need a spread of points")
-    return T.Dataset(x=x, y=y, test_x=x, test_y=y, interval=box, name="data")
+    return targets.Dataset(x=x, y=y, test_x=x, test_y=y, interval=box, name="data")
 
 
-def on_interval(data: T.Dataset, interval) -> T.Dataset:
+def on_interval(data: targets.Dataset, interval) -> targets.Dataset:
     """``data`` with its domain set to ``interval`` (each input), refusing points outside."""
     if interval is None:
         return data
@@ -113,11 +113,11 @@ def on_interval(data: T.Dataset, interval) -> T.Dataset:
                          f"the interval [{lo:g}, {hi:g}]; widen the interval or leave it out "
                          "(the default is the data's range)")
     box = (lo, hi) if data.dims == 1 else tuple((lo, hi) for _ in range(data.dims))
-    return T.Dataset(data.x, data.y, data.test_x, data.test_y, box, data.name)
+    return targets.Dataset(data.x, data.y, data.test_x, data.test_y, box, data.name)
 
 
-def split(data: T.Dataset, fraction: float, seed: int) -> T.Dataset:
+def split(data: targets.Dataset, fraction: float, seed: int) -> targets.Dataset:
     """A seeded random share ``fraction`` of the points as the test set (the rest train)."""
     if data.test_x is not data.x and not np.array_equal(data.test_x, data.x):
         raise InputError("the data already has separate test points; drop test_fraction")
-    return T.hold_out(data, fraction, seed)
+    return targets.hold_out(data, fraction, seed)

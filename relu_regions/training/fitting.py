@@ -19,15 +19,27 @@ import time
 import numpy as np
 import torch
 
+from ..analysis import limits
+from ..analysis.plane import count_regions_2d
+from ..analysis.regions import count_regions, count_regions_segment
 from ..errors import InputError
+from ..nets import composite
+from ..targets import Dataset
 from ..validation import check_int, torch_threads
 from . import growth
 from .auto import QUICK_OPTIMUM_PIECES, auto_settings, use_warp
 from .config import PICK_SHARE, POLISH_PATHS, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
-from .functional import (flatten_layers, mlp_forward, random_theta, raw_shapes, shapes_of,
-                         to_module, unflatten_layers)
+from .functional import (
+    flatten_layers,
+    mlp_forward,
+    random_theta,
+    raw_shapes,
+    shapes_of,
+    to_module,
+    unflatten_layers,
+)
 from .jacobians import chain_jacobian, derived_jacobian_runs, jvp_jacobian, lm_jacobian
 from .optim import per_seed_mse, row_wise
 from .progress import Progress
@@ -113,8 +125,6 @@ def _data_state(data) -> dict:
 
 
 def _data_from_state(d):
-    from ..targets import Dataset
-
     box = tuple(tuple(b) for b in d["interval"])
     x = d["x"].numpy()
     return Dataset(x, d["y"].numpy(), d["test_x"].numpy(), d["test_y"].numpy(),
@@ -181,12 +191,10 @@ class DerivedNet:
     """Phase 1's model: the layout's derived parameters on points x."""
 
     def __init__(self, layout, x):
-        from ..nets import composite as K
-
         self.layout, self.x, self.points = layout, x, x.reshape(x.shape[0], -1)
         # 1D: forward mode at two points per activation run, when the runs (about one per
         # linear piece) are at most half the points; else at every point.
-        self.by_runs = (isinstance(layout, K.SumLayout) and x.dim() == 1
+        self.by_runs = (isinstance(layout, composite.SumLayout) and x.dim() == 1
                         and 2 * layout.max_pieces <= len(x))
 
     def predict(self, theta):
@@ -198,14 +206,14 @@ class DerivedNet:
         return jvp_jacobian(self.predict, theta)
 
 
-def _auto_growth(config: FitConfig, data, K) -> FitConfig:
+def _auto_growth(config: FitConfig, data, composite) -> FitConfig:
     """``config`` with ``grow_from`` from :func:`~relu_regions.training.auto.auto_settings` when
     it was left unset (growth needs a single construction); ``grow_from=depth`` trains directly."""
     if config.grow_from is not None:
         return config
-    layout = K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
-                            thm31=config.method != "pretrain")[0]
-    single = isinstance(layout, K.SumLayout) and len(layout.terms) == 1
+    layout = composite.build_layout(config.shape, data.x, data.y, data.box, config.depth,
+                                    thm31=config.method != "pretrain")[0]
+    single = isinstance(layout, composite.SumLayout) and len(layout.terms) == 1
     grow_from = auto_settings(config.depth, config.method, single, data.dims).get("grow_from")
     return config if grow_from is None else config.replace(grow_from=grow_from)
 
@@ -214,16 +222,14 @@ class _Fit:
     """One fit's state: its config, data on the device, layouts, journal and loss history."""
 
     def __init__(self, config: FitConfig, data, stages: Stages, progress):
-        from ..nets import composite as K
-
-        config = _auto_growth(config, data, K)  # depth-dependent default (training/auto.py)
+        config = _auto_growth(config, data, composite)  # depth-dependent default (training/auto.py)
         self.config, self.data, self.stages = config, data, stages
         self.seeds = config.seed_list
         self.d0 = config.grow_from or config.depth
         thm31 = config.method != "pretrain"
-        self.layout, self.shape, self.q_target = K.build_layout(
+        self.layout, self.shape, self.q_target = composite.build_layout(
             config.shape, data.x, data.y, data.box, self.d0, thm31=thm31)
-        self.single = isinstance(self.layout, K.SumLayout) and len(self.layout.terms) == 1
+        self.single = isinstance(self.layout, composite.SumLayout) and len(self.layout.terms) == 1
         if config.grow_from is not None and not self.single:
             chosen = " (chosen by shape='auto' for this target)" if config.shape == "auto" else ""
             raise InputError(f"grow_from needs one construction on a 1D target (shape convex or "
@@ -231,7 +237,7 @@ class _Fit:
         # the growth starts with the warp layer (training/auto.py); False when nothing grows
         self.warp = use_warp(config.depth, self.d0, config.warp, data.dims)
         self.full = (self.layout if self.d0 == config.depth else
-                     K.build_layout(config.shape, data.x, data.y, data.box, config.depth,
+                     composite.build_layout(config.shape, data.x, data.y, data.box, config.depth,
                                     thm31=thm31)[0])
         self.widths = self._widths()
         self.shapes = shapes_of(self.widths)
@@ -294,24 +300,20 @@ class _Fit:
         return flatten_layers(self.layout.raw(theta1))
 
     def _one_phase(self):
-        from ..nets import composite as K
-
         c = self.config
         raw_phase = Phase(c.phase2.optimizer, c.phase1.steps + c.phase2.steps, c.phase2.lr)
         if c.method == "skip":
-            theta = self.release(K.initial_theta(self.layout, self.seeds, self.data.x,
+            theta = self.release(composite.initial_theta(self.layout, self.seeds, self.data.x,
                                                  self.data.y, self.q_target).to(self.dev))
         else:
             theta = random_theta(c.method, self.seeds, self.widths, self.data.box).to(self.dev)
         return self.train_raw(theta, raw_phase, "raw")
 
     def _two_phase(self):
-        from ..nets import composite as K
-
         c, n = self.config, len(self.seeds)
         # Start k of seed s draws its peaks from stream s + 100000 k (k = 0 is the seed itself).
         start_seeds = [s + 100_000 * k for k in range(c.n_starts) for s in self.seeds]
-        theta1 = K.initial_theta(self.layout, start_seeds, self.data.x, self.data.y,
+        theta1 = composite.initial_theta(self.layout, start_seeds, self.data.x, self.data.y,
                                  self.q_target).to(self.dev)
         derived = DerivedNet(self.layout, self.x)
         per_start: list = []
@@ -412,15 +414,14 @@ class _Fit:
         only where that optimum means something: fewer pieces than half the points."""
         if not (self.config.optimum and n_pieces and 2 * n_pieces < len(self.data.x)):
             return None, None
-        from ..analysis.limits import efficiency, optimal_pwl
 
         quick = n_pieces >= QUICK_OPTIMUM_PIECES
-        optimal = float(optimal_pwl(self.data.x, self.data.y, n_pieces, dp=not quick,
+        optimal = float(limits.optimal_pwl(self.data.x, self.data.y, n_pieces, dp=not quick,
                                     restarts=0 if quick else 3).mse)
         eff = np.full(train_mse.shape, np.nan)  # NaN for a diverged seed
         finite = np.isfinite(train_mse)
         if finite.any():
-            eff[finite] = efficiency(optimal, train_mse[finite])
+            eff[finite] = limits.efficiency(optimal, train_mse[finite])
         return optimal, eff
 
     def _pieces(self, models):
@@ -456,8 +457,6 @@ def _test_errors(residual, test_y) -> dict:
 def count_pieces(model, box) -> int:
     """Linear pieces on the interval (1D), or along the box's diagonal (nD); -1 if the weights
     are not finite (a diverged seed)."""
-    from ..analysis.regions import count_regions, count_regions_segment
-
     try:
         if len(box) == 1:
             return count_regions(model, *box[0]).linear_pieces
@@ -469,8 +468,6 @@ def count_pieces(model, box) -> int:
 def count_plane(model, box) -> tuple[int, int]:
     """(activation regions, linear pieces) of a 2-input net on the box ((x0, x1), (y0, y1)),
     exact (docs/regions2d.md); (-1, -1) if the weights are not finite (a diverged seed)."""
-    from ..analysis.plane import count_regions_2d
-
     try:
         c = count_regions_2d(model, (*box[0], *box[1]))
     except InputError:

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from ..analysis.limits import curvature_knots
 from .functional import flatten_layers, raw_shapes, unflatten_layers
 from .optim import per_seed_mse
 
@@ -110,11 +111,9 @@ def curvature_hinges(x, y):
     finite differences, as the optimum's curvature start in ``analysis.limits``). For x^3 they
     are near (j/4)^(5/7); on x^11 they gave 1.6x lower error than the quartiles (docs/training.md).
     """
-    from ..analysis.limits import _curvature_knots
-
     xs, order = torch.sort(x.detach().reshape(-1).cpu())
     ys = y.detach().reshape(-1).cpu()[order]
-    return [float(k) for k in _curvature_knots(xs.double().numpy(), ys.double().numpy(), 4)]
+    return [float(k) for k in curvature_knots(xs.double().numpy(), ys.double().numpy(), 4)]
 
 
 def best_rows(mse, k: int, n: int, keep: int = 1):

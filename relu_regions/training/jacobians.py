@@ -69,7 +69,7 @@ class Runs:
     xs: torch.Tensor
 
     @classmethod
-    def of(cls, pattern: torch.Tensor, xs: torch.Tensor) -> "Runs":
+    def of(cls, pattern: torch.Tensor, xs: torch.Tensor) -> Runs:
         """``pattern`` (N, units, n) of the points ``xs`` (n,), in increasing order."""
         n_seeds, n = pattern.shape[0], xs.shape[0]
         change = (pattern[:, :, 1:] != pattern[:, :, :-1]).any(dim=1)

@@ -1,14 +1,18 @@
 """What :func:`~relu_regions.fit` returns: per-seed errors, models, history and the config used,
-with the best model, predictions, and the run folder (``save`` / ``run_folder.load_run``)."""
+with the best model, predictions, and the run folder (``save`` / :func:`load_run`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from ..validation import json_safe, plural
+from ..errors import InputError
+from ..validation import json_safe
 from .auto import TWO_PHASE
+from .config import FitConfig
+from .run_folder import read_run, save_run
 
 
 @dataclass
@@ -74,10 +78,6 @@ class FitResult:
         >>> import torch; r.predict(torch.tensor([[0.5]], dtype=torch.float32)).dtype
         dtype('float64')
         """
-        import torch
-
-        from ..errors import InputError
-
         model = self.best if seed is None else self.models[self.seeds.index(seed)]
         pts = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
                                          dtype=np.float64))
@@ -150,9 +150,45 @@ class FitResult:
         """Write the run folder (checkpoints/, train.csv, test.csv, history.npz, metrics.json,
         pieces.csv, fit.png, history.png) atomically; ``force`` replaces an existing run.
         ``command``: the argv to record (the CLI's). Read it back with ``load_run``."""
-        from .run_folder import save_run
-
         return save_run(self, folder, force=force, command=command)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, models: list, history: dict, data=None) -> FitResult:
+        """The result whose :meth:`to_dict` is ``d`` (as ``metrics.json`` stores it), with the
+        parts ``to_dict`` leaves out: the ``models``, the loss ``history`` and the ``data``.
+        Provenance keys in ``d`` (command, versions, data hash) go to ``.provenance``."""
+        def floats(key):
+            values = d.get(key)
+            return None if values is None else np.array(
+                [np.nan if v is None else v for v in values], float)
+
+        def ints(key):
+            return None if d.get(key) is None else np.array(d[key])
+
+        interval = d["interval"]
+        interval = (tuple(interval) if not isinstance(interval[0], list)
+                    else tuple(map(tuple, interval)))
+        return cls(
+            method=d["method"], target=d["target"], depth=d["depth"],
+            width=(d.get("config") or {}).get("width", 4), seeds=[int(s) for s in d["seed_list"]],
+            interval=interval, mse=floats("mse"), train_mse=floats("train_mse"),
+            pieces=np.array(d["pieces"]), optimal_mse=d.get("optimal_mse"),
+            efficiency=floats("efficiency"), history=history, models=list(models),
+            seconds=d.get("seconds", 0.0), phases=d.get("phases", {}),
+            diverged=d.get("diverged", []), shape=d.get("shape", "convex"),
+            widths=d.get("widths", []), optimal_pieces=d.get("optimal_pieces"),
+            max_pieces=d.get("max_pieces"), regions=ints("regions"),
+            plane_pieces=ints("plane_pieces"),
+            config=FitConfig.from_dict(d["config"]) if d.get("config") else None, data=data,
+            errors={k: floats(k) for k in ("r2", "rel_rmse", "max_abs_error") if k in d},
+            provenance={k: d.get(k) for k in ("command", "versions", "data_sha256")})
+
+
+def load_run(folder) -> FitResult:
+    """The FitResult of a run folder written by ``FitResult.save`` / ``train --out``: models,
+    per-seed figures, history, data and (when recorded) the config; ``.provenance`` holds the
+    stored command, versions and data hash."""
+    return FitResult.from_dict(**read_run(folder))
 
 
 def _ints(values):
@@ -173,22 +209,3 @@ def _finite_mean(values):
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else None
-
-
-def describe_training(training: dict, depth: int, points: bool = True) -> str:
-    """:attr:`FitResult.training` in words: '2048 training points; 16 starts per seed; grown from
-    depth 6 (a warp layer, then 2 folds; the best paths polished for 400 steps)' (``points=False``:
-    without the first part)."""
-    parts = []
-    if points and training.get("points"):
-        parts.append(f"{training['points']} training points")
-    if training.get("starts"):
-        parts.append(f"{plural(training['starts'], 'start')} per seed")
-    grow_from = training.get("grow_from")
-    if grow_from is not None and grow_from < depth:
-        folds = depth - grow_from - bool(training.get("warp"))
-        kind = ("a warp layer, then " if training.get("warp") else "") + plural(folds, "fold")
-        if training.get("polish"):
-            kind += f"; the best paths polished for {plural(training['polish'], 'step')}"
-        parts.append(f"grown from depth {grow_from} ({kind})")
-    return "; ".join(parts)

@@ -1,5 +1,5 @@
 """The run folder: what ``FitResult.save`` (and ``relu-regions train --out``) writes, and
-:func:`load_run`, which reads it back into a FitResult.
+:func:`read_run`, which reads it back (``result.load_run`` makes a FitResult of it).
 
 Files: ``checkpoints/seed-NNNN.pt`` (one per seed, ``relu_regions.checkpoint`` format),
 ``train.csv`` / ``test.csv`` (the points), ``history.npz`` (loss per seed and step, phase
@@ -11,15 +11,23 @@ old and a new run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .. import __version__, checkpoint, targets
+from ..analysis.pieces import PIECE_COLUMNS, pieces_table, write_pieces_csv
+from ..analysis.regions import count_regions
+from ..atomic import atomic_write, atomic_write_text, umask
 from ..errors import InputError
+from ..plots import plot_fit, plot_history, plot_surface
 from ..validation import one_line
 
 FILES = ("metrics.json", "history.npz", "train.csv", "test.csv", "checkpoints")
@@ -27,13 +35,6 @@ FILES = ("metrics.json", "history.npz", "train.csv", "test.csv", "checkpoints")
 
 def provenance(data, argv=None) -> dict:
     """What a run needs to be reproduced: command, versions, and a hash of the data."""
-    import hashlib
-    import platform
-
-    import torch
-
-    from .. import __version__
-
     digest = hashlib.sha256()
     for a in (data.x, data.y, data.test_x, data.test_y):
         digest.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
@@ -65,19 +66,13 @@ def save_run(result, folder, *, force: bool = False, command=None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:
-        os.chmod(new, 0o777 & ~_umask())
+        os.chmod(new, 0o777 & ~umask())
         _write(result, new, command)
         _swap(new, folder)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _swap(new: Path, folder: Path) -> None:
@@ -92,10 +87,6 @@ def _swap(new: Path, folder: Path) -> None:
 
 
 def _write(result, out: Path, command) -> None:
-    from .. import checkpoint
-    from .. import targets as T
-    from ..checkpoint import atomic_write, atomic_write_text
-
     data = result.data
     info = provenance(data, argv=command)
     for s, model in zip(result.seeds, result.models):
@@ -103,32 +94,27 @@ def _write(result, out: Path, command) -> None:
                         {"method": result.method, "target": data.name, "seed": s,
                          "interval": list(result.interval), "depth": result.depth,
                          "phases": result.phases, **info})
-    atomic_write_text(out / "train.csv", T.to_csv_text(data.x, data.y))
-    atomic_write_text(out / "test.csv", T.to_csv_text(data.test_x, data.test_y))
+    atomic_write_text(out / "train.csv", targets.to_csv_text(data.x, data.y))
+    atomic_write_text(out / "test.csv", targets.to_csv_text(data.test_x, data.test_y))
     atomic_write(out / "history.npz", lambda f: np.savez(
         f, loss=result.history["loss"], phase_boundary=result.history["phase_boundary"]))
     atomic_write_text(out / "metrics.json", json.dumps({**result.to_dict(), **info}, indent=2))
     if data.dims == 1:
-        atomic_write_text(out / "pieces.csv", _pieces_csv(result))
+        _write_pieces(result, out / "pieces.csv")
     draw_run(out, result)
 
 
-def _pieces_csv(result) -> str:
-    from ..analysis.regions import PIECE_COLUMNS as cols, count_regions, pieces_rows, pieces_table
-
+def _write_pieces(result, path: Path) -> None:
     lo, hi = result.data.box[0]
     try:
-        rows = pieces_rows(pieces_table(count_regions(result.best, lo, hi), result.best))
-    except InputError:  # a diverged best seed (non-finite weights) has no pieces
-        rows = []
-    return ",".join(cols) + "\n" + "".join(",".join(repr(r[c]) for c in cols) + "\n"
-                                           for r in rows)
+        table = pieces_table(count_regions(result.best, lo, hi), result.best)
+    except InputError:  # a diverged best seed (non-finite weights) has no pieces: header only
+        table = {c: np.empty(0) for c in PIECE_COLUMNS}
+    write_pieces_csv(path, table)
 
 
 def draw_run(out: Path, result) -> list:
     """fit.png (best seed; a surface and its error in 2D) and history.png of a run folder."""
-    from ..plots import plot_fit, plot_history, plot_surface
-
     i = result.best_index
     draw = plot_fit if result.data.dims == 1 else plot_surface
     return [draw(result.models[i], result.data, out / "fit.png",
@@ -138,46 +124,25 @@ def draw_run(out: Path, result) -> list:
                          out / "history.png", title=f"{result.method} on {result.target}")]
 
 
-def load_run(folder):
-    """The FitResult of a run folder written by ``FitResult.save`` / ``train --out``: models,
-    per-seed figures, history, data and (when recorded) the config; ``.provenance`` holds the
-    stored command, versions and data hash."""
-    from .. import checkpoint
-    from .. import targets as T
-    from .config import FitConfig
-    from .result import FitResult
-
+def read_run(folder) -> dict:
+    """The parts of a run folder written by :func:`save_run`, as keyword arguments of
+    :meth:`FitResult.from_dict <relu_regions.training.result.FitResult.from_dict>`: ``d`` (the
+    metrics), ``models``, ``history`` and ``data``."""
     run = Path(folder)
     try:
         metrics = json.loads((run / "metrics.json").read_text())
         with np.load(run / "history.npz", allow_pickle=False) as h:
             loss, boundary = h["loss"], int(h["phase_boundary"])
-        train, test = T.from_csv(run / "train.csv"), T.from_csv(run / "test.csv")
+        train, test = targets.from_csv(run / "train.csv"), targets.from_csv(run / "test.csv")
         seeds = [int(s) for s in metrics["seed_list"]]
+        interval = metrics["interval"]
+        interval = (tuple(interval) if not isinstance(interval[0], list)
+                    else tuple(map(tuple, interval)))
     except (OSError, ValueError, KeyError, TypeError) as e:
         if isinstance(e, InputError):
             raise
         raise InputError(f"{run} is not a complete run folder ({one_line(e, 150)})") from None
-    interval = metrics["interval"]
-    interval = tuple(interval) if not isinstance(interval[0], list) else tuple(map(tuple, interval))
-    data = T.Dataset(train.x, train.y, test.x, test.y, interval, metrics["target"])
+    data = targets.Dataset(train.x, train.y, test.x, test.y, interval, metrics["target"])
     models = [checkpoint.load(run / "checkpoints" / f"seed-{s:04d}.pt")[0] for s in seeds]
-    floats = lambda k: (None if metrics.get(k) is None  # noqa: E731
-                        else np.array([np.nan if v is None else v for v in metrics[k]], float))
-    return FitResult(
-        method=metrics["method"], target=metrics["target"], depth=metrics["depth"],
-        width=(metrics.get("config") or {}).get("width", 4), seeds=seeds, interval=interval,
-        mse=floats("mse"), train_mse=floats("train_mse"),
-        pieces=np.array(metrics["pieces"]), optimal_mse=metrics.get("optimal_mse"),
-        efficiency=floats("efficiency"), history={"loss": loss, "phase_boundary": boundary},
-        models=models, seconds=metrics.get("seconds", 0.0), phases=metrics.get("phases", {}),
-        diverged=metrics.get("diverged", []), shape=metrics.get("shape", "convex"),
-        widths=metrics.get("widths", []), optimal_pieces=metrics.get("optimal_pieces"),
-        max_pieces=metrics.get("max_pieces"),
-        regions=None if metrics.get("regions") is None else np.array(metrics["regions"]),
-        plane_pieces=(None if metrics.get("plane_pieces") is None
-                      else np.array(metrics["plane_pieces"])),
-        config=FitConfig.from_dict(metrics["config"]) if metrics.get("config") else None,
-        data=data, errors={k: floats(k) for k in ("r2", "rel_rmse", "max_abs_error")
-                           if k in metrics},
-        provenance={k: metrics.get(k) for k in ("command", "versions", "data_sha256")})
+    return {"d": metrics, "models": models, "data": data,
+            "history": {"loss": loss, "phase_boundary": boundary}}

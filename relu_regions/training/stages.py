@@ -9,10 +9,13 @@ its step. Stages are keyed by name, so adding a stage does not shift the stored 
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
 from ..errors import InputError
 from ..validation import one_line
 from . import optim
@@ -24,7 +27,7 @@ TRAIN_STATE_FORMAT = "relu-regions-train-state/4"
 
 
 def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
-             stages: "Stages | None" = None, start=None, final: dict | None = None,
+             stages: Stages | None = None, start=None, final: dict | None = None,
              name: str = "stage"):
     """Run one training stage ``name``; with ``stages``, checkpointed and resumable.
 
@@ -131,8 +134,6 @@ class Stages:
         self.total_steps += 1
         if self.path is None or not self.every or self.total_steps % self.every:
             return
-        from ..checkpoint import atomic_write
-
         state = {"format": TRAIN_STATE_FORMAT, "stage": stage, "step": step,
                  "theta": theta.detach().cpu(), "optimizer": to_device(opt_state, "cpu"),
                  "outputs": {k: o.cpu() for k, o in self.outputs.items()},
@@ -145,9 +146,6 @@ class Stages:
 def load_train_state(path) -> dict:
     """Read a training checkpoint written by :class:`Stages` (never runs code); a folder means
     its ``state.pt``."""
-    import pickle
-    import warnings
-
     path = Path(path)
     if path.is_dir():
         path = path / "state.pt"

@@ -8,10 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relu_regions.analysis import limits as L
+from relu_regions.analysis import limits
+from relu_regions.analysis.limits import (
+    PWLFit,
+    asymptotic_mse,
+    efficiency,
+    optimal_pwl,
+    segmented_lower_bound,
+)
 from relu_regions.errors import InputError
-from relu_regions.analysis.limits import (PWLFit, asymptotic_mse, efficiency, optimal_pwl,
-                                 segmented_lower_bound)
 
 X500 = np.linspace(0.0, 1.0, 500)
 
@@ -85,7 +90,7 @@ def test_lower_bound_below_fit_and_fit_is_consistent(m, pieces, seed):
 def test_two_pieces_matches_grid_search():
     # sin(12x) + x has several local optima for the single knot.
     y = np.sin(12 * X500) + X500
-    proj = L._Projection(X500, y)
+    proj = limits._Projection(X500, y)
     grid = np.linspace(0, 1, 4001)[1:-1]
     brute = min(float(np.mean(proj.residual(np.r_[0.0, t, 1.0]) ** 2)) for t in grid)
     fit = optimal_pwl(X500, y, 2)
@@ -118,14 +123,14 @@ def test_variable_projection_jacobian_matches_finite_differences():
     rng = np.random.default_rng(0)
     x = np.sort(rng.uniform(0, 1, 80))
     y = np.sin(5 * x) + 0.1 * rng.normal(size=80)
-    proj = L._Projection(x, y)
+    proj = limits._Projection(x, y)
     z = rng.normal(0, 0.3, 6)
 
     def res(z):
-        return proj.residual(np.r_[0.0, L._knots_from_logits(z, 0.0, 1.0), 1.0])
+        return proj.residual(np.r_[0.0, limits._knots_from_logits(z, 0.0, 1.0), 1.0])
 
-    J = proj.jacobian(np.r_[0.0, L._knots_from_logits(z, 0.0, 1.0), 1.0]) @ \
-        L._knots_jacobian(z, 0.0, 1.0)
+    J = proj.jacobian(np.r_[0.0, limits._knots_from_logits(z, 0.0, 1.0), 1.0]) @ \
+        limits._knots_jacobian(z, 0.0, 1.0)
     eps = 1e-6
     Jn = np.array([(res(z + eps * e) - res(z - eps * e)) / (2 * eps) for e in np.eye(z.size)]).T
     np.testing.assert_allclose(J, Jn, atol=1e-7 * np.abs(J).max())

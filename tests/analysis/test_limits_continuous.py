@@ -7,9 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relu_regions.analysis.limits import (
+    _knot_gradient,
+    _l2_projection,
+    continuous_optimal_pwl,
+    matched_pieces,
+    net_l2_mse,
+    pwl_l2_mse,
+)
 from relu_regions.errors import InputError
-from relu_regions.analysis.limits import (_knot_gradient, _l2_projection, continuous_optimal_pwl,
-                                 matched_pieces, net_l2_mse, pwl_l2_mse)
 from relu_regions.nets.parametrize import linear_relu_stack
 
 

@@ -3,18 +3,19 @@
 import numpy as np
 import pytest
 import torch
+from exact_plane import exact_plane
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from exact_plane import exact_plane
 from relu_regions import InputError
 from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
+from relu_regions.analysis.regions import count_regions_segment
+from relu_regions.gmp import from_gmp, to_gmp
 from relu_regions.nets.blockdiag import BlockDiagonalLinear
 from relu_regions.nets.composite import side_by_side
 from relu_regions.nets.construction import Construction
-from relu_regions.gmp import from_gmp, to_gmp
-from relu_regions.analysis.regions import count_regions_segment, layer_stack
+from relu_regions.nets.reader import layer_stack
 
 
 def random_net(widths, seed, leak=0.0, n_in=2):

@@ -3,15 +3,19 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings, strategies as st
+from exact_reference import exact_count
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from exact_reference import exact_count
 from relu_regions import InputError
-from relu_regions.nets.mlp import kaiming_, mlp, raai_
+from relu_regions.analysis import regions
+from relu_regions.analysis.pieces import PIECE_COLUMNS, pieces_table
+from relu_regions.analysis.regions import count_regions, count_regions_segment
+from relu_regions.analysis.sampling import sample_regions
+from relu_regions.nets.mlp import mlp, raai_
 from relu_regions.nets.parametrize import ConstructionNet
-from relu_regions.analysis import regions as regions
-from relu_regions.analysis.regions import count_regions, count_regions_segment, sample_regions
+from relu_regions.nets.reader import relu_layers
 
 
 @settings(max_examples=40, deadline=None)
@@ -280,8 +284,8 @@ def test_sampling_chunks_change_nothing():
 def test_pieces_table_rows_are_the_network(case):
     model, lo, hi, _ = case
     r = count_regions(model, lo, hi)
-    t = regions.pieces_table(r, model)
-    assert list(t) == list(regions.PIECE_COLUMNS)
+    t = pieces_table(r, model)
+    assert list(t) == list(PIECE_COLUMNS)
     assert all(t[c].shape == (r.linear_pieces,) for c in t)
     assert t["start"][0] == lo and t["end"][-1] == hi
     assert np.array_equal(t["end"][:-1], t["start"][1:])  # the pieces tile [lo, hi]
@@ -304,13 +308,13 @@ def test_pieces_table_one_piece_and_segment():
         net[2].weight.copy_(torch.tensor([[1.0, 2.0, -1.0]]))
         net[2].bias.fill_(0.5)
     r = count_regions_segment(net, [-1, -1], [1, 1])
-    t = regions.pieces_table(r, net, [-1, -1], [1, 1])
+    t = pieces_table(r, net, [-1, -1], [1, 1])
     # y = x + 2y - (x + y) + 0.5 + (5 + 10 - 5) = y + 10.5; along t: -1 + 2t + 10.5
     assert r.linear_pieces == 1
     assert np.allclose([t["start"][0], t["end"][0], t["slope"][0]], [0, 1, 2], rtol=0, atol=1e-15)
     assert np.allclose([t["value_start"][0], t["value_end"][0]], [9.5, 11.5], rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="x0 and x1"):
-        regions.pieces_table(r, net)
+        pieces_table(r, net)
     with pytest.raises(InputError, match="empty: x0 equals x1"):
         count_regions_segment(mlp(3, 2, in_features=2), [0.5, 1], [0.5, 1])
     for samples in (2, 0, 2.5, True):
@@ -372,10 +376,10 @@ def _layout_net(layout, theta):
 @given(st.sampled_from(["convex", "concave", "dc"]), st.integers(1, 4), st.integers(0, 2**16))
 def test_composite_1d_layouts_agree_with_exact_reference(shape, depth, seed):
     """Sums of constructions (dc: convex minus convex, 2^(d+1) pieces) as the raw MLP."""
-    from relu_regions.nets import composite as K
+    from relu_regions.nets import composite
 
     x = np.linspace(-1.0, 2.0, 64)
-    layout, _, _ = K.build_layout(shape, x, np.sin(3 * x), [(-1.0, 2.0)], depth, thm31=True)
+    layout, _, _ = composite.build_layout(shape, x, np.sin(3 * x), [(-1.0, 2.0)], depth, thm31=True)
     model = _layout_net(layout, _random_theta(layout, seed))
     _assert_matches_exact_up_to_slivers(model, -1.0, 2.0, count_regions(model, -1.0, 2.0))
 
@@ -385,12 +389,12 @@ def test_composite_1d_layouts_agree_with_exact_reference(shape, depth, seed):
 def test_composite_2d_layouts_along_a_segment_agree_with_exact_reference(shape, depth, seed):
     """Ridge sums and radial compositions, counted along a segment: positions in t against the
     exact count of the net restricted to the segment."""
-    from relu_regions.nets import composite as K
+    from relu_regions.nets import composite
 
     g = np.random.default_rng(seed)
     x = g.uniform(-1, 1, (60, 2))
     y = x[:, 0] ** 2 + 0.5 * x[:, 1] ** 2 + 0.3 * x[:, 0] * x[:, 1] + 0.1 * g.standard_normal(60)
-    layout, _, _ = K.build_layout(shape, x, y, [(-1.0, 1.0), (-1.0, 1.0)], depth, thm31=True)
+    layout, _, _ = composite.build_layout(shape, x, y, [(-1.0, 1.0), (-1.0, 1.0)], depth, thm31=True)
     model = _layout_net(layout, _random_theta(layout, seed))
     x0, x1 = torch.tensor([-1.0, -0.8], dtype=torch.float64), torch.tensor([1.0, 0.9],
                                                                           dtype=torch.float64)
@@ -447,4 +451,4 @@ def test_a_non_finite_weight_is_refused_by_the_one_call_path_too():
         with pytest.raises(InputError, match="non-finite"):
             count_regions(layers, 0.0, 1.0)
         with pytest.raises(InputError, match="non-finite"):
-            regions.relu_layers(layers)
+            relu_layers(layers)

@@ -22,11 +22,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from exact_reference import exact_count
 from torch import nn
 
-from exact_reference import exact_count
-from relu_regions.analysis import regions as R
+from relu_regions.analysis import regions
 from relu_regions.analysis.regions import count_regions, count_regions_segment
+from relu_regions.errors import InputError
 
 EPS_SLOPE = 2.0**-20  # a small slope next to O(1) values: slivers of noise / slope are wide
 
@@ -121,7 +122,7 @@ def test_a_crossing_within_zero_tol_is_snapped_and_reported(scale):
     r = count_regions(model, -0.5, 1)
     assert (r.activation_regions, r.snapped) == (2, 1)
     # A ZERO_TOL 100 times tighter resolves it: the snapping is what merged it.
-    assert_exact(model, -0.5, 1, count_regions(model, -0.5, 1, zero_tol=R.ZERO_TOL / 100))
+    assert_exact(model, -0.5, 1, count_regions(model, -0.5, 1, zero_tol=regions.ZERO_TOL / 100))
 
 
 def test_a_unit_that_reaches_zero_at_the_end_is_not_snapped():
@@ -234,14 +235,14 @@ def test_summary_fields_and_convexity_of_a_hand_built_net():
 
 def test_a_model_with_several_inputs_is_sent_to_the_segment_counter():
     model = net(([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), ([[1.0, 1.0, 1.0]], [0.0]))
-    with pytest.raises(R.InputError, match="takes 2 inputs; count it along a segment"):
+    with pytest.raises(InputError, match="takes 2 inputs; count it along a segment"):
         count_regions(model, 0, 1)
 
 
 def test_the_reported_arrays_grow_past_their_first_capacity():
     """The breakpoint/knot/slope buffers start at 2^23 values (counts of 2^23 pieces and more
     outgrow them); a small start exercises the growth."""
-    buf = R._Buffer()
+    buf = regions._Buffer()
     buf.data = np.empty(2)
     buf.append(np.arange(5.0))
     buf.tail(4)[:3] = [7.0, 8.0, 9.0]
@@ -258,7 +259,7 @@ def test_chunk_boundaries_inside_a_piece_add_no_knot():
                 ([[-1.0, 0.0, 0.0, 0.0, 0.0, 2.0]], [0.0]))
     whole = assert_exact(model, 0, 1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(R, "CHUNK", 4)
+        mp.setattr(regions, "CHUNK", 4)
         chunked = assert_exact(model, 0, 1)
     assert (whole.activation_regions, whole.linear_pieces) == (7, 3)
     assert chunked.to_dict() == whole.to_dict()

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from relu_regions import InputError
-from relu_regions.nets.blockdiag import (BlockDiagonalLinear, construction_blocks,
-                                    construction_chain_init_, construction_init_, kaiming_init_)
+from relu_regions.nets.blockdiag import (
+    BlockDiagonalLinear,
+    construction_blocks,
+    construction_chain_init_,
+    construction_init_,
+    kaiming_init_,
+)
 from relu_regions.nets.construction import derived_forward, raw_weights, thm31_scales
 
 F64 = torch.float64

@@ -9,12 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relu_regions import InputError
-from relu_regions.nets import construction as C
-from relu_regions.nets import composite as K
-from relu_regions import targets as T
+from relu_regions import InputError, targets
 from relu_regions.cli import main
-from relu_regions.training.trainer import Phase, fit, mlp_forward, unflatten_layers, shapes_of
+from relu_regions.nets import composite, construction
+from relu_regions.training.config import Phase
+from relu_regions.training.fitting import fit
+from relu_regions.training.functional import mlp_forward, shapes_of, unflatten_layers
 
 
 def raw_forward(layout, theta, x):
@@ -22,7 +22,7 @@ def raw_forward(layout, theta, x):
 
 
 def _flat(layers):
-    from relu_regions.training.trainer import flatten_layers
+    from relu_regions.training.functional import flatten_layers
 
     return flatten_layers(layers)
 
@@ -36,7 +36,7 @@ def term_forward(x, peaks, scales, lo, hi, sign):
     """One construction without its affine part, by construction.derived_forward."""
     zero = torch.zeros(peaks.shape[0], dtype=torch.float64)
     lo, hi = (torch.tensor(float(v), dtype=torch.float64) for v in (lo, hi))
-    return C.derived_forward(x, peaks, scales, zero, zero, lo, hi, sign)
+    return construction.derived_forward(x, peaks, scales, zero, zero, lo, hi, sign)
 
 
 @settings(max_examples=40, deadline=None)
@@ -46,7 +46,7 @@ def term_forward(x, peaks, scales, lo, hi, sign):
 def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
     hi = lo + width
     x = torch.linspace(lo, hi, 257, dtype=torch.float64)
-    layout, _, _ = K.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth, thm31)
+    layout, _, _ = composite.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth, thm31)
     theta = random_theta(layout, 3, seed)
     derived = layout.predict(theta, x.unsqueeze(-1))
     # As for the single construction (test_construction): the raw first layer cancels terms of
@@ -59,7 +59,7 @@ def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
         for peaks, scales in parts:
             lipschitz = torch.maximum(1 / peaks[:, :depth], 1 / (1 - peaks[:, :depth]))
             amplification += float((scales * torch.cumprod(lipschitz, 1)).sum(1).max())
-            size = max(size, float(C.sum_offset(scales, c[:, 0].abs()).max()))
+            size = max(size, float(construction.sum_offset(scales, c[:, 0].abs()).max()))
     eps = torch.finfo(torch.float64).eps
     tol = conditioning * (1e-12 * size + 16 * eps * amplification)
     assert torch.allclose(raw_forward(layout, theta, x), derived, rtol=0, atol=tol)
@@ -71,7 +71,7 @@ def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
 def test_dc_is_the_difference_of_two_constructions(depth, lo, width, seed):
     hi = lo + width
     x = torch.linspace(lo, hi, 201, dtype=torch.float64)
-    layout, _, _ = K.build_layout("dc", x.numpy(), x.numpy(), [(lo, hi)], depth, True)
+    layout, _, _ = composite.build_layout("dc", x.numpy(), x.numpy(), [(lo, hi)], depth, True)
     theta = random_theta(layout, 2, seed)
     (pk_a, sc_a), (pk_b, sc_b) = layout.split(theta)[0]
     c0, c = layout.split(theta)[1:]
@@ -84,13 +84,13 @@ def test_dc_is_the_difference_of_two_constructions(depth, lo, width, seed):
 
 def test_one_term_is_the_papers_construction():
     x = torch.linspace(-1, 2, 301, dtype=torch.float64)
-    layout, _, _ = K.build_layout("concave", x.numpy(), -x.numpy() ** 2, [(-1, 2)], 6, True)
+    layout, _, _ = composite.build_layout("concave", x.numpy(), -x.numpy() ** 2, [(-1, 2)], 6, True)
     theta = random_theta(layout, 4, 0)
     [(peaks, scales)], c0, c = layout.split(theta)
     lo, hi = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
-    expected = C.derived_forward(x, peaks, scales, c0, c[:, 0], lo, hi, -1.0)
+    expected = construction.derived_forward(x, peaks, scales, c0, c[:, 0], lo, hi, -1.0)
     assert torch.equal(layout.predict(theta, x.unsqueeze(-1)), expected)
-    raw = mlp_forward(unflatten_layers(_flat(C.raw_weights(peaks, scales, c0, c[:, 0], lo, hi, -1.0)),
+    raw = mlp_forward(unflatten_layers(_flat(construction.raw_weights(peaks, scales, c0, c[:, 0], lo, hi, -1.0)),
                                        shapes_of(layout.widths)), x)
     assert torch.allclose(raw_forward(layout, theta, x), raw, rtol=0, atol=1e-12)
     assert layout.widths == [1, 4, 4, 4, 4, 4, 4, 1] and layout.max_pieces == 64
@@ -110,7 +110,7 @@ def test_2d_composition_identity(depth, seed, angle):
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     u = x @ rot
     y = (u[:, 0] ** 2 + 3 * u[:, 1] ** 2) ** 1.5
-    layout, shape, _ = K.build_layout("radial", x, y, [(-1, 1), (-1, 1)], depth, True)
+    layout, shape, _ = composite.build_layout("radial", x, y, [(-1, 1), (-1, 1)], depth, True)
     assert shape == "radial"
     theta = random_theta(layout, 3, seed)
     xt = torch.tensor(x)
@@ -124,7 +124,7 @@ def test_2d_composition_identity(depth, seed, angle):
     (qlo, qhi), = layout.outer.box
     zero = torch.zeros(3, dtype=torch.float64)
     u_q = (q - qlo) / (qhi - qlo)
-    h = c0o[:, None] + co[:, :1] * u_q + C.derived_forward(
+    h = c0o[:, None] + co[:, :1] * u_q + construction.derived_forward(
         q, peaks, scales, zero, zero, torch.tensor(qlo, dtype=torch.float64),
         torch.tensor(qhi, dtype=torch.float64), layout.outer.terms[0].sign)
     scale = max(1.0, float(h.abs().max()), float(q.abs().max()))
@@ -139,9 +139,9 @@ def test_2d_composition_identity(depth, seed, angle):
 def test_2d_initial_nets_match_their_raw_weights_everywhere():
     x = grid(21)
     for text in ("r**3", "x**2 + y**2 + x*y", "x**2 - y**2"):
-        y = T.parse_target(text)(x)
-        layout, shape, q = K.build_layout("auto", x, y, [(-1, 1), (-1, 1)], 4, True)
-        theta = K.initial_theta(layout, [0, 1], x, y, q)
+        y = targets.parse_target(text)(x)
+        layout, shape, q = composite.build_layout("auto", x, y, [(-1, 1), (-1, 1)], 4, True)
+        theta = composite.initial_theta(layout, [0, 1], x, y, q)
         xt = torch.tensor(x)
         d = layout.predict(theta, xt)
         assert torch.allclose(raw_forward(layout, theta, xt), d, rtol=0, atol=1e-12)
@@ -150,24 +150,24 @@ def test_2d_initial_nets_match_their_raw_weights_everywhere():
 
 def test_auto_shapes():
     x = np.linspace(0, 1, 500)
-    assert K.detect_shape(x, x**3) == "convex"
-    assert K.detect_shape(x, x**11) == "convex"
-    assert K.detect_shape(x, np.sin(x)) == "concave"
-    assert K.detect_shape(x, np.tanh(3 * x)) == "concave"
+    assert composite.detect_shape(x, x**3) == "convex"
+    assert composite.detect_shape(x, x**11) == "convex"
+    assert composite.detect_shape(x, np.sin(x)) == "concave"
+    assert composite.detect_shape(x, np.tanh(3 * x)) == "concave"
     xs = np.linspace(-1, 1, 500)
-    assert K.detect_shape(xs, xs**3 - xs) == "dc"
+    assert composite.detect_shape(xs, xs**3 - xs) == "dc"
     x2 = np.linspace(0, 2 * np.pi, 500)
-    assert K.detect_shape(x2, np.sin(x2)) == "dc"
-    sparse = T.sparse("x**3", (0, 1), 10, 10, seed=3)
-    assert K.detect_shape(sparse.x, sparse.y) == "convex"
+    assert composite.detect_shape(x2, np.sin(x2)) == "dc"
+    sparse = targets.sparse("x**3", (0, 1), 10, 10, seed=3)
+    assert composite.detect_shape(sparse.x, sparse.y) == "convex"
     g = grid()
-    assert K.build_layout("auto", g, T.parse_target("x**2+y**2+x*y")(g), [(-1, 1)] * 2, 3, True)[1] == "ridge"
-    assert K.build_layout("auto", g, T.parse_target("r**3")(g), [(-1, 1)] * 2, 3, True)[1] == "radial"
+    assert composite.build_layout("auto", g, targets.parse_target("x**2+y**2+x*y")(g), [(-1, 1)] * 2, 3, True)[1] == "ridge"
+    assert composite.build_layout("auto", g, targets.parse_target("r**3")(g), [(-1, 1)] * 2, 3, True)[1] == "radial"
 
 
 def test_ridge_directions_are_the_quadratics_axes():
     g = grid()
-    quad = K.fit_quadratic(g, g[:, 0] ** 2 + g[:, 1] ** 2 + g[:, 0] * g[:, 1])
+    quad = composite.fit_quadratic(g, g[:, 0] ** 2 + g[:, 1] ** 2 + g[:, 0] * g[:, 1])
     assert np.allclose(quad.eigenvalues, [0.5, 1.5], atol=1e-12)
     assert np.allclose(np.abs(quad.eigenvectors), np.sqrt(0.5), atol=1e-12)
     assert quad.relative_error < 1e-12
@@ -176,11 +176,11 @@ def test_ridge_directions_are_the_quadratics_axes():
 def test_shapes_are_checked_against_the_input():
     x = np.linspace(0, 1, 50)
     with pytest.raises(InputError, match="2D inputs"):
-        K.build_layout("radial", x, x, [(0, 1)], 3, True)
+        composite.build_layout("radial", x, x, [(0, 1)], 3, True)
     with pytest.raises(InputError, match="1D inputs"):
-        K.build_layout("dc", grid(), grid()[:, 0], [(-1, 1)] * 2, 3, True)
+        composite.build_layout("dc", grid(), grid()[:, 0], [(-1, 1)] * 2, 3, True)
     with pytest.raises(InputError, match="not one of"):
-        K.build_layout("wavy", x, x, [(0, 1)], 3, True)
+        composite.build_layout("wavy", x, x, [(0, 1)], 3, True)
     with pytest.raises(InputError, match="one construction on a 1D target"):
         fit("x**3 - x", interval=(-1, 1), depth=3, seeds=1, grow_from=2, shape="dc")
 
@@ -209,28 +209,28 @@ def test_fit_2d_radial_records_pieces_along_the_diagonal():
 
 
 def test_2d_targets_and_csv_round_trip(tmp_path):
-    f = T.parse_target("hypot(x, y)**3 - r**3 + x*y")
+    f = targets.parse_target("hypot(x, y)**3 - r**3 + x*y")
     assert f.dims == 2
-    d = T.dense(f, (-1, 1), points=5)
+    d = targets.dense(f, (-1, 1), points=5)
     assert d.x.shape == (25, 2) and d.box == [(-1.0, 1.0), (-1.0, 1.0)]
     assert np.allclose(d.y, d.x[:, 0] * d.x[:, 1], atol=1e-15)
     path = tmp_path / "s.csv"
-    path.write_text(T.to_csv_text(d.x, d.y))
-    back = T.from_csv(path)
+    path.write_text(targets.to_csv_text(d.x, d.y))
+    back = targets.from_csv(path)
     assert np.array_equal(back.x, d.x) and np.array_equal(back.y, d.y) and back.dims == 2
-    assert T.dense("x**2", (0, 1)).x.shape == (500,)
+    assert targets.dense("x**2", (0, 1)).x.shape == (500,)
     path.write_text("x,y,z\n0,0,1\n0,0,2\n1,1,1\n")
     with pytest.raises(InputError, match="duplicate"):
-        T.from_csv(path)
+        targets.from_csv(path)
     path.write_text("0,0,1\n1,2\n")
     with pytest.raises(InputError, match="3 like the first row"):
-        T.from_csv(path)
+        targets.from_csv(path)
 
 
 def test_cli_trains_2d_csv_and_reports(tmp_path, capsys):
-    d = T.dense("x**2 + y**2 + x*y", (-1, 1), points=7)
+    d = targets.dense("x**2 + y**2 + x*y", (-1, 1), points=7)
     csv = tmp_path / "bowl.csv"
-    csv.write_text(T.to_csv_text(d.x, d.y))
+    csv.write_text(targets.to_csv_text(d.x, d.y))
     out = tmp_path / "run"
     code = main(["train", "--data", str(csv), "--depth", "2", "--seeds", "2", "--phase1", "lm:4",
                  "--phase2", "lm:4", "--starts", "1", "--out", str(out), "--json"])
@@ -248,7 +248,7 @@ def test_cli_trains_2d_csv_and_reports(tmp_path, capsys):
 def test_release_survives_scales_that_underflowed():
     """Free scales driven to exp(-inf) = 0 in phase 1 must not release as 0/0 ratios."""
     x = torch.linspace(0, 1, 101, dtype=torch.float64)
-    layout, _, _ = K.build_layout("dc", x.numpy(), x.numpy(), [(0, 1)], 4, False)
+    layout, _, _ = composite.build_layout("dc", x.numpy(), x.numpy(), [(0, 1)], 4, False)
     theta = random_theta(layout, 2, 0)
     per = layout.n_peaks + layout.n_scales
     theta[:, per + layout.n_peaks:per + layout.n_peaks + 2] = -1e4  # exp -> 0: two dead scales
@@ -281,14 +281,14 @@ def test_fit_uses_the_dense_default_grid_per_dimension(monkeypatch):
     """fit's points default is targets.dense's: 500 points in 1D, a 41 x 41 grid in 2D (not a
     500 x 500 grid, which took minutes per phase-1 Jacobian)."""
     sizes = []
-    dense = T.dense
+    dense = targets.dense
 
     def recorded(*args, **kwargs):
         data = dense(*args, **kwargs)
         sizes.append(data.x.shape)
         return data
 
-    monkeypatch.setattr(T, "dense", recorded)
+    monkeypatch.setattr(targets, "dense", recorded)
     fit("x**2 + y**2", interval=(-1, 1), depth=1, seeds=1, **QUICK)
     fit("x**3", depth=1, seeds=1, **QUICK)
     assert sizes == [(41 * 41, 2), (500,)]
@@ -301,6 +301,6 @@ def test_detect_shape_takes_repeated_x_without_dividing_by_zero():
     x = np.repeat(np.linspace(0, 1, 20), 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert K.detect_shape(x, x**3) == "convex"
-        assert K.detect_shape(x, -(x**3)) == "concave"
-        assert K.detect_shape(x, (x - 0.5) ** 3) == "dc"
+        assert composite.detect_shape(x, x**3) == "convex"
+        assert composite.detect_shape(x, -(x**3)) == "concave"
+        assert composite.detect_shape(x, (x - 0.5) ** 3) == "dc"

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -175,7 +176,7 @@ def test_raw_weights_builds_all_hidden_layers_in_one_call_with_the_per_layer_val
         d, batch, concave, seed):
     """All hidden matrices come from one batched hidden_matrix call (a count of a small net
     spent most of its time in per-layer torch calls), bit for bit the per-layer formula."""
-    from relu_regions.nets import construction as C
+    from relu_regions.nets import construction
 
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.rand(batch + shape, generator=g, dtype=torch.float64)  # noqa: E731
@@ -183,10 +184,10 @@ def test_raw_weights_builds_all_hidden_layers_in_one_call_with_the_per_layer_val
     sign = (-torch.ones(batch, dtype=torch.float64) if concave
             else torch.tensor(1.0, dtype=torch.float64))
     calls = []
-    real = C.hidden_matrix
+    real = construction.hidden_matrix
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(C, "hidden_matrix", lambda *a: calls.append(1) or real(*a))
-        layers = C.raw_weights(peaks, scales, c0, c1, torch.tensor(-0.5, dtype=torch.float64),
+        mp.setattr(construction, "hidden_matrix", lambda *a: calls.append(1) or real(*a))
+        layers = construction.raw_weights(peaks, scales, c0, c1, torch.tensor(-0.5, dtype=torch.float64),
                                torch.tensor(1.5, dtype=torch.float64), sign)
     assert len(calls) == (d > 1) and len(layers) == d + 1
     for k in range(d - 1):  # the per-layer formula, as raw_weights computed it before

@@ -4,13 +4,14 @@ exact L2 refit of an accumulator: formulas, proved bounds, normal equations."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relu_regions.analysis.limits import net_l2_mse
+from relu_regions.analysis.refit import refit_accumulator
 from relu_regions.analysis.regions import count_regions
 from relu_regions.errors import InputError
-from relu_regions.nets.yarotsky import (cube_net, cube_net4, cube_net_diff, diff_reference,
-                                        refit_accumulator)
+from relu_regions.nets.yarotsky import cube_net, cube_net4, cube_net_diff, diff_reference
 
 
 def cube(x):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from relu_regions import InputError
-from relu_regions.sweep import grid as S
-from relu_regions.training.trainer import Phase, fit
+from relu_regions.sweep import grid as sweep_grid
+from relu_regions.training.config import Phase
+from relu_regions.training.fitting import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ SMALL = {"targets": ["x**3"], "depths": [2, 3], "methods": ["kaiming", "pretrain
 
 
 def small(**changes):
-    return S.parse_config({**SMALL, **changes})
+    return sweep_grid.parse_config({**SMALL, **changes})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def test_bad_config_is_one_line_input_error(change, message):
 def test_grid_keys_are_required(key):
     raw = {k: v for k, v in SMALL.items() if k != key}
     with pytest.raises(InputError, match=f"missing key '{key}'"):
-        S.parse_config(raw)
+        sweep_grid.parse_config(raw)
 
 
 def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
@@ -87,7 +88,7 @@ def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
     good.write_text('targets = ["x**2", "sin(3*x)"]\ndepths = [2]\nmethods = ["raai"]\n'
                     'seeds = [4, 9]\nsparse = 10\ninterval = [-1, 1.5]\n'
                     'phase1 = "adam:10:0.01"\nphase2 = {optimizer = "lm", steps = 3}\n')
-    cfg = S.load_config(good)
+    cfg = sweep_grid.load_config(good)
     assert cfg.targets == ("x**2", "sin(3*x)") and cfg.seeds == (4, 9) and len(cfg) == 4
     assert cfg.sparse == 10 and cfg.points is None and cfg.interval == (-1.0, 1.5)
     assert cfg.phase1 == {"optimizer": "adam", "steps": 10, "lr": 0.01}
@@ -97,13 +98,13 @@ def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("targets = [\n")
     with pytest.raises(InputError, match="not valid TOML"):
-        S.load_config(broken)
+        sweep_grid.load_config(broken)
     with pytest.raises(InputError, match="does not exist"):
-        S.load_config(tmp_path / "missing.toml")
+        sweep_grid.load_config(tmp_path / "missing.toml")
 
 
 def test_example_config_is_a_cheap_grid_of_at_least_40_cells():
-    cfg = S.load_config(ROOT / "experiments" / "sweep_example.toml")
+    cfg = sweep_grid.load_config(ROOT / "experiments" / "sweep_example.toml")
     assert len(cfg) >= 40 and len(cfg.cells()) == len(cfg)
     assert cfg.phase1["steps"] + cfg.phase2["steps"] <= 100
 
@@ -120,7 +121,7 @@ def grid():
 @pytest.fixture(scope="module")
 def local_run(grid, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "sweep"
-    return S.run_sweep(grid, out, workers=2), out
+    return sweep_grid.run_sweep(grid, out, workers=2), out
 
 
 def _read_csv(path):
@@ -131,7 +132,7 @@ def _read_csv(path):
 def test_local_sweep_writes_files_and_keeps_failed_cells(local_run, grid):
     res, out = local_run
     assert res.mode == "local" and res.workers == 2
-    assert sorted(p.name for p in out.iterdir()) == sorted(S.FILES)  # nothing else, no temp files
+    assert sorted(p.name for p in out.iterdir()) == sorted(sweep_grid.FILES)  # nothing else, no temp files
     assert (out / "sweep.png").stat().st_size > 1000
     # rows in grid order, one per cell
     assert [(r["target"], r["depth"], r["method"], r["seed"]) for r in res.rows] == \
@@ -145,7 +146,7 @@ def test_local_sweep_writes_files_and_keeps_failed_cells(local_run, grid):
 
     # CSV and JSON hold the same rows (floats round-trip exactly through repr)
     rows_csv = _read_csv(out / "results.csv")
-    assert list(rows_csv[0]) == list(S.ROW_FIELDS)
+    assert list(rows_csv[0]) == list(sweep_grid.ROW_FIELDS)
     for r, c in zip(res.rows, rows_csv):
         assert c["status"] == r["status"] and c["method"] == r["method"]
         assert (c["mse"] == "") if r["mse"] is None else float(c["mse"]) == r["mse"]
@@ -186,13 +187,13 @@ def test_dask_cluster_gives_the_same_rows(local_run, grid, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        res = S.run_sweep(grid, tmp_path / "dask", scheduler=cluster.scheduler_address)
+        res = sweep_grid.run_sweep(grid, tmp_path / "dask", scheduler=cluster.scheduler_address)
     assert res.mode == "dask"
     local = local_run[0]
     assert len(res.rows) == len(local.rows)
     for a, b in zip(res.rows, local.rows):
-        assert {k: a[k] for k in S.ROW_FIELDS if k != "seconds"} == \
-            {k: b[k] for k in S.ROW_FIELDS if k != "seconds"}
+        assert {k: a[k] for k in sweep_grid.ROW_FIELDS if k != "seconds"} == \
+            {k: b[k] for k in sweep_grid.ROW_FIELDS if k != "seconds"}
     assert res.summary == local.summary
 
 
@@ -206,7 +207,7 @@ def test_inline_run_reports_a_runtime_failure_and_keeps_the_rest(tmp_path, monke
 
     monkeypatch.setattr(fitting, "fit", flaky)
     cfg = small(depths=[2], methods=["raai"])
-    res = S.run_sweep(cfg, tmp_path / "out", workers=0)
+    res = sweep_grid.run_sweep(cfg, tmp_path / "out", workers=0)
     assert res.mode == "inline"
     assert [r["status"] for r in res.rows] == ["ok", "failed"]
     assert res.rows[1]["error"] == "RuntimeError: simulated crash"
@@ -220,18 +221,18 @@ def test_out_dir_and_arguments_are_checked(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("keep")
     with pytest.raises(InputError, match="not empty"):
-        S.run_sweep(cfg, out, workers=0)
-    S.run_sweep(cfg, out, workers=0, force=True)
+        sweep_grid.run_sweep(cfg, out, workers=0)
+    sweep_grid.run_sweep(cfg, out, workers=0, force=True)
     assert (out / "old.txt").read_text() == "keep" and (out / "results.csv").is_file()
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="not a directory"):
-        S.run_sweep(cfg, tmp_path / "file", workers=0)
+        sweep_grid.run_sweep(cfg, tmp_path / "file", workers=0)
     with pytest.raises(InputError, match="workers must be"):
-        S.run_sweep(cfg, tmp_path / "w", workers=-1)
+        sweep_grid.run_sweep(cfg, tmp_path / "w", workers=-1)
     with pytest.raises(InputError, match="workers applies to local runs"):
-        S.run_sweep(cfg, tmp_path / "w", workers=2, scheduler="tcp://127.0.0.1:1")
+        sweep_grid.run_sweep(cfg, tmp_path / "w", workers=2, scheduler="tcp://127.0.0.1:1")
     with pytest.raises(InputError, match="scheduler must be an address"):
-        S.run_sweep(cfg, tmp_path / "w", scheduler=42)
+        sweep_grid.run_sweep(cfg, tmp_path / "w", scheduler=42)
 
 
 CRASHY = '''
@@ -251,19 +252,19 @@ def test_a_worker_that_dies_fails_only_its_cell(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
     import sweep_crashy
 
-    monkeypatch.setattr(S, "run_cell", sweep_crashy.crashy)
-    res = S.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out", workers=2)
+    monkeypatch.setattr(sweep_grid, "run_cell", sweep_crashy.crashy)
+    res = sweep_grid.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out", workers=2)
     assert [r["status"] for r in res.rows] == ["ok", "failed", "ok"]
-    assert res.rows[1]["error"] == S.DIED
+    assert res.rows[1]["error"] == sweep_grid.DIED
 
 
 def test_the_trained_column_shows_what_fit_chose(tmp_path):
     """A warp axis: with 3 added layers the two rows differ in how they grew; with 1 added layer
     (no warp either way) they say the same, so a setting that changed nothing is visible."""
-    cfg = S.parse_config({"target": "x**3", "depth": [2, 4], "seeds": 1, "points": 60,
+    cfg = sweep_grid.parse_config({"target": "x**3", "depth": [2, 4], "seeds": 1, "points": 60,
                           "grow_from": 1, "starts": 1, "warp": [True, False],
                           "phase1": "lm:2", "phase2": "lm:4"})
-    rows = S.run_sweep(cfg, tmp_path / "out", workers=0).rows
+    rows = sweep_grid.run_sweep(cfg, tmp_path / "out", workers=0).rows
     trained = {(r["depth"], r["warp"]): r["trained"] for r in rows}
     polish = "; the best paths polished for 4 steps)"  # phase 2's 4 steps once more
     assert trained[4, True] == ("1 start per seed; grown from depth 1 (a warp layer, then 2 folds"
@@ -271,6 +272,6 @@ def test_the_trained_column_shows_what_fit_chose(tmp_path):
     assert trained[4, False] == "1 start per seed; grown from depth 1 (3 folds" + polish
     assert trained[2, True] == trained[2, False] == ("1 start per seed; grown from depth 1 (1 fold"
                                                      + polish)
-    base = S.run_cell({"target": "x**3", "depth": 2, "method": "kaiming", "seed": 0,
+    base = sweep_grid.run_cell({"target": "x**3", "depth": 2, "method": "kaiming", "seed": 0,
                        "points": 60, "phase1": "lm:2", "phase2": "lm:4", "varied": []})
     assert base["status"] == "ok" and base["trained"] == ""

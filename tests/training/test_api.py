@@ -44,12 +44,12 @@ def test_result_carries_its_config(result):
 
 
 def test_data_as_arrays_equals_the_same_points_as_a_dataset():
-    from relu_regions import targets as T
+    from relu_regions import targets
 
     x = np.linspace(-1, 2, 60)
     y = np.sin(x)
     a = fit(data=(x, y), seeds=1, **QUICK)
-    b = fit(data=T.Dataset(x, y, x, y, (-1.0, 2.0), "sin"), seeds=1, **QUICK)
+    b = fit(data=targets.Dataset(x, y, x, y, (-1.0, 2.0), "sin"), seeds=1, **QUICK)
     assert np.array_equal(a.mse, b.mse) and a.interval == (-1.0, 2.0)
 
 

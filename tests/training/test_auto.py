@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from relu_regions.training.auto import (GROW_ABOVE, GROW_FROM, POINTS_PER_PIECE, auto_points,
-                                        auto_settings)
-from relu_regions.training.trainer import Phase, fit
+from relu_regions.training.auto import (
+    GROW_ABOVE,
+    GROW_FROM,
+    POINTS_PER_PIECE,
+    auto_points,
+    auto_settings,
+)
+from relu_regions.training.config import Phase
+from relu_regions.training.fitting import fit
 
 
 def test_points_never_let_all_pieces_interpolate():

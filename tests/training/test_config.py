@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from relu_regions import InputError
-from relu_regions.training import config as F
+from relu_regions.training import config
 from relu_regions.training.config import FitConfig, Phase, parse_phase
 
 
@@ -53,7 +53,7 @@ def test_to_dict_round_trips():
 def test_shapes_match_the_layouts():
     from relu_regions.nets.composite import SHAPES
 
-    assert F.SHAPES == SHAPES
+    assert config.SHAPES == SHAPES
 
 
 def test_every_field_has_a_cli_option_and_a_sweep_key():
@@ -62,7 +62,7 @@ def test_every_field_has_a_cli_option_and_a_sweep_key():
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions}
-    for f in F.fields():
+    for f in config.fields():
         assert f.name in dests, f.name  # target: the hand-written --target
         if f.name not in ("target", "seeds", "seed"):  # seeds: required; seed: the cells' own
             value = getattr(FitConfig(method="kaiming", depth=26), f.name)
@@ -84,7 +84,7 @@ def extended(monkeypatch):
     Extended = dataclasses.make_dataclass(
         "FitConfig", [("fancy", int, dataclasses.field(default=3, metadata={"help": "new"}))],
         bases=(FitConfig,), frozen=True)
-    monkeypatch.setattr(F, "FitConfig", Extended)
+    monkeypatch.setattr(config, "FitConfig", Extended)
     import relu_regions.training.fitting as fitting
     seen = []
     monkeypatch.setattr(fitting, "fit", lambda *a, **k: seen.append((a, k)) or _stop())
@@ -114,7 +114,7 @@ def test_a_new_field_is_settable_from_a_sweep_file(extended, tmp_path):
     path.write_text('targets = ["x**3"]\nseeds = 1\nfancy = [5, 6]\n')
     cfg = load_config(path)
     assert [c["fancy"] for c in cfg.cells()] == [5, 6] and cfg.varied == ["fancy"]
-    assert F.FitConfig.from_dict({k: v for k, v in cfg.cells()[1].items()
+    assert config.FitConfig.from_dict({k: v for k, v in cfg.cells()[1].items()
                                   if k not in ("seed", "varied")}).fancy == 6
 
 
@@ -159,13 +159,13 @@ def test_depth_limit_is_the_same_for_count_train_and_sweep():
     from relu_regions.cli import MAX_COUNT_DEPTH
     from relu_regions.sweep.grid import parse_config
 
-    assert MAX_COUNT_DEPTH == F.MAX_DEPTH
-    FitConfig(depth=F.MAX_DEPTH).validate()
-    for bad in (FitConfig(depth=F.MAX_DEPTH + 1), FitConfig(depth=0)):
-        with pytest.raises(InputError, match=f"in \\[1, {F.MAX_DEPTH}\\]"):
+    assert MAX_COUNT_DEPTH == config.MAX_DEPTH
+    FitConfig(depth=config.MAX_DEPTH).validate()
+    for bad in (FitConfig(depth=config.MAX_DEPTH + 1), FitConfig(depth=0)):
+        with pytest.raises(InputError, match=f"in \\[1, {config.MAX_DEPTH}\\]"):
             bad.validate()
-    with pytest.raises(InputError, match=f"in \\[1, {F.MAX_DEPTH}\\]"):
-        parse_config({"targets": ["x"], "depths": [F.MAX_DEPTH + 1], "seeds": 1})
+    with pytest.raises(InputError, match=f"in \\[1, {config.MAX_DEPTH}\\]"):
+        parse_config({"targets": ["x"], "depths": [config.MAX_DEPTH + 1], "seeds": 1})
 
 
 def test_phase_spellings_are_read_when_the_config_is_built():

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from relu_regions import Phase, count_regions, fit
-from relu_regions import targets as T
+from relu_regions import Phase, count_regions, fit, targets
 from relu_regions.analysis.limits import efficiency, optimal_pwl
 
 QUICK = dict(phase1=Phase("lm", 6), phase2=Phase("lm", 8), starts=1)
@@ -45,7 +44,7 @@ def test_pieces_are_the_exact_linear_pieces_of_each_model(kaiming_run):
 
 def test_dense_mse_is_recomputed_from_the_models(kaiming_run):
     r = kaiming_run
-    data = T.dense(T.parse_target("x**3"), r.interval)
+    data = targets.dense(targets.parse_target("x**3"), r.interval)
     mine = np.array([mse_of(m, data.x, data.y) for m in r.models])
     np.testing.assert_allclose(r.train_mse, mine, rtol=1e-12, atol=0)
     np.testing.assert_array_equal(r.mse, r.train_mse)  # dense: the test set is the training set
@@ -53,7 +52,7 @@ def test_dense_mse_is_recomputed_from_the_models(kaiming_run):
 
 def test_sparse_test_mse_is_on_the_test_points_from_the_models():
     r = fit("x**3", depth=3, seeds=2, sparse=12, seed=5, method="kaiming", optimum=False, **QUICK)
-    data = T.sparse(T.parse_target("x**3"), (0.0, 1.0), 12, 12, seed=5)
+    data = targets.sparse(targets.parse_target("x**3"), (0.0, 1.0), 12, 12, seed=5)
     assert not np.array_equal(data.x, data.test_x)
     train = np.array([mse_of(m, data.x, data.y) for m in r.models])
     test = np.array([mse_of(m, data.test_x, data.test_y) for m in r.models])
@@ -88,7 +87,7 @@ def test_released_net_has_phase_ones_loss_to_rounding():
     b = r.history["phase_boundary"]
     assert b == 10 and r.history["loss"].shape == (2, 10)
     derived = r.history["loss"][:, b - 1]
-    x = T.dense(T.parse_target("x**2"), r.interval).x
+    x = targets.dense(targets.parse_target("x**2"), r.interval).x
     for s, model in enumerate(r.models):
         m = 5 * (depth + 1)
         delta = m * EPS / (1 - m * EPS) * _magnitude(model, x)
@@ -102,7 +101,7 @@ def test_history_efficiency_and_summary_fields():
     assert r.history["loss"].shape == (3, 12) and r.history["phase_boundary"] == 5
     # LM keeps only improvements: each seed's last loss is its final training MSE.
     np.testing.assert_allclose(r.history["loss"][:, -1], r.train_mse, rtol=1e-12, atol=0)
-    data = T.dense(T.parse_target("x**2"), r.interval)
+    data = targets.dense(targets.parse_target("x**2"), r.interval)
     assert r.max_pieces == r.optimal_pieces == 2**3
     assert r.optimal_mse == pytest.approx(optimal_pwl(data.x, data.y, 2**3).mse, rel=1e-12)
     np.testing.assert_allclose(r.efficiency, efficiency(r.optimal_mse, r.mse), rtol=1e-12, atol=0)

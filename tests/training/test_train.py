@@ -7,12 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relu_regions import InputError
-from relu_regions.nets import construction as C
+from relu_regions.nets import construction
 from relu_regions.nets.parametrize import ConstructionNet
 from relu_regions.training import config
-from relu_regions.training.result import describe_training
-from relu_regions.training.trainer import (Phase, fit, flatten_layers, mlp_forward, mlp_jacobian,
-                                raw_shapes, unflatten_layers)
+from relu_regions.training.auto import describe_training
+from relu_regions.training.config import Phase
+from relu_regions.training.fitting import fit
+from relu_regions.training.functional import (
+    flatten_layers,
+    mlp_forward,
+    mlp_jacobian,
+    raw_shapes,
+    unflatten_layers,
+)
 
 QUICK = dict(phase1=Phase("lm", 8), phase2=Phase("lm", 12), optimum=False)
 
@@ -110,7 +117,8 @@ def test_bad_fit_arguments(kwargs, fragment):
 
 
 def test_gmp_coordinates_round_trip_and_chain_rule():
-    from relu_regions.training.trainer import GmPLayout, jvp_jacobian
+    from relu_regions.training.coordinates import GmPLayout
+    from relu_regions.training.jacobians import jvp_jacobian
 
     shapes = raw_shapes(3)
     _, theta = _construction_theta(3, [0.3, 0.6, 0.45, 0.5])  # has a zero-weight unit
@@ -152,7 +160,7 @@ def test_gmp_phase_two_trains():
 ])
 def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatch,
                                                     interrupt_after):
-    from relu_regions.training.trainer import load_train_state
+    from relu_regions.training.stages import load_train_state
 
     run = dict(seeds=3, optimum=False, count=False, **kwargs)
     full = fit("x**3", **run)
@@ -170,7 +178,7 @@ def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatc
 
 
 def test_a_state_from_another_version_is_refused_with_the_reason(tmp_path):
-    from relu_regions.training.trainer import load_train_state
+    from relu_regions.training.stages import load_train_state
 
     old = tmp_path / "old.pt"
     torch.save({"format": "relu-regions-train-state/1", "stage": 0}, old)
@@ -184,7 +192,7 @@ def test_a_state_from_another_version_is_refused_with_the_reason(tmp_path):
 
 @pytest.mark.parametrize("runner", ["lm", "adam"])
 def test_a_diverging_seed_does_not_poison_the_others(runner):
-    from relu_regions.training.trainer import run_adam, run_lm
+    from relu_regions.training.optim import run_adam, run_lm
 
     x = torch.linspace(0, 1, 50, dtype=torch.float64)
     y = x**2
@@ -238,7 +246,7 @@ def _assert_same_normal_equations(J, rows, project, g):
 @pytest.mark.parametrize("points", ["sorted", "unsorted", "repeated"])
 @pytest.mark.parametrize("width, depth", [(4, 5), (5, 3)])
 def test_compact_jacobian_gives_the_same_normal_equations(points, width, depth):
-    from relu_regions.training.trainer import mlp_jacobian_runs
+    from relu_regions.training.jacobians import mlp_jacobian_runs
 
     g = torch.Generator().manual_seed(width * depth)
     x = {"sorted": torch.linspace(-1, 2, 300, dtype=torch.float64),
@@ -275,7 +283,7 @@ def test_raw_compact_jacobian_from_run_ends_gives_the_same_normal_equations(widt
     """The raw per-run rows built from each run's two end points (activations affine in x within
     a run, deltas at its first point) have the per-point Jacobian's J'J and J'r (1e-12), for any
     width, depth, point order and repeats, seeds with different run counts in one batch."""
-    from relu_regions.training.trainer import mlp_jacobian_runs
+    from relu_regions.training.jacobians import mlp_jacobian_runs
 
     g = torch.Generator().manual_seed(seed)
     x = _points(n, order, g)
@@ -296,15 +304,15 @@ def test_phase_one_compact_jacobian_gives_the_same_normal_equations(shape, depth
                                                                     noise, seed):
     """Phase 1's Jacobian from two points per run of the derived form's activation pattern has
     the J'J and J'r of forward mode at every point (1e-12), for any point order and repeats."""
-    from relu_regions.nets import composite as K
-    from relu_regions.training.trainer import derived_jacobian_runs, jvp_jacobian
+    from relu_regions.nets import composite
+    from relu_regions.training.jacobians import derived_jacobian_runs, jvp_jacobian
 
     g = torch.Generator().manual_seed(seed)
     x = _points(n, order, g)
     y = x**3 - x
     box = [(-1.0, 1.0)]
-    layout, _, q = K.build_layout(shape, x.numpy(), y.numpy(), box, depth, thm31=True)
-    theta = K.initial_theta(layout, [seed, seed + 1, seed + 2], x.numpy(), y.numpy(), q)
+    layout, _, q = composite.build_layout(shape, x.numpy(), y.numpy(), box, depth, thm31=True)
+    theta = composite.initial_theta(layout, [seed, seed + 1, seed + 2], x.numpy(), y.numpy(), q)
     theta = theta + noise * torch.randn(theta.shape, generator=g, dtype=torch.float64)
     J = jvp_jacobian(lambda th: layout.predict(th, x.unsqueeze(-1)), theta)
     rows, project = derived_jacobian_runs(layout, theta, x)
@@ -347,7 +355,7 @@ def _small_raw_problem(x, n_seeds, seed):
 def test_lm_shortcuts_follow_the_textbook_loop():
     """Compact Jacobian, J'J only after accepted steps, Cholesky, and stopping seeds at the
     damping ceiling give the plain loop's trajectory: the seeds converge and stop mid-run."""
-    from relu_regions.training.trainer import run_lm
+    from relu_regions.training.optim import run_lm
 
     x = torch.linspace(0, 1, 200, dtype=torch.float64)
     y = torch.sin(3 * x)
@@ -376,7 +384,7 @@ def test_lm_batched_equals_solo_over_a_long_run():
 
 
 def test_lm_resume_with_stopped_seeds_is_bit_identical():
-    from relu_regions.training.trainer import run_lm
+    from relu_regions.training.optim import run_lm
 
     x = torch.linspace(0, 1, 100, dtype=torch.float64)
     y = x**3
@@ -409,20 +417,20 @@ def _hidden(theta, depth, x):
 def test_insertion_into_a_construction_is_its_next_layer(a_new, S):
     """With the bias neuron's normalization, the inserted layer on an untrained construction is
     the construction's layer d: t1/a - t2/(a(1-a)) = S s_{d-1} T_a(W_{d-1}), bias' = S s_{d-1}."""
-    from relu_regions.training.trainer import insert_layer
+    from relu_regions.training.growth import insert_layer
 
     d, peaks = 4, [0.35, 0.6, 0.45, 0.55, 0.5]
     net, theta = _construction_theta(d, peaks)
     x = torch.linspace(0, 1, 301, dtype=torch.float64)
     w = x
     for a in peaks[:d]:
-        w = C.triangle(w, torch.tensor(a, dtype=torch.float64))
+        w = construction.triangle(w, torch.tensor(a, dtype=torch.float64))
     s_last = float(net.construction.scales().detach()[d - 1])
     grown = insert_layer(theta, d, torch.tensor([peaks[d - 1]], dtype=torch.float64), x, x**3,
                          a_new=a_new, S=S, by_range=False)
     h = _hidden(grown, d + 1, x)[0]
     read = h[:, 1] / a_new - h[:, 2] / (a_new * (1 - a_new))
-    expected = S * s_last * C.triangle(w, torch.tensor(a_new, dtype=torch.float64))
+    expected = S * s_last * construction.triangle(w, torch.tensor(a_new, dtype=torch.float64))
     assert torch.allclose(read, expected, rtol=0, atol=1e-12 * max(1.0, S * s_last))
     assert torch.allclose(h[:, 3], torch.full_like(x, S * s_last), rtol=1e-13, atol=0)
 
@@ -430,7 +438,7 @@ def test_insertion_into_a_construction_is_its_next_layer(a_new, S):
 def test_insertion_by_range_folds_the_readout_mapped_onto_the_unit_interval():
     """by_range: v = (g - min g) / (max g - min g) over the samples, and the new layer reads
     S A T_a(v), A = max g - min g, with bias' = S A, whatever the old bias neuron does."""
-    from relu_regions.training.trainer import insert_layer
+    from relu_regions.training.growth import insert_layer
 
     d, a_last, a_new, S = 3, 0.45, 0.3, 2.0
     _, theta = _construction_theta(d, [0.4, 0.6, a_last, 0.5])
@@ -445,7 +453,7 @@ def test_insertion_by_range_folds_the_readout_mapped_onto_the_unit_interval():
                          a_new=a_new, S=S, by_range=True)
     h = _hidden(grown, d + 1, x)[0]
     read = h[:, 1] / a_new - h[:, 2] / (a_new * (1 - a_new))
-    expected = S * amp * C.triangle(v, torch.tensor(a_new, dtype=torch.float64))
+    expected = S * amp * construction.triangle(v, torch.tensor(a_new, dtype=torch.float64))
     assert torch.allclose(read, expected, rtol=0, atol=1e-12 * max(1.0, float(S * amp)))
     assert torch.allclose(h[:, 3], (S * amp).expand_as(x), rtol=1e-13, atol=0)
 
@@ -455,7 +463,7 @@ def test_insertion_by_range_folds_the_readout_mapped_onto_the_unit_interval():
        noise=st.floats(0.0, 0.2), seed=st.integers(0, 2**16))
 def test_an_insertion_never_raises_the_training_error(a_new, S, by_range, noise, seed):
     """The output row is the least-squares fit over the new units, or the old function exactly."""
-    from relu_regions.training.trainer import insert_layer
+    from relu_regions.training.growth import insert_layer
 
     d = 3
     _, theta = _construction_theta(d, [0.4, 0.6, 0.45, 0.5])
@@ -475,15 +483,14 @@ def test_growth_keeps_each_seeds_best_path(monkeypatch):
     path run alone ends where its row of the batch did, so the kept MSE is the least of them
     (without the polish that follows, which test_the_kept_net_is_polished_after_a_growth
     covers)."""
-    from relu_regions.training import fitting
-    from relu_regions.training import growth as T
+    from relu_regions.training import fitting, growth
 
     monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
     run = dict(depth=4, grow_from=3, seeds=2, starts=1, count=False, **QUICK)
     kept = fit("x**3", **run).train_mse
     alone = []
-    for path in T.INSERT_PATHS:
-        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+    for path in growth.INSERT_PATHS:
+        monkeypatch.setattr(growth, "INSERT_PATHS", (path,))
         alone.append(fit("x**3", **run).train_mse)
     np.testing.assert_allclose(kept, np.min(alone, axis=0), rtol=1e-9, atol=0)
 
@@ -492,23 +499,22 @@ def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
     """With a warp first, every path starts from the same warped net, so that stage trains one
     row per seed and the paths part at the first fold; the kept net is still each seed's best
     path, its whole loss history that path's run alone, bit for bit."""
-    from relu_regions.training import fitting
-    from relu_regions.training import growth as T
+    from relu_regions.training import fitting, growth
 
     monkeypatch.setattr(fitting, "POLISH_SHARE", 0.0)
-    paths = T.INSERT_PATHS[:3]
+    paths = growth.INSERT_PATHS[:3]
     warped_rows = []
-    real = T.insert_warp
-    monkeypatch.setattr(T, "insert_warp",
+    real = growth.insert_warp
+    monkeypatch.setattr(growth, "insert_warp",
                         lambda theta, *a, **k: warped_rows.append(theta.shape[0])
                         or real(theta, *a, **k))
     run = dict(depth=6, grow_from=3, seeds=[0, 1], starts=1, warp=True, count=False, **QUICK)
-    monkeypatch.setattr(T, "INSERT_PATHS", paths)
+    monkeypatch.setattr(growth, "INSERT_PATHS", paths)
     kept = fit("x**3", **run)
     assert warped_rows == [2] and kept.training["warp"]
     alone = []
     for path in paths:
-        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+        monkeypatch.setattr(growth, "INSERT_PATHS", (path,))
         alone.append(fit("x**3", **run))
     mse = np.array([r.train_mse for r in alone])
     assert len(set(mse[:, 0])) > 1  # the paths end apart
@@ -525,17 +531,16 @@ def test_a_growth_polishes_each_seeds_best_paths_and_keeps_the_best(monkeypatch)
     seed's two best paths grown and polished alone. The case tells the rule apart from
     polishing only the best path (seed 1 keeps its second) and from polishing all (for both
     seeds another path would have polished better)."""
-    from relu_regions.training import fitting
-    from relu_regions.training import growth as T
+    from relu_regions.training import fitting, growth
 
-    paths = T.INSERT_PATHS[:4]
+    paths = growth.INSERT_PATHS[:4]
     monkeypatch.setattr(fitting, "POLISH_PATHS", 2)
     run = dict(depth=6, grow_from=3, seeds=[0, 1], starts=1, count=False, **QUICK)
-    monkeypatch.setattr(T, "INSERT_PATHS", paths)
+    monkeypatch.setattr(growth, "INSERT_PATHS", paths)
     kept = fit("x**3", **run)
     polished, before = [], []
     for path in paths:
-        monkeypatch.setattr(T, "INSERT_PATHS", (path,))
+        monkeypatch.setattr(growth, "INSERT_PATHS", (path,))
         polished.append(fit("x**3", **run))
         with monkeypatch.context() as m:
             m.setattr(fitting, "POLISH_SHARE", 0.0)
@@ -573,11 +578,11 @@ def test_each_seed_keeps_the_start_with_the_least_raw_mse_after_a_share_of_phase
     seed keeps the start whose raw MSE there is least, and that start's run continues (optimizer
     state and all). Start k of seed s is the one-start fit of seed s + 100000 k, so the kept
     seed's whole history and final MSE equal that start trained alone, bit for bit."""
-    from relu_regions.training import trainer as T
+    from relu_regions.training.config import PICK_SHARE
 
     seeds, starts = [0, 1], 3
     p1, p2 = Phase(optimizer, 6, 1e-2), Phase(optimizer, 8, 1e-2)
-    share = round(T.PICK_SHARE * p2.steps)
+    share = round(PICK_SHARE * p2.steps)
     run = dict(depth=3, phase1=p1, count=False, optimum=False)
     kept = fit("x**3", seeds=seeds, starts=starts, phase2=p2, **run)
     for i, s in enumerate(seeds):

@@ -1,0 +1,225 @@
+"""Reading a piecewise-linear model as the counters see it: affine maps and ReLUs.
+
+A model is read into a list of *ops*: :class:`Affine` (``x -> x W^T + b``) and :class:`ReLU`
+(``max(x, 0)``, or ``max(x, a x)`` with a negative slope ``a``). Consecutive affine maps are
+composed, so the counters get alternating (W, b) pairs and one negative slope per hidden layer.
+
+Layers of this package say what they are by the :class:`PiecewiseLinear` protocol, a
+``region_ops()`` method returning their ops; torch's own ``nn.Linear``, ``nn.ReLU``,
+``nn.LeakyReLU`` and ``nn.Identity`` are read here. Any other module implementing
+``region_ops()`` is read the same way, without registering anything.
+
+>>> from torch import nn
+>>> layers, leaks = layer_stack(nn.Sequential(nn.Linear(1, 3), nn.LeakyReLU(0.1), nn.Linear(3, 1)))
+>>> [w.shape for w, _ in layers], leaks
+([(3, 1), (1, 3)], [0.1])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..errors import InputError
+
+Layers = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``x -> x W^T + b``: ``weight`` (out, in) and ``bias`` (out,), tensors or arrays; a bias
+    of None is zero."""
+
+    weight: Any
+    bias: Any = None
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """``max(x, 0)`` per unit; with ``negative_slope`` a, ``max(x, a x)`` (a leaky ReLU)."""
+
+    negative_slope: float = 0.0
+
+
+@runtime_checkable
+class PiecewiseLinear(Protocol):
+    """A module the counters read through its ops: ``region_ops()`` returns the
+    :class:`Affine` and :class:`ReLU` ops that compute the module's function, in order."""
+
+    def region_ops(self) -> list[Affine | ReLU]: ...
+
+
+def relu_layers(model, *, finite: bool = True) -> Layers:
+    """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
+
+    Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
+    """
+    layers, leaks = layer_stack(model, finite=finite)
+    if any(leaks):
+        raise InputError("nn.LeakyReLU is not supported by the 1D counter: only nn.ReLU")
+    return layers
+
+
+def layer_stack(model, *, finite: bool = True) -> tuple[Layers, list[float]]:
+    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
+    hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
+
+    Accepts a module with ``region_ops()`` (:class:`PiecewiseLinear`, e.g.
+    :class:`~relu_regions.nets.parametrize.ConstructionNet`), an ``nn.Sequential`` (nested ones
+    are flattened) of ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` and such
+    modules (e.g. ``BlockDiagonalLinear``, ``GmPLinear``, ``GmPLinearReLU``), any module with
+    ``as_sequential()``, or a list of (W, b) pairs with ReLU between them (e.g. one seed of a
+    composite layout's ``raw(theta)``). Non-finite weights raise InputError (``finite=False``:
+    the caller checks them).
+    """
+    if isinstance(model, (list, tuple)):
+        return _raw_layers(model, finite), [0.0] * (len(model) - 1)
+    return _stack(model_ops(model), finite)
+
+
+def model_ops(model) -> list[Affine | ReLU]:
+    """The ops of ``model`` in order (see the module docstring), or InputError naming the
+    layer that cannot be read."""
+    if hasattr(model, "region_ops"):
+        return list(model.region_ops())
+    if hasattr(model, "as_sequential"):
+        model = model.as_sequential()
+    if not isinstance(model, nn.Sequential):
+        raise InputError(f"expected an nn.Sequential of nn.Linear and nn.ReLU layers, "
+                         f"got {type(model).__name__}")
+    ops = []
+    with parametrize.cached():  # derived weights are computed once, not once per tensor
+        for i, m in enumerate(_flatten(model)):
+            kind = type(m)  # exact types first: a protocol check per layer costs microseconds
+            if kind is nn.Linear:
+                ops.append(Affine(m.weight, m.bias))
+            elif kind is nn.ReLU:
+                ops.append(ReLU())
+            elif kind is nn.Identity:
+                continue
+            elif hasattr(m, "region_ops"):
+                ops.extend(m.region_ops())
+            elif isinstance(m, nn.Linear):
+                ops.append(Affine(m.weight, m.bias))
+            elif isinstance(m, nn.LeakyReLU):
+                ops.append(ReLU(float(m.negative_slope)))
+            elif isinstance(m, nn.ReLU):
+                ops.append(ReLU())
+            elif isinstance(m, nn.Identity):
+                continue
+            else:
+                raise InputError(f"layer {i} is {type(m).__name__}: only nn.Linear, nn.ReLU, "
+                                 f"nn.LeakyReLU and this package's layers can be counted")
+    return ops
+
+
+def _stack(ops, finite) -> tuple[Layers, list[float]]:
+    """Compose consecutive affine ops; check that the stack starts and ends affine."""
+    affine = [op for op in ops if isinstance(op, Affine)]
+    arrays = iter(_tensors_to_numpy([(op.weight, _bias(op)) for op in affine]))
+    layers, leaks, last = [], [], None
+    for op in ops:
+        if isinstance(op, ReLU):
+            if last is not Affine:
+                raise InputError("every ReLU must follow a linear layer: the model must start "
+                                 "with nn.Linear and alternate linear / ReLU layers")
+            leaks.append(float(op.negative_slope))
+            last = ReLU
+            continue
+        w, b = (_float64(a) for a in next(arrays))
+        if last is Affine:  # x W1^T + b1, then W2: one map
+            w1, b1 = layers.pop()
+            w, b = w @ w1, w @ b1 + b
+        layers.append((w, b))
+        last = Affine
+    if last is not Affine:
+        raise InputError("the model must start and end with nn.Linear")
+    return _check_layers(layers, finite), leaks
+
+
+def _raw_layers(pairs, finite=True) -> Layers:
+    pairs = _tensors_to_numpy(pairs)
+    layers = []
+    for i, pair in enumerate(pairs):
+        try:
+            w, b = map(_float64, pair)
+        except (TypeError, ValueError):
+            raise InputError(f"layer {i} must be a (W, b) pair of arrays") from None
+        if w.ndim == 3 and w.shape[0] == 1:
+            w = np.squeeze(w, 0)
+        if b.ndim != 1:
+            b = b.reshape(-1)
+        if w.ndim != 2 or b.size != w.shape[0]:
+            raise InputError(f"layer {i}: W must be (out, in) and b (out,), got {w.shape}, "
+                             f"{b.shape}")
+        layers.append((w, b))
+    if not layers:
+        raise InputError("the model has no layers")
+    return _check_layers(layers, finite)
+
+
+def _float64(t) -> np.ndarray:
+    if type(t) is np.ndarray and t.dtype == np.float64:  # as it is: the common case
+        return t
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().double().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _tensors_to_numpy(pairs):
+    """(W, b) pairs of CPU tensors of one dtype as float64 numpy arrays, in one copy out of torch
+    (per tensor, the calls cost more than counting a small net); anything else as given."""
+    if (not pairs or type(pairs[0]) not in (list, tuple) or len(pairs[0]) != 2
+            or type(pairs[0][0]) is np.ndarray):
+        return pairs
+    flat = [t for pair in pairs if isinstance(pair, (list, tuple)) and len(pair) == 2
+            for t in pair]
+    if (len(flat) != 2 * len(pairs)
+            or not all(isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                       and t.dtype == flat[0].dtype for t in flat)):
+        return pairs
+    with torch.no_grad():
+        joined = torch.cat([t.reshape(-1) for t in flat]).double().numpy()
+    sizes = np.cumsum([t.numel() for t in flat])[:-1]
+    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat)]
+    return list(zip(arrays[::2], arrays[1::2]))
+
+
+def _bias(op: Affine):
+    """The op's bias, zeros of the weight's kind where it has none."""
+    if op.bias is not None:
+        return op.bias
+    if isinstance(op.weight, torch.Tensor):
+        return op.weight.new_zeros(op.weight.shape[0])
+    return np.zeros(np.shape(op.weight)[0])
+
+
+def _check_layers(layers, finite=True) -> Layers:
+    for (w1, _), (w2, _) in zip(layers, layers[1:]):
+        if w2.shape[1] != w1.shape[0]:
+            raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
+                             f"{w2.shape[1]} inputs")
+    if layers[-1][0].shape[0] != 1:
+        raise InputError(f"the model must have one output, has {layers[-1][0].shape[0]}")
+    if finite:
+        _check_finite(np.concatenate([a.reshape(-1) for pair in layers for a in pair]))
+    return layers
+
+
+def _check_finite(flat) -> None:
+    """All weights at once: a call per array cost more than counting a small net."""
+    if not np.isfinite(flat).all():
+        raise InputError("the model has non-finite weights")
+
+
+def _flatten(seq):
+    for m in seq:
+        if isinstance(m, nn.Sequential):
+            yield from _flatten(m)
+        else:
+            yield m
