@@ -17,7 +17,7 @@ are mostly noise. Small nets (d = 4..12) show the fixed cost per count:
     python experiments/bench_count.py                 # d = 16..24, a = 1/2 and random a
     python experiments/bench_count.py --depths 20 24 --json
 
-Targets (issue 3): a = 1/2 at d = 24 gives exactly 2^24 pieces in < 10 s and < 2 GB peak; where
+Targets: a = 1/2 at d = 24 gives exactly 2^24 pieces in < 10 s and < 2 GB peak; where
 regioncam (PyPI, float32) is installed, at least 10x faster than it at d = 20 and exact where it
 is not.
 """

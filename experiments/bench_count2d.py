@@ -19,7 +19,7 @@ kernels from their on-disk cache, printed as "first call"):
     python experiments/bench_count2d.py --nets 64x3 128x4 --depths 5 9 --no-digits
 
 regioncam (PyPI, float32) is optional: without it the script says so and times ours only.
-Targets (issue 16): exact where the answer is known; no slower than regioncam from 10^4 regions
+Targets: exact where the answer is known; no slower than regioncam from 10^4 regions
 up (warm), at least 2x faster at 10^6; 10^6 regions in under 10 s and 2 GB.
 """
 

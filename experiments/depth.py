@@ -1,5 +1,6 @@
 """Depth benchmark that can see depth: the error of trained nets, measured exactly, against depth,
-beside the 2^d-piece optimum and the parameter-matched optimum (issue 17).
+beside the 2^d-piece optimum and the parameter-matched optimum (docs/training.md, "Depth that
+pays").
 
     python experiments/depth.py [--target 'x**3'] [--depths 4 5 ... 12] [--seeds 10] [--width 4]
                                 [--methods default direct grow5 grow6] [--out docs/figures/depth.png]
@@ -24,7 +25,7 @@ Methods: ``default`` is ``fit(target, depth=d)`` with the library's defaults
 ``grow5`` / ``grow6`` grow from depth 5 / 6 (``grow_from=5`` / ``6``; direct when shallower);
 ``kaiming`` is the random-init baseline, the one method that trains other widths (``--width``).
 All seeds of a row are trained as one batch; s/seed = the fit's wall time / seeds.
-The script ends with one line per goal of issue 17's Acceptance: met or not.
+The script ends with one line per goal: met or not.
 """
 
 import argparse
@@ -45,7 +46,7 @@ from relu_regions.training.trainer import fit
 METHODS = {"default": lambda d: {}, "direct": lambda d: {"grow_from": d},
            "grow5": lambda d: {"grow_from": min(5, d)}, "grow6": lambda d: {"grow_from": min(6, d)},
            "kaiming": lambda d: {"method": "kaiming"}}
-# Issue 17, Acceptance (x^3, width 4, library defaults, 10 seeds, exact error)
+# The goals (x^3, width 4, library defaults, 10 seeds, exact error)
 GOAL_D10 = 2e-10  # depth-10 mean at most this
 GOAL_5_8, GOAL_8_10 = 10.0, 2.0  # the mean falls >= 10x from depth 5 to 8 and >= 2x more by 10
 GOAL_X11 = 100.0  # x^11: >= 100x from depth 5 to 10
@@ -118,7 +119,7 @@ def _mean(rows, method, depth):
 
 
 def goals(rows, args):
-    """One line per Acceptance goal of issue 17 that this run can judge (target, width, method)."""
+    """One line per goal that this run can judge (target, width, method)."""
     out = []
     ok = lambda c: "MET" if c else "NOT MET"  # noqa: E731
     m = "default"

@@ -1,5 +1,5 @@
 """Probe growth variants at depth 10 against the default growth, from the *same* depth-6 nets
-(issue 17: "make depth pay"; results in docs/training.md, "What was tried to make depth pay").
+(results in docs/research-log.md, "The warp layer and its hinges").
 
     python experiments/depth_probe.py [--seeds 0 1 2 3 4] [--depth 10]
                                       [--variants folds warp-first warp-last ...]

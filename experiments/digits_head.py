@@ -1,4 +1,4 @@
-"""Block-diagonal classifier head on scikit-learn's 8x8 digits (arXiv 2311.18022, an extension
+"""Block-diagonal classifier head on scikit-learn's 8x8 digits (arXiv:2311.18022, an extension
 the paper reports: a block-diagonal layer with blocks of 4, built from the construction, as a
 replacement classifier head; the paper uses VGG-16 on CIFAR-10 / ImageNet, out of reach here).
 

@@ -1,4 +1,4 @@
-"""Banana 2D classification under SP / WN / BN / GmP (Chen & Ge, arXiv 2305.15912, Section 4.1,
+"""Banana 2D classification under SP / WN / BN / GmP (Chen & Ge, arXiv:2305.15912, Section 4.1,
 Fig. 3).
 
 --data keel uses the real Banana set (KEEL / Raetsch, 5300 points; the paper's data), read from

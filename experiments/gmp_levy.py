@@ -1,4 +1,4 @@
-"""Levy 1D regression under SP / WN / BN / GmP (Chen & Ge, arXiv 2305.15912, Section 4.1, Fig. 2).
+"""Levy 1D regression under SP / WN / BN / GmP (Chen & Ge, arXiv:2305.15912, Section 4.1, Fig. 2).
 
 Runs two variants and prints their markdown tables (StudyResult.to_markdown) beside the paper's
 numbers:

@@ -1,5 +1,5 @@
-"""Where a fit's time goes: seconds per named training stage, for each depth in one run (issue 17,
-item 4: depth 10 at most 4x the time of depth 5; docs/training.md, "Cost").
+"""Where a fit's time goes: seconds per named training stage, for each depth in one run (the
+goal: depth 10 at most 4x the time of depth 5; docs/training.md, "Cost").
 
     python experiments/stage_times.py [--depths 5 10] [--seeds 10] [--points 4096]
                                       [--target 'x**3'] [--starts N] [--json FILE]

@@ -4,7 +4,7 @@
     python experiments/table1.py --paper         # the paper's protocol: Adam 1000 + 1000 steps,
                                                  # one start per seed
 
-Prints our min/mean/median MSE beside the paper's (arXiv 2311.18022, Table 1), the 32-piece optimum and the
+Prints our min/mean/median MSE beside the paper's (arXiv:2311.18022, Table 1), the 32-piece optimum and the
 efficiency, and saves docs/figures/table1.png. Every method gets the same total step budget.
 """
 
@@ -24,7 +24,7 @@ from relu_regions.training.auto import TWO_PHASE  # noqa: E402
 from relu_regions.training.trainer import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,  # noqa: E402
                                 PAPER_PHASE2, fit)
 
-PAPER = {  # (min, mean) from arXiv 2311.18022, Table 1
+PAPER = {  # (min, mean) from arXiv:2311.18022, Table 1
     ("kaiming", "x**3"): (2.11e-5, 7.20e-2), ("kaiming", "x**11"): (2.19e-5, 2.82e-2),
     ("raai", "x**3"): (2.14e-5, 3.97e-2), ("raai", "x**11"): (4.40e-5, 4.12e-2),
     ("skip", "x**3"): (7.63e-7, 3.89e-5), ("skip", "x**11"): (1.86e-5, 3.56e-4),

@@ -1,5 +1,5 @@
 """Which width makes the error of x^3 fall by a constant factor per layer, and from which depth
-does it beat a shallow fit of the same size (issue 17, "the width question")?
+does it beat a shallow fit of the same size (docs/training.md, "The width question")?
 
     python experiments/width.py [--depths 6 ... 24] [--families w5 w5diff w4] [--refit-top 3]
                                 [--max-level 16] [--polish 13 14 15] [--polish-steps 400]

@@ -1,6 +1,6 @@
 """Targets and data sets: a safe expression parser; dense, sparse and CSV data (docs/architecture.md).
 
-The paper's experiments (arXiv 2311.18022) fit x^3, x^11, sin(x), tanh(3x) on 500 evenly spaced
+The paper's experiments (arXiv:2311.18022) fit x^3, x^11, sin(x), tanh(3x) on 500 evenly spaced
 points in [0, 1] ("dense") or on 10 random training and 10 random test points ("sparse").
 
     >>> f = parse_target("x**3")
@@ -352,7 +352,7 @@ DEFAULT_POINTS = {1: 500, 2: 41}  # 1D: points; 2D: points per axis (a 41 x 41 g
 def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
     """Evenly spaced samples of the target on [lo, hi] (np.linspace); test = train.
 
-    1D: ``points`` samples (default 500, the paper's main setting on [0, 1]; arXiv 2311.18022).
+    1D: ``points`` samples (default 500, the paper's main setting on [0, 1]; arXiv:2311.18022).
     2D (a target in x and y): a ``points`` x ``points`` grid on the square [lo, hi]^2 (default
     41 per axis).
     """
@@ -373,7 +373,7 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
            seed: int = 0) -> Dataset:
     """`n_train` uniform random training points and separate random test points, sorted.
 
-    The paper's sparse setting uses 10 training and 10 test points (arXiv 2311.18022, the text of Table 1).
+    The paper's sparse setting uses 10 training and 10 test points (arXiv:2311.18022, the text of Table 1).
     Train and test draw from independent child streams of `seed`, so changing `n_test` never
     changes the training points.
     """

@@ -1,4 +1,4 @@
-"""Characteristic activation analysis of ReLU units (Chen & Ge, arXiv 2305.15912, Section 2).
+"""Characteristic activation analysis of ReLU units (Chen & Ge, arXiv:2305.15912, Section 2).
 
 A unit ``relu(w^T x + b)`` switches on its characteristic activation boundary (CAB)
 ``{x : w^T x + b = 0}``. The CAB is summarized by

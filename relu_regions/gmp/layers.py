@@ -1,7 +1,7 @@
 """Geometric parameterization (GmP) of ReLU layers and input mean normalization (IMN).
 
 Chen & Ge, "Neural Characteristic Activation Analysis and Geometric Parameterization for ReLU
-Networks" (arXiv 2305.15912), Section 3. A unit ``relu(w^T x + b)`` is written with a radius
+Networks" (arXiv:2305.15912), Section 3. A unit ``relu(w^T x + b)`` is written with a radius
 ``r``, a direction ``u(theta)`` on the unit sphere in hyperspherical coordinates and an offset
 ``lambda``::
 
@@ -423,7 +423,7 @@ def to_gmp(module: nn.Module) -> nn.Module:
     """Copy of ``module`` with every ``nn.Linear`` / ``nn.Conv2d`` replaced by its exact GmP twin.
 
     A bare ``nn.Linear`` / ``nn.Conv2d`` is converted directly. The original is not modified.
-    GmP is Chen & Ge, arXiv 2305.15912, Sec. 3: ``w = r u(theta)``, ``b = r lambda``.
+    GmP is Chen & Ge, arXiv:2305.15912, Sec. 3: ``w = r u(theta)``, ``b = r lambda``.
 
     >>> import torch
     >>> from torch import nn

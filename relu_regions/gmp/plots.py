@@ -1,4 +1,4 @@
-"""Figures for the GmP studies (Chen & Ge, arXiv 2305.15912, Figs. 2 and 3), saved as PNG.
+"""Figures for the GmP studies (Chen & Ge, arXiv:2305.15912, Figs. 2 and 3), saved as PNG.
 
 Built on ``matplotlib.figure.Figure`` with the Agg canvas directly, so importing this module
 neither needs a display nor changes pyplot's global backend.

@@ -1,4 +1,4 @@
-"""The two small studies of Chen & Ge (arXiv 2305.15912, Section 4.1): 1D Levy regression and 2D
+"""The two small studies of Chen & Ge (arXiv:2305.15912, Section 4.1): 1D Levy regression and 2D
 Banana classification, each under SP, WN, BN and GmP, with the CABs of the hidden layer tracked
 every epoch.
 

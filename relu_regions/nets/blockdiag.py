@@ -1,4 +1,4 @@
-"""A block-diagonal sparse linear layer initialized from the construction (arXiv 2311.18022,
+"""A block-diagonal sparse linear layer initialized from the construction (arXiv:2311.18022,
 "Extensions the paper reports": a sparse, block-diagonal layer with blocks of 4 as a drop-in for a
 dense layer, used as a replacement classifier head).
 
@@ -8,7 +8,7 @@ is zero outside ``n_blocks = in / block`` diagonal blocks, each of shape
 zero (structurally: they are not parameters, and no gradient reaches them).
 
 How we read "built from the construction" (the paper's text on this extension is one sentence; the
-reading is ours). The width-4 realization (arXiv 2311.18022, the width-4 realization; README) maps the hidden
+reading is ours). The width-4 realization (arXiv:2311.18022, the width-4 realization; README) maps the hidden
 neurons (sum, t1, t2, bias) of layer k to those of layer k + 1 with one 4x4 matrix that depends on
 the peaks a_k, a_{k+1} and the scale ratio S = s_{k+1} / s_k, and zero biases:
 
@@ -187,7 +187,7 @@ class BlockDiagonalLinear(nn.Module):
 
 def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: torch.Tensor,
                         sign=1.0) -> torch.Tensor:
-    """The construction's hidden-to-hidden 4x4 matrices (arXiv 2311.18022, the width-4 realization; README).
+    """The construction's hidden-to-hidden 4x4 matrices (arXiv:2311.18022, the width-4 realization; README).
 
     Rows and columns are ordered (sum, t1, t2, bias). ``peaks`` a_k, ``next_peaks`` a_{k+1},
     ``ratio`` S = s_{k+1}/s_k and ``sign`` (+1: the sum neuron subtracts s_k W_k, convex; -1 adds
@@ -293,7 +293,8 @@ def construction_init_(layer: BlockDiagonalLinear, generator: torch.Generator | 
 @torch.no_grad()
 def kaiming_init_(layer: BlockDiagonalLinear, generator: torch.Generator | None = None
                   ) -> BlockDiagonalLinear:
-    """He et al. 2015 with the unit's true fan-in: W ~ N(0, 2 / block), b = 0 (as mlp.kaiming_)."""
+    """He et al. 2015 (arXiv:1502.01852) with the unit's true fan-in: W ~ N(0, 2 / block), b = 0
+    (as mlp.kaiming_)."""
     if not isinstance(layer, BlockDiagonalLinear):
         raise InputError(f"expected a BlockDiagonalLinear, got {type(layer).__name__}")
     std = math.sqrt(2.0 / layer.block_in)

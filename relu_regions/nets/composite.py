@@ -1,4 +1,4 @@
-"""Nets assembled from several constructions (arXiv 2311.18022, the extensions it reports).
+"""Nets assembled from several constructions (arXiv:2311.18022, the extensions it reports).
 
 A *term* is one width-4 construction (construction.py) read along a direction p of the input:
 

@@ -1,4 +1,4 @@
-"""The depth-exponential construction (Milkert, Hyde, Laine, arXiv 2311.18022).
+"""The depth-exponential construction (Milkert, Hyde, Laine, arXiv:2311.18022).
 
 On the unit interval u = (x - lo) / (hi - lo) in [0, 1]:
 
@@ -74,7 +74,7 @@ def sum_offset(scales: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
 
 
 def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
-    """The width-4 network's weights and biases (arXiv 2311.18022, the width-4 realization; README).
+    """The width-4 network's weights and biases (arXiv:2311.18022, the width-4 realization; README).
 
     Hidden neurons in order (sum, t1, t2, bias) with t1_k = relu(s_k W_{k-1}),
     t2_k = relu(s_k W_{k-1} - s_k a_k), bias_k = s_k, so s_k W_k = t1_k/a_k - t2_k/(a_k(1-a_k)).
@@ -127,7 +127,7 @@ def _sum_row(a: torch.Tensor, sign) -> torch.Tensor:
 
 
 def hidden_matrix(a: torch.Tensor, a_next: torch.Tensor, S: torch.Tensor, sign) -> torch.Tensor:
-    """Hidden layer k -> k + 1 of the width-4 realization (arXiv 2311.18022, the width-4 realization; README),
+    """Hidden layer k -> k + 1 of the width-4 realization (arXiv:2311.18022, the width-4 realization; README),
     rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and S = s_{k+1} / s_k of one
     batch shape B; returns (*B, 4, 4):
 

@@ -1,4 +1,4 @@
-"""Plain ReLU MLPs and the baseline initializations (arXiv 2311.18022, Table 1 rows 1-2)."""
+"""Plain ReLU MLPs and the baseline initializations (arXiv:2311.18022, Table 1 rows 1-2)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..validation import check_int
 from .construction import check_depth
 from .parametrize import linear_relu_stack
 
-RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv 1903.06733), as we read it
+RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv:1903.06733), as we read it
 
 
 def mlp(width: int, depth: int, in_features: int = 1, out_features: int = 1,
@@ -30,7 +30,7 @@ def linears(model: nn.Module) -> list[nn.Linear]:
 
 @torch.no_grad()
 def kaiming_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """He et al. 2015: W ~ N(0, 2 / fan_in), b = 0 (the "Kaiming" baseline of Table 1)."""
+    """He et al. 2015 (arXiv:1502.01852): W ~ N(0, 2 / fan_in), b = 0 (Table 1's "kaiming")."""
     for layer in linears(model):
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
         if layer.bias is not None:
@@ -41,7 +41,7 @@ def kaiming_(model: nn.Module, generator: torch.Generator | None = None) -> nn.M
 @torch.no_grad()
 def raai_(model: nn.Module, generator: torch.Generator | None = None,
           sigma: float = RAAI_SIGMA) -> nn.Module:
-    """Randomized asymmetric initialization (Lu, Shin, Su & Karniadakis 2020, arXiv 1903.06733), as we read it.
+    """Randomized asymmetric initialization (Lu, Shin, Su & Karniadakis 2020, arXiv:1903.06733), as we read it.
 
     V ~ N(0, sigma^2 / fan_in) of shape (fan_out, fan_in + 1); in every row one entry, chosen
     uniformly, is redrawn from Beta(2, 1) (inverse CDF: sqrt(U)); W = V[:, :-1], b = V[:, -1].

@@ -70,7 +70,7 @@ class ConstructionNet(nn.Module):
     def build(cls, depth: int, **kwargs) -> ConstructionNet:
         """Shorthand for ``ConstructionNet(Construction(depth, **kwargs))``.
 
-        The width-4 net of arXiv 2311.18022 with ``depth`` hidden layers; ``F`` has 2^depth pieces.
+        The width-4 net of arXiv:2311.18022 with ``depth`` hidden layers; ``F`` has 2^depth pieces.
 
         >>> import torch
         >>> net = ConstructionNet.build(6, peaks=0.4, thm31=True)

@@ -2,7 +2,7 @@
 (Yarotsky 2017, arXiv:1610.01145, Propositions 2 and 3: squares by sawtooth layers, products
 through squares): ``cube_net`` and ``cube_net_diff`` (width 5) and ``cube_net4`` (width 4).
 :func:`relu_regions.analysis.refit.refit_accumulator` refits the weights they sum their
-corrections with, exactly in L2 (the width question, docs/training.md).
+corrections with, exactly in L2 (docs/training.md, "The width question").
 
 Squares: f_m(t) = t - sum_{s=1..m} g_s(t) / 4^s with g_s the s-fold tent map g(t) = 2 relu(t) -
 4 relu(t - 1/2) interpolates t^2 on the grid k / 2^m, |f_m(t) - t^2| <= 4^-(m+1) on [0, 1].

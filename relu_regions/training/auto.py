@@ -1,7 +1,8 @@
-"""Depth-dependent defaults: the settings ``fit`` uses when the user leaves them unset (issue 17).
+"""Depth-dependent defaults: the settings ``fit`` uses when the user leaves them unset.
 
 One pure function, so the choice is in one place and testable without training. The numbers
-behind every branch are in docs/training.md ("Depth that pays"); measured with
+behind every branch are in docs/training.md ("Defaults", "Growth, the warp layer and the
+polish"; the probes in docs/research-log.md); measured with
 ``experiments/depth.py`` (x^3, x^11 and exp(2x)/8, width 4, error integrated exactly on the net's
 pieces).
 """
@@ -10,24 +11,23 @@ from __future__ import annotations
 
 from ..validation import plural
 
-# Up to depth GROW_ABOVE direct training was best (on 4096 points direct depth 6 beat depth 5
-# grown by one layer, 2.84e-9 against 6.58e-9); deeper, growing from GROW_FROM (train there,
-# then insert one construction layer at a time) beat direct training and growing from depth 5.
+# Up to depth GROW_ABOVE direct training was best (direct depth 6 beat depth 5 grown by one
+# layer); deeper, growing from GROW_FROM (train there, then insert one construction layer at a
+# time) beat direct training and growing from depth 5 (docs/training.md, "Growth").
 GROW_FROM = 6
 GROW_ABOVE = 6
 # Samples per possible piece: a continuous PL function with n pieces interpolates at most ~2n
 # samples of a convex function, so 4 per possible piece keeps even 2^d pieces from interpolating.
 POINTS_PER_PIECE = 4
 # The warp layer (growth.insert_warp) replaces the first fold of a growth that adds at least
-# this many layers: at depth 10 grown from 6 it halved the x^3 mean, at depth 9 it gained 2.5x
-# on 4096 points and tied on 2048; at depth 8 (one fold left) it lost on 1024 points and won on
-# 4096, so that short a growth folds only (docs/training.md, 10 seeds each).
+# this many layers: it won at depths 9 and 10, while at depth 8 (one fold left) it lost on
+# fit's own point count, so that short a growth folds only (docs/training.md, "The warp layer").
 WARP_MIN_ADDED = 3
 MIN_POINTS = 500  # the library's dense default (targets.dense)
 # fit's optimum column (the best fit of the training data with as many pieces as the net can
 # have): from this many pieces on it is the curvature start refined once, without the dynamic-
 # programming start (work pieces * n^2) and the restarts, which took minutes from depth 8 on
-# (964 s at depth 10 on 4096 points) and found the same MSE on x^3 at 64 and 256 pieces.
+# and found the same MSE on x^3 (docs/training.md, "The optimum column").
 QUICK_OPTIMUM_PIECES = 256
 TWO_PHASE = ("pretrain", "pretrain-thm31")
 

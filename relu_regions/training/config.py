@@ -36,8 +36,8 @@ PICK_SHARE = 0.25  # of phase 2's steps, run on every start before each seed kee
 # After a growth, each seed's POLISH_PATHS best paths train this share of phase 2's steps more
 # (the "polish"), and the best of them is kept: the paths' stages are short (66 steps each at
 # depth 10) and the nets have not converged, and the best path before the polish is not always
-# the best after it. x^3, depth 10: the mean 1.2x - 1.6x lower at each of 7 point counts, for
-# 15% of the fit's time (docs/training.md, "Depth that pays").
+# the best after it. Measurements: docs/training.md, "The polish" and "How far the depth-10
+# figure carries".
 POLISH_SHARE = 1.0
 POLISH_PATHS = 3
 
@@ -65,7 +65,8 @@ class Phase:
         return f"{self.optimizer}:{self.steps}:{self.lr!r}"
 
 
-# The defaults are the best measured on this machine (docs/training.md): LM in both phases.
+# The defaults are the best measured (docs/training.md, "The two phases and the pick"): LM in
+# both phases.
 DEFAULT_PHASE1 = Phase("lm", 100, 1e-3)
 DEFAULT_PHASE2 = Phase("lm", 400, 1e-3)
 # The paper's protocol, for reproduction: Adam lr 1e-3, 1000 steps of phase 1.

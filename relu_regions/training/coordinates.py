@@ -1,4 +1,4 @@
-"""GmP coordinates for raw-weight training (Chen & Ge, arXiv 2305.15912, Section 3)."""
+"""GmP coordinates for raw-weight training (Chen & Ge, arXiv:2305.15912, Section 3)."""
 
 from __future__ import annotations
 

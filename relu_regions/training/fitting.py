@@ -1,5 +1,5 @@
 """``fit``: the two-phase trainer and its baselines, many seeds at once (Milkert, Hyde & Laine,
-arXiv 2311.18022, Section 4: the training protocol).
+arXiv:2311.18022, Section 4: the training protocol).
 
 Phase 1 (derived parameters): Theta = [peak logits, log scales, c0, c1] -> derived-form F.
 Release: derived -> raw width-4 weights (``construction.raw_weights``), the same function.

@@ -109,7 +109,7 @@ def curvature_hinges(x, y):
     """The warp's 3 hinges where the data's |f''|^(2/5) has a quarter, half and three quarters of
     its integral (the L2-optimal density of free knots, docs/limits.md; f'' by smoothed
     finite differences, as the optimum's curvature start in ``analysis.limits``). For x^3 they
-    are near (j/4)^(5/7); on x^11 they gave 1.6x lower error than the quartiles (docs/training.md).
+    are near (j/4)^(5/7); on x^11 they beat the quartiles (docs/training.md, "The warp layer").
     """
     xs, order = torch.sort(x.detach().reshape(-1).cpu())
     ys = y.detach().reshape(-1).cpu()[order]
@@ -138,9 +138,8 @@ def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False, ke
     batch at a depth; ``predict(theta, depth)`` evaluates it.
 
     ``warp``: the first added layer is a warp of the input (:func:`insert_warp`) instead of a
-    fold, its hinges at :func:`curvature_hinges`; the later ones fold as before (on x^3 at
-    depth 10 the mean error fell from 8.0e-10 to 3.2e-10,
-    docs/training.md; ``auto.use_warp`` decides when).
+    fold, its hinges at :func:`curvature_hinges`; the later ones fold as before (the gain:
+    docs/training.md, "The warp layer"; ``auto.use_warp`` decides when).
 
     Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
     neuron (on x^3 those paths ended at one MSE whatever their peak) and lost on x^11 in 9 of 10

@@ -121,7 +121,7 @@ class FitResult:
         """What ``fit`` chose where the settings were left unset: training points and, for the
         two-phase methods, starts per seed, the depth grown from, whether a warp layer was
         added and the steps each seed's best paths trained after the growth, the "polish"
-        (docs/training.md, "The library's default by depth")."""
+        (docs/training.md, "Defaults")."""
         out = {"points": None if self.data is None else int(len(self.data.x))}
         if self.method in TWO_PHASE:
             p = self.phases or {}

@@ -1,4 +1,4 @@
-"""Sums and compositions of constructions (arXiv 2311.18022, extensions): the raw MLP equals the derived
+"""Sums and compositions of constructions (arXiv:2311.18022, extensions): the raw MLP equals the derived
 form, a dc layout is a difference of two constructions, a composition is the composed function."""
 
 import json

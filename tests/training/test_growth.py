@@ -1,5 +1,5 @@
 """growth.insert_warp: a new first hidden layer that warps the input, inserted without changing
-the net's function (docs/training.md, "What was tried to make depth pay")."""
+the net's function (docs/research-log.md, "The warp layer and its hinges")."""
 
 import torch
 from hypothesis import given, settings
