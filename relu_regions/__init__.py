@@ -4,7 +4,7 @@ The main entry points are importable from the package (``relu_regions.fit(...)``
 first use so that ``import relu_regions`` (and the CLI's ``--help``) stays fast.
 """
 
-import importlib
+import importlib as _importlib
 
 from .errors import InputError
 
@@ -29,11 +29,12 @@ __all__ = ["InputError", *_EXPORTS]
 
 def __getattr__(name):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    # the public names and the module's dunders: not the helpers or submodules imported here
+    return sorted({n for n in globals() if n.startswith("__") and n.endswith("__")} | set(__all__))

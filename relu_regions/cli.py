@@ -504,6 +504,8 @@ def show_train(out: dict) -> str:
                  f"median {_num(out['mse_median'])}")
     if out.get("held_out"):
         lines.append(f"train MSE (fitted points)  mean {_num(out.get('train_mse_mean'))}")
+    if out.get("overfit_note"):
+        lines.append(out["overfit_note"])
     if out.get("r2_mean") is not None:
         lines.append(f"{'test ' if out.get('held_out') else ''}R^2 {out['r2_mean']:.6f}, RMSE / "
                      f"std of the target {out['rel_rmse_mean']:.3e}, max |error| "

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .construction import Construction
+from .construction import DEFAULT_MARGIN, Construction
 from .reader import Affine, ReLU
 
 
@@ -45,6 +45,20 @@ def linear_relu_stack(widths, dtype=torch.float64, device="cpu") -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def derived_layers(construction: Construction) -> nn.Sequential:
+    """The Linear/ReLU stack of ``construction``'s width-4 network, each weight and bias a
+    :class:`DerivedTensor` parametrization (the tensors under them are frozen and unused)."""
+    p = construction.lo
+    layers = linear_relu_stack([1] + [4] * construction.depth + [1], p.dtype, p.device)
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    for index, linear in enumerate(linears):
+        for part, name in enumerate(("weight", "bias")):
+            getattr(linear, name).requires_grad_(False)
+            parametrize.register_parametrization(
+                linear, name, DerivedTensor(construction, index, part), unsafe=True)
+    return layers
+
+
 class ConstructionNet(nn.Module):
     """Width-4, depth-d ReLU MLP (input 1, output 1) forced to have 2^d linear pieces.
 
@@ -52,25 +66,31 @@ class ConstructionNet(nn.Module):
     from ``net.construction`` (a, s, c0, c1). ``net(x)`` runs the raw layers; ``net.derived(x)``
     the direct composition of triangle maps — the same function. Train ``net.construction`` in
     phase 1, then ``net.release()`` for phase 2.
+
+    ``pickle``, ``torch.save`` (read back with ``torch.load(..., weights_only=False)``) and
+    ``copy.deepcopy`` keep the construction and rebuild the layers from it (hooks on
+    ``net.layers`` are not kept); :func:`relu_regions.checkpoint.save` writes a file that loads
+    without running pickled code.
     """
 
     def __init__(self, construction: Construction):
         super().__init__()
         self.construction = construction
-        p = construction.lo
-        self.layers = linear_relu_stack([1] + [4] * construction.depth + [1], p.dtype, p.device)
-        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
-        for index, linear in enumerate(linears):
-            for part, name in enumerate(("weight", "bias")):
-                getattr(linear, name).requires_grad_(False)
-                parametrize.register_parametrization(
-                    linear, name, DerivedTensor(construction, index, part), unsafe=True)
+        self.layers = derived_layers(construction)
 
     @classmethod
-    def build(cls, depth: int, **kwargs) -> ConstructionNet:
-        """Shorthand for ``ConstructionNet(Construction(depth, **kwargs))``.
+    def build(cls, depth: int, peaks=0.5, *, thm31: bool = True, s0: float = 0.25,
+              scales=None, c0: float = 0.0, c1: float = 0.0, interval=(0.0, 1.0),
+              concave: bool = False, margin: float = DEFAULT_MARGIN,
+              dtype: torch.dtype = torch.float64, device="cpu") -> ConstructionNet:
+        """``ConstructionNet(Construction(depth, peaks, thm31=..., ...))``: the arguments are
+        :class:`~relu_regions.nets.construction.Construction`'s.
 
         The width-4 net of arXiv:2311.18022 with ``depth`` hidden layers; ``F`` has 2^depth pieces.
+        ``peaks``: a_0..a_{d-1} (with ``thm31`` one more, the tail peak), or one value for all;
+        ``thm31``: scales coupled by Theorem 3.1 from ``s0``, else the ``d`` free ``scales``;
+        ``F = c0 + c1 u - sign * sum s_i W_i(u)`` on u = (x - lo) / (hi - lo) for
+        ``interval=(lo, hi)``; ``concave``: sign = -1; peaks stay in (margin, 1 - margin).
 
         >>> import torch
         >>> net = ConstructionNet.build(6, peaks=0.4, thm31=True)
@@ -80,8 +100,33 @@ class ConstructionNet(nn.Module):
         >>> plain = net.release()  # phase 2 starts from a plain nn.Sequential, same function
         >>> bool(torch.equal(plain(x), net(x)))
         True
+        >>> ConstructionNet.build(3, thm31=False, scales=[0.5, 0.1, 0.02], interval=(-1, 1),
+        ...                       concave=True).construction
+        Construction(depth=3, thm31=False, interval=(-1, 1), concave)
         """
-        return cls(Construction(depth, **kwargs))
+        return cls(Construction(depth, peaks, thm31=thm31, s0=s0, scales=scales, c0=c0, c1=c1,
+                                interval=interval, concave=concave, margin=margin, dtype=dtype,
+                                device=device))
+
+    def __getstate__(self):
+        # PyTorch refuses to pickle a parametrized module (the Parametrized* class it generates
+        # raises in __getstate__). The layers hold nothing of their own but the frozen, unused
+        # tensors under the parametrizations, so pickle (torch.save) keeps those and the
+        # construction, and __setstate__ registers the parametrizations again.
+        state = super().__getstate__()
+        modules = dict(state["_modules"])
+        state["_modules"] = modules
+        state["_layers_state"] = modules.pop("layers").state_dict()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        layers_state = state.pop("_layers_state")
+        super().__setstate__(state)
+        with torch.random.fork_rng(devices=[]):  # unpickling leaves the global RNG alone
+            layers = derived_layers(self.construction)
+        layers.load_state_dict(layers_state)
+        self.layers = layers.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Compute the derived weights once per forward, not once per tensor access.

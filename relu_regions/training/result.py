@@ -3,6 +3,7 @@ with the best model, predictions, and the run folder (``save`` / :func:`load_run
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,14 @@ from ..validation import json_safe
 from .auto import TWO_PHASE
 from .config import FitConfig
 from .run_folder import read_run, save_run
+
+# predict: a point this far outside the fitted interval, relative to the interval's scale
+# (max |end|, length), still counts as inside (a float32 input rounds the ends by ~6e-8).
+EDGE_TOLERANCE = 1e-6
+# summary: a held-out MSE more than this many times the training MSE (means over seeds) gets a
+# note that the nets overfit (x^3, depth 3, a 20% held-out share of 500 points: 1.4x; noisy
+# or sparse data fitted with more pieces than the points support: 17x - 57x).
+OVERFIT_RATIO = 10.0
 
 
 @dataclass
@@ -70,6 +79,9 @@ class FitResult:
         """The best net's (or ``seed``'s) output at points ``x``, as float64 numpy (n,).
 
         ``x``: a list, numpy array or tensor of any float dtype, shape (n,) or (n, inputs).
+        Points outside the fitted interval (box) get the net's values all the same, a linear
+        continuation of its outer pieces that no data constrained, with a ``UserWarning`` naming
+        the interval and the points' span (``warnings.filterwarnings`` silences it).
 
         >>> from relu_regions import fit
         >>> r = fit("x**2", depth=3, seeds=1, phase1="lm:5", phase2="lm:10", starts=1)
@@ -86,6 +98,7 @@ class FitResult:
         if pts.dim() != 2 or pts.shape[1] != self.inputs:
             raise InputError(f"points must have shape (n,) or (n, {self.inputs}) for this "
                              f"{self.inputs}-input net, got {tuple(pts.shape)}")
+        _warn_outside(pts.numpy(), [self.interval] if self.inputs == 1 else self.interval)
         with torch.no_grad():
             return model(pts).reshape(-1).numpy().astype(np.float64)
 
@@ -102,6 +115,8 @@ class FitResult:
             "train_mse_mean": float(train.mean()) if train.size else None,
             "test_mse_mean": float(finite.mean()) if finite.size else None,
             "held_out": self.held_out,
+            **_generalization(self.held_out, train, finite,
+                              0 if self.data is None else len(self.data.test_x)),
             "r2_mean": _finite_mean(self.errors.get("r2")),
             "rel_rmse_mean": _finite_mean(self.errors.get("rel_rmse")),
             "max_abs_error_mean": _finite_mean(self.errors.get("max_abs_error")),
@@ -189,6 +204,43 @@ def load_run(folder) -> FitResult:
     per-seed figures, history, data and (when recorded) the config; ``.provenance`` holds the
     stored command, versions and data hash."""
     return FitResult.from_dict(**read_run(folder))
+
+
+def _warn_outside(pts: np.ndarray, box) -> None:
+    """A UserWarning if a point lies outside ``box`` ((lo, hi) per input) by more than
+    EDGE_TOLERANCE of its scale."""
+    lo, hi = np.array(box, dtype=np.float64).T
+    slack = EDGE_TOLERANCE * np.maximum(np.maximum(np.abs(lo), np.abs(hi)), hi - lo)
+    outside = ((pts < lo - slack) | (pts > hi + slack)).any(axis=1)
+    if not outside.any():
+        return
+    span = lambda a, b: f"[{a:g}, {b:g}]"  # noqa: E731
+    given = [span(np.nanmin(c), np.nanmax(c)) for c in pts.T]
+    if len(box) == 1:
+        fitted, given = f"interval {span(*box[0])}", given[0]
+    else:  # 2D fits: inputs x and y
+        fitted = "box " + ", ".join(f"{n} in {span(*b)}" for n, b in zip("xy", box))
+        given = ", ".join(f"{n} in {g}" for n, g in zip("xy", given))
+    warnings.warn(f"predict: {outside.sum()} of {len(pts)} points lie outside the fitted "
+                  f"{fitted} (the points span {given}); the net's values there extrapolate its "
+                  f"outer pieces, which no training point constrained", UserWarning, stacklevel=3)
+
+
+def _generalization(held_out: bool, train: np.ndarray, test: np.ndarray, n_test: int) -> dict:
+    """``test_over_train``: held-out / training MSE (means over the finite seeds; None without a
+    held-out share or with a zero training MSE); ``overfit_note``: one line when the held-out
+    MSE exceeds OVERFIT_RATIO times the training MSE, else None."""
+    if not (held_out and train.size and test.size):
+        return {"test_over_train": None, "overfit_note": None}
+    train_mean, test_mean = float(train.mean()), float(test.mean())
+    ratio = test_mean / train_mean if train_mean > 0 else None
+    note = None
+    if test_mean > OVERFIT_RATIO * train_mean:
+        times = f"{ratio:.3g}x" if ratio is not None else "far above"
+        note = (f"overfitting? the held-out MSE ({plural(n_test, 'point')}) is {times} the "
+                f"training MSE, more than {OVERFIT_RATIO:g}x: noise, or too few points for "
+                f"this many pieces; a smaller depth or more points would generalize better")
+    return {"test_over_train": ratio, "overfit_note": note}
 
 
 def _ints(values):
