@@ -1,6 +1,6 @@
 """Speed: 30 seeds trained as one batch vs the same seeds one at a time, side by side.
 
-    python experiments/bench_batch.py [--seeds 30] [--solo 5] [--repeats 3] [--stages]
+    python benchmarks/bench_batch.py [--seeds 30] [--solo 5] [--repeats 3] [--stages]
 
 Times the two-phase method on x^3 (depth 5, 500 points) for both optimizers: the default
 protocol (LM 100 + 400 steps, 8 phase-1 starts per seed), Adam 1000 + 1000 with 8 starts, and

@@ -1,7 +1,7 @@
 """Where a fit's time goes: seconds per named training stage, for each depth in one run (issue 17,
 item 4: depth 10 at most 4x the time of depth 5; docs/training.md, "Cost").
 
-    python experiments/stage_times.py [--depths 5 10] [--seeds 10] [--points 4096]
+    python benchmarks/stage_times.py [--depths 5 10] [--seeds 10] [--points 4096]
                                       [--target 'x**3'] [--starts N] [--json FILE]
 
 Each depth is one ``fit(target, depth=D, seeds=N, points=P)`` with the library's defaults
