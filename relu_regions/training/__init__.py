@@ -6,7 +6,7 @@
 - ``functional``: the batched functional MLP over a flat Theta (N, P)
 - ``jacobians``: per-point, per-run and forward-mode Jacobians; ``coordinates``: GmP coordinates
 - ``optim``: Levenberg-Marquardt and Adam as optimizer objects
-- ``stages``: named stages, the resume journal, reading a training state
+- ``stages``: named stages, the resume journal, reading a training state, stage hooks
 - ``growth``: inserting construction layers; ``fitting``: :func:`fit` itself
 - ``result``: :class:`FitResult`; ``run_folder``: ``save`` / :func:`load_run`; ``progress``
 - ``trainer``: the old single module's names, re-exported for one release
