@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from relu_regions import targets as T
-from relu_regions.plots import evaluate, plot_fit, plot_surface
+from relu_regions import targets
 from relu_regions.analysis.regions import count_regions_segment
-from relu_regions.training.trainer import fit
+from relu_regions.plots import evaluate, plot_fit, plot_surface
+from relu_regions.training.fitting import fit
 
 TARGETS_1D = [("x**3 - x", (-1.0, 1.0)), ("sin(x)", (0.0, 2 * np.pi)),
               ("sin(3*x)", (0.0, 2 * np.pi))]
@@ -77,7 +77,7 @@ def main():
             f"| {r['pieces_mean']:.1f} | {limit} | {r['seconds']} |", flush=True)
 
     for target, interval in TARGETS_1D:
-        data = T.dense(target, interval, 500)
+        data = targets.dense(target, interval, 500)
         for method in METHODS_1D:
             res = fit(data=data, target=target, depth=args.depth, seeds=args.seeds,
                       method=method, shape="dc")
@@ -89,7 +89,7 @@ def main():
                 plot_fit(res.models[best], data, args.figures / f"dc_{name}.png",
                          title=f"{target}: dc, depth {args.depth}, MSE {res.mse[best]:.2e}")
     for target, shape in TARGETS_2D:
-        data = T.dense(target, (-1, 1), args.grid)
+        data = targets.dense(target, (-1, 1), args.grid)
         for method in METHODS_2D:
             # count=False: pieces are counted here along four lines (the diagonal among them)
             res = fit(data=data, target=target, depth=args.depth2d, seeds=args.seeds,

@@ -38,10 +38,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from relu_regions.checkpoint import atomic_write, atomic_write_text
 from relu_regions.analysis.limits import continuous_optimal_pwl, matched_pieces, net_l2_mse
+from relu_regions.checkpoint import atomic_write, atomic_write_text
 from relu_regions.targets import parse_target
-from relu_regions.training.trainer import fit
+from relu_regions.training.fitting import fit
 
 METHODS = {"default": lambda d: {}, "direct": lambda d: {"grow_from": d},
            "grow5": lambda d: {"grow_from": min(5, d)}, "grow6": lambda d: {"grow_from": min(6, d)},

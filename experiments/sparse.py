@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from relu_regions import targets as T
-from relu_regions.training.trainer import fit
+from relu_regions import targets
+from relu_regions.training.fitting import fit
 
 PAPER_MIN = {"x**3": (2.41e-4, 5.65e-6), "x**11": (2.14e-3, 6.53e-4),
              "sin(x)": (2.27e-5, 7.92e-7), "tanh(3*x)": (1.60e-4, 5.09e-6)}
@@ -30,7 +30,7 @@ def main():
           f"{'paper min':>9s}")
     for target, paper in PAPER_MIN.items():
         for method, ref in (("kaiming", paper[0]), ("pretrain-thm31", paper[1])):
-            data = T.sparse(target, (0, 1), args.points, args.points, seed=args.data_seed)
+            data = targets.sparse(target, (0, 1), args.points, args.points, seed=args.data_seed)
             mse = fit(data=data, target=target, depth=5, seeds=args.seeds, method=method,
                       sparse=args.points, count=False, optimum=False).mse
             print(f"{target:10s} {method:15s} | {mse.min():9.2e} {mse.mean():9.2e} "

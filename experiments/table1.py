@@ -1,6 +1,6 @@
 """Table 1 of Milkert et al.: 5 methods x {x^3, x^11} x 30 seeds, width 4, depth 5, 500 points.
 
-    python experiments/table1.py                 # defaults of relu_regions.train (LM phases)
+    python experiments/table1.py                 # the library's defaults (LM phases)
     python experiments/table1.py --paper         # the paper's protocol: Adam 1000 + 1000 steps,
                                                  # one start per seed
 
@@ -12,17 +12,14 @@ import argparse
 import json
 import time
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from relu_regions.checkpoint import atomic_write_text  # noqa: E402
-from relu_regions.plots import save_figure  # noqa: E402
-from relu_regions.training.auto import TWO_PHASE  # noqa: E402
-from relu_regions.training.trainer import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,  # noqa: E402
-                                PAPER_PHASE2, fit)
+from relu_regions.checkpoint import atomic_write_text
+from relu_regions.plots import save_figure, subplots
+from relu_regions.training.auto import TWO_PHASE
+from relu_regions.training.config import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,
+                                          PAPER_PHASE2)
+from relu_regions.training.fitting import fit
 
 PAPER = {  # (min, mean) from arXiv:2311.18022, Table 1
     ("kaiming", "x**3"): (2.11e-5, 7.20e-2), ("kaiming", "x**11"): (2.19e-5, 2.82e-2),
@@ -78,7 +75,7 @@ def main():
 
 
 def plot(rows, path):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, target in zip(axes, ("x**3", "x**11")):
         sub = [r for r in rows if r["target"] == target]
         pos = np.arange(len(sub))

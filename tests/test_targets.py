@@ -403,7 +403,7 @@ def test_csv_test_split_is_seeded_and_disjoint(tmp_path):
         from_csv(_write(tmp_path, "0,0\n1,1\n", name="two.csv"), test_fraction=0.5)
 
 
-# Survivors of `python experiments/mutation.py targets --inprocess` (docs/testing.md), pinned.
+# Survivors of `python tools/mutation.py targets --inprocess` (docs/testing.md), pinned.
 
 def test_a_2d_target_reads_x_y_and_r_from_their_own_columns():
     t = parse_target("x - 2*y + 10*r")

@@ -49,7 +49,7 @@ from .stages import Stages, load_train_state, optimize, pick_rows
 
 def fit(target=None, *, config: FitConfig | None = None, data=None, progress=False,
         checkpoint=None, checkpoint_every: int | None = None, resume=None,
-        checkpoint_meta: str = "", **overrides) -> FitResult:
+        checkpoint_meta: str = "", on_stage=None, **overrides) -> FitResult:
     """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
 
     ``target``: an expression in x (``"x**3"``; in x and y for a 2D fit) or a callable on numpy
@@ -62,7 +62,10 @@ def fit(target=None, *, config: FitConfig | None = None, data=None, progress=Fal
     ~10 s); ``checkpoint`` (a file) and ``checkpoint_every`` (steps): keep the training state
     there; ``resume``: a folder or state file written so (or its :func:`load_train_state`
     dict) to continue; with nothing else given, its stored config and data are used, so a Python
-    caller resumes with ``fit(resume=DIR)``; ``checkpoint_meta``: text stored in the state.
+    caller resumes with ``fit(resume=DIR)``; ``checkpoint_meta``: text stored in the state;
+    ``on_stage``: a hook, or a list of them, called with a
+    :class:`~relu_regions.training.stages.StageEvent` at every stage's start and end (this fit
+    only; :func:`~relu_regions.training.stages.register_stage_hook` for every fit).
 
     >>> r = fit("x**2", depth=3, seeds=2, phase1="lm:5", phase2="lm:10", starts=1, optimum=False)
     >>> r.best
@@ -81,7 +84,13 @@ def fit(target=None, *, config: FitConfig | None = None, data=None, progress=Fal
         check_int(checkpoint_every, "checkpoint_every", low=1)
     data = make_dataset(config, data)
     extra = {"config": config.to_dict(), "data": _data_state(data)}
-    stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra)
+    hooks = list(on_stage) if isinstance(on_stage, (list, tuple)) else [on_stage]
+    hooks = [h for h in hooks if h is not None]
+    if not all(callable(h) for h in hooks):
+        raise InputError("on_stage must be a callable or a list of callables (each gets a "
+                         "StageEvent)")
+    stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra, hooks,
+                    config.seed_list)
     with torch_threads(config.threads):
         return _Fit(config, data, stages, progress).run()
 
@@ -281,16 +290,18 @@ class _Fit:
         raw = RawNet(shapes or self.shapes, self.x)
         history = self.history if history is None else history
         start = None if then is None else (then[0], then[1]["theta"], then[1]["state"])
+        widths = _widths_of(raw.shapes)
         if self.config.parameterization == "sp":
             return optimize(raw.predict, raw.jacobian, theta, self.y, phase, history,
-                            self.progress.tick, self.stages, start, final, name)
+                            self.progress.tick, self.stages, start, final, name, widths)
         if then is None:
             coords, offsets = GmPLayout(raw.shapes).from_raw(theta)
         else:
             coords, offsets = then[1]["theta"], then[1]["offsets"]
         net = GmPNet(raw, offsets)
         coords = optimize(net.predict, net.jacobian, coords, self.y, phase, history,
-                          self.progress.tick, self.stages, start, final, name)
+                          self.progress.tick, self.stages, start, final, name, widths,
+                          net.to_raw)
         if final is not None:
             final["offsets"] = offsets
         return net.to_raw(coords)
@@ -318,7 +329,8 @@ class _Fit:
         derived = DerivedNet(self.layout, self.x)
         per_start: list = []
         theta1 = optimize(derived.predict, derived.jacobian, theta1, self.y, c.phase1,
-                          per_start, self.progress.tick, self.stages, name="phase1")
+                          per_start, self.progress.tick, self.stages, name="phase1",
+                          widths=self.layout.widths, to_raw=self.release)
         if self.d0 == c.depth and c.n_starts == 1:
             self.history += per_start
             return self.train_raw(self.release(theta1), c.phase2, "phase2")
@@ -341,13 +353,15 @@ class _Fit:
         pick = growth.best_rows(per_seed_mse(RawNet(d0_shapes, self.x).predict, theta, self.y),
                                 c.n_starts, n)
         self.history += [pick(h) for h in per_start]
+        picked = pick(theta)
+        self.stages.emit("pick", "end", picked, _widths_of(d0_shapes))
         if d0 == depth and share < p2.steps:
-            return self.train_raw(pick(theta), p2, "phase2:rest",
+            return self.train_raw(picked, p2, "phase2:rest",
                                   then=(share, pick_rows(last, pick, theta.shape[0])))
         if d0 == depth:
-            return pick(theta)
+            return picked
         a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
-        return self._grow_and_polish(pick(theta), a_last, n)
+        return self._grow_and_polish(picked, a_last, n)
 
     def _grow_and_polish(self, theta, a_last, n):
         """:func:`growth.grow` from d0, then the polish: each seed's POLISH_PATHS best paths
@@ -364,7 +378,9 @@ class _Fit:
         best = growth.best_rows(per_seed_mse(RawNet(self.shapes, self.x).predict, theta, self.y),
                                 theta.shape[0] // n, n)  # fewer rows when there were fewer paths
         self.history += [best(h) for h in grown]
-        return best(theta)
+        theta = best(theta)
+        self.stages.emit("pick:polish", "end", theta, self.widths)
+        return theta
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2
@@ -442,6 +458,11 @@ class _Fit:
         return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
                 "parameterization": c.parameterization, "starts": c.n_starts,
                 "grow_from": c.grow_from, "warp": self.warp, "polish": self.polish}
+
+
+def _widths_of(shapes) -> list:
+    """The layer widths of an MLP with these [(W shape, b shape)] (inverse of ``shapes_of``)."""
+    return [shapes[0][0][1]] + [w[0] for w, _ in shapes]
 
 
 def _test_errors(residual, test_y) -> dict:

@@ -5,39 +5,108 @@ journal (:class:`Stages`) every stage is checkpointed and a killed fit resumes b
 finished stages return their stored outputs, the code between stages (pick the best start,
 release, insert a layer) is deterministic and runs again, and the stage under way continues from
 its step. Stages are keyed by name, so adding a stage does not shift the stored ones.
+
+Stage hooks (:func:`register_stage_hook`, or ``fit(..., on_stage=)``) see every stage start and
+end, with the rows' Theta, the fit's optimizer steps so far and its elapsed seconds
+(:class:`StageEvent`); a resumed fit calls them again for the finished stages, with the same
+Theta and steps.
 """
 
 from __future__ import annotations
 
 import pickle
+import time
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from ..atomic import atomic_write
 from ..errors import InputError
 from ..validation import one_line
 from . import optim
+from .functional import shapes_of, to_module
 
 # /3: stages keyed by name; the state also holds the fit's config and data (resume needs no argv).
 # /4: a growth's warp stage trains one row per seed instead of one per insertion path, and the
 # finished stages' loss histories are kept (a resume inside a growth lost phase 1's).
 TRAIN_STATE_FORMAT = "relu-regions-train-state/4"
 
+# the hooks of every fit by their handle's id (an OrderedDict: RemovableHandle keeps a weakref)
+_STAGE_HOOKS: OrderedDict = OrderedDict()
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """What a stage hook receives when a named stage of a fit starts or ends.
+
+    ``stage``: "phase1", "phase2:share", "phase2:rest", "phase2" (one start), "raw" (baselines),
+    "grow:D", "polish"; or an instant between stages, which only ends: "pick" (each seed's best
+    start, after "phase2:share") and "pick:polish" (each seed's best path after the polish).
+    ``when``: "start" or "end". ``step``: optimizer steps of the whole fit so far (a step trains
+    every row). ``seconds``: wall time since the fit began (a resumed fit: since the resume).
+    ``theta``: the rows (N, P) in the stage's own coordinates (phase 1: the derived parameters;
+    ``parameterization="gmp"``: GmP coordinates), the input at "start", the output at "end", a
+    copy the hook may keep. Row r is seed ``seeds[r % len(seeds)]`` (start, path or rank r // n
+    of the n seeds). :meth:`raw` gives them as the raw weights of the Linear/ReLU stack of
+    ``widths``, :meth:`models` as nets.
+    """
+
+    stage: str
+    when: str
+    step: int
+    seconds: float
+    theta: torch.Tensor
+    seeds: tuple
+    widths: tuple
+    to_raw: Callable | None = field(default=None, repr=False)
+
+    def raw(self) -> torch.Tensor:
+        """Theta as raw weights (N, P_raw), the layout of ``functional.flatten_layers``."""
+        if self.to_raw is None:
+            return self.theta
+        with torch.no_grad():
+            return self.to_raw(self.theta).detach()
+
+    def models(self) -> list:
+        """One float64 ``nn.Sequential`` per row."""
+        widths = list(self.widths)
+        return [to_module(t, shapes_of(widths), widths) for t in self.raw().cpu()]
+
+    def seed_of(self, row: int) -> int:
+        return self.seeds[row % len(self.seeds)]
+
+
+def register_stage_hook(hook) -> RemovableHandle:
+    """Call ``hook(event)`` (a :class:`StageEvent`) at every stage start and end of every fit
+    from now on, after the fit's own ``on_stage`` hooks; ``handle.remove()`` stops it.
+
+    A hook must not change ``event.theta`` in place; whatever else it does (record, time, log),
+    the fit's result stays the same bit for bit.
+    """
+    handle = RemovableHandle(_STAGE_HOOKS)
+    _STAGE_HOOKS[handle.id] = hook
+    return handle
+
 
 def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
              stages: Stages | None = None, start=None, final: dict | None = None,
-             name: str = "stage"):
-    """Run one training stage ``name``; with ``stages``, checkpointed and resumable.
+             name: str = "stage", widths=None, to_raw=None):
+    """Run one training stage ``name``; with ``stages``, checkpointed, resumable and seen by the
+    stage hooks.
 
     ``start`` = (step, theta, optimizer state) continues a run at that step; ``final`` (a dict)
     receives the optimizer's last "theta" and "state", which is what a continuation needs (after
-    picking rows with :func:`pick_rows`).
+    picking rows with :func:`pick_rows`). ``widths`` and ``to_raw`` (Theta -> raw weights; None:
+    Theta is raw) tell the hooks what net a row is (:class:`StageEvent`).
     """
     if stages is not None:
         return stages.run(name, predict, jacobian, theta, y, phase, history, progress, start,
-                          final)
+                          final, widths=widths, to_raw=to_raw)
     return run_stage(predict, jacobian, theta, y, phase, history, progress, start,
                      keep_last(final))
 
@@ -90,11 +159,17 @@ class Stages:
     name, step, Theta, optimizer state and loss history, plus ``extra`` (the fit's config and
     data). Resuming gives a result bit-identical to a run that was never interrupted (same seeds,
     float64, CPU).
+
+    ``hooks`` (callables, with those of :func:`register_stage_hook`) receive a
+    :class:`StageEvent` at every stage's start and end; ``seeds`` are the fit's, for the events.
     """
 
     def __init__(self, path=None, every: int | None = None, state: dict | None = None,
-                 meta: str = "", extra: dict | None = None):
+                 meta: str = "", extra: dict | None = None, hooks=(), seeds=()):
         self.path, self.every, self.meta, self.extra = path, every, meta, extra or {}
+        self.hooks, self.seeds = list(hooks), tuple(int(s) for s in seeds)
+        self.began = time.perf_counter()
+        self.steps = 0  # optimizer steps of the fit so far, finished stages replayed included
         self.state = state
         self.outputs = dict(state["outputs"]) if state else {}
         self.finals = dict(state["finals"]) if state else {}
@@ -105,10 +180,29 @@ class Stages:
         self.seen: set = set()
 
     def run(self, name, predict, jacobian, theta, y, phase, history, progress, start=None,
-            final=None):
+            final=None, widths=None, to_raw=None):
         if name in self.seen:
             raise AssertionError(f"stage {name!r} ran twice in one fit")
         self.seen.add(name)
+        self.emit(name, "start", theta, widths, to_raw)
+        out = self._run(name, predict, jacobian, theta, y, phase, history, progress, start,
+                        final)
+        # the caller's start, not a resume's: the same count in an interrupted fit
+        self.steps += max(phase.steps - (start[0] if start is not None else 0), 0)
+        self.emit(name, "end", out, widths, to_raw)
+        return out
+
+    def emit(self, name, when, theta, widths, to_raw=None):
+        """Call the hooks with a :class:`StageEvent` (nothing to build when there are none)."""
+        hooks = [*self.hooks, *_STAGE_HOOKS.values()]
+        if not hooks:
+            return
+        event = StageEvent(name, when, self.steps, time.perf_counter() - self.began,
+                           theta.detach().clone(), self.seeds, tuple(widths or ()), to_raw)
+        for hook in hooks:
+            hook(event)
+
+    def _run(self, name, predict, jacobian, theta, y, phase, history, progress, start, final):
         if name in self.outputs:  # finished before the interruption
             history[:] = list(self.histories[name])
             if final is not None:

@@ -4,7 +4,7 @@ Each constant of ``relu_regions.analysis.regions`` is a trade between two failur
 rounding noise splits a piece into slivers, too loose and real pieces vanish. Every case below has
 an answer known exactly (by construction, and checked against the rational reference), and each
 constant has a case on each side, so a constant moved by orders of magnitude fails a test here
-(``experiments/mutation.py --constants`` moves each one and lists the tests that catch it):
+(``tools/mutation.py --constants`` moves each one and lists the tests that catch it):
 
 =================  ==================================================  ==========================
 constant           too loose (real pieces vanish)                      too tight (noise splits)

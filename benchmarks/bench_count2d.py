@@ -15,8 +15,8 @@ kernels from their on-disk cache, printed as "first call"):
     spread around their centroid; the count is of the hidden partition (the output is the logit of
     the first digit's class; regioncam gets the same 2-input net on the plane).
 
-    python experiments/bench_count2d.py                         # everything
-    python experiments/bench_count2d.py --nets 64x3 128x4 --depths 5 9 --no-digits
+    python benchmarks/bench_count2d.py                         # everything
+    python benchmarks/bench_count2d.py --nets 64x3 128x4 --depths 5 9 --no-digits
 
 regioncam (PyPI, float32) is optional: without it the script says so and times ours only.
 Targets: exact where the answer is known; no slower than regioncam from 10^4 regions

@@ -1,7 +1,7 @@
 """Where a fit's time goes: seconds per named training stage, for each depth in one run (the
 goal: depth 10 at most 4x the time of depth 5; docs/training.md, "Cost").
 
-    python experiments/stage_times.py [--depths 5 10] [--seeds 10] [--points 4096]
+    python benchmarks/stage_times.py [--depths 5 10] [--seeds 10] [--points 4096]
                                       [--target 'x**3'] [--starts N] [--json FILE]
 
 Each depth is one ``fit(target, depth=D, seeds=N, points=P)`` with the library's defaults
@@ -13,39 +13,28 @@ only comparable within one run (other jobs share the machine).
 """
 
 import argparse
-import inspect
 import json
 import time
 
-from relu_regions import fit
-from relu_regions.training import fitting
+from relu_regions.training.fitting import fit
 
 
 def timed_stages(target, depth, seeds, points, starts=None):
     """[(stage, rows, seconds)] and the total seconds of one fit."""
-    stages = []
-    optimize = fitting.optimize
+    stages, began = [], {}
 
-    signature = inspect.signature(optimize)
-
-    def timed(*args, **kwargs):
-        call = signature.bind(*args, **kwargs)
-        call.apply_defaults()
-        t = time.perf_counter()
-        out = optimize(*args, **kwargs)
-        rows = int(call.arguments["theta"].shape[0])
-        stages.append((call.arguments["name"], rows, time.perf_counter() - t))
-        return out
+    def timer(event):  # a stage hook: the picks between stages only end, and are not stages
+        if event.when == "start":
+            began[event.stage] = event.seconds
+        elif event.stage in began:
+            seconds = event.seconds - began.pop(event.stage)
+            stages.append((event.stage, int(event.theta.shape[0]), seconds))
 
     extra = {} if starts is None else {"starts": starts}
-    fitting.optimize = timed
-    try:
-        t = time.perf_counter()
-        fit(target, depth=depth, seeds=seeds, points=points, count=False, optimum=False, **extra)
-        total = time.perf_counter() - t
-    finally:
-        fitting.optimize = optimize
-    return stages, total
+    t = time.perf_counter()
+    fit(target, depth=depth, seeds=seeds, points=points, count=False, optimum=False,
+        on_stage=timer, **extra)
+    return stages, time.perf_counter() - t
 
 
 def main():

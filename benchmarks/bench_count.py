@@ -12,10 +12,10 @@ read (ours: ``count_regions(layers)``). A count faster than 0.2 s is repeated (u
 in all) and the fastest run is reported, for both counters alike: single sub-millisecond timings
 are mostly noise. Small nets (d = 4..12) show the fixed cost per count:
 
-    python experiments/bench_count.py --depths 4 8 12
+    python benchmarks/bench_count.py --depths 4 8 12
 
-    python experiments/bench_count.py                 # d = 16..24, a = 1/2 and random a
-    python experiments/bench_count.py --depths 20 24 --json
+    python benchmarks/bench_count.py                 # d = 16..24, a = 1/2 and random a
+    python benchmarks/bench_count.py --depths 20 24 --json
 
 Targets: a = 1/2 at d = 24 gives exactly 2^24 pieces in < 10 s and < 2 GB peak; where
 regioncam (PyPI, float32) is installed, at least 10x faster than it at d = 20 and exact where it
@@ -61,8 +61,8 @@ def _fastest(count, budget=0.2, most=200):
 
 
 def _ours(depth, kind, queue):
-    from relu_regions.nets.parametrize import ConstructionNet
     from relu_regions.analysis.regions import count_regions, relu_layers
+    from relu_regions.nets.parametrize import ConstructionNet
 
     t = time.perf_counter()
     count_regions(ConstructionNet.build(2, peaks=0.5), 0.0, 1.0)  # loads the compiled kernels
@@ -79,8 +79,8 @@ def _ours(depth, kind, queue):
 
 
 def _regioncam(depth, kind, queue):
-    from relu_regions.nets.parametrize import ConstructionNet
     from relu_regions.analysis.regions import relu_layers
+    from relu_regions.nets.parametrize import ConstructionNet
 
     _regioncam_count(relu_layers(ConstructionNet.build(2, peaks=0.5)))  # same warm-up as ours
     net = ConstructionNet.build(depth, peaks=_peaks(depth, kind), thm31=True)

@@ -3,11 +3,11 @@
 Two kinds of run, both in a throw-away copy of the repository (mutmut edits files in place, and
 the numba cache of a mutated kernel must not reach the real tree):
 
-* ``python experiments/mutation.py counter`` (or ``limits``, ``targets``, ``trainer``): mutmut 2
+* ``python tools/mutation.py counter`` (or ``limits``, ``targets``, ``trainer``): mutmut 2
   on that module (the trainer: only its result fields), with a targeted test subset, one pytest
   process per mutant. Prints the score and writes the surviving mutants' diffs to
   ``<workdir>/survivors.txt``. Slow: run it alone, in the background.
-* ``python experiments/mutation.py counter --named`` (or ``trainer --named``): the mutants issue
+* ``python tools/mutation.py counter --named`` (or ``trainer --named``): the mutants issue
   18 names (the counter's tolerances moved by orders of magnitude, a forced ``resolved``, a
   doubled segment direction; pieces that count regions, a test MSE on the training targets, a
   release that shifts the output), each against the module's test subset; prints which test

@@ -1,6 +1,6 @@
 """Speed: 30 seeds trained as one batch vs the same seeds one at a time, side by side.
 
-    python experiments/bench_batch.py [--seeds 30] [--solo 5] [--repeats 3] [--stages]
+    python benchmarks/bench_batch.py [--seeds 30] [--solo 5] [--repeats 3] [--stages]
 
 Times the two-phase method on x^3 (depth 5, 500 points) for both optimizers: the default
 protocol (LM 100 + 400 steps, 8 phase-1 starts per seed), Adam 1000 + 1000 with 8 starts, and
@@ -9,8 +9,8 @@ one-at-a-time time per seed is measured on --solo seeds (each trained alone) rig
 batched run, and compared per seed; each repeat does both again, so load changes hit both. Also
 printed: the same ratio in process CPU time (less sensitive to other jobs on the machine), and
 the largest difference between a seed trained alone and in the batch. --stages splits the times
-by training stage (phase 1 of every start, the share of phase 2 every start runs, the rest of
-phase 2 on each seed's best start; with one start, phase 2 is all in the second stage).
+by named training stage (``training/stages.py``: "phase1" of every start, "phase2:share" that
+every start runs, "phase2:rest" on each seed's best start; with one start, "phase2").
 """
 
 import argparse
@@ -19,52 +19,34 @@ from collections import defaultdict
 
 import numpy as np
 
-from relu_regions.training import optim as train  # the optimizers the stages call
-from relu_regions.training.trainer import DEFAULT_PHASE1, DEFAULT_PHASE2, Phase, fit
-
-STAGES = ("phase 1", "phase 2 share", "phase 2 rest")
+from relu_regions.training.config import DEFAULT_PHASE1, DEFAULT_PHASE2, Phase
+from relu_regions.training.fitting import fit
 
 
-def _timed_stages(times):
-    """Wrap the optimizers so each stage of a fit adds its wall time to ``times[name]``."""
-    originals = {"run_lm": train.run_lm, "run_adam": train.run_adam}
-    order = []
+def _stage_timer(times):
+    """A stage hook adding each stage's wall time to ``times[stage]`` (None: no hook)."""
+    if times is None:
+        return None
+    began = {}
 
-    def wrap(run):
-        def timed(*args, **kwargs):
-            t = time.perf_counter()
-            out = run(*args, **kwargs)
-            times[STAGES[len(order)]] += time.perf_counter() - t
-            order.append(1)
-            return out
-        return timed
-
-    for name, run in originals.items():
-        setattr(train, name, wrap(run))
-    restore = lambda: [setattr(train, k, v) for k, v in originals.items()]  # noqa: E731
-    return restore, order.clear  # clear before each fit: stages count from its first call
-
-
-def _fit(seeds, run, new_fit):
-    if new_fit:
-        new_fit()
-    return fit("x**3", seeds=seeds, **run)
+    def timer(event):  # the picks between stages only end, and are not stages
+        if event.when == "start":
+            began[event.stage] = event.seconds
+        elif event.stage in began:
+            times[event.stage] += event.seconds - began.pop(event.stage)
+    return timer
 
 
 def measure(run, seeds, solo, stages):
-    batch_stages, solo_stages = defaultdict(float), defaultdict(float)
-    restore, new_fit = _timed_stages(batch_stages) if stages else (None, None)
+    batch_stages = defaultdict(float) if stages else None
+    solo_stages = defaultdict(float) if stages else None
     t, c = time.perf_counter(), time.process_time()
-    batched = _fit(seeds, run, new_fit)
+    batched = fit("x**3", seeds=seeds, on_stage=_stage_timer(batch_stages), **run)
     wall_b, cpu_b = (time.perf_counter() - t) / seeds, (time.process_time() - c) / seeds
-    if restore:
-        restore()
-        restore, new_fit = _timed_stages(solo_stages)
     t, c = time.perf_counter(), time.process_time()
-    alone = [_fit([s], run, new_fit) for s in range(solo)]
+    alone = [fit("x**3", seeds=[s], on_stage=_stage_timer(solo_stages), **run)
+             for s in range(solo)]
     wall_s, cpu_s = (time.perf_counter() - t) / solo, (time.process_time() - c) / solo
-    if restore:
-        restore()
     diff = max(max(abs(r.mse[0] - batched.mse[i]) / r.mse[0],
                    float(np.max(np.abs(r.history["loss"][0] - batched.history["loss"][i])
                                 / r.history["loss"][0])))
@@ -72,7 +54,8 @@ def measure(run, seeds, solo, stages):
     split = ""
     if stages:
         split = "; stages s/seed batched / alone: " + ", ".join(
-            f"{k} {batch_stages[k] / seeds:.3f} / {solo_stages[k] / solo:.3f}" for k in STAGES)
+            f"{k} {batch_stages[k] / seeds:.3f} / {solo_stages[k] / solo:.3f}"
+            for k in batch_stages)
     print(f"  batched {wall_b * seeds:.2f} s ({wall_b:.3f} s/seed), alone {wall_s:.3f} s/seed: "
           f"speed-up per seed {wall_s / wall_b:.1f}x (CPU time {cpu_s / cpu_b:.1f}x); largest "
           f"relative difference alone vs batched (MSE, loss history) {diff:.1e}{split}",
