@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from relu_regions import checkpoint
-from relu_regions import targets as T
+from relu_regions import checkpoint, targets
 from relu_regions.analysis.limits import optimal_pwl
 from relu_regions.analysis.regions import count_regions
 from relu_regions.cli import main
 from relu_regions.nets.mlp import mlp
-from relu_regions.training.trainer import Phase, fit
+from relu_regions.training.config import Phase
+from relu_regions.training.fitting import fit
 
 
 def run(capsys, *argv):
@@ -180,7 +180,7 @@ def test_report_command_values_are_the_runs(capsys, run_folder):
                               str(run_folder), "--json"]
     assert rep["versions"]["torch"].startswith("2.13")
     # The values themselves, from the checkpoints and the saved data.
-    train = T.from_csv(run_folder / "train.csv")
+    train = targets.from_csv(run_folder / "train.csv")
     models = [checkpoint.load(run_folder / "checkpoints" / f"seed-{s:04d}.pt")[0] for s in (0, 1)]
     with torch.no_grad():
         mse = [float(((m(torch.tensor(train.x).unsqueeze(1))[:, 0].numpy() - train.y) ** 2).mean())
