@@ -61,7 +61,8 @@ def _fastest(count, budget=0.2, most=200):
 
 
 def _ours(depth, kind, queue):
-    from relu_regions.analysis.regions import count_regions, relu_layers
+    from relu_regions.analysis.regions import count_regions
+    from relu_regions.nets.reader import relu_layers
     from relu_regions.nets.parametrize import ConstructionNet
 
     t = time.perf_counter()
@@ -79,7 +80,7 @@ def _ours(depth, kind, queue):
 
 
 def _regioncam(depth, kind, queue):
-    from relu_regions.analysis.regions import relu_layers
+    from relu_regions.nets.reader import relu_layers
     from relu_regions.nets.parametrize import ConstructionNet
 
     _regioncam_count(relu_layers(ConstructionNet.build(2, peaks=0.5)))  # same warm-up as ours

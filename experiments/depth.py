@@ -39,7 +39,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from relu_regions.analysis.limits import continuous_optimal_pwl, matched_pieces, net_l2_mse
-from relu_regions.checkpoint import atomic_write, atomic_write_text
+from relu_regions.atomic import atomic_write, atomic_write_text
 from relu_regions.targets import parse_target
 from relu_regions.training.fitting import fit
 

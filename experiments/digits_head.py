@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from relu_regions.checkpoint import atomic_write_text
+from relu_regions.atomic import atomic_write_text
 from relu_regions.errors import InputError
 from relu_regions.nets.blockdiag import BlockDiagonalLinear, construction_chain_init_, kaiming_init_
 from relu_regions.nets.mlp import kaiming_

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from relu_regions.checkpoint import atomic_write_text
+from relu_regions.atomic import atomic_write_text
 from relu_regions.gmp.studies import run_levy
 
 

@@ -4,7 +4,7 @@ import json
 import math
 import os
 import pickle
-import stat
+import re
 import subprocess
 import sys
 
@@ -130,6 +130,19 @@ def test_help_on_every_command(capsys):
     assert r.returncode == 0 and "count" in r.stdout and "train" in r.stdout
 
 
+def test_help_imports_neither_torch_nor_any_command():
+    """--help stays fast: the parser is torch-free and a command's module loads only to run."""
+    code = ("import sys; from relu_regions.cli import main\n"
+            "for argv in (['--help'], ['count', '--help'], ['train', '--help']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m == 'torch' or m.startswith('relu_regions.cli.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = r.stdout.strip().splitlines()[-1]
+    assert loaded == "['relu_regions.cli.common', 'relu_regions.cli.parser']"
+
+
 QUICK_TRAIN = ["--depth", "3", "--seeds", "2", "--phase1", "lm:5", "--phase2", "lm:10"]
 
 
@@ -209,7 +222,6 @@ def test_train_bad_csv(capsys, tmp_path):
 
 def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     """A real process is killed with SIGKILL mid-run; --resume finishes with identical metrics."""
-    import os
     import signal
     import time
 
@@ -244,26 +256,9 @@ def test_resume_of_a_folder_without_state(capsys, tmp_path):
     assert code == 2 and "no training state" in err
 
 
-def test_atomic_writes_get_ordinary_permissions(tmp_path):
-    """A new file gets 0o666 minus the umask (not mkstemp's private 0o600); a replaced file keeps
-    its mode."""
-    old = os.umask(0o022)
-    try:
-        new = tmp_path / "new.json"
-        checkpoint.atomic_write_text(new, "{}")
-        assert stat.S_IMODE(new.stat().st_mode) == 0o644
-        kept = tmp_path / "kept.json"
-        kept.write_text("old")
-        kept.chmod(0o640)
-        checkpoint.atomic_write_text(kept, "new")
-        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
-    finally:
-        os.umask(old)
-
-
 def test_train_summary_states_the_constructions_piece_count():
     """max_pieces comes from the layout (2^d for one construction, 2 (2^d - 1) + 1 for dc)."""
-    from relu_regions.cli import show_train
+    from relu_regions.cli.train import show as show_train
     from relu_regions.training.config import Phase
     from relu_regions.training.fitting import fit
 
@@ -279,7 +274,7 @@ def test_train_summary_states_the_constructions_piece_count():
 
 def test_train_summary_says_how_the_fit_trained():
     """Points, starts and growth that fit chose are printed (and in --json as "training")."""
-    from relu_regions.cli import show_train
+    from relu_regions.cli.train import show as show_train
     from relu_regions.training.config import Phase
     from relu_regions.training.fitting import fit
 
@@ -300,7 +295,7 @@ def test_train_summary_says_how_the_fit_trained():
 
 def test_a_small_efficiency_is_printed_with_its_digits():
     # depth 10: optimum ~6e-15 against ~5e-10 achieved; "0.000" said nothing
-    from relu_regions.cli import show_train
+    from relu_regions.cli.train import show as show_train
     from relu_regions.training.config import Phase
     from relu_regions.training.fitting import fit
 
@@ -360,7 +355,7 @@ def test_negative_values_and_constants_in_options(capsys, tmp_path):
 
 
 def test_every_option_that_takes_a_value_accepts_a_leading_minus():
-    from relu_regions.cli import build_parser
+    from relu_regions.cli.parser import build_parser
 
     args = build_parser().parse_args(["train", "--target", "-x**2", "--int", "-pi,0",
                                       "--seed", "3"])
@@ -392,7 +387,7 @@ def test_count_pieces_csv_and_json(capsys, tmp_path):
 
 
 def test_every_command_help_has_an_example_and_the_expression_language(capsys):
-    from relu_regions.cli import build_parser
+    from relu_regions.cli.parser import build_parser
     from relu_regions.targets import CONSTANTS, FUNCTIONS
 
     commands = build_parser()._subparsers._group_actions[0].choices
@@ -428,3 +423,21 @@ def test_gmp_prints_a_table_and_json_only_with_json(capsys, monkeypatch):
         json.loads(out)
     code, out, _ = run(capsys, "gmp", "levy", "--seeds", "1", "--json")
     assert json.loads(out)["study"] == "levy"
+
+
+def test_through_points_are_comma_lists_or_csv_rows(tmp_path):
+    from relu_regions import InputError
+    from relu_regions.cli.count import parse_points
+
+    csv_path = tmp_path / "pts.csv"
+    csv_path.write_text("x,y,z,label\n# a comment\n1,2,3,a\n\n4,5,6,b\n7,oops,9,c\n")
+    # rows count from the first data row: the header, '#' lines and blank lines do not count
+    assert parse_points(["1", "0", "-1.5,0,2e-3"], 3, csv_path) == [[4, 5, 6], [1, 2, 3],
+                                                                    [-1.5, 0, 0.002]]
+    for specs, path, fragment in ((["0"], None, "is a row number: give the CSV file with --data"),
+                                  (["3"], csv_path, "row 3 is not in the CSV file (3 data rows"),
+                                  (["2"], csv_path, "CSV row 2 does not start with 3 numbers"),
+                                  (["1,2"], None, "'1,2' must be 3 comma-separated numbers"),
+                                  (["1,inf,2"], None, "'1,inf,2' must be 3 comma-separated")):
+        with pytest.raises(InputError, match=re.escape(fragment)):
+            parse_points(specs, 3, path)

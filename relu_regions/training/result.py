@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..validation import json_safe
+from ..validation import json_safe, plural
 from .auto import TWO_PHASE
 from .config import FitConfig
 from .run_folder import read_run, save_run

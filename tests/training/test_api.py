@@ -208,7 +208,7 @@ def test_cli_resume_continues_from_the_folder(capsys, tmp_path, monkeypatch, int
 
 
 def test_the_optimum_is_shown_only_with_fewer_pieces_than_half_the_points():
-    from relu_regions.cli import show_train
+    from relu_regions.cli.train import show as show_train
 
     run = dict(depth=3, seeds=1, phase1="lm:2", phase2="lm:2", starts=1, count=False)
     assert fit("x**3", points=16, **run).optimal_mse is None       # 8 pieces, 16 points

@@ -57,7 +57,7 @@ def test_shapes_match_the_layouts():
 
 
 def test_every_field_has_a_cli_option_and_a_sweep_key():
-    from relu_regions.cli import build_parser
+    from relu_regions.cli.parser import build_parser
     from relu_regions.sweep.grid import parse_config
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
@@ -156,7 +156,7 @@ def test_old_plural_keys_and_singular_keys_give_the_same_grid():
 
 
 def test_depth_limit_is_the_same_for_count_train_and_sweep():
-    from relu_regions.cli import MAX_COUNT_DEPTH
+    from relu_regions.cli.count import MAX_COUNT_DEPTH
     from relu_regions.sweep.grid import parse_config
 
     assert MAX_COUNT_DEPTH == config.MAX_DEPTH
