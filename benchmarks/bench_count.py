@@ -62,8 +62,8 @@ def _fastest(count, budget=0.2, most=200):
 
 def _ours(depth, kind, queue):
     from relu_regions.analysis.regions import count_regions
-    from relu_regions.nets.reader import relu_layers
     from relu_regions.nets.parametrize import ConstructionNet
+    from relu_regions.nets.reader import relu_layers
 
     t = time.perf_counter()
     count_regions(ConstructionNet.build(2, peaks=0.5), 0.0, 1.0)  # loads the compiled kernels
@@ -80,8 +80,8 @@ def _ours(depth, kind, queue):
 
 
 def _regioncam(depth, kind, queue):
-    from relu_regions.nets.reader import relu_layers
     from relu_regions.nets.parametrize import ConstructionNet
+    from relu_regions.nets.reader import relu_layers
 
     _regioncam_count(relu_layers(ConstructionNet.build(2, peaks=0.5)))  # same warm-up as ours
     net = ConstructionNet.build(depth, peaks=_peaks(depth, kind), thm31=True)

@@ -35,8 +35,8 @@ from bench_count import measure  # a fresh spawned process per measurement
 def default_net(spec):
     import torch
 
-    from relu_regions.nets.reader import layer_stack
     from relu_regions.nets.parametrize import linear_relu_stack
+    from relu_regions.nets.reader import layer_stack
 
     width, depth = (int(v) for v in spec.split("x"))
     torch.manual_seed(0)

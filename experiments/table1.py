@@ -17,8 +17,13 @@ import numpy as np
 from relu_regions.atomic import atomic_write_text
 from relu_regions.plots import save_figure, subplots
 from relu_regions.training.auto import TWO_PHASE
-from relu_regions.training.config import (DEFAULT_PHASE1, DEFAULT_PHASE2, METHODS, PAPER_PHASE1,
-                                          PAPER_PHASE2)
+from relu_regions.training.config import (
+    DEFAULT_PHASE1,
+    DEFAULT_PHASE2,
+    METHODS,
+    PAPER_PHASE1,
+    PAPER_PHASE2,
+)
 from relu_regions.training.fitting import fit
 
 PAPER = {  # (min, mean) from arXiv:2311.18022, Table 1

@@ -39,8 +39,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from relu_regions.analysis.limits import continuous_optimal_pwl, matched_pieces, net_l2_mse
-from relu_regions.atomic import atomic_write, atomic_write_text
 from relu_regions.analysis.refit import refit_accumulator
+from relu_regions.atomic import atomic_write, atomic_write_text
 from relu_regions.nets.yarotsky import cube_net, cube_net4, cube_net_diff
 
 

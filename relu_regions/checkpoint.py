@@ -28,7 +28,7 @@ from .errors import InputError
 from .nets.construction import Construction
 from .nets.parametrize import ConstructionNet, linear_relu_stack
 from .nets.reader import relu_layers
-from .validation import is_int
+from .validation import is_int, one_line
 
 FORMAT = "relu-regions/1"
 
@@ -68,19 +68,24 @@ def save(model: nn.Module, path, extra: dict | None = None) -> Path:
     return path
 
 
+def read_tensors(path: Path, what: str):
+    """``torch.load`` of ``path`` with ``weights_only=True`` (tensors, strings, numbers and
+    containers; never code), on the CPU. An unreadable file is one InputError naming ``what``."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError, ImportError, KeyError, IndexError) as e:
+        raise InputError(f"{path} is not a readable {what} ({one_line(e, 200)})") from None
+
+
 def load(path, device="cpu") -> tuple[nn.Module, dict]:
     """Read a checkpoint written by :func:`save`; returns (model, config). Never runs code."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError, ImportError, KeyError, IndexError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path} is not a readable relu-regions checkpoint ({first[:200]})") from None
+    payload = read_tensors(path, "relu-regions checkpoint")
     if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
         raise InputError(f"{path} is not a relu-regions checkpoint (format {FORMAT} expected)")
     try:

@@ -116,15 +116,14 @@ def plot_fit(model, data, path, count: RegionCount | None = None, title: str | N
     fig, (top, mid, bottom) = subplots(3, 1, figsize=(8, 8), sharex=True,
                                            gridspec_kw={"height_ratios": [3, 2, 1.3]})
     top.plot(data.x, data.y, ".", color="0.4", ms=3, label="training data")
-    sparse_test = not np.array_equal(data.test_x, data.x)
-    if sparse_test:
+    if data.held_out:
         top.plot(data.test_x, data.test_y, "x", color="C3", ms=5, label="test data")
     top.plot(xs, evaluate(model, xs), color="C0", lw=1.2, label="network")
     top.legend(fontsize=8)
     top.set_ylabel("y")
     top.set_title(title or f"{count.linear_pieces} linear pieces")
     mid.plot(data.x, evaluate(model, data.x) - data.y, ".", color="C0", ms=2, label="train error")
-    if sparse_test:
+    if data.held_out:
         mid.plot(data.test_x, evaluate(model, data.test_x) - data.test_y, "x", color="C3", ms=5,
                  label="test error")
     mid.axhline(0, color="0.7", lw=0.8)

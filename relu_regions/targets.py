@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, read_user_file
-from .validation import check_interval
+from .validation import check_int, check_interval
 
 MAX_TEXT = 500  # characters of target text
 MAX_DEPTH = 32  # nesting levels of the expression tree
@@ -333,17 +333,17 @@ class Dataset:
         """One (lo, hi) per input."""
         return [tuple(self.interval)] if self.dims == 1 else [tuple(b) for b in self.interval]
 
+    @property
+    def held_out(self) -> bool:
+        """True when the test points are not the training points (sparse, a held-out share)."""
+        return not (self.test_x is self.x or np.array_equal(self.test_x, self.x))
+
     def to_dict(self) -> dict:
         box = [[float(v) for v in b] for b in self.box]
         return {"name": self.name, "interval": box[0] if self.dims == 1 else box,
                 "x": self.x.tolist(), "y": self.y.tolist(),
                 "test_x": self.test_x.tolist(), "test_y": self.test_y.tolist()}
 
-
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name}={value!r} is not allowed; need an integer >= {minimum}")
-    return int(value)
 
 
 DEFAULT_POINTS = {1: 500, 2: 41}  # 1D: points; 2D: points per axis (a 41 x 41 grid)
@@ -359,7 +359,7 @@ def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
 
     f = parse_target(target)
     lo, hi = check_interval(interval)
-    points = _count(DEFAULT_POINTS[f.dims] if points is None else points, "points", 2)
+    points = check_int(DEFAULT_POINTS[f.dims] if points is None else points, "points", low=2)
     axis = np.linspace(lo, hi, points)
     if f.dims == 1:
         y = f(axis)
@@ -380,9 +380,9 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
 
     f = parse_target(target)
     lo, hi = check_interval(interval)
-    n_train = _count(n_train, "n_train", 2)
-    n_test = n_train if n_test is None else _count(n_test, "n_test", 1)
-    seed = _count(seed, "seed", 0)
+    n_train = check_int(n_train, "n_train", low=2)
+    n_test = n_train if n_test is None else check_int(n_test, "n_test", low=1)
+    seed = check_int(seed, "seed", low=0)
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     if f.dims == 2:  # uniform on the square [lo, hi]^2
         x, tx = train_rng.uniform(lo, hi, (n_train, 2)), test_rng.uniform(lo, hi, (n_test, 2))
@@ -407,7 +407,7 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
         raise InputError(f"test_fraction={test_fraction!r} must be a number in [0, 1)") from None
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"test_fraction={test_fraction!r} is not allowed; need 0 <= value < 1")
-    seed = _count(seed, "seed", 0)
+    seed = check_int(seed, "seed", low=0)
     p, text = read_user_file(path, "CSV file", MAX_CSV_BYTES)
     try:
         rows = list(csv.reader(io.StringIO(text)))
@@ -458,6 +458,8 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
 
 def hold_out(data: Dataset, fraction: float, seed: int, what: str = "points") -> Dataset:
     """``data`` with a seeded random share ``fraction`` of its points as the test set."""
+    if data.held_out:
+        raise InputError("the data already has separate test points; drop test_fraction")
     n = len(data.x)
     n_test = max(1, round(fraction * n))
     if n - n_test < 2:
@@ -467,6 +469,88 @@ def hold_out(data: Dataset, fraction: float, seed: int, what: str = "points") ->
     test[np.random.default_rng(seed).choice(n, n_test, replace=False)] = True
     return Dataset(x=data.x[~test], y=data.y[~test], test_x=data.x[test], test_y=data.y[test],
                    interval=data.interval, name=data.name)
+
+
+class CallableTarget(Target):
+    """A Python callable on numpy arrays as a target (1D: f(x) for x of shape (n,))."""
+
+    def __init__(self, fn):
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "text", getattr(fn, "__name__", type(fn).__name__))
+
+    @property
+    def dims(self) -> int:
+        return 1
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        try:
+            y = np.asarray(self.fn(x), dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"the target callable {self.text!r} must map a float64 array of "
+                             f"shape (n,) to numbers ({type(err).__name__}: {err})") from None
+        if y.shape != x.shape:
+            raise InputError(f"the target callable {self.text!r} returned shape {y.shape} for "
+                             f"points of shape {x.shape}; it must work elementwise on arrays")
+        bad = ~np.isfinite(y)
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            raise InputError(f"the target callable {self.text!r} is not finite at x={x[i]!r}; "
+                             "choose an interval where it is finite")
+        return y
+
+
+def as_target(target):
+    """An expression (str / Target) or a callable, as a Target."""
+    if isinstance(target, (str, Target)):
+        return parse_target(target)
+    if callable(target):
+        return CallableTarget(target)
+    raise InputError(f"target must be an expression in x (e.g. 'x**3') or a callable, got "
+                     f"{type(target).__name__}")
+
+
+def as_dataset(data) -> Dataset:
+    """A Dataset, or arrays (x, y) with x (n,) or (n, k): sorted like ``targets.from_csv``."""
+    if isinstance(data, Dataset):
+        return data
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise InputError(f"data must be a Dataset or a pair (x, y) of arrays, got "
+                         f"{type(data).__name__}")
+    try:
+        x, y = (np.asarray(getattr(a, "detach", lambda: a)(), dtype=np.float64).copy()
+                for a in data)
+    except (TypeError, ValueError):
+        raise InputError("data (x, y) must be arrays of numbers") from None
+    x = x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if x.ndim not in (1, 2) or y.ndim != 1 or len(x) != len(y) or len(x) < 2:
+        raise InputError(f"data (x, y) must be x of shape (n,) or (n, k) and y of shape (n,) "
+                         f"with n >= 2, got {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InputError("data (x, y) has non-finite values")
+    order = np.lexsort(x.T[::-1]) if x.ndim == 2 else np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    box = ((float(x[0]), float(x[-1])) if x.ndim == 1
+           else tuple((float(c.min()), float(c.max())) for c in x.T))
+    if any(lo == hi for lo, hi in (box if x.ndim == 2 else [box])):
+        raise InputError("data (x, y): every x is the same; need a spread of points")
+    return Dataset(x=x, y=y, test_x=x, test_y=y, interval=box, name="data")
+
+
+def on_interval(data: Dataset, interval) -> Dataset:
+    """``data`` with its domain set to ``interval`` (each input), refusing points outside."""
+    if interval is None:
+        return data
+    lo, hi = (float(v) for v in interval)
+    sets = [data.x, data.test_x] if data.held_out else [data.x]
+    outside = sum(int(((x < lo) | (x > hi)).reshape(len(x), -1).any(axis=1).sum()) for x in sets)
+    if outside:
+        raise InputError(f"{outside} of {sum(map(len, sets))} data points lie outside "
+                         f"the interval [{lo:g}, {hi:g}]; widen the interval or leave it out "
+                         "(the default is the data's range)")
+    box = (lo, hi) if data.dims == 1 else tuple((lo, hi) for _ in range(data.dims))
+    return Dataset(data.x, data.y, data.test_x, data.test_y, box, data.name)
 
 
 def _first_data_line(rows: list[list[str]]) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import integrate, linalg, optimize
 
 from ..errors import InputError
-from ..validation import check_interval
+from ..validation import check_int, check_interval
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)
 CERTIFY_RTOL = 1e-6  # a fit this close to the lower bound is optimal; stop searching
@@ -103,11 +103,6 @@ def _samples(x, y) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(x, kind="stable")
     return x[order], y[order]
 
-
-def _integer(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name}={value!r} is not allowed; need an integer >= {minimum}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +220,7 @@ def segmented_lower_bound(x, y, pieces: int) -> float:
     certified lower bound on the free-knot optimum. Cost O(pieces * points^2); points <= 2000.
     """
     x, y = _samples(x, y)
-    pieces = _integer(pieces, "pieces", 1)
+    pieces = check_int(pieces, "pieces", low=1)
     if x.size > DP_MAX_POINTS:
         raise InputError(f"{x.size} samples is too many for the exact bound; at most "
                          f"{DP_MAX_POINTS} allowed")
@@ -430,10 +425,10 @@ def optimal_pwl(x, y, pieces: int, restarts: int = 3, seed: int = 0, max_nfev: i
     that many pieces and reports it in `pieces_used`.
     """
     x, y = _samples(x, y)
-    pieces = _integer(pieces, "pieces", 1)
-    restarts = _integer(restarts, "restarts", 0)
-    seed = _integer(seed, "seed", 0)
-    max_nfev = _integer(max_nfev, "max_nfev", 1)
+    pieces = check_int(pieces, "pieces", low=1)
+    restarts = check_int(restarts, "restarts", low=0)
+    seed = check_int(seed, "seed", low=0)
+    max_nfev = check_int(max_nfev, "max_nfev", low=1)
     start = time.perf_counter()
     lo, hi = float(x[0]), float(x[-1])
     ux, inverse = np.unique(x, return_inverse=True)
@@ -549,7 +544,7 @@ def pwl_l2_mse(f, nodes, values, order: int = GAUSS_NODES) -> float:
     values = np.asarray(values, dtype=np.float64)
     if values.shape != nodes.shape:
         raise InputError(f"values must match nodes, got shapes {values.shape} and {nodes.shape}")
-    order = _integer(order, "order", 1)
+    order = check_int(order, "order", low=1)
     x, w, u = gauss_points(nodes, order)
     p = values[:-1, None] * (1.0 - u) + values[1:, None] * u
     r = _target_values(f, x) - p
@@ -623,12 +618,12 @@ def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
     MSE 1/(180 n^4) on [0, 1]).
     """
     lo, hi = check_interval(interval)
-    pieces = _integer(pieces, "pieces", 1)
-    order = _integer(order, "order", 1)
-    max_iter = _integer(max_iter, "max_iter", 0)
+    pieces = check_int(pieces, "pieces", low=1)
+    order = check_int(order, "order", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=0)
     start = time.perf_counter()
     if knots is None:
-        gx = np.linspace(lo, hi, _integer(grid, "grid", 5))
+        gx = np.linspace(lo, hi, check_int(grid, "grid", low=5))
         knots = curvature_knots(gx, _target_values(f, gx), pieces) if pieces > 1 else np.zeros(0)
     knots = np.sort(np.asarray(knots, dtype=np.float64))
     if knots.shape != (pieces - 1,) or not np.isfinite(knots).all() or (knots <= lo).any() \
@@ -675,7 +670,7 @@ def matched_pieces(params: int) -> int:
     """Pieces of the continuous PL fit with as many numbers as a net with ``params`` parameters:
     n pieces on a fixed interval take n + 1 node values and n - 1 free knots, 2n numbers, so
     n = floor(params / 2) (96 for the 193 parameters of a width-4 depth-10 net)."""
-    return max(1, _integer(params, "params", 1) // 2)
+    return max(1, check_int(params, "params", low=1) // 2)
 
 
 def net_l2_mse(model, f, interval=(0.0, 1.0), order: int = GAUSS_NODES):

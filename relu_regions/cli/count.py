@@ -64,7 +64,7 @@ def run(args) -> dict:
         if not 1 <= args.depth <= MAX_COUNT_DEPTH:
             raise InputError(f"--depth must be between 1 and {MAX_COUNT_DEPTH}, got {args.depth}")
         n_peaks = args.depth + 1 if args.thm31 else args.depth
-        # the default: the trainer's draw (uniform on [0.25, 0.75]) for one seed
+        # the default: the trainer's draw (uniform on PEAK_RANGE) for one seed
         peaks = args.a if args.a is not None else random_peaks([args.seed], (n_peaks,))[0].tolist()
         if len(peaks) not in (1, args.depth, n_peaks):
             raise InputError(f"--a needs 1 or {args.depth} values (one per hidden layer), "

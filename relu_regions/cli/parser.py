@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from .. import __version__
+from ..nets.shapes import PEAK_RANGE
 from ..training import config
 from .common import Parser, add_fit_options, float_list, interval
 
@@ -26,7 +27,7 @@ def build_parser() -> Parser:
     c.add_argument("--depth", type=int, help="hidden layers of the construction")
     c.add_argument("--a", type=float_list, metavar="A0,A1,..",
                    help="peaks: one per hidden layer, or one for all (default: random in "
-                        "[0.25, 0.75] from --seed)")
+                        f"[{PEAK_RANGE[0]}, {PEAK_RANGE[1]}] from --seed)")
     c.add_argument("--seed", type=int, default=0, help="seed for the random peaks (default 0)")
     c.add_argument("--thm31", action="store_true", help="couple the scales by Theorem 3.1")
     c.add_argument("--concave", action="store_true", help="the concave construction")

@@ -41,8 +41,7 @@ from ..errors import InputError
 from ..nets import construction
 from ..validation import check_int
 from .reader import Affine
-
-PEAK_RANGE = (0.25, 0.75)  # where random peaks are drawn, as in composite.random_peaks
+from .shapes import PEAK_RANGE
 
 
 def _check_size(name: str, value) -> int:

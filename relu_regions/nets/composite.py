@@ -35,10 +35,8 @@ from scipy.optimize import lsq_linear
 
 from ..errors import InputError
 from ..nets import construction
+from .shapes import PEAK_RANGE, SHAPES, SHAPES_1D, SHAPES_ND
 
-SHAPES_1D = ("convex", "concave", "dc")
-SHAPES_ND = ("ridge", "radial")
-SHAPES = ("auto",) + SHAPES_1D + SHAPES_ND
 # A curvature share below this counts as noise when "auto" tells convex and concave apart.
 MINOR_CURVATURE = 0.05
 # "auto" in 2D: ridge when a quadratic explains the data to this relative RMS error.
@@ -348,9 +346,9 @@ def build_layout(shape: str, x, y, box, depth: int, thm31: bool):
 # Initialization: random peaks, the rest by linear least squares
 
 def random_peaks(seeds, shape) -> torch.Tensor:
-    """Peaks uniform on [0.25, 0.75] of ``shape`` per seed, one numpy stream per seed."""
+    """Peaks uniform on PEAK_RANGE of ``shape`` per seed, one numpy stream per seed."""
     n = math.prod(shape)
-    return torch.tensor(np.stack([np.random.default_rng(s).uniform(0.25, 0.75, n).reshape(shape)
+    return torch.tensor(np.stack([np.random.default_rng(s).uniform(*PEAK_RANGE, n).reshape(shape)
                                   for s in seeds]), dtype=torch.float64)
 
 

@@ -30,6 +30,8 @@ MIN_POINTS = 500  # the library's dense default (targets.dense)
 # and found the same MSE on x^3 (docs/training.md, "The optimum column").
 QUICK_OPTIMUM_PIECES = 256
 TWO_PHASE = ("pretrain", "pretrain-thm31")
+# methods whose nets are the width-4 construction (skip: its layout, with random weights)
+CONSTRUCTION_METHODS = (*TWO_PHASE, "skip")
 
 
 def auto_points(depth: int) -> int:

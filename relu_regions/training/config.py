@@ -19,14 +19,13 @@ import difflib
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..nets.shapes import SHAPES
 from ..validation import check_choice, check_device, check_float, check_int, check_interval, is_int
-from .auto import TWO_PHASE, WARP_MIN_ADDED
+from .auto import CONSTRUCTION_METHODS, TWO_PHASE, WARP_MIN_ADDED
 
-METHODS = ("kaiming", "raai", "skip", "pretrain", "pretrain-thm31")
+METHODS = ("kaiming", "raai", "skip", *TWO_PHASE)
 PARAMETERIZATIONS = ("sp", "gmp")
 OPTIMIZERS = ("lm", "adam")
-# composite.SHAPES, repeated here so that the CLI's --help needs no torch (a test keeps them equal)
-SHAPES = ("auto", "convex", "concave", "dc", "ridge", "radial")
 # One depth limit for count, train and sweep: 2^26 pieces is ~6 GB of the exact counter's
 # working arrays, the most this machine class holds (and every trained net is counted).
 MAX_DEPTH = 26
@@ -219,7 +218,7 @@ class FitConfig:
         parse_phase(self.phase1, "phase1")
         parse_phase(self.phase2, "phase2")
         check_int(self.width, "width", low=1)
-        if self.method in ("pretrain", "pretrain-thm31", "skip") and self.width != 4:
+        if self.method in CONSTRUCTION_METHODS and self.width != 4:
             raise InputError(f"the construction is width 4; width={self.width} only for "
                              "kaiming/raai")
         if self.starts is not None:

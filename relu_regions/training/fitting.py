@@ -27,7 +27,7 @@ from ..nets import composite
 from ..targets import Dataset
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import QUICK_OPTIMUM_PIECES, auto_settings, use_warp
+from .auto import CONSTRUCTION_METHODS, QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
 from .config import PICK_SHARE, POLISH_PATHS, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -261,7 +261,7 @@ class _Fit:
 
     def _widths(self):
         c = self.config
-        if c.method in ("pretrain", "pretrain-thm31", "skip"):
+        if c.method in CONSTRUCTION_METHODS:
             return self.full.widths
         # the same net as the construction's, or the plain width-`width` net for one term
         if self.single:
@@ -272,7 +272,7 @@ class _Fit:
         start = time.perf_counter()
         boundary = 0
         with self.progress:
-            if self.config.method in ("pretrain", "pretrain-thm31"):
+            if self.config.method in TWO_PHASE:
                 theta, boundary = self._two_phase(), self.config.phase1.steps
             else:
                 theta = self._one_phase()
@@ -398,8 +398,7 @@ class _Fit:
         models = [to_module(t, self.shapes, self.widths) for t in theta.cpu()]
         r_train = RawNet(self.shapes, self.x).predict(theta).detach() - self.y
         train_mse = (r_train * r_train).mean(dim=1).cpu().numpy()
-        same = data.test_x is data.x or np.array_equal(data.test_x, data.x)
-        if same:
+        if not data.held_out:
             r_test, mse = r_train, train_mse.copy()
         else:
             tx = torch.tensor(data.test_x, dtype=torch.float64, device=self.dev)

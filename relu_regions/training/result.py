@@ -113,7 +113,6 @@ class FitResult:
             "mse_mean": float(finite.mean()) if finite.size else None,
             "mse_median": float(np.median(finite)) if finite.size else None,
             "train_mse_mean": float(train.mean()) if train.size else None,
-            "test_mse_mean": float(finite.mean()) if finite.size else None,
             "held_out": self.held_out,
             **_generalization(self.held_out, train, finite,
                               0 if self.data is None else len(self.data.test_x)),
@@ -147,8 +146,7 @@ class FitResult:
     @property
     def held_out(self) -> bool:
         """True when the test points are not the training points (sparse, a held-out share)."""
-        d = self.data
-        return d is not None and not (d.test_x is d.x or np.array_equal(d.test_x, d.x))
+        return self.data is not None and self.data.held_out
 
     def to_dict(self) -> dict:
         out = {**self.summary(), "interval": list(self.interval), "phases": self.phases,

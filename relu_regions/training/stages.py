@@ -14,9 +14,7 @@ Theta and steps.
 
 from __future__ import annotations
 
-import pickle
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +24,8 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from ..atomic import atomic_write
+from ..checkpoint import read_tensors
 from ..errors import InputError
-from ..validation import one_line
 from . import optim
 from .functional import shapes_of, to_module
 
@@ -246,12 +244,7 @@ def load_train_state(path) -> dict:
     if not path.is_file():
         raise InputError(f"no training state at {path} (a run saves one with checkpoint_every "
                          "/ --checkpoint-every)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"{path} is not a readable training state ({one_line(e, 150)})") from None
+    state = read_tensors(path, "training state")
     fmt = state.get("format") if isinstance(state, dict) else None
     ours = TRAIN_STATE_FORMAT.split("/")[0] + "/"
     if isinstance(fmt, str) and fmt.startswith(ours) and fmt != TRAIN_STATE_FORMAT:

@@ -50,11 +50,6 @@ def test_to_dict_round_trips():
     assert back == c
 
 
-def test_shapes_match_the_layouts():
-    from relu_regions.nets.composite import SHAPES
-
-    assert config.SHAPES == SHAPES
-
 
 def test_every_field_has_a_cli_option_and_a_sweep_key():
     from relu_regions.cli.parser import build_parser
