@@ -57,7 +57,7 @@ def main():
             print(f"  {name:<14} {n_rows:5d} rows {sec:8.1f} s", flush=True)
             rows.append({"depth": depth, "stage": name, "rows": n_rows, "seconds": sec})
     first = a.depths[0]
-    print("total against depth {}: ".format(first)
+    print(f"total against depth {first}: "
           + ", ".join(f"depth {d} {totals[d] / totals[first]:.2f}x" for d in a.depths))
     if a.json:
         with open(a.json, "w") as f:

@@ -8,7 +8,7 @@ import importlib as _importlib
 
 from .errors import InputError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> module that defines it (PEP 562 lazy attributes)
 _EXPORTS = {

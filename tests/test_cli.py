@@ -441,3 +441,13 @@ def test_through_points_are_comma_lists_or_csv_rows(tmp_path):
                                   (["1,inf,2"], None, "'1,inf,2' must be 3 comma-separated")):
         with pytest.raises(InputError, match=re.escape(fragment)):
             parse_points(specs, 3, path)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_count_says_on_stderr_when_it_compiles_the_counter(capsys, monkeypatch, cached):
+    from relu_regions.analysis import jit
+
+    monkeypatch.setattr(jit, "is_cached", lambda module: cached)
+    code, out, err = run(capsys, "count", "--depth", "3", "--json")
+    assert code == 0 and json.loads(out)["linear_pieces"] == 8
+    assert ("compiling the exact counter (regions) once" in err) is not cached

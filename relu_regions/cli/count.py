@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint
+from ..analysis import jit, plane, regions
 from ..analysis.pieces import PIECE_COLUMNS, pieces_rows, pieces_table, write_pieces_csv
 from ..analysis.plane import count_regions_2d, count_regions_plane
 from ..analysis.regions import count_regions, count_regions_segment
@@ -25,6 +27,14 @@ from ..validation import check_int, plural
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
 MAX_POINTS_CSV_BYTES = 256 * 2**20
+
+
+def say_if_compiling(module) -> None:
+    """A fresh environment's first count compiles the counter's kernels (seconds, once): say so
+    on stderr, where it does not mix with --json."""
+    if not jit.is_cached(module):
+        print(f"compiling the exact counter ({module.__name__.rpartition('.')[2]}) once; later "
+              f"counts load it from {jit.cache_dir()}", file=sys.stderr)
 
 
 def run(args) -> dict:
@@ -85,10 +95,12 @@ def run(args) -> dict:
             raise InputError("--interval is for a 1D input; a segment is given by --from and "
                              "--to alone")
         segment = (args.segment_from, args.segment_to)
+        say_if_compiling(regions)
         result = count_regions_segment(model, *segment)
         info["segment"] = {"from": list(segment[0]), "to": list(segment[1])}
     else:
         segment = (None, None)
+        say_if_compiling(regions)
         result = count_regions(model, lo, hi)
     seconds = time.perf_counter() - start
     out = {**info, **result.to_dict(), "convexity": result.convexity().to_dict(),
@@ -118,6 +130,7 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
     if args.through:
         points = parse_points(args.through, n_in, args.data)
         start = time.perf_counter()
+        say_if_compiling(plane)
         result = count_regions_plane(model, *points, extent=args.box)
         marks = result.plane["points"]
     else:
@@ -128,6 +141,7 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
         if box is None and saved and len(saved) == 2 and all(len(b) == 2 for b in saved):
             box = [saved[0][0], saved[0][1], saved[1][0], saved[1][1]]  # its training domain
         start = time.perf_counter()
+        say_if_compiling(plane)
         result = count_regions_2d(model, box if box is not None else (0.0, 1.0, 0.0, 1.0))
         marks = None
     out = {**info, **result.to_dict(), "seconds": round(time.perf_counter() - start, 4)}
