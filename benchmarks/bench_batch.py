@@ -83,7 +83,7 @@ def main():
         fit("x**3", seeds=2, **run)  # warm-up
         print(f"{name}:", flush=True)
         ratios = [measure(run, args.seeds, args.solo, args.stages) for _ in range(args.repeats)]
-        wall, cpu = zip(*ratios)
+        wall, cpu = zip(*ratios, strict=True)
         print(f"  {name}: speed-up per seed over {args.repeats} repeats {min(wall):.1f}x - "
               f"{max(wall):.1f}x (CPU time {min(cpu):.1f}x - {max(cpu):.1f}x)", flush=True)
 

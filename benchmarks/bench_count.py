@@ -8,9 +8,9 @@ a process's first count loads them from the on-disk cache (~0.5-1 s, once per pr
 
 Like for like: each counter is timed from the model (ours: ``count_regions(net)``; regioncam:
 reading the (W, b) layers with ``relu_layers`` plus its count) and from the (W, b) layers already
-read (ours: ``count_regions(layers)``). A count faster than 0.2 s is repeated (up to 200 times, 0.2 s
-in all) and the fastest run is reported, for both counters alike: single sub-millisecond timings
-are mostly noise. Small nets (d = 4..12) show the fixed cost per count:
+read (ours: ``count_regions(layers)``). A count faster than 0.2 s is repeated (up to 200 times,
+0.2 s in all) and the fastest run is reported, for both counters alike: single sub-millisecond
+timings are mostly noise. Small nets (d = 4..12) show the fixed cost per count:
 
     python benchmarks/bench_count.py --depths 4 8 12
 
@@ -23,6 +23,7 @@ is not.
 """
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import resource
@@ -119,7 +120,8 @@ def measure(target, *args):
             break
         except queues.Empty:
             if not p.is_alive():  # it died (an exception, or killed for memory) without a result
-                raise RuntimeError(f"{target.__name__}{args} exited with code {p.exitcode}")
+                raise RuntimeError(
+                    f"{target.__name__}{args} exited with code {p.exitcode}") from None
     p.join()
     return result
 
@@ -134,11 +136,7 @@ def main():
     ap.add_argument("--regioncam-max-depth", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    try:
-        import regioncam  # noqa: F401
-        have_rc = True
-    except ImportError:
-        have_rc = False
+    have_rc = importlib.util.find_spec("regioncam") is not None
     rows = []
     for kind in ("half", "random"):
         for d in args.depths:

@@ -24,6 +24,7 @@ up (warm), at least 2x faster at 10^6; 10^6 regions in under 10 s and 2 GB.
 """
 
 import argparse
+import importlib.util
 import json
 import resource
 import time
@@ -155,12 +156,9 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     have_rc = not args.no_regioncam
-    if have_rc:
-        try:
-            import regioncam  # noqa: F401
-        except ImportError:
-            have_rc = False
-            print("regioncam is not installed (pip install regioncam): timing ours only")
+    if have_rc and importlib.util.find_spec("regioncam") is None:
+        have_rc = False
+        print("regioncam is not installed (pip install regioncam): timing ours only")
     jobs = [("net", n, f"default {n}", None) for n in args.nets]
     jobs += [("separable", d, f"F(x)+G(y) d={d}", 4 ** d) for d in args.depths]
     if not args.no_digits:

@@ -38,7 +38,8 @@ LINES = {"y = 0": ([-1, 0], [1, 0]), "x = 0": ([0, -1], [0, 1]),
 
 
 def lines_pieces(model) -> dict:
-    return {name: count_regions_segment(model, a, b).linear_pieces for name, (a, b) in LINES.items()}
+    return {name: count_regions_segment(model, a, b).linear_pieces
+            for name, (a, b) in LINES.items()}
 
 
 def row(result, data, extra=None) -> dict:

@@ -2,8 +2,9 @@
 beside the 2^d-piece optimum and the parameter-matched optimum (docs/training.md, "Depth that
 pays").
 
-    python experiments/depth.py [--target 'x**3'] [--depths 4 5 ... 12] [--seeds 10] [--width 4]
-                                [--methods default direct grow5 grow6] [--out docs/figures/depth.png]
+    python experiments/depth.py [--target 'x**3'] [--depths 4 5 ... 12] [--seeds 10]
+                                [--width 4] [--methods default direct grow5 grow6]
+                                [--out docs/figures/depth.png]
 
 Training points grow with depth: max(4096, 4 * 2^d) evenly spaced points (4096 up to depth 10).
 A continuous PL function with n pieces can interpolate at most about 2n samples of a convex
@@ -14,11 +15,11 @@ pieces interpolate the samples, and from depth 8 on its optimum read 0.)
 
 Error: (1/L) integral over [0, 1] of (target - net)^2, computed exactly on the net's own linear
 pieces (the exact counter's knots; Gauss-Legendre with 16 points per piece: exact to rounding
-for polynomial targets of degree <= 15, ``analysis.limits.net_l2_mse``). Limits, in the same integral
-sense (``limits.continuous_optimal_pwl``, free knots): the best fit with 2^d pieces (what the
-net could reach if it placed its 2^d pieces freely), and the best fit with as many numbers as
-the net has parameters P, i.e. floor(P / 2) pieces (``limits.matched_pieces``): below that line
-depth buys something a shallow free-knot fit of the same size cannot.
+for polynomial targets of degree <= 15, ``analysis.limits.net_l2_mse``). Limits, in the same
+integral sense (``limits.continuous_optimal_pwl``, free knots): the best fit with 2^d pieces
+(what the net could reach if it placed its 2^d pieces freely), and the best fit with as many
+numbers as the net has parameters P, i.e. floor(P / 2) pieces (``limits.matched_pieces``): below
+that line depth buys something a shallow free-knot fit of the same size cannot.
 
 Methods: ``default`` is ``fit(target, depth=d)`` with the library's defaults
 (``training/auto.py``); ``direct`` forces training at depth d from the start (``grow_from=d``);
@@ -93,7 +94,8 @@ def main():
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))
             r = fit(args.target, depth=d, seeds=seeds, width=args.width, points=n_points,
                     count=False, optimum=False, **METHODS[m](d))
-            errs, pieces = zip(*(net_l2_mse(net.double(), f, (0.0, 1.0)) for net in r.models))
+            errs, pieces = zip(*(net_l2_mse(net.double(), f, (0.0, 1.0)) for net in r.models),
+                               strict=True)
             errs = np.array(errs)
             row = {"depth": d, "method": m, "points": n_points, "params": p,
                    "opt_2d": opt_full, "opt_matched": opt_matched,
@@ -120,18 +122,24 @@ def _mean(rows, method, depth):
 
 def goals(rows, args):
     """One line per goal that this run can judge (target, width, method)."""
+
+    def ok(met):
+        return "MET" if met else "NOT MET"
+
     out = []
-    ok = lambda c: "MET" if c else "NOT MET"  # noqa: E731
     m = "default"
     r5, r8, r10 = (_mean(rows, m, d) for d in (5, 8, 10))
     if args.target.replace(" ", "") == "x**3" and args.width == 4 and r10:
-        out.append(f"goal x^3 depth-10 mean <= {GOAL_D10:g}: {r10['mean']:.3g} -> {ok(r10['mean'] <= GOAL_D10)}")
+        out.append(f"goal x^3 depth-10 mean <= {GOAL_D10:g}: {r10['mean']:.3g} -> "
+                   f"{ok(r10['mean'] <= GOAL_D10)}")
         if r5 and r8:
             a, b = r5["mean"] / r8["mean"], r8["mean"] / r10["mean"]
-            out.append(f"goal x^3 mean falls >= {GOAL_5_8:g}x from depth 5 to 8 and >= {GOAL_8_10:g}x "
-                       f"more by 10: {a:.3g}x, {b:.3g}x -> {ok(a >= GOAL_5_8 and b >= GOAL_8_10)}")
-        out.append(f"goal x^3 depth 10 below the parameter-matched optimum {r10['opt_matched']:.3g}: "
-                   f"{r10['mean']:.3g} (min {r10['min']:.3g}) -> {ok(r10['mean'] < r10['opt_matched'])}")
+            out.append(f"goal x^3 mean falls >= {GOAL_5_8:g}x from depth 5 to 8 and "
+                       f">= {GOAL_8_10:g}x more by 10: {a:.3g}x, {b:.3g}x -> "
+                       f"{ok(a >= GOAL_5_8 and b >= GOAL_8_10)}")
+        out.append(f"goal x^3 depth 10 below the parameter-matched optimum "
+                   f"{r10['opt_matched']:.3g}: {r10['mean']:.3g} (min {r10['min']:.3g}) -> "
+                   f"{ok(r10['mean'] < r10['opt_matched'])}")
     if args.target.replace(" ", "") == "x**11" and r5 and r10:
         a = r5["mean"] / r10["mean"]
         out.append(f"goal x^11 mean falls >= {GOAL_X11:g}x from depth 5 to 10: {a:.3g}x -> "

@@ -63,8 +63,11 @@ def digits_split(seed: int, test_size: float = 0.25):
                                           random_state=seed)
     mean, std = xtr.mean(0), xtr.std(0)
     std[std == 0] = 1.0  # pixels that are constant in the training set (the digits' corners)
-    t = lambda a: torch.as_tensor(a, dtype=DTYPE)  # noqa: E731
-    return (t((xtr - mean) / std), torch.as_tensor(ytr), t((xte - mean) / std), torch.as_tensor(yte))
+
+    def features(a):
+        return torch.as_tensor((a - mean) / std, dtype=DTYPE)
+
+    return features(xtr), torch.as_tensor(ytr), features(xte), torch.as_tensor(yte)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def default_init_(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
 
 
 def linear(n_in: int, n_out: int) -> nn.Linear:
-    """An uninitialized float64 nn.Linear (allocated from the meta device: no global random draw)."""
+    """An uninitialized float64 nn.Linear (built on the meta device: no global random draw)."""
     return nn.Linear(n_in, n_out, dtype=DTYPE, device="meta").to_empty(device="cpu")
 
 
@@ -209,7 +212,8 @@ def table(results: dict[str, HeadResult]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results.values():
         lines.append(
-            f"| {r.head} | {100 * r.mean:.2f} ± {100 * r.std:.2f} % | {100 * (r.mean - dense.mean):+.2f} "
+            f"| {r.head} | {100 * r.mean:.2f} ± {100 * r.std:.2f} % "
+            f"| {100 * (r.mean - dense.mean):+.2f} "
             f"| {100 * min(r.test_acc):.2f} / {100 * max(r.test_acc):.2f} "
             f"| {100 * np.mean(r.train_acc):.2f} % | {r.params} | {r.middle_params} | {r.macs} "
             f"| {r.middle_macs} |")
@@ -247,7 +251,8 @@ def plot(results: dict[str, HeadResult], path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--width", type=int, default=32, help="H, a multiple of 4 (default 32)")

@@ -24,7 +24,8 @@ from relu_regions.gmp.studies import run_banana
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=5000)
     p.add_argument("--data", default="auto", help="auto | keel | generated | path of banana.dat")

@@ -21,7 +21,8 @@ from relu_regions.gmp.studies import run_levy
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=10_000)
     p.add_argument("--out", default="docs/figures")

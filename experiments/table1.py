@@ -4,8 +4,9 @@
     python experiments/table1.py --paper         # the paper's protocol: Adam 1000 + 1000 steps,
                                                  # one start per seed
 
-Prints our min/mean/median MSE beside the paper's (arXiv:2311.18022, Table 1), the 32-piece optimum and the
-efficiency, and saves docs/figures/table1.png. Every method gets the same total step budget.
+Prints our min/mean/median MSE beside the paper's (arXiv:2311.18022, Table 1), the 32-piece
+optimum and the efficiency, and saves docs/figures/table1.png. Every method gets the same total
+step budget.
 """
 
 import argparse
@@ -81,7 +82,7 @@ def main():
 
 def plot(rows, path):
     fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, target in zip(axes, ("x**3", "x**11")):
+    for ax, target in zip(axes, ("x**3", "x**11"), strict=True):
         sub = [r for r in rows if r["target"] == target]
         pos = np.arange(len(sub))
         ax.bar(pos - 0.2, [r["mse_mean"] for r in sub], 0.4, label="ours, mean", color="C0")

@@ -75,7 +75,7 @@ def family_row(name, depth, max_level, refit_top):
     scored.sort()
     best = scored[0]
     refits = []
-    for mse, split, _ in scored[:refit_top]:
+    for _mse, split, _ in scored[:refit_top]:
         # order 4: (x^3 - net)^2 has degree 6 on every piece, so 4 Gauss points are exact
         r = refit_accumulator(build(*split), f, unit=unit, first=split[0], order=4)
         refits.append((r.mse_after, split, r))

@@ -114,8 +114,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, fragment, capsys):
 def test_corrupt_checkpoint_via_subprocess(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x80\x04not really a checkpoint")
-    r = subprocess.run([sys.executable, "-m", "relu_regions.cli", "count", "--checkpoint", str(bad)],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "relu_regions.cli", "count", "--checkpoint",
+                        str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
@@ -286,7 +286,8 @@ def test_train_summary_says_how_the_fit_trained():
     assert ("300 training points; 2 starts per seed; grown from depth 1 (a warp layer, then 2 "
             "folds; the best paths polished for 8 steps)") in show_train(grown)
     folds = fit("x**3", depth=3, grow_from=2, starts=1, warp=False, **quick).summary()
-    assert "1 start per seed; grown from depth 2 (1 fold; the best paths polished" in show_train(folds)
+    assert ("1 start per seed; grown from depth 2 (1 fold; the best paths polished"
+            in show_train(folds))
     base = fit("x**3", depth=3, method="kaiming", **quick).summary()
     assert base["training"] == {"points": 500}
     text = show_train(base)

@@ -27,7 +27,7 @@ def test_fit_from_the_package_trains():
 
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        relu_regions.nope  # noqa: B018
+        _ = relu_regions.nope
 
 
 def test_importing_the_package_does_not_load_torch():

@@ -156,8 +156,8 @@ def run_mutmut(name: str, workdir: Path) -> dict:
     subprocess.run(cmd, cwd=workdir, env=env)
     results = subprocess.run([cmd[0], "results"], cwd=workdir, env=env, capture_output=True,
                              text=True).stdout
-    ids = {kind: _ids(workdir, env, cmd[0], kind) for kind in ("killed", "survived", "timeout",
-                                                                "suspicious", "untested", "skipped")}
+    kinds = ("killed", "survived", "timeout", "suspicious", "untested", "skipped")
+    ids = {kind: _ids(workdir, env, cmd[0], kind) for kind in kinds}
     with open(workdir / "survivors.txt", "w") as f:
         for i in ids["survived"]:
             f.write(subprocess.run([cmd[0], "show", str(i)], cwd=workdir, env=env,
@@ -189,10 +189,11 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 60.0
     importing torch and numba; here they stay loaded, and only the package and the test modules
     are imported again for each mutant (their entries are dropped from ``sys.modules``). A
     mutant running longer than ``timeout`` seconds is interrupted by SIGALRM and counts as caught
-    (as mutmut's timeouts do: e.g. an insertion sort that never ends). Results are appended to ``results`` (JSON lines) as they come, so
-    a run stopped early still reports the mutants it tried. ``only``: the mutants' numbers to
-    try (e.g. a previous run's survivors, after tests were added). ``shuffle``: try them in a
-    random order (this seed), so a run stopped early is a fair sample of the whole module.
+    (as mutmut's timeouts do: e.g. an insertion sort that never ends). Results are appended to
+    ``results`` (JSON lines) as they come, so a run stopped early still reports the mutants it
+    tried. ``only``: the mutants' numbers to try (e.g. a previous run's survivors, after tests
+    were added). ``shuffle``: try them in a random order (this seed), so a run stopped early is
+    a fair sample of the whole module.
     """
     import signal
     import types

@@ -22,7 +22,7 @@ def _clip(poly, maps, sign):
     A, B, C = maps
     vals = [sign * (A * x + B * y + C) for x, y in poly]
     out = []
-    for i, (p, zp) in enumerate(zip(poly, vals)):
+    for i, (p, zp) in enumerate(zip(poly, vals, strict=True)):
         q, zq = poly[(i + 1) % len(poly)], vals[(i + 1) % len(poly)]
         if zp >= 0:
             out.append(p)
@@ -39,7 +39,7 @@ def _clip(poly, maps, sign):
 
 
 def _area2(poly):
-    return sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, poly[1:] + poly[:1]))
+    return sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, poly[1:] + poly[:1], strict=True))
 
 
 def exact_plane(layers, box, leaks=None):
@@ -53,13 +53,13 @@ def exact_plane(layers, box, leaks=None):
     poly = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
     one, zero = Fraction(1), Fraction(0)
     cells = [(poly, [(one, zero, zero), (zero, one, zero)], ())]
-    for (w, b), leak in zip(flayers[:-1], leaks):
+    for (w, b), leak in zip(flayers[:-1], leaks, strict=True):
         refined = []
         for poly, maps, pattern in cells:
             pre = [(sum(wk[j] * maps[j][0] for j in range(len(maps))),
                     sum(wk[j] * maps[j][1] for j in range(len(maps))),
                     sum(wk[j] * maps[j][2] for j in range(len(maps))) + bk)
-                   for wk, bk in zip(w, b)]
+                   for wk, bk in zip(w, b, strict=True)]
             parts = [(poly, ())]
             for m in pre:
                 nxt = []
@@ -74,7 +74,8 @@ def exact_plane(layers, box, leaks=None):
                         nxt.append((part, signs + (any(v > 0 for v in vals),)))
                 parts = nxt
             for part, signs in parts:
-                new_maps = [m if on else tuple(leak * v for v in m) for m, on in zip(pre, signs)]
+                new_maps = [m if on else tuple(leak * v for v in m)
+                            for m, on in zip(pre, signs, strict=True)]
                 refined.append((part, new_maps, pattern + signs))
         cells = refined
     w, b = flayers[-1]
@@ -95,7 +96,7 @@ def exact_plane(layers, box, leaks=None):
         return i
 
     for ci, (poly, o, _) in enumerate(out):
-        for p, q in zip(poly, poly[1:] + poly[:1]):
+        for p, q in zip(poly, poly[1:] + poly[:1], strict=True):
             key = frozenset((p, q))
             if key in side_owner:
                 cj = side_owner[key]

@@ -31,20 +31,22 @@ def exact_count(model, lo, hi):
         for left, right, maps, pattern in intervals:
             pre = [(sum(wk[j] * maps[j][0] for j in range(len(maps))),
                     sum(wk[j] * maps[j][1] for j in range(len(maps))) + bk)
-                   for wk, bk in zip(w, b)]
+                   for wk, bk in zip(w, b, strict=True)]
             cuts = sorted({-B / A for A, B in pre if A != 0 and left < -B / A < right})
             edges = [left] + cuts + [right]
-            for l, r in zip(edges[:-1], edges[1:]):
-                mid = (l + r) / 2
+            for start, end in zip(edges[:-1], edges[1:], strict=True):
+                mid = (start + end) / 2
                 mask = tuple(A * mid + B > 0 for A, B in pre)
                 new_maps = [(A, B) if on else (Fraction(0), Fraction(0))
-                            for (A, B), on in zip(pre, mask)]
-                refined.append((l, r, new_maps, pattern + mask))
+                            for (A, B), on in zip(pre, mask, strict=True)]
+                refined.append((start, end, new_maps, pattern + mask))
         intervals = refined
     w, b = layers[-1]
     outs = [(sum(w[0][j] * m[j][0] for j in range(len(m))),
              sum(w[0][j] * m[j][1] for j in range(len(m))) + b[0]) for _, _, m, _ in intervals]
-    breakpoints = [iv[0] for prev, iv in zip(intervals, intervals[1:]) if prev[3] != iv[3]]
-    knots = [iv[0] for prev, iv, o1, o2 in zip(intervals, intervals[1:], outs, outs[1:]) if o1 != o2]
-    slopes = [outs[0][0]] + [o2[0] for o1, o2 in zip(outs, outs[1:]) if o1 != o2]
+    # consecutive pairs: each list zipped with its own tail, one shorter by design
+    breakpoints = [iv[0] for prev, iv in zip(intervals, intervals[1:], strict=False)
+                   if prev[3] != iv[3]]
+    knots = [iv[0] for iv, o1, o2 in zip(intervals[1:], outs, outs[1:], strict=False) if o1 != o2]
+    slopes = [outs[0][0]] + [o2[0] for o1, o2 in zip(outs, outs[1:], strict=False) if o1 != o2]
     return breakpoints, len(breakpoints) + 1, len(knots) + 1, knots, slopes

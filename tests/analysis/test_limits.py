@@ -56,7 +56,7 @@ def _brute_segmented(x, y, pieces):
         for cuts in itertools.combinations(range(1, m), k):
             bounds = [0, *cuts, m]
             rss = 0.0
-            for a, b in zip(bounds[:-1], bounds[1:]):
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
                 if b - a > 2:
                     coef = np.polyfit(x[a:b], y[a:b], 1)
                     rss += float(np.sum((np.polyval(coef, x[a:b]) - y[a:b]) ** 2))
@@ -143,12 +143,12 @@ def test_variable_projection_jacobian_matches_finite_differences():
 def test_optimum_non_increasing_in_pieces():
     for y in (X500**3, X500**11, np.sin(12 * X500) + X500):
         mses = [optimal_pwl(X500, y, n).mse for n in range(1, 21)]
-        assert all(b <= a * (1 + 1e-9) for a, b in zip(mses, mses[1:]))
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(mses, mses[1:], strict=False))
     # The exact bound is monotone on any data.
     rng = np.random.default_rng(3)
     x, y = np.sort(rng.uniform(0, 1, 60)), rng.normal(size=60)
     bounds = [segmented_lower_bound(x, y, n) for n in range(1, 31)]
-    assert all(b <= a for a, b in zip(bounds, bounds[1:])) and bounds[-1] == 0.0
+    assert all(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) and bounds[-1] == 0.0
 
 
 @pytest.mark.parametrize("target,pieces,reported", [

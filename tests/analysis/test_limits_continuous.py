@@ -37,7 +37,7 @@ def _exact_mse(coeffs, nodes, values):
     c = [Fraction(float(v)) for v in coeffs]
     total = Fraction(0)
     for a, b, va, vb in zip(*(map(lambda v: [Fraction(float(u)) for u in v],
-                                  (nodes[:-1], nodes[1:], values[:-1], values[1:])))):
+                                  (nodes[:-1], nodes[1:], values[:-1], values[1:]))), strict=True):
         d = shifted(c, a)  # f(t + a) - (va + slope t), squared and integrated over [0, h]
         d[0] -= va
         if len(d) < 2:
@@ -72,7 +72,9 @@ def test_projection_is_the_least_squares_optimum():
 
 
 def test_knot_gradient_matches_finite_differences():
-    f = lambda x: np.exp(2 * x) / 8  # noqa: E731
+    def f(x):
+        return np.exp(2 * x) / 8
+
     nodes = np.array([0.0, 0.13, 0.4, 0.55, 0.8, 1.0])
 
     def err(n):
@@ -104,16 +106,18 @@ def test_x_squared_optimum_from_perturbed_knots(pieces):
 def test_piecewise_linear_target_is_fitted_exactly():
     truth = np.array([0.0, 0.2, 0.45, 0.7, 1.0])
     heights = np.array([0.0, 1.0, -0.5, 0.3, 2.0])
-    f = lambda x: np.interp(x, truth, heights)  # noqa: E731
+
+    def f(x):
+        return np.interp(x, truth, heights)
+
     fit = continuous_optimal_pwl(f, 4, knots=[0.15, 0.5, 0.65], order=4)
     assert fit.mse < 1e-20
     np.testing.assert_allclose(fit.knots, truth[1:-1], atol=1e-8)
 
 
 def test_more_pieces_never_worse_and_near_the_formula():
-    f = lambda x: x**3  # noqa: E731
-    mses = [continuous_optimal_pwl(f, n).mse for n in (16, 32, 64, 128)]
-    assert all(b < a for a, b in zip(mses, mses[1:]))
+    mses = [continuous_optimal_pwl(lambda x: x**3, n).mse for n in (16, 32, 64, 128)]
+    assert all(b < a for a, b in zip(mses, mses[1:], strict=False))
     # the large-n formula (integral (6x)^(2/5))^5 / (720 n^4) for n = 128, to 1%
     formula = (6**0.4 / 1.4) ** 5 / (720 * 128**4)
     assert mses[-1] == pytest.approx(formula, rel=0.01)
@@ -132,7 +136,10 @@ def test_net_error_on_its_own_pieces_equals_a_dense_grid():
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    f = lambda x: np.sin(3 * x)  # noqa: E731
+
+    def f(x):
+        return np.sin(3 * x)
+
     mse, pieces = net_l2_mse(net, f, (0.0, 1.0))
     x = np.linspace(0, 1, 400_001)
     with torch.no_grad():

@@ -76,7 +76,7 @@ def test_matches_exact_rational_reference(seed, width, depth, leak):
     assert r.edges == r.vertices + r.activation_regions - 1
     # The same cells: exact areas, sorted, agree to rounding.
     exact_areas = sorted(float(sum(p[0] * q[1] - q[0] * p[1]
-                                   for p, q in zip(poly, poly[1:] + poly[:1]))) / 2
+                                   for p, q in zip(poly, poly[1:] + poly[:1], strict=True))) / 2
                          for poly, _, _ in cells)
     assert np.allclose(np.sort(r.areas), exact_areas, rtol=1e-9, atol=1e-14)
 
@@ -289,15 +289,16 @@ def test_bias_free_wide_net_is_sectors_counted_on_the_boundary():
     for w in (128, 128, 1):
         layers.append((g.normal(size=(w, prev)) * np.sqrt(2 / prev), np.zeros(w)))
         prev = w
-    net = nn.Sequential(*[m for w, b in layers for m in (nn.Linear(*w.shape[::-1]), nn.ReLU())][:-1])
+    net = nn.Sequential(*[m for w, _ in layers
+                          for m in (nn.Linear(*w.shape[::-1]), nn.ReLU())][:-1])
     with torch.no_grad():
-        for m, (w, b) in zip(net[::2], layers):
+        for m, (w, _) in zip(net[::2], layers, strict=True):
             m.double().weight.copy_(torch.tensor(w))
             m.bias.zero_()
     r = count_regions_2d(net)
     corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)]
     rays = sum(count_regions_segment(net, a, b).breakpoints.size
-               for a, b in zip(corners, corners[1:] + corners[:1]))
+               for a, b in zip(corners, corners[1:] + corners[:1], strict=True))
     assert rays > 200
     assert r.activation_regions == rays
     assert r.vertices == rays + 1 + 4 and r.resolved
@@ -347,7 +348,8 @@ def test_cli_plane_through_csv_rows(tmp_path, capsys):
     assert json.loads(out)["activation_regions"] == r.activation_regions
 
 
-@pytest.mark.parametrize("extra", [["--box=1,0,0,1"], ["--box=0,1,0"], ["--plot", "{tmp}/m.xyz"], ["--pieces", "{tmp}/p.csv"],
+@pytest.mark.parametrize("extra", [["--box=1,0,0,1"], ["--box=0,1,0"], ["--plot", "{tmp}/m.xyz"],
+                                   ["--pieces", "{tmp}/p.csv"],
                                    ["--through", "0,0", "1,1", "2,2"],
                                    ["--through", "0,0", "1,0", "0,1,2"],
                                    ["--through", "0", "1", "2"]])

@@ -174,7 +174,8 @@ def test_sampling_estimator_matches_when_pieces_are_wide():
 
 def test_sampling_estimator_undercounts_narrow_pieces():
     net = ConstructionNet.build(14, peaks=0.5)  # pieces 2^-14 wide, grid step 1e-3
-    assert sample_regions(net, 0, 1, samples=1001).linear_pieces < count_regions(net, 0, 1).linear_pieces
+    sampled = sample_regions(net, 0, 1, samples=1001)
+    assert sampled.linear_pieces < count_regions(net, 0, 1).linear_pieces
 
 
 def test_convexity_report_of_a_hand_built_net():
@@ -185,9 +186,11 @@ def test_convexity_report_of_a_hand_built_net():
         model[2].weight.copy_(torch.tensor([[1.0, -2.0]]))
         model[2].bias.zero_()
     r = count_regions(model, -1, 2)
-    assert r.linear_pieces == 3 and np.allclose(r.slopes, [0, 1, -1]) and np.allclose(r.knots, [0, 1])
+    assert r.linear_pieces == 3
+    assert np.allclose(r.slopes, [0, 1, -1]) and np.allclose(r.knots, [0, 1])
     rep = r.convexity()
-    assert (rep.convex_knots, rep.concave_knots, rep.is_convex, rep.is_concave) == (1, 1, False, False)
+    assert ((rep.convex_knots, rep.concave_knots, rep.is_convex, rep.is_concave)
+            == (1, 1, False, False))
 
 
 def test_dead_neuron_switch_is_a_region_but_not_a_piece():
@@ -366,7 +369,7 @@ def _layout_net(layout, theta):
 
     model = linear_relu_stack(layout.widths)
     with torch.no_grad():
-        for (w, b), lin in zip(layout.raw(theta), model[::2]):
+        for (w, b), lin in zip(layout.raw(theta), model[::2], strict=True):
             lin.weight.copy_(w[0])
             lin.bias.copy_(b[0])
     return model
@@ -394,7 +397,8 @@ def test_composite_2d_layouts_along_a_segment_agree_with_exact_reference(shape, 
     g = np.random.default_rng(seed)
     x = g.uniform(-1, 1, (60, 2))
     y = x[:, 0] ** 2 + 0.5 * x[:, 1] ** 2 + 0.3 * x[:, 0] * x[:, 1] + 0.1 * g.standard_normal(60)
-    layout, _, _ = composite.build_layout(shape, x, y, [(-1.0, 1.0), (-1.0, 1.0)], depth, thm31=True)
+    layout, _, _ = composite.build_layout(shape, x, y, [(-1.0, 1.0), (-1.0, 1.0)], depth,
+                                          thm31=True)
     model = _layout_net(layout, _random_theta(layout, seed))
     x0, x1 = torch.tensor([-1.0, -0.8], dtype=torch.float64), torch.tensor([1.0, 0.9],
                                                                           dtype=torch.float64)

@@ -234,7 +234,8 @@ def test_summary_fields_and_convexity_of_a_hand_built_net():
 
 
 def test_a_model_with_several_inputs_is_sent_to_the_segment_counter():
-    model = net(([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), ([[1.0, 1.0, 1.0]], [0.0]))
+    model = net(([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]),
+                ([[1.0, 1.0, 1.0]], [0.0]))
     with pytest.raises(InputError, match="takes 2 inputs; count it along a segment"):
         count_regions(model, 0, 1)
 

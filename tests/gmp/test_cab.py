@@ -200,7 +200,8 @@ def test_stability_series():
     st2 = stability(CABHistory(w2, torch.ones(2, 1, dtype=D)))
     assert float(st2.angle_change[0]) == pytest.approx(math.pi / 2)
     w3 = torch.tensor([[[1.0]], [[0.0]]], dtype=D)  # the CAB vanishes: infinite jump
-    assert math.isinf(float(stability(CABHistory(w3, torch.ones(2, 1, dtype=D))).location_change[0]))
+    vanishing = stability(CABHistory(w3, torch.ones(2, 1, dtype=D)))
+    assert math.isinf(float(vanishing.location_change[0]))
     json.dumps(st2.to_dict())
     with pytest.raises(InputError):
         stability(CABHistory(w[:1], b[:1]))
@@ -242,7 +243,8 @@ def test_levy_data_is_the_papers_draw():
     assert np.array_equal(d.x_train.numpy(), x)
     assert torch.allclose(d.y_train, levy_function(torch.from_numpy(x)) + torch.from_numpy(eps))
     assert d.x_test.shape == (201, 1) and float(d.x_test[0]) == -10 and float(d.x_test[-1]) == 10
-    assert float(levy_function(torch.tensor(1.0, dtype=D))) == pytest.approx(0.0, abs=1e-15)  # global min
+    # the global minimum
+    assert float(levy_function(torch.tensor(1.0, dtype=D))) == pytest.approx(0.0, abs=1e-15)
 
 
 def test_banana_data():
@@ -252,7 +254,8 @@ def test_banana_data():
     assert torch.allclose(d.x_train.std(0, unbiased=False), torch.ones(2, dtype=D))
     labels = torch.cat([d.y_train, d.y_test])
     assert float(labels.sum()) == 500
-    assert torch.equal(banana_data(3).x_test, d.x_test) and not torch.equal(banana_data(4).x_test, d.x_test)
+    assert torch.equal(banana_data(3).x_test, d.x_test)
+    assert not torch.equal(banana_data(4).x_test, d.x_test)
 
 
 def test_all_methods_start_from_the_same_function():
@@ -297,7 +300,8 @@ def test_smoke_run_levy(tmp_path):
 
 
 def test_smoke_run_banana(tmp_path):
-    res = run_banana(seeds=[4], epochs=3, out=tmp_path, methods=["SP", "GmP"], units=4, data="generated")
+    res = run_banana(seeds=[4], epochs=3, out=tmp_path, methods=["SP", "GmP"], units=4,
+                     data="generated")
     assert list(res.methods) == ["SP", "GmP"] and res.metric == "test_accuracy"
     _check_summaries(res)
     # An accuracy on the 200 generated test points is a whole number of them.
@@ -307,8 +311,9 @@ def test_smoke_run_banana(tmp_path):
     json.dumps(res.to_dict())
 
 
-@pytest.mark.parametrize("kwargs", [dict(seeds=0), dict(seeds=[]), dict(epochs=0), dict(methods=["XX"]),
-                                    dict(lrs={"GmP": -1}), dict(device="nonsense"), dict(data_seed=-1)])
+@pytest.mark.parametrize("kwargs", [dict(seeds=0), dict(seeds=[]), dict(epochs=0),
+                                    dict(methods=["XX"]), dict(lrs={"GmP": -1}),
+                                    dict(device="nonsense"), dict(data_seed=-1)])
 def test_bad_study_input(kwargs):
     with pytest.raises(InputError):
         run_levy(**{"epochs": 1, **kwargs})
@@ -340,7 +345,8 @@ def test_keras_adam_matches_the_keras_update():
     """KerasAdam == var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + 1e-7) (TF 2.8 Adam)."""
     g = _gen(7)
     w0 = torch.randn(5, generator=g, dtype=D)
-    grads = [torch.randn(5, generator=g, dtype=D) * 10.0 ** -k for k in range(8)]  # tiny grads: eps matters
+    # tiny grads: eps matters
+    grads = [torch.randn(5, generator=g, dtype=D) * 10.0 ** -k for k in range(8)]
     p = nn.Parameter(w0.clone())
     opt = KerasAdam([p], lr=0.1)
     var, m, v = w0.numpy().copy(), np.zeros(5), np.zeros(5)
@@ -376,15 +382,19 @@ def test_early_stop_restores_only_when_stopping():
     train_run(a, data, epochs=20, **kw)  # budget runs out: last weights kept (Keras 2.8)
     b = build_model("GmP", 1, 10, 1, seed=3)
     train_run(b, data, epochs=20, **{**kw, "restore_best": False})
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y)
+               for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def _write_keel(path, n=60, seed=0, header=True):
     rs = np.random.RandomState(seed)
     x = rs.normal(size=(n, 2)).round(4)
     y = np.where(rs.rand(n) < 0.5, -1.0, 1.0)
-    lines = ["@relation banana", "@attribute At1 real", "@attribute At2 real", "@data"] if header else ["At1,At2,Class"]
-    lines += [f"{a},{b},{c}" for (a, b), c in zip(x, y)]
+    if header:
+        lines = ["@relation banana", "@attribute At1 real", "@attribute At2 real", "@data"]
+    else:
+        lines = ["At1,At2,Class"]
+    lines += [f"{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return x, (y > 0).astype(float)
 

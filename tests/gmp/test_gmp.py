@@ -55,7 +55,8 @@ def test_hyperspherical_round_trip(d, seed, log_scale):
         assert torch.all((theta[:, :-1] >= 0) & (theta[:, :-1] <= math.pi))
         assert torch.all(theta[:, -1].abs() <= math.pi)
         u = direction_from_angles(angles_from_direction(w))
-        assert torch.allclose(torch.linalg.vector_norm(u, dim=-1), torch.ones(3, dtype=D), atol=1e-13)
+        assert torch.allclose(torch.linalg.vector_norm(u, dim=-1), torch.ones(3, dtype=D),
+                              atol=1e-13)
 
 
 @settings(max_examples=100, deadline=None)
@@ -100,7 +101,8 @@ def test_linear_conversion_exact(i, o, bias):
     assert torch.allclose(back.weight, lin.weight, atol=1e-13)
     if bias:
         # lambda = b / r
-        assert torch.allclose(gmp.lam, lin.bias / torch.linalg.vector_norm(lin.weight, dim=1), atol=1e-14)
+        assert torch.allclose(gmp.lam, lin.bias / torch.linalg.vector_norm(lin.weight, dim=1),
+                              atol=1e-14)
 
 
 def test_one_dimensional_input_keeps_sign_fixed():
@@ -134,7 +136,8 @@ def test_gmp_layer_trains_all_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(groups=2, padding=(1, 0), dilation=2)])
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1),
+                                dict(groups=2, padding=(1, 0), dilation=2)])
 def test_conv_conversion_exact(kw):
     g = _gen(5)
     conv = nn.Conv2d(4, 6, 3, dtype=D, **kw)
@@ -166,13 +169,16 @@ def test_fused_unit_is_the_papers_and_splits_exactly():
     with torch.no_grad():
         drop.r[1] = -drop.r[1]
     z = x @ drop.flat_direction().T + drop.lam
-    assert torch.allclose(torch.relu(drop(x))[:, 1], drop.r[1].abs() * torch.relu(-z[:, 1]), atol=1e-13)
+    assert torch.allclose(torch.relu(drop(x))[:, 1], drop.r[1].abs() * torch.relu(-z[:, 1]),
+                          atol=1e-13)
 
 
 def test_module_conversion_both_ways():
-    net = nn.Sequential(_linear(3, 8, 1), nn.ReLU(), nn.Sequential(_linear(8, 4, 2), nn.ReLU()), _linear(4, 1, 3))
+    net = nn.Sequential(_linear(3, 8, 1), nn.ReLU(), nn.Sequential(_linear(8, 4, 2), nn.ReLU()),
+                        _linear(4, 1, 3))
     g = to_gmp(net)
-    assert isinstance(g[0], GmPLinear) and isinstance(g[2][0], GmPLinear) and isinstance(net[0], nn.Linear)
+    assert isinstance(g[0], GmPLinear) and isinstance(g[2][0], GmPLinear)
+    assert isinstance(net[0], nn.Linear)
     x = torch.randn(16, 3, generator=_gen(0), dtype=D)
     assert (g(x) - net(x)).abs().max() <= 1e-12
     back = from_gmp(g)

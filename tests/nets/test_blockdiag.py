@@ -181,9 +181,9 @@ def test_chain_blocks_are_the_constructions_hidden_layers(n_blocks, n_layers, si
     scales = thm31_scales(torch.full((n_blocks,), 0.3, dtype=F64), peaks, depth)
     zero = torch.zeros(n_blocks, dtype=F64)
     raw = raw_weights(peaks, scales, zero, zero, 0.0, 1.0, sign)
-    for l, layer in enumerate(chain):
-        assert torch.allclose(layer.weight, raw[l + 1][0], rtol=0, atol=1e-12)
-        assert torch.all(layer.bias == 0) and torch.all(raw[l + 1][1] == 0)
+    for k, layer in enumerate(chain):
+        assert torch.allclose(layer.weight, raw[k + 1][0], rtol=0, atol=1e-12)
+        assert torch.all(layer.bias == 0) and torch.all(raw[k + 1][1] == 0)
 
 
 @settings(max_examples=30, deadline=None)
@@ -264,7 +264,8 @@ def test_smoke_digits_head(tmp_path, monkeypatch):
     """The experiment runs end to end (1 seed, 1 epoch). scikit-learn (its digits) is in the
     ``test`` extra, so CI runs this; skipped only where the package was installed without it."""
     pytest.importorskip("sklearn", reason="scikit-learn is missing: pip install -e '.[test]'")
-    spec = importlib.util.spec_from_file_location("digits_head", ROOT / "experiments" / "digits_head.py")
+    spec = importlib.util.spec_from_file_location("digits_head",
+                                                  ROOT / "experiments" / "digits_head.py")
     mod = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "digits_head", mod)  # dataclasses look their module up
     spec.loader.exec_module(mod)

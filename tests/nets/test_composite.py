@@ -1,5 +1,6 @@
-"""Sums and compositions of constructions (arXiv:2311.18022, extensions): the raw MLP equals the derived
-form, a dc layout is a difference of two constructions, a composition is the composed function."""
+"""Sums and compositions of constructions (arXiv:2311.18022, extensions): the raw MLP equals the
+derived form, a dc layout is a difference of two constructions, a composition is the composed
+function."""
 
 import json
 
@@ -46,7 +47,8 @@ def term_forward(x, peaks, scales, lo, hi, sign):
 def test_1d_raw_net_equals_derived_sum(shape, depth, lo, width, thm31, seed):
     hi = lo + width
     x = torch.linspace(lo, hi, 257, dtype=torch.float64)
-    layout, _, _ = composite.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth, thm31)
+    layout, _, _ = composite.build_layout(shape, x.numpy(), x.numpy() ** 2, [(lo, hi)], depth,
+                                          thm31)
     theta = random_theta(layout, 3, seed)
     derived = layout.predict(theta, x.unsqueeze(-1))
     # As for the single construction (test_construction): the raw first layer cancels terms of
@@ -90,8 +92,8 @@ def test_one_term_is_the_papers_construction():
     lo, hi = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
     expected = construction.derived_forward(x, peaks, scales, c0, c[:, 0], lo, hi, -1.0)
     assert torch.equal(layout.predict(theta, x.unsqueeze(-1)), expected)
-    raw = mlp_forward(unflatten_layers(_flat(construction.raw_weights(peaks, scales, c0, c[:, 0], lo, hi, -1.0)),
-                                       shapes_of(layout.widths)), x)
+    raw_layers = construction.raw_weights(peaks, scales, c0, c[:, 0], lo, hi, -1.0)
+    raw = mlp_forward(unflatten_layers(_flat(raw_layers), shapes_of(layout.widths)), x)
     assert torch.allclose(raw_forward(layout, theta, x), raw, rtol=0, atol=1e-12)
     assert layout.widths == [1, 4, 4, 4, 4, 4, 4, 1] and layout.max_pieces == 64
 
@@ -117,7 +119,7 @@ def test_2d_composition_identity(depth, seed, angle):
     t_in, t_out = theta[:, :layout.inner.n_params], theta[:, layout.inner.n_params:]
     parts, c0, c = layout.inner.split(t_in)
     q = c0[:, None] + ((xt + 1) / 2 * c[:, None, :]).sum(-1)
-    for term, (peaks, scales) in zip(layout.inner.terms, parts):
+    for term, (peaks, scales) in zip(layout.inner.terms, parts, strict=True):
         t = xt @ torch.tensor(term.direction)
         q = q + term_forward(t, peaks, scales, *term.interval, term.sign)
     [(peaks, scales)], c0o, co = layout.outer.split(t_out)
@@ -161,8 +163,13 @@ def test_auto_shapes():
     sparse = targets.sparse("x**3", (0, 1), 10, 10, seed=3)
     assert composite.detect_shape(sparse.x, sparse.y) == "convex"
     g = grid()
-    assert composite.build_layout("auto", g, targets.parse_target("x**2+y**2+x*y")(g), [(-1, 1)] * 2, 3, True)[1] == "ridge"
-    assert composite.build_layout("auto", g, targets.parse_target("r**3")(g), [(-1, 1)] * 2, 3, True)[1] == "radial"
+
+    def shape_of(target):
+        return composite.build_layout("auto", g, targets.parse_target(target)(g), [(-1, 1)] * 2,
+                                      3, True)[1]
+
+    assert shape_of("x**2+y**2+x*y") == "ridge"
+    assert shape_of("r**3") == "radial"
 
 
 def test_ridge_directions_are_the_quadratics_axes():

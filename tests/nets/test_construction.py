@@ -119,7 +119,7 @@ def test_gradients_reach_derived_parameters_through_raw_layers():
     grads = [p.grad.clone() for p in (c.peak_logits, c.log_s0, c.c1)]
     net.zero_grad()
     (net.derived(x) ** 2).sum().backward()
-    for g, p in zip(grads, (c.peak_logits, c.log_s0, c.c1)):
+    for g, p in zip(grads, (c.peak_logits, c.log_s0, c.c1), strict=True):
         assert torch.allclose(g, p.grad, rtol=1e-9, atol=1e-12)
 
 
@@ -179,7 +179,10 @@ def test_raw_weights_builds_all_hidden_layers_in_one_call_with_the_per_layer_val
     from relu_regions.nets import construction
 
     g = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.rand(batch + shape, generator=g, dtype=torch.float64)  # noqa: E731
+
+    def rand(*shape):
+        return torch.rand(batch + shape, generator=g, dtype=torch.float64)
+
     peaks, scales, c0, c1 = 0.1 + 0.8 * rand(d + 1), 0.01 + rand(d), rand(), rand()
     sign = (-torch.ones(batch, dtype=torch.float64) if concave
             else torch.tensor(1.0, dtype=torch.float64))
@@ -187,8 +190,9 @@ def test_raw_weights_builds_all_hidden_layers_in_one_call_with_the_per_layer_val
     real = construction.hidden_matrix
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(construction, "hidden_matrix", lambda *a: calls.append(1) or real(*a))
-        layers = construction.raw_weights(peaks, scales, c0, c1, torch.tensor(-0.5, dtype=torch.float64),
-                               torch.tensor(1.5, dtype=torch.float64), sign)
+        layers = construction.raw_weights(peaks, scales, c0, c1,
+                                          torch.tensor(-0.5, dtype=torch.float64),
+                                          torch.tensor(1.5, dtype=torch.float64), sign)
     assert len(calls) == (d > 1) and len(layers) == d + 1
     for k in range(d - 1):  # the per-layer formula, as raw_weights computed it before
         w = real(peaks[..., k], peaks[..., k + 1], scales[..., k + 1] / scales[..., k], sign)

@@ -33,7 +33,7 @@ def test_error_falls_by_a_constant_factor_per_layer():
     x = np.linspace(0.0, 1.0, 20_001)
     sup = [np.abs(cube_reference(x, m, m) - x**3).max() for m in range(2, 8)]
     # each step adds two layers; the bound shrinks 4x per step
-    assert all(b <= a / 3 for a, b in zip(sup, sup[1:]))
+    assert all(b <= a / 3 for a, b in zip(sup, sup[1:], strict=False))
 
 
 def test_bad_input():

@@ -132,7 +132,8 @@ def _read_csv(path):
 def test_local_sweep_writes_files_and_keeps_failed_cells(local_run, grid):
     res, out = local_run
     assert res.mode == "local" and res.workers == 2
-    assert sorted(p.name for p in out.iterdir()) == sorted(sweep_grid.FILES)  # nothing else, no temp files
+    # nothing else, no temp files
+    assert sorted(p.name for p in out.iterdir()) == sorted(sweep_grid.FILES)
     assert (out / "sweep.png").stat().st_size > 1000
     # rows in grid order, one per cell
     assert [(r["target"], r["depth"], r["method"], r["seed"]) for r in res.rows] == \
@@ -147,7 +148,7 @@ def test_local_sweep_writes_files_and_keeps_failed_cells(local_run, grid):
     # CSV and JSON hold the same rows (floats round-trip exactly through repr)
     rows_csv = _read_csv(out / "results.csv")
     assert list(rows_csv[0]) == list(sweep_grid.ROW_FIELDS)
-    for r, c in zip(res.rows, rows_csv):
+    for r, c in zip(res.rows, rows_csv, strict=True):
         assert c["status"] == r["status"] and c["method"] == r["method"]
         assert (c["mse"] == "") if r["mse"] is None else float(c["mse"]) == r["mse"]
     doc = json.loads((out / "results.json").read_text())
@@ -159,7 +160,7 @@ def test_summary_aggregates_per_target_depth_method(local_run):
     res, out = local_run
     summary = _read_csv(out / "summary.csv")
     assert len(summary) == len(res.summary) == 6
-    for s, c in zip(res.summary, summary):
+    for s, c in zip(res.summary, summary, strict=True):
         cell = [r for r in res.rows if (r["target"], r["depth"], r["method"])
                 == (s["target"], s["depth"], s["method"])]
         assert s["n_cells"] == 2 == int(c["n_cells"])
@@ -179,7 +180,7 @@ def test_a_cell_equals_the_same_seed_in_a_batch(local_run):
     batch = fit("x**3", depth=3, seeds=[0, 1], method="pretrain-thm31", points=40,
                 phase1=Phase("lm", 4), phase2=Phase("lm", 8), optimum=False)
     cells = [r for r in res.rows if r["depth"] == 3 and r["method"] == "pretrain-thm31"]
-    for r, mse in zip(cells, batch.mse):
+    for r, mse in zip(cells, batch.mse, strict=True):
         assert r["mse"] == pytest.approx(float(mse), rel=1e-9)
 
 
@@ -191,7 +192,7 @@ def test_dask_cluster_gives_the_same_rows(local_run, grid, tmp_path):
     assert res.mode == "dask"
     local = local_run[0]
     assert len(res.rows) == len(local.rows)
-    for a, b in zip(res.rows, local.rows):
+    for a, b in zip(res.rows, local.rows, strict=True):
         assert {k: a[k] for k in sweep_grid.ROW_FIELDS if k != "seconds"} == \
             {k: b[k] for k in sweep_grid.ROW_FIELDS if k != "seconds"}
     assert res.summary == local.summary
@@ -253,7 +254,8 @@ def test_a_worker_that_dies_fails_only_its_cell(tmp_path, monkeypatch):
     import sweep_crashy
 
     monkeypatch.setattr(sweep_grid, "run_cell", sweep_crashy.crashy)
-    res = sweep_grid.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out", workers=2)
+    res = sweep_grid.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out",
+                               workers=2)
     assert [r["status"] for r in res.rows] == ["ok", "failed", "ok"]
     assert res.rows[1]["error"] == sweep_grid.DIED
 

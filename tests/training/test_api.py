@@ -159,10 +159,10 @@ def test_a_2d_run_folder_lists_only_what_it_wrote(capsys, tmp_path):
                           "--points", "6", "--phase1", "lm:2", "--phase2", "lm:2", "--starts",
                           "1", "--quiet", "--out", str(tmp_path / "run"))
     wrote = next(line for line in out.splitlines() if line.startswith("wrote"))
-    assert code == 0 and "pieces.csv" not in wrote and not (tmp_path / "run" / "pieces.csv").exists()
-    assert all((tmp_path / "run" / name).exists() for name in ("metrics.json", "fit.png", "history.png"))
-    listed = wrote.split(": ", 1)[1].split(", ")  # exactly the folder's entries
     folder = tmp_path / "run"
+    assert code == 0 and "pieces.csv" not in wrote and not (folder / "pieces.csv").exists()
+    assert all((folder / name).exists() for name in ("metrics.json", "fit.png", "history.png"))
+    listed = wrote.split(": ", 1)[1].split(", ")  # exactly the folder's entries
     assert sorted(listed) == sorted(p.name + "/" * p.is_dir() for p in folder.iterdir())
     assert {"train.csv", "history.npz", "checkpoints/"} <= set(listed)
 
@@ -259,7 +259,7 @@ def test_a_2d_fit_reports_each_seeds_exact_regions_and_draws_the_map(capsys, tmp
     g = np.linspace(0, 1, 203)[1:-1]  # open box: no point on a cell edge of the box
     grid = torch.tensor(np.stack(np.meshgrid(x0 + g * (x1 - x0), y0 + g * (y1 - y0)), -1)
                         .reshape(-1, 2))
-    for model, regions, pieces in zip(run.models, d["regions"], d["plane_pieces"]):
+    for model, regions, pieces in zip(run.models, d["regions"], d["plane_pieces"], strict=True):
         exact = count_regions_2d(model, (x0, x1, y0, y1))
         assert (regions, pieces) == (exact.activation_regions, exact.linear_pieces)
         with torch.no_grad():  # distinct activation patterns seen on a grid: never more

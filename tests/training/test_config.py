@@ -14,8 +14,8 @@ from relu_regions.training.config import FitConfig, Phase, parse_phase
 
 
 def test_config_imports_without_torch():
-    code = ("import sys; from relu_regions.training.config import FitConfig; FitConfig().validate();"
-            "print('torch' in sys.modules)")
+    code = ("import sys; from relu_regions.training.config import FitConfig; "
+            "FitConfig().validate(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -16,9 +16,14 @@ def _problem():
     n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
     theta = torch.randn(3, n_params, generator=torch.Generator().manual_seed(5),
                         dtype=torch.float64)
-    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
-    jac = lambda th: torch.func.vmap(torch.func.jacrev(  # noqa: E731
-        lambda t: mlp_forward(unflatten_layers(t[None], shapes), x)[0]))(th)
+
+    def predict(th):
+        return mlp_forward(unflatten_layers(th, shapes), x)
+
+    def jac(th):
+        return torch.func.vmap(torch.func.jacrev(
+            lambda t: mlp_forward(unflatten_layers(t[None], shapes), x)[0]))(th)
+
     return Functions(predict, jac), theta, x**3
 
 

@@ -105,7 +105,8 @@ def test_train_prints_the_note_for_a_net_that_interpolates_noise(tmp_path, capsy
     x = np.linspace(0, 1, 14)
     y = x**2 + 0.05 * rng.standard_normal(x.size)
     csv = tmp_path / "noisy.csv"
-    csv.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(x.tolist(), y.tolist())))
+    csv.write_text("x,y\n" + "".join(f"{a!r},{b!r}\n"
+                                     for a, b in zip(x.tolist(), y.tolist(), strict=True)))
     argv = ["train", "--data", str(csv), "--depth", "4", "--seeds", "1", "--phase1", "lm:20",
             "--phase2", "lm:60", "--starts", "1", "--test-fraction", "0.3", "--quiet"]
     assert main([*argv, "--json"]) == 0

@@ -17,8 +17,8 @@ GROW = dict(depth=5, grow_from=3, phase1=Phase("lm", 5), phase2=Phase("lm", 20),
 def _same_result(a, b):
     assert np.array_equal(a.history["loss"], b.history["loss"])
     assert np.array_equal(a.mse, b.mse)
-    for m, n in zip(a.models, b.models):
-        for p, q in zip(m.parameters(), n.parameters()):
+    for m, n in zip(a.models, b.models, strict=True):
+        for p, q in zip(m.parameters(), n.parameters(), strict=True):
             assert torch.equal(p, q)
 
 
@@ -45,15 +45,15 @@ def test_every_stage_starts_and_ends_in_order(kwargs, names):
     assert steps == sorted(steps) and steps[0] == 0
     # every optimizer step of the fit adds one entry to the loss history
     assert steps[-1] == r.history["loss"].shape[1]
-    for start, end in zip(events, events[1:]):
+    for start, end in zip(events, events[1:], strict=False):
         if start.when == "start":  # its end comes next, after the stage's steps
             assert end.stage == start.stage and end.seconds >= start.seconds
     assert all(e.seeds == (0, 1, 2) for e in events)
     # the last event's rows are the result's nets, one per seed, in the raw weights
     last = events[-1].models()
     assert len(last) == 3
-    for m, n in zip(last, r.models):
-        for p, q in zip(m.parameters(), n.parameters()):
+    for m, n in zip(last, r.models, strict=True):
+        for p, q in zip(m.parameters(), n.parameters(), strict=True):
             assert torch.equal(p, q)
 
 
@@ -70,7 +70,8 @@ def test_events_carry_each_rows_net():
     assert by["pick", "end"].theta.shape[0] == 3
     assert by["grow:5", "end"].widths == (1, 4, 4, 4, 4, 4, 1)
     # events hold copies: keeping them does not depend on the fit leaving its tensors alone
-    assert all(a.theta.data_ptr() != b.theta.data_ptr() for a, b in zip(events, events[1:]))
+    assert all(a.theta.data_ptr() != b.theta.data_ptr()
+               for a, b in zip(events, events[1:], strict=False))
 
 
 def test_a_hook_changes_no_result():
@@ -114,7 +115,7 @@ def test_a_resumed_fit_calls_the_hooks_as_an_uninterrupted_one(tmp_path, monkeyp
     fit("x**3", resume=load_train_state(state), on_stage=resumed.append, **RUN, **GROW)
     assert _stages(resumed) == _stages(full)
     assert [e.step for e in resumed] == [e.step for e in full]
-    for a, b in zip(resumed, full):
+    for a, b in zip(resumed, full, strict=True):
         assert torch.equal(a.theta, b.theta)
 
 

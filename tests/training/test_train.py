@@ -41,7 +41,7 @@ def test_batched_seeds_equal_solo_runs(optimizer):
         assert np.allclose(solo.history["loss"][0], many.history["loss"][i], rtol=1e-10, atol=0)
         # Weights may drift further along flat directions of the loss, where rounding-level
         # differences (batched reductions sum in position-dependent order) cost nothing.
-        for p, q in zip(solo.models[0].parameters(), many.models[i].parameters()):
+        for p, q in zip(solo.models[0].parameters(), many.models[i].parameters(), strict=True):
             assert torch.allclose(p, q, rtol=1e-6, atol=1e-9)
 
 
@@ -56,11 +56,16 @@ def test_flat_layout_round_trips_and_matches_the_parametrized_net():
 def test_analytic_jacobian_equals_autodiff():
     shapes = raw_shapes(3, 5)
     n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
-    theta = torch.randn(3, n_params, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    theta = torch.randn(3, n_params, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64)
     x = torch.linspace(-1, 1, 40, dtype=torch.float64)
     J = mlp_jacobian(unflatten_layers(theta, shapes), x)
+
+    def one_net(t):
+        return mlp_forward(unflatten_layers(t[None], shapes), x)[0]
+
     for s in range(3):
-        ref = torch.func.jacfwd(lambda t: mlp_forward(unflatten_layers(t[None], shapes), x)[0])(theta[s])
+        ref = torch.func.jacfwd(one_net)(theta[s])
         assert torch.allclose(J[s], ref, rtol=1e-12, atol=1e-13)
 
 
@@ -131,9 +136,13 @@ def test_gmp_coordinates_round_trip_and_chain_rule():
     expanded = offsets.repeat_interleave(coords.shape[1], dim=0)
     J = torch.bmm(mlp_jacobian(unflatten_layers(layout.to_raw(coords, offsets), shapes), x),
                   jvp_jacobian(lambda c: layout.to_raw(c, expanded), coords))
+
+    def seed_net(c, s):  # seed s's outputs as a function of its GmP coordinates c
+        return mlp_forward(unflatten_layers(layout.to_raw(c[None], offsets[s:s + 1]), shapes), x)[0]
+
     for s in range(2):
-        f = lambda c: mlp_forward(unflatten_layers(layout.to_raw(c[None], offsets[s:s + 1]), shapes), x)[0]
-        assert torch.allclose(J[s], torch.func.jacfwd(f)(coords[s]), rtol=1e-10, atol=1e-12)
+        assert torch.allclose(J[s], torch.func.jacfwd(seed_net)(coords[s], s), rtol=1e-10,
+                              atol=1e-12)
 
 
 def test_gmp_phase_two_trains():
@@ -173,7 +182,7 @@ def test_resume_after_interruption_is_bit_identical(kwargs, tmp_path, monkeypatc
     assert np.array_equal(resumed.mse, full.mse)
     assert np.array_equal(resumed.history["loss"], full.history["loss"])
     assert resumed.history["phase_boundary"] == full.history["phase_boundary"]
-    for p, q in zip(resumed.models[0].parameters(), full.models[0].parameters()):
+    for p, q in zip(resumed.models[0].parameters(), full.models[0].parameters(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -198,7 +207,8 @@ def test_a_diverging_seed_does_not_poison_the_others(runner):
     y = x**2
     shapes = raw_shapes(2)
     n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
-    theta = torch.randn(2, n_params, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    theta = torch.randn(2, n_params, generator=torch.Generator().manual_seed(3),
+                        dtype=torch.float64)
     calls = {"n": 0}
 
     def predict(th, poison=True):
@@ -208,7 +218,9 @@ def test_a_diverging_seed_does_not_poison_the_others(runner):
             out = torch.cat([out[:1], out[1:] * float("nan")])
         return out
 
-    jac = lambda th: mlp_jacobian(unflatten_layers(th, shapes), x)  # noqa: E731
+    def jac(th):
+        return mlp_jacobian(unflatten_layers(th, shapes), x)
+
     run = run_lm if runner == "lm" else run_adam
     phase = Phase(runner, 12, 1e-3)
     both = run(predict, jac, theta, y, phase, [])
@@ -347,8 +359,13 @@ def _small_raw_problem(x, n_seeds, seed):
     n_params = sum(w[0] * w[1] + b[0] for w, b in shapes)
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(n_seeds, n_params, generator=g, dtype=torch.float64)
-    predict = lambda th: mlp_forward(unflatten_layers(th, shapes), x)  # noqa: E731
-    jac = lambda th: mlp_jacobian(unflatten_layers(th, shapes), x)  # noqa: E731
+
+    def predict(th):
+        return mlp_forward(unflatten_layers(th, shapes), x)
+
+    def jac(th):
+        return mlp_jacobian(unflatten_layers(th, shapes), x)
+
     return theta, predict, jac
 
 
@@ -402,7 +419,7 @@ def test_lm_resume_with_stopped_seeds_is_bit_identical():
                          start=(at, saved[at][0], state))
         assert torch.equal(resumed, full)
         assert len(history) == len(full_history)
-        assert all(torch.equal(a, b) for a, b in zip(history, full_history))
+        assert all(torch.equal(a, b) for a, b in zip(history, full_history, strict=True))
 
 
 def _hidden(theta, depth, x):
