@@ -72,7 +72,8 @@ def read_tensors(path: Path, what: str):
     """``torch.load`` of ``path`` with ``weights_only=True`` (tensors, strings, numbers and
     containers; never code), on the CPU. An unreadable file is one InputError naming ``what``."""
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them
+        # torch warns about foreign pickle protocols; we refuse them
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,

@@ -1,5 +1,5 @@
-"""The one exception type for bad user input (docs/architecture.md, Conventions), and the one reader of
-user-named files."""
+"""The one exception type for bad user input (docs/architecture.md, Conventions), and the one
+reader of user-named files."""
 
 import os
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Targets and data sets: a safe expression parser; dense, sparse and CSV data (docs/architecture.md).
+"""Targets and data sets: a safe expression parser; dense, sparse and CSV data
+(docs/architecture.md).
 
 The paper's experiments (arXiv:2311.18022) fit x^3, x^11, sin(x), tanh(3x) on 500 evenly spaced
 points in [0, 1] ("dense") or on 10 random training and 10 random test points ("sparse").
@@ -62,8 +63,8 @@ _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Pow: np.power}
 _UNARY = {ast.UAdd: np.positive, ast.USub: np.negative}
 
-# Checked tree: ("x",) | ("y",) | ("r",) | ("const", float) | ("unary", ufunc, node) | ("binary", ufunc, node, node)
-#               | ("call", ufunc, node, ...)
+# Checked tree: ("x",) | ("y",) | ("r",) | ("const", float) | ("unary", ufunc, node)
+#               | ("binary", ufunc, node, node) | ("call", ufunc, node, ...)
 
 
 def _short(text: str) -> str:
@@ -235,7 +236,8 @@ class Target:
         return 2 if _uses(self._tree) & {"y", "r"} else 1
 
     def __call__(self, x) -> np.ndarray:
-        """Evaluate on points `x` ((n,) in 1D, (n, 2) in 2D); InputError if a value is not finite."""
+        """Evaluate on points `x` ((n,) in 1D, (n, 2) in 2D); InputError if a value is not
+        finite."""
         try:
             x = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError):
@@ -373,9 +375,9 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
            seed: int = 0) -> Dataset:
     """`n_train` uniform random training points and separate random test points, sorted.
 
-    The paper's sparse setting uses 10 training and 10 test points (arXiv:2311.18022, the text of Table 1).
-    Train and test draw from independent child streams of `seed`, so changing `n_test` never
-    changes the training points.
+    The paper's sparse setting uses 10 training and 10 test points (arXiv:2311.18022, the text of
+    Table 1). Train and test draw from independent child streams of `seed`, so changing `n_test`
+    never changes the training points.
     """
 
     f = parse_target(target)
@@ -398,8 +400,9 @@ def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
     header row; '#' lines and blank lines skipped).
 
     Rejects a missing/unreadable file, no data, rows with another number of columns than the
-    first, non-numeric or non-finite values and duplicate points. Rows are sorted by x (then y). With test_fraction > 0 a
-    seeded random subset becomes the test set; with 0 the test set is the training set.
+    first, non-numeric or non-finite values and duplicate points. Rows are sorted by x (then y).
+    With test_fraction > 0 a seeded random subset becomes the test set; with 0 the test set is the
+    training set.
     """
     try:
         test_fraction = float(test_fraction)
@@ -518,7 +521,7 @@ def as_dataset(data) -> Dataset:
         raise InputError(f"data must be a Dataset or a pair (x, y) of arrays, got "
                          f"{type(data).__name__}")
     try:
-        x, y = (np.asarray(getattr(a, "detach", lambda: a)(), dtype=np.float64).copy()
+        x, y = (np.asarray(a.detach() if hasattr(a, "detach") else a, dtype=np.float64).copy()
                 for a in data)
     except (TypeError, ValueError):
         raise InputError("data (x, y) must be arrays of numbers") from None
@@ -577,4 +580,4 @@ def to_csv_text(x, y) -> str:
     cols = [x] if x.ndim == 1 else list(x.T)
     header = "x,y\n" if x.ndim == 1 else "x,y,z\n"
     return header + "".join(",".join(repr(float(v)) for v in row) + "\n"
-                            for row in zip(*cols, y))
+                            for row in zip(*cols, y, strict=True))

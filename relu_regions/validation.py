@@ -39,7 +39,8 @@ def is_int(value) -> bool:
 def check_int(value, name: str, low: int | None = None, high: int | None = None,
               hint: str = "") -> int:
     """``value`` as an ``int`` if it is an integer in ``[low, high]``, else InputError."""
-    if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+    if (not is_int(value) or (low is not None and value < low)
+            or (high is not None and value > high)):
         raise InputError(f"{name} must be an integer{_range(low, high)}, got {value!r}"
                          + (f"; {hint}" if hint else ""))
     return int(value)

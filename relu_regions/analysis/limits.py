@@ -1,8 +1,8 @@
 """The reference limit: the best continuous piecewise-linear (PL) fit with a given number of pieces.
 
-The reference limit (not from the paper; docs/limits.md): no function with n linear pieces fits the samples better than
-the optimal n-piece free-knot PL fit, so while a net keeps 2^d pieces, optimum / achieved MSE is an
-efficiency in (0, 1].
+The reference limit (not from the paper; docs/limits.md): no function with n linear pieces fits
+the samples better than the optimal n-piece free-knot PL fit, so while a net keeps 2^d pieces,
+optimum / achieved MSE is an efficiency in (0, 1].
 
 Three quantities, from the cheapest bound to the fit itself:
 
@@ -383,13 +383,13 @@ def _dp_knots(x: np.ndarray, y: np.ndarray, cuts: list[int]) -> np.ndarray:
     continuous fit equals the discontinuous optimum: certified."""
     bounds = [0, *cuts, x.size]
     lines = []  # (slope, mean x, mean y) of each run's LS line
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         mx, my = x[a:b].mean(), y[a:b].mean()
         dx = x[a:b] - mx
         sxx = float(dx @ dx)
         lines.append((float(dx @ (y[a:b] - my)) / sxx if sxx > 0 else 0.0, mx, my))
     knots = []
-    for cut, (ls, lx, ly), (rs, rx, ry) in zip(cuts, lines[:-1], lines[1:]):
+    for cut, (ls, lx, ly), (rs, rx, ry) in zip(cuts, lines[:-1], lines[1:], strict=True):
         gap_lo, gap_hi = x[cut - 1], x[cut]
         t = 0.5 * (gap_lo + gap_hi)
         if ls != rs:
@@ -503,7 +503,8 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # The continuous L2 sense: integrals instead of samples (Gauss-Legendre on every piece)
 
-GAUSS_NODES = 16  # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
+# per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
+GAUSS_NODES = 16
 
 
 def gauss_points(nodes: np.ndarray, order: int):
@@ -518,7 +519,8 @@ def _target_values(f, x: np.ndarray) -> np.ndarray:
     try:
         v = np.asarray(f(x), dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError("the target must be a callable returning numbers for float64 arrays") from None
+        raise InputError("the target must be a callable returning numbers for float64 "
+                         "arrays") from None
     v = np.broadcast_to(v, x.shape) if v.ndim == 0 else v
     if v.shape != x.shape or not np.isfinite(v).all():
         raise InputError("the target must return one finite number per point on the interval")
@@ -527,7 +529,8 @@ def _target_values(f, x: np.ndarray) -> np.ndarray:
 
 def _check_nodes(nodes) -> np.ndarray:
     nodes = np.asarray(nodes, dtype=np.float64)
-    if nodes.ndim != 1 or nodes.size < 2 or not np.isfinite(nodes).all() or (np.diff(nodes) < 0).any():
+    if (nodes.ndim != 1 or nodes.size < 2 or not np.isfinite(nodes).all()
+            or (np.diff(nodes) < 0).any()):
         raise InputError(f"nodes must be a sorted 1D array of >= 2 finite numbers, got shape "
                          f"{nodes.shape}")
     return nodes

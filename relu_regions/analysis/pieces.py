@@ -56,7 +56,7 @@ def _forward(layers, h):
 def pieces_rows(table: dict) -> list[dict]:
     """The table as a list of ``{column: value}`` dicts (JSON)."""
     cols = [table[c].tolist() for c in PIECE_COLUMNS]
-    return [dict(zip(PIECE_COLUMNS, row)) for row in zip(*cols)]
+    return [dict(zip(PIECE_COLUMNS, row, strict=True)) for row in zip(*cols, strict=True)]
 
 
 def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):

@@ -2,8 +2,8 @@
 plane through three input points.
 
 The partition of the plane into activation regions is built layer by layer, as the 1D counter
-(regions.py) builds intervals; docs/regions2d.md has the rules with examples. Every cell is a convex polygon, stored as its ring of
-vertices, counter-clockwise. Each ring vertex carries
+(regions.py) builds intervals; docs/regions2d.md has the rules with examples. Every cell is a
+convex polygon, stored as its ring of vertices, counter-clockwise. Each ring vertex carries
 
   * its position (u, v) in the plane, and
   * the *values* of the current layer there (never a gradient plus an intercept: gradients reach
@@ -385,8 +385,8 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     idx[top] = i1
                     top += 1
                     if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
-                        counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol, zero_tol,
-                                                 w_abs_sum, b, box)
+                        counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol,
+                                                       zero_tol, w_abs_sum, b, box)
                         idx[top] = n_vert
                         n_vert += 1
                         top += 1
@@ -653,7 +653,7 @@ class _Accumulator:
     def result(self, box, snapped, slope_tol, n_hidden, plane) -> PlaneCount:
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
-        offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift)])
+        offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
         polygons = np.concatenate([p[1] for p in self.parts])
         pat, grads, mags, areas, widths, values = (np.concatenate([p[i] for p in self.parts])
                                                    for i in range(2, 8))

@@ -90,14 +90,14 @@ def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
     node_blocks = features(nodes)
     partial = np.zeros(nodes.size)
     low = 0.0
-    for block, c in zip(node_blocks[:-1], parts[:-1]):
+    for block, c in zip(node_blocks[:-1], parts[:-1], strict=True):
         partial = partial + block @ c
         low = min(low, float(partial.min()))
     offset = OFFSET - low
     out = copy.deepcopy(net)
     out_linears = [m for m in out if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for layer, c in zip(range(first, depth + 1), parts):
+        for layer, c in zip(range(first, depth + 1), parts, strict=True):
             lin = out_linears[layer]
             row = 0 if layer == depth else unit
             if layer == first:

@@ -503,8 +503,8 @@ def _count_small(packed, widths, points, values, slopes, zero_tol, merge_tol, sl
     ``packed``: W_0, b_0, W_1, b_1, ... flattened; ``widths``: each layer's outputs (the widths
     chain, checked by the caller). Returns (status, regions, pieces, snapped, out) with out =
     breakpoints, knots, piece slopes, state (as in _Pieces), one array (a single array to box).
-    status COUNTED: counted; TOO_LARGE: a layer would exceed ``chunk`` (the caller runs the general path);
-    -1: a weight is not finite.
+    status COUNTED: counted; TOO_LARGE: a layer would exceed ``chunk`` (the caller runs the general
+    path); -1: a weight is not finite.
     """
     for v in packed:
         if not np.isfinite(v):

@@ -127,11 +127,14 @@ def show(out: dict) -> str:
 
 def _per_seed(regions, pieces, shown: int = 8) -> str:
     """'r regions / p pieces' per seed, the first ``shown`` of them, then the means."""
-    cell = lambda r, p: "-" if r < 0 else f"{r}/{p}"  # noqa: E731  (-1: diverged or not counted)
-    text = ", ".join(cell(r, p) for r, p in zip(regions[:shown], pieces[:shown]))
+
+    def cell(r, p):
+        return "-" if r < 0 else f"{r}/{p}"  # -1: diverged or not counted
+
+    text = ", ".join(cell(r, p) for r, p in zip(regions[:shown], pieces[:shown], strict=True))
     if len(regions) > shown:
         text += f", ... ({len(regions) - shown} more)"
-    counted = [(r, p) for r, p in zip(regions, pieces) if r >= 0]
+    counted = [(r, p) for r, p in zip(regions, pieces, strict=True) if r >= 0]
     if counted:
         n = len(counted)
         text += (f" activation regions/linear pieces; mean {sum(r for r, _ in counted) / n:.1f}"

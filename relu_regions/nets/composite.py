@@ -58,11 +58,13 @@ class Term:
 class SumLayout:
     """Theta = [per term: peak logits, log scales] + [c0, c_1..c_k] (module docstring, F)."""
 
-    def __init__(self, terms, depth: int, thm31: bool, box, margin: float = construction.DEFAULT_MARGIN):
+    def __init__(self, terms, depth: int, thm31: bool, box,
+                 margin: float = construction.DEFAULT_MARGIN) -> None:
         self.terms, self.depth, self.thm31, self.margin = list(terms), depth, bool(thm31), margin
         self.box = [tuple(map(float, b)) for b in box]
         self.k = len(self.box)
-        P = np.array([t.direction for t in self.terms], dtype=np.float64).reshape(len(self.terms), -1)
+        P = np.array([t.direction for t in self.terms],
+                     dtype=np.float64).reshape(len(self.terms), -1)
         if P.shape[1] != self.k or np.linalg.matrix_rank(P) < self.k:
             raise InputError(f"the term directions must span the {self.k}D input")
         # Least-norm map from the affine part's slopes (per input) to the terms' c1 (release).
@@ -100,7 +102,8 @@ class SumLayout:
             block = theta[..., j * per:(j + 1) * per]
             peaks = construction.peaks_from_logits(block[..., :self.n_peaks], self.margin)
             log_s = block[..., self.n_peaks:].clamp(min=LOG_SCALE_FLOOR)
-            parts.append((peaks, construction.scales_from_log(log_s, peaks, self.depth, self.thm31)))
+            scales = construction.scales_from_log(log_s, peaks, self.depth, self.thm31)
+            parts.append((peaks, scales))
         rest = theta[..., len(self.terms) * per:]
         return parts, rest[..., 0], rest[..., 1:]
 
@@ -138,7 +141,7 @@ class SumLayout:
         """
         parts, _, _ = self.split(theta)
         masks = []
-        for term, (peaks, _) in zip(self.terms, parts):
+        for term, (peaks, _) in zip(self.terms, parts, strict=True):
             inputs = [self._along(term, x).expand(theta.shape[0], -1)]
             inputs += itertools.islice(self.sawtooths(term, peaks, x), self.depth - 1)
             for i, w in enumerate(inputs):
@@ -150,7 +153,7 @@ class SumLayout:
         parts, c0, c = self.split(theta)
         z = self._z(x)
         out = c0.unsqueeze(-1) + (z * c.unsqueeze(-2)).sum(-1)
-        for term, (peaks, scales) in zip(self.terms, parts):
+        for term, (peaks, scales) in zip(self.terms, parts, strict=True):
             for i, w in enumerate(self.sawtooths(term, peaks, x)):
                 out = out - term.sign * scales[..., i:i + 1] * w
         return out
@@ -170,17 +173,20 @@ class SumLayout:
         lens = theta.new_tensor([t.interval[1] - t.interval[0] for t in self.terms])
         bias = c0 - (c * blo / blen).sum(-1) + (c1 * lo / lens).sum(-1)
         nets = []
-        for j, (term, (peaks, scales)) in enumerate(zip(self.terms, parts)):
+        for j, (term, (peaks, scales)) in enumerate(zip(self.terms, parts, strict=True)):
             t_lo, t_hi = (theta.new_tensor(v) for v in term.interval)
             c0_j = bias if j == 0 else torch.zeros_like(bias)
-            nets.append(construction.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi, term.sign))
+            nets.append(construction.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi,
+                                                 term.sign))
         return side_by_side(nets, [theta.new_tensor(t.direction) for t in self.terms])
 
 
 def side_by_side(nets, directions):
-    """Equal-depth nets on projections p_j . x, summed: one MLP with block-diagonal hidden layers."""
+    """Equal-depth nets on projections p_j . x, summed: one MLP with block-diagonal hidden
+    layers."""
     first = [net[0] for net in nets]
-    layers = [(torch.cat([w * p.reshape(1, 1, -1) for (w, _), p in zip(first, directions)], dim=1),
+    layers = [(torch.cat([w * p.reshape(1, 1, -1)
+                          for (w, _), p in zip(first, directions, strict=True)], dim=1),
                torch.cat([b for _, b in first], dim=1))]
     for k in range(1, len(nets[0]) - 1):
         layers.append((_block_diag([net[k][0] for net in nets]),
@@ -236,7 +242,8 @@ class ComposedLayout:
         t_in, t_out = self._parts(theta)
         inner, outer = self.inner.raw(t_in), self.outer.raw(t_out)
         (w_last, b_last), (w_first, b_first) = inner[-1], outer[0]
-        merged = (torch.bmm(w_first, w_last), torch.bmm(w_first, b_last.unsqueeze(-1)).squeeze(-1) + b_first)
+        merged = (torch.bmm(w_first, w_last),
+                  torch.bmm(w_first, b_last.unsqueeze(-1)).squeeze(-1) + b_first)
         return inner[:-1] + [merged] + outer[1:]
 
 
@@ -289,7 +296,7 @@ def fit_quadratic(x, y) -> Quadratic:
     design = np.column_stack([np.ones(len(x)), x] + [x[:, i] * x[:, j] for i, j in pairs])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     A = np.zeros((k, k))
-    for (i, j), v in zip(pairs, coef[1 + k:]):
+    for (i, j), v in zip(pairs, coef[1 + k:], strict=True):
         A[i, j] = A[j, i] = v if i == j else v / 2
     resid = design @ coef - y
     spread = float(np.std(y)) or 1.0
@@ -329,7 +336,7 @@ def build_layout(shape: str, x, y, box, depth: int, thm31: bool):
     if shape == "auto":
         shape = "ridge" if quad.relative_error <= QUADRATIC_FIT else "radial"
     terms = []
-    for lam, p in zip(quad.eigenvalues, quad.eigenvectors.T):
+    for lam, p in zip(quad.eigenvalues, quad.eigenvectors.T, strict=True):
         terms.append(Term(tuple(p), _projection_range(p, box), 1.0 if lam >= 0 else -1.0))
     inner = SumLayout(terms, depth, thm31, box)
     if shape == "ridge":

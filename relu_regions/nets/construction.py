@@ -94,7 +94,8 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
 
     # Input layer: u = (x - lo)/length.
     w_in = torch.stack([c1, s0, s0, zero], -1) / length
-    b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length, -s0 * lo / length - s0 * a0, s0], -1)
+    b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length,
+                        -s0 * lo / length - s0 * a0, s0], -1)
     layers = [(w_in.unsqueeze(-1), b_in)]
 
     if depth > 1:
@@ -104,7 +105,7 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
         hidden_sign = sign.unsqueeze(-1) if torch.is_tensor(sign) and sign.dim() else sign
         W = hidden_matrix(peaks[..., :depth - 1], peaks[..., 1:depth], S, hidden_sign)
         zeros = torch.zeros(batch + (depth - 1, 4), dtype=dt, device=scales.device)
-        layers.extend(zip(W.unbind(-3), zeros.unbind(-2)))
+        layers.extend(zip(W.unbind(-3), zeros.unbind(-2), strict=True))
 
     out_row = _sum_row(peaks[..., depth - 1], sign)
     layers.append((out_row.unsqueeze(-2), (c0 - C).unsqueeze(-1)))
@@ -127,9 +128,9 @@ def _sum_row(a: torch.Tensor, sign) -> torch.Tensor:
 
 
 def hidden_matrix(a: torch.Tensor, a_next: torch.Tensor, S: torch.Tensor, sign) -> torch.Tensor:
-    """Hidden layer k -> k + 1 of the width-4 realization (arXiv:2311.18022, the width-4 realization; README),
-    rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and S = s_{k+1} / s_k of one
-    batch shape B; returns (*B, 4, 4):
+    """Hidden layer k -> k + 1 of the width-4 realization (arXiv:2311.18022, the width-4
+    realization; README), rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and
+    S = s_{k+1} / s_k of one batch shape B; returns (*B, 4, 4):
 
         sum:  [1, -sign/a_k, sign/(a_k(1-a_k)), 0]
         t1:   [0, S/a_k, -S/(a_k(1-a_k)), 0]          (s_{k+1} W_k)

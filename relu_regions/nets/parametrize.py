@@ -19,7 +19,8 @@ from .reader import Affine, ReLU
 
 
 class DerivedTensor(nn.Module):
-    """Parametrization: layer ``index``'s weight (``part=0``) or bias (``part=1``) of the construction.
+    """Parametrization: layer ``index``'s weight (``part=0``) or bias (``part=1``) of the
+    construction.
 
     The tensor it is registered on is ignored (kept frozen as ``original`` by PyTorch); the value
     comes from the construction, which is held by reference, not registered here, so its
@@ -38,7 +39,7 @@ class DerivedTensor(nn.Module):
 def linear_relu_stack(widths, dtype=torch.float64, device="cpu") -> nn.Sequential:
     """Linear(w0, w1), ReLU, ..., Linear(w_{L-1}, w_L): the plain MLP the counters read."""
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if i:
             layers.append(nn.ReLU())
         layers.append(nn.Linear(n_in, n_out, dtype=dtype, device=device))
@@ -161,7 +162,8 @@ class ConstructionNet(nn.Module):
         c = self.construction
         plain = linear_relu_stack([1] + [4] * c.depth + [1], c.lo.dtype, c.lo.device)
         with torch.no_grad():
-            for (w, b), layer in zip(c.weights(), (m for m in plain if isinstance(m, nn.Linear))):
+            linears = (m for m in plain if isinstance(m, nn.Linear))
+            for (w, b), layer in zip(c.weights(), linears, strict=True):
                 layer.weight.copy_(w)
                 layer.bias.copy_(b)
         return plain

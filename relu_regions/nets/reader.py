@@ -186,8 +186,8 @@ def _tensors_to_numpy(pairs):
     with torch.no_grad():
         joined = torch.cat([t.reshape(-1) for t in flat]).double().numpy()
     sizes = np.cumsum([t.numel() for t in flat])[:-1]
-    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat)]
-    return list(zip(arrays[::2], arrays[1::2]))
+    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat, strict=True)]
+    return list(zip(arrays[::2], arrays[1::2], strict=True))
 
 
 def _bias(op: Affine):
@@ -200,7 +200,7 @@ def _bias(op: Affine):
 
 
 def _check_layers(layers, finite=True) -> Layers:
-    for (w1, _), (w2, _) in zip(layers, layers[1:]):
+    for (w1, _), (w2, _) in zip(layers, layers[1:], strict=False):
         if w2.shape[1] != w1.shape[0]:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
                              f"{w2.shape[1]} inputs")

@@ -116,7 +116,7 @@ def _build(width: int, hidden: list, output: _Expr) -> torch.nn.Sequential:
     net = linear_relu_stack([1] + [width] * len(hidden) + [1])
     rows_of = list(hidden) + [[output]]
     with torch.no_grad():
-        for lin, rows in zip(net[::2], rows_of):
+        for lin, rows in zip(net[::2], rows_of, strict=True):
             lin.weight.zero_()
             lin.bias.zero_()
             for i, e in enumerate(rows):

@@ -76,7 +76,7 @@ class SweepConfig:
     def points_of_grid(self) -> list:
         """Every grid point (a dict of the given fields) in grid order, without the seed."""
         names = [*FIRST_AXES, *[k for k in self.grid if k not in FIRST_AXES]]
-        return [dict(zip(names, combo))
+        return [dict(zip(names, combo, strict=True))
                 for combo in itertools.product(*(self.values(k) for k in names))]
 
     def cells(self) -> list[dict]:

@@ -45,8 +45,12 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..validation import check_int, env_defaults, json_safe, one_line
-from .config import SweepConfig, load_config, parse_config  # noqa: F401
+from .config import SweepConfig, load_config, parse_config
 from .config import show as _show
+
+# load_config and parse_config (defined in .config) are also importable from here
+__all__ = ["SweepResult", "load_config", "parse_config", "plot_sweep", "row_fields", "run_cell",
+           "run_sweep", "summarize", "write_results"]
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
@@ -87,7 +91,7 @@ def run_cell(cell: dict) -> dict:
                    trained=describe_training(res.training, res.depth, points=False),
                    status="ok" if ok else "diverged",
                    error="" if ok else "training diverged (non-finite MSE)")
-    except Exception as err:  # noqa: BLE001 - one cell's failure must not stop the sweep
+    except Exception as err:  # one cell's failure must not stop the sweep
         return {**_failed_row(cell, err), "seconds": round(time.perf_counter() - start, 3)}
     row["seconds"] = round(time.perf_counter() - start, 3)
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
@@ -266,7 +270,7 @@ def _pool_round(cells, todo, width, rows, bar):
             i = futures[fut]
             try:
                 rows[i] = fut.result()
-            except Exception as err:  # noqa: BLE001 - BrokenProcessPool, pickling, ...
+            except Exception as err:  # BrokenProcessPool, pickling, ...
                 broken[i] = err
                 continue
             done.append(i)
@@ -304,7 +308,7 @@ def _run_dask(cells, scheduler, bar) -> list:
             i = index[fut.key]
             try:
                 rows[i] = fut.result()
-            except Exception as err:  # noqa: BLE001 - e.g. KilledWorker: this cell only
+            except Exception as err:  # e.g. KilledWorker: this cell only
                 rows[i] = _failed_row(cells[i], err)
             if bar:
                 bar.update(1)
@@ -410,7 +414,7 @@ def plot_sweep(summary, config: SweepConfig, path) -> Path:
                    if s["target"] == target and _line_label(s, config) == label
                    and s["mse_mean"] is not None and s["mse_mean"] > 0]
             if pts:
-                ax.plot(*zip(*pts), "o-", label=label, ms=4)
+                ax.plot(*zip(*pts, strict=True), "o-", label=label, ms=4)
                 drawn = True
         if drawn:
             ax.set_yscale("log")

@@ -128,7 +128,9 @@ def _resumed(state, target, config, data, overrides):
 
 
 def _data_state(data) -> dict:
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    def t(a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
     return {"x": t(data.x), "y": t(data.y), "test_x": t(data.test_x), "test_y": t(data.test_y),
             "interval": [list(map(float, b)) for b in data.box], "name": str(data.name)}
 
@@ -418,7 +420,7 @@ class _Fit:
             **self._plane_counts(models),
             efficiency=eff, history={"loss": hist, "phase_boundary": boundary}, models=models,
             seconds=seconds, phases=self._phases(),
-            diverged=[int(s) for s, m in zip(self.seeds, mse) if not np.isfinite(m)],
+            diverged=[int(s) for s, m in zip(self.seeds, mse, strict=True) if not np.isfinite(m)],
             shape=self.shape, widths=list(self.widths),
             optimal_pieces=n_pieces if optimal else None, max_pieces=n_pieces,
             config=c, data=data, errors=_test_errors(r_test.cpu().numpy(), data.test_y),

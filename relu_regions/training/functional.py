@@ -22,7 +22,7 @@ def raw_shapes(depth: int, width: int = 4):
 
 def shapes_of(widths):
     """[(W shape, b shape)] of the Linear layers of an MLP with these widths."""
-    return [((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:])]
+    return [((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:], strict=True)]
 
 
 def flatten_layers(layers) -> torch.Tensor:
@@ -121,7 +121,7 @@ def _jacobian_rows(layers, hs, deltas, bias_factor):
     sizes = [w.shape[1] * (w.shape[2] + 1) for w, _ in layers]
     out = hs[-1].new_empty(n_seeds, sum(sizes), m)
     at = 0
-    for (w, _), h, delta, size in zip(layers, hs, deltas, sizes):
+    for (w, _), h, delta, size in zip(layers, hs, deltas, sizes, strict=True):
         o, i = w.shape[1:]
         block = out[:, at:at + o * i].view(n_seeds, o, i, m)
         torch.mul(delta.unsqueeze(2), h.unsqueeze(1), out=block)
@@ -145,7 +145,7 @@ def to_module(theta, shapes, widths):
     """One row of Theta as the plain nn.Sequential of ``widths`` (float64)."""
     net = linear_relu_stack(widths)
     with torch.no_grad():
-        for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2]):
+        for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2], strict=True):
             layer.weight.copy_(w)
             layer.bias.copy_(b)
     return net

@@ -68,7 +68,10 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     coef = torch.linalg.lstsq(basis, target, driver="gelsd").solution.squeeze(-1)
     keep_old = torch.zeros_like(coef)
     keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
-    err = lambda c: (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)  # noqa: E731
+
+    def err(c):
+        return (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)
+
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
     new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]
     return flatten_layers(new_layers)

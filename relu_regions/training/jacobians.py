@@ -141,7 +141,7 @@ def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
     ends = torch.stack([runs.first, runs.last], dim=2).flatten(1)  # (N, 2R): first, last per run
     h = xs[ends].unsqueeze(1)
     hs = [h]
-    for (w, b), on in zip(layers[:-1], pattern):
+    for (w, b), on in zip(layers[:-1], pattern, strict=True):
         h = (b.unsqueeze(-1) + _small_matmul(w, h)) * on.repeat_interleave(2, dim=2)
         hs.append(h)
     deltas = _deltas(layers, pattern, _small_matmul)  # per run: (N, o, R)

@@ -212,13 +212,17 @@ def _warn_outside(pts: np.ndarray, box) -> None:
     outside = ((pts < lo - slack) | (pts > hi + slack)).any(axis=1)
     if not outside.any():
         return
-    span = lambda a, b: f"[{a:g}, {b:g}]"  # noqa: E731
+
+    def span(a, b):
+        return f"[{a:g}, {b:g}]"
+
     given = [span(np.nanmin(c), np.nanmax(c)) for c in pts.T]
     if len(box) == 1:
         fitted, given = f"interval {span(*box[0])}", given[0]
-    else:  # 2D fits: inputs x and y
-        fitted = "box " + ", ".join(f"{n} in {span(*b)}" for n, b in zip("xy", box))
-        given = ", ".join(f"{n} in {g}" for n, g in zip("xy", given))
+    else:  # inputs x and y (not strict: of more inputs, only the first two are named)
+        fitted = "box " + ", ".join(f"{n} in {span(*b)}"
+                                    for n, b in zip("xy", box, strict=False))
+        given = ", ".join(f"{n} in {g}" for n, g in zip("xy", given, strict=False))
     warnings.warn(f"predict: {outside.sum()} of {len(pts)} points lie outside the fitted "
                   f"{fitted} (the points span {given}); the net's values there extrapolate its "
                   f"outer pieces, which no training point constrained", UserWarning, stacklevel=3)

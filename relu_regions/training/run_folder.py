@@ -89,7 +89,7 @@ def _swap(new: Path, folder: Path) -> None:
 def _write(result, out: Path, command) -> None:
     data = result.data
     info = provenance(data, argv=command)
-    for s, model in zip(result.seeds, result.models):
+    for s, model in zip(result.seeds, result.models, strict=True):
         checkpoint.save(model, out / "checkpoints" / f"seed-{s:04d}.pt",
                         {"method": result.method, "target": data.name, "seed": s,
                          "interval": list(result.interval), "depth": result.depth,

@@ -212,7 +212,10 @@ class Stages:
                      to_device(self.state["optimizer"], theta.device))
             self.state = None
         last: dict = {}
-        save = lambda step, th, opt: self._maybe_save(name, step, th, opt, history)  # noqa: E731
+
+        def save(step, th, opt):
+            return self._maybe_save(name, step, th, opt, history)
+
         out = run_stage(predict, jacobian, theta, y, phase, history, progress, start,
                         keep_last(last, save))
         self.outputs[name] = out.detach().clone()
