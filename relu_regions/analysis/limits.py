@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import integrate, linalg, optimize
 
 from ..errors import InputError
 from ..validation import check_int, check_interval
+
+if TYPE_CHECKING:  # torch is imported where a net is evaluated
+    from torch import nn
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)
 CERTIFY_RTOL = 1e-6  # a fit this close to the lower bound is optimal; stop searching
@@ -66,7 +72,7 @@ class PWLFit:
     def nodes(self) -> np.ndarray:
         return np.concatenate([[self.interval[0]], self.knots, [self.interval[1]]])
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Evaluate the PL function at x; the end pieces extend linearly outside [lo, hi]."""
         x = np.asarray(x, dtype=np.float64)
         j, u, _ = _locate(x, self.nodes)
@@ -109,7 +115,9 @@ def _samples(x, y) -> tuple[np.ndarray, np.ndarray]:
 # The asymptotic formula and the efficiency
 
 
-def asymptotic_mse(f2, interval=(0.0, 1.0), pieces=1):
+def asymptotic_mse(f2: Callable[[np.ndarray], ArrayLike] | float,
+                   interval: Sequence[float] = (0.0, 1.0),
+                   pieces: int | ArrayLike = 1) -> float | np.ndarray:
     """Large-n optimal MSE of an n-piece continuous PL fit (docs/limits.md).
 
     (1 / (720 n^4 L)) * (integral_lo^hi |f''(x)|^(2/5) dx)^5, with L = hi - lo: the integrated
@@ -143,7 +151,7 @@ def asymptotic_mse(f2, interval=(0.0, 1.0), pieces=1):
     return float(out) if out.ndim == 0 else out
 
 
-def efficiency(optimal_mse, achieved_mse):
+def efficiency(optimal_mse: ArrayLike, achieved_mse: ArrayLike) -> float | np.ndarray:
     """optimal / achieved MSE (vectorized) — in (0, 1] while the net has at most that many pieces.
 
     A value above 1 means the reference is not the optimum for the net's piece count (the net
@@ -213,7 +221,7 @@ def _segmented_dp(x: np.ndarray, y: np.ndarray, pieces: int) -> tuple[float, lis
     return float(best[m]), sorted(cuts)
 
 
-def segmented_lower_bound(x, y, pieces: int) -> float:
+def segmented_lower_bound(x: ArrayLike, y: ArrayLike, pieces: int) -> float:
     """Exact optimal MSE over *discontinuous* fits with `pieces` linear pieces.
 
     Every continuous n-piece PL function restricted to the samples is such a fit, so this is a
@@ -404,8 +412,8 @@ def _dp_knots(x: np.ndarray, y: np.ndarray, cuts: list[int]) -> np.ndarray:
 # The optimal continuous PL fit
 
 
-def optimal_pwl(x, y, pieces: int, restarts: int = 3, seed: int = 0, max_nfev: int = 200,
-                dp: bool = True) -> PWLFit:
+def optimal_pwl(x: ArrayLike, y: ArrayLike, pieces: int, restarts: int = 3, seed: int = 0,
+                max_nfev: int = 200, dp: bool = True) -> PWLFit:
     """Best continuous PL fit with `pieces` pieces (pieces-1 free knots) to samples (x, y).
 
     Least squares on the samples (mse = mean squared residual); docs/limits.md.
@@ -507,7 +515,7 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 GAUSS_NODES = 16
 
 
-def gauss_points(nodes: np.ndarray, order: int):
+def gauss_points(nodes: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gauss-Legendre points (pieces, order), weights (pieces, order) and local u in [0, 1]."""
     xi, w = np.polynomial.legendre.leggauss(order)
     h = np.diff(nodes)
@@ -536,7 +544,8 @@ def _check_nodes(nodes) -> np.ndarray:
     return nodes
 
 
-def pwl_l2_mse(f, nodes, values, order: int = GAUSS_NODES) -> float:
+def pwl_l2_mse(f: Callable[[np.ndarray], ArrayLike], nodes: ArrayLike, values: ArrayLike,
+               order: int = GAUSS_NODES) -> float:
     """(1 / L) integral (f - p)^2 over [nodes[0], nodes[-1]] for the continuous PL p with these node
     values: the mean squared error over the whole interval (the limit of the MSE on ever denser
     even grids). Gauss-Legendre with ``order`` points on every piece, on which p is linear: exact
@@ -605,7 +614,9 @@ class ContinuousPWLFit:
         return np.concatenate([[self.interval[0]], self.knots, [self.interval[1]]])
 
 
-def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
+def continuous_optimal_pwl(f: Callable[[np.ndarray], ArrayLike], pieces: int,
+                           interval: Sequence[float] = (0.0, 1.0),
+                           knots: ArrayLike | None = None,
                            order: int = GAUSS_NODES, max_iter: int = 3000,
                            grid: int = 200_001) -> ContinuousPWLFit:
     """Best continuous PL fit with ``pieces`` pieces to a function ``f`` on ``interval`` in L2
@@ -676,7 +687,9 @@ def matched_pieces(params: int) -> int:
     return max(1, check_int(params, "params", low=1) // 2)
 
 
-def net_l2_mse(model, f, interval=(0.0, 1.0), order: int = GAUSS_NODES):
+def net_l2_mse(model: nn.Module, f: Callable[[np.ndarray], ArrayLike],
+               interval: Sequence[float] = (0.0, 1.0),
+               order: int = GAUSS_NODES) -> tuple[float, int]:
     """(1/L) integral (f - net)^2 of a 1D ReLU net on ``interval``, exactly on the net's own linear
     pieces (the exact counter's knots, ``regions.count_regions``): on each piece the net is
     affine, so it is the continuous PL function with the net's values at the knots, and

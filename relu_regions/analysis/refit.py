@@ -5,10 +5,12 @@ accumulator unit of the Yarotsky-style nets of :mod:`relu_regions.nets.yarotsky`
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..nets.yarotsky import OFFSET
@@ -28,7 +30,8 @@ class Refit:
     features: int
 
 
-def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
+def refit_accumulator(net: torch.nn.Sequential, f: Callable[[np.ndarray], ArrayLike], *,
+                      unit: int, first: int, interval: Sequence[float] = (0.0, 1.0),
                       order: int = 8) -> Refit:
     """Refit every weight that feeds an accumulator, by least squares in L2 over ``interval``.
 

@@ -3,6 +3,7 @@ per-method test metric and stability."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..errors import InputError
@@ -12,7 +13,7 @@ from ..validation import check_device, plural
 from .common import progress_shown
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:

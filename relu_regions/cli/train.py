@@ -3,6 +3,7 @@ write the run folder, print the summary."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..validation import check_device, plural
 from .common import fit_overrides
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     progress = _progress_mode(args)
     if args.resume is not None:
         return _resume_train(args, progress)

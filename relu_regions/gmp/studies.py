@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,7 +313,7 @@ class KerasAdam(torch.optim.Adam):
             group["keras_eps"] = eps
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         for group in self.param_groups:
             done = [int(self.state[p]["step"]) for p in group["params"]
                     if p in self.state and "step" in self.state[p]]

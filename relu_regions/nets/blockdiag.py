@@ -185,7 +185,7 @@ class BlockDiagonalLinear(nn.Module):
 # Initializations
 
 def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: torch.Tensor,
-                        sign=1.0) -> torch.Tensor:
+                        sign: torch.Tensor | float = 1.0) -> torch.Tensor:
     """The construction's hidden-to-hidden 4x4 matrices (arXiv:2311.18022, the width-4
     realization; README).
 
@@ -243,8 +243,9 @@ def _check_sign(sign) -> float:
 
 @torch.no_grad()
 def construction_chain_init_(layers: Sequence[BlockDiagonalLinear],
-                             generator: torch.Generator | None = None, *, peaks=None,
-                             sign: float = 1.0, peak_range=PEAK_RANGE) -> torch.Tensor:
+                             generator: torch.Generator | None = None, *,
+                             peaks: torch.Tensor | float | None = None, sign: float = 1.0,
+                             peak_range: tuple[float, float] = PEAK_RANGE) -> torch.Tensor:
     """Initialize a chain of 4x4-block layers as consecutive construction layers per block.
 
     Layer k's block j gets ``construction_blocks(a_k, a_{k+1}, S_k)`` with block j's own peaks and
@@ -279,7 +280,8 @@ def construction_chain_init_(layers: Sequence[BlockDiagonalLinear],
 
 
 def construction_init_(layer: BlockDiagonalLinear, generator: torch.Generator | None = None, *,
-                       peaks=None, sign: float = 1.0, peak_range=PEAK_RANGE) -> torch.Tensor:
+                       peaks: torch.Tensor | float | None = None, sign: float = 1.0,
+                       peak_range: tuple[float, float] = PEAK_RANGE) -> torch.Tensor:
     """One layer: every 4x4 block = a construction hidden-to-hidden matrix with random peaks.
 
     Block j uses peaks (a_j, a'_j) and the Theorem 3.1 ratio S_j = (1 - a'_j) a''_j, i.e. three

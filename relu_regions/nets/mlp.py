@@ -15,7 +15,8 @@ RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv:1903.06733), as we
 
 
 def mlp(width: int, depth: int, in_features: int = 1, out_features: int = 1,
-        dtype: torch.dtype = torch.float64, device="cpu") -> nn.Sequential:
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu") -> nn.Sequential:
     """Linear/ReLU stack with ``depth`` hidden layers of ``width`` units (PyTorch default init)."""
     depth = check_depth(depth)
     for name, v in (("width", width), ("in_features", in_features), ("out_features", out_features)):

@@ -17,6 +17,7 @@ Layers of this package say what they are by the :class:`PiecewiseLinear` protoco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,7 +55,7 @@ class PiecewiseLinear(Protocol):
     def region_ops(self) -> list[Affine | ReLU]: ...
 
 
-def relu_layers(model, *, finite: bool = True) -> Layers:
+def relu_layers(model: nn.Module | Sequence, *, finite: bool = True) -> Layers:
     """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
 
     Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
@@ -65,7 +66,8 @@ def relu_layers(model, *, finite: bool = True) -> Layers:
     return layers
 
 
-def layer_stack(model, *, finite: bool = True) -> tuple[Layers, list[float]]:
+def layer_stack(model: nn.Module | Sequence, *,
+                finite: bool = True) -> tuple[Layers, list[float]]:
     """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
     hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
 
@@ -82,7 +84,7 @@ def layer_stack(model, *, finite: bool = True) -> tuple[Layers, list[float]]:
     return _stack(model_ops(model), finite)
 
 
-def model_ops(model) -> list[Affine | ReLU]:
+def model_ops(model: nn.Module) -> list[Affine | ReLU]:
     """The ops of ``model`` in order (see the module docstring), or InputError naming the
     layer that cannot be read."""
     if hasattr(model, "region_ops"):

@@ -37,8 +37,10 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +99,7 @@ def run_cell(cell: dict) -> dict:
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 
-def row_fields(varied=()) -> tuple:
+def row_fields(varied: Sequence[str] = ()) -> tuple:
     """results.csv's columns: ROW_FIELDS with a column per varied field after ``method``."""
     return ROW_FIELDS[:3] + tuple(varied) + ROW_FIELDS[3:]
 
@@ -169,7 +171,8 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def run_sweep(config, out_dir, workers: int | None = None, scheduler=None,
+def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: int | None = None,
+              scheduler: Any = None,
               progress: bool = False, force: bool = False) -> SweepResult:
     """Run every cell of ``config`` (a SweepConfig or a TOML path) and write the tables and plot.
 
@@ -335,7 +338,7 @@ def _check_out_dir(out_dir, force) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Tables and plot
 
-def summarize(rows, config: SweepConfig) -> list:
+def summarize(rows: list[dict], config: SweepConfig) -> list:
     """Per grid point (target, depth, method, other axes), grid order: counts and
     mean/min/median of the finite MSEs."""
     keys = ("target", "depth", "method", *config.varied)
@@ -398,7 +401,7 @@ def _line_label(s, config) -> str:
     return ", ".join([s["method"], *(f"{k}={s[k]}" for k in config.varied)])
 
 
-def plot_sweep(summary, config: SweepConfig, path) -> Path:
+def plot_sweep(summary: list[dict], config: SweepConfig, path: Path | str) -> Path:
     """Mean MSE (finite, ok cells) against depth, one line per method, one panel per target."""
     from ..plots import save_figure, subplots
 

@@ -23,7 +23,7 @@ class GmPLayout:
 
     shapes: list
 
-    def from_raw(self, theta: torch.Tensor):
+    def from_raw(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         parts, offsets = [], []
         for w, b in unflatten_layers(theta, self.shapes):
             r, angles = to_hyperspherical(w)
