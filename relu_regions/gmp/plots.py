@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,9 +24,6 @@ from torch import Tensor, nn
 
 from ..plots import save_figure
 from .cab import CABHistory
-
-if TYPE_CHECKING:  # studies imports this module when it draws
-    from .studies import RunResult, StudyData
 
 __all__ = [
     "plot_location_spectrum",
@@ -161,8 +158,7 @@ def plot_banana_boundaries(models: Mapping[str, nn.Module], x: Tensor, y: Tensor
     return _save(fig, path)
 
 
-def study_figures(study: str, runs: Sequence[RunResult], models: Mapping[str, nn.Module],
-                  data: StudyData,
+def study_figures(study: str, runs: Sequence, models: Mapping[str, nn.Module], data: Any,
                   out: str | Path) -> list[str]:
     """All figures of one study (``"levy"`` or ``"banana"``) into directory ``out``.
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +31,6 @@ from ..atomic import atomic_write, atomic_write_text, umask
 from ..errors import InputError
 from ..plots import plot_fit, plot_history, plot_surface
 from ..validation import one_line
-
-if TYPE_CHECKING:  # result imports this module
-    from .result import FitResult
 
 FILES = ("metrics.json", "history.npz", "train.csv", "test.csv", "checkpoints")
 
@@ -64,10 +61,11 @@ def check_out_dir(path: Path | str, force: bool, what: str = "--out",
     return path
 
 
-def save_run(result: FitResult, folder: Path | str, *, force: bool = False,
+def save_run(result: Any, folder: Path | str, *, force: bool = False,
              command: Sequence[str] | None = None) -> Path:
     """Write ``result``'s run folder beside ``folder``, then swap it in (``force``: the old
-    folder's content is replaced as a whole, never mixed)."""
+    folder's content is replaced as a whole, never mixed). ``result`` is a ``FitResult`` (typed
+    ``Any``: ``training.result`` imports this module)."""
     folder = check_out_dir(folder, force)
     folder.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
@@ -119,7 +117,7 @@ def _write_pieces(result, path: Path) -> None:
     write_pieces_csv(path, table)
 
 
-def draw_run(out: Path, result: FitResult) -> list:
+def draw_run(out: Path, result: Any) -> list:
     """fit.png (best seed; a surface and its error in 2D) and history.png of a run folder."""
     i = result.best_index
     draw = plot_fit if result.data.dims == 1 else plot_surface
