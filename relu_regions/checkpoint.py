@@ -19,6 +19,7 @@ import json
 import pickle
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def build_model(config: dict) -> nn.Module:
     raise InputError(f"checkpoint has an unknown model kind {kind!r}")
 
 
-def save(model: nn.Module, path, extra: dict | None = None) -> Path:
+def save(model: nn.Module, path: Path | str, extra: dict | None = None) -> Path:
     """Write ``model`` and a JSON config (``extra`` merged in) to ``path`` atomically."""
     config = {"model": model_config(model), **(extra or {})}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -68,11 +69,12 @@ def save(model: nn.Module, path, extra: dict | None = None) -> Path:
     return path
 
 
-def read_tensors(path: Path, what: str):
+def read_tensors(path: Path, what: str) -> Any:
     """``torch.load`` of ``path`` with ``weights_only=True`` (tensors, strings, numbers and
     containers; never code), on the CPU. An unreadable file is one InputError naming ``what``."""
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse them
+        # torch warns about foreign pickle protocols; we refuse them
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
@@ -80,7 +82,7 @@ def read_tensors(path: Path, what: str):
         raise InputError(f"{path} is not a readable {what} ({one_line(e, 200)})") from None
 
 
-def load(path, device="cpu") -> tuple[nn.Module, dict]:
+def load(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Read a checkpoint written by :func:`save`; returns (model, config). Never runs code."""
     path = Path(path)
     if not path.is_file():

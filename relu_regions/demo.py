@@ -25,8 +25,8 @@ FIT_SEEDS = 5
 FIT_PHASES = (Phase("lm", 40), Phase("lm", 120))
 
 
-def run_demo(depth: int = 6, seed: int = 0, nets: int = 20, out="demo-out", train: bool = True,
-             device: str = "cpu") -> dict:
+def run_demo(depth: int = 6, seed: int = 0, nets: int = 20, out: Path | str = "demo-out",
+             train: bool = True, device: str = "cpu") -> dict:
     """The demo's numbers (a JSON-ready dict) and its two plots, written to the folder ``out``.
 
     ``depth``: hidden layers, 1 to MAX_DEMO_DEPTH; ``nets``: random nets counted per init;

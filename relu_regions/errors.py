@@ -1,5 +1,7 @@
-"""The one exception type for bad user input (docs/architecture.md, Conventions), and the one reader of
-user-named files."""
+"""The one exception type for bad user input (docs/architecture.md, Conventions), and the one
+reader of user-named files."""
+
+from __future__ import annotations
 
 import os
 from pathlib import Path
@@ -13,7 +15,7 @@ class InputError(ValueError):
     """
 
 
-def read_user_file(path, what: str, max_bytes: int) -> tuple[Path, str]:
+def read_user_file(path: Path | str, what: str, max_bytes: int) -> tuple[Path, str]:
     """(Path, UTF-8 text) of a file the user named; ``what`` names it in the messages ("CSV
     file"). Refuses a non-path, a missing or non-regular file, more than ``max_bytes`` and an
     unreadable or non-UTF-8 file, each with one InputError line."""

@@ -7,7 +7,9 @@ neither needs a display nor switches the backend of a user's notebook (no ``matp
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,12 +24,19 @@ from .analysis.regions import RegionCount, count_regions, count_regions_segment
 from .atomic import atomic_write
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from torch import nn
+
+    from .analysis.plane import PlaneCount
+    from .targets import Dataset
+
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
 LINE_LIMIT = 256  # up to this many breakpoints each gets a vertical line; beyond, a rug
 
 
 @torch.no_grad()
-def evaluate(model, x: np.ndarray) -> np.ndarray:
+def evaluate(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """The model's output at the points x ((n,) for 1D, (n, k) for k inputs; float64)."""
     p = next(iter(model.parameters()))
     x = np.asarray(x, dtype=np.float64)
@@ -37,14 +46,15 @@ def evaluate(model, x: np.ndarray) -> np.ndarray:
     return model(xt.to(p.dtype)).reshape(-1).double().cpu().numpy()
 
 
-def subplots(*args, figsize=None, **kwargs):
+def subplots(*args: Any, figsize: tuple[float, float] | None = None,
+             **kwargs: Any) -> tuple[Figure, Any]:
     """``(figure, axes)`` like ``pyplot.subplots``, on an Agg canvas outside pyplot's state."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(*args, **kwargs)
 
 
-def check_figure_path(path, what: str = "figure") -> Path:
+def check_figure_path(path: Path | str, what: str = "figure") -> Path:
     """``path`` as a Path if matplotlib can write its format (from the suffix; none: png)."""
     suffix = Path(path).suffix.lstrip(".").lower()
     formats = FigureCanvasBase.get_supported_filetypes()
@@ -54,7 +64,7 @@ def check_figure_path(path, what: str = "figure") -> Path:
     return Path(path)
 
 
-def save_figure(fig, path, dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: Path | str, dpi: int = 120) -> Path:
     """Render to memory (format from the suffix: .png, .svg, .pdf), then write atomically."""
     check_figure_path(path)
     buf = io.BytesIO()
@@ -63,8 +73,10 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
     return Path(path)
 
 
-def plot_regions(model, lo: float, hi: float, path, count: RegionCount | None = None,
-                 target=None, title: str | None = None) -> Path:
+def plot_regions(model: nn.Module, lo: float, hi: float, path: Path | str,
+                 count: RegionCount | None = None,
+                 target: Callable[[np.ndarray], np.ndarray] | None = None,
+                 title: str | None = None) -> Path:
     """A 1D net's output with its breakpoints and piece boundaries, and its slope per piece.
 
     Top: the output, drawn through its knots (exact for a piecewise-linear function), with the
@@ -103,7 +115,8 @@ def plot_regions(model, lo: float, hi: float, path, count: RegionCount | None = 
     return save_figure(fig, path)
 
 
-def plot_fit(model, data, path, count: RegionCount | None = None, title: str | None = None) -> Path:
+def plot_fit(model: nn.Module, data: Dataset, path: Path | str, count: RegionCount | None = None,
+             title: str | None = None) -> Path:
     """A trained 1D net on its data: fit (top), error (middle), slope per piece (bottom).
 
     Training points are dots, separate test points crosses; breakpoints are a rug on the error
@@ -143,7 +156,8 @@ def plot_fit(model, data, path, count: RegionCount | None = None, title: str | N
     return save_figure(fig, path)
 
 
-def plot_history(loss: np.ndarray, boundary: int, path, title: str = "training loss") -> Path:
+def plot_history(loss: np.ndarray, boundary: int, path: Path | str,
+                 title: str = "training loss") -> Path:
     """Per-seed MSE per step (thin), their median (thick), and the phase boundary."""
     fig, ax = subplots(figsize=(7, 4))
     steps = np.arange(1, loss.shape[1] + 1)
@@ -160,7 +174,8 @@ def plot_history(loss: np.ndarray, boundary: int, path, title: str = "training l
     return save_figure(fig, path)
 
 
-def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -> Path:
+def plot_surface(model: nn.Module, data: Dataset, path: Path | str, title: str | None = None,
+                 grid: int = 121) -> Path:
     """A trained 2D net: target (data), network surface, error, and the net's region map
     (exact cells on the input box, :func:`plot_region_map`), with the network's breakpoints along
     the box's diagonal (exact 1D counter) marked on the error.
@@ -203,8 +218,9 @@ def plot_surface(model, data, path, title: str | None = None, grid: int = 121) -
 MAP_EDGE_LIMIT = 60_000  # up to this many cells every edge is drawn; beyond, the fill alone
 
 
-def plot_region_map(count, path, color: str = "gradient", points=None, title: str | None = None,
-                    ax=None) -> Path | None:
+def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gradient",
+                    points: np.ndarray | None = None, title: str | None = None,
+                    ax: Axes | None = None) -> Path | None:
     """The cells of a plane count (``count_regions_2d`` / ``count_regions_plane``) as a map.
 
     ``color="gradient"``: hue = the output gradient's direction, brightness = its size (log

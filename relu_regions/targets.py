@@ -1,4 +1,5 @@
-"""Targets and data sets: a safe expression parser; dense, sparse and CSV data (docs/architecture.md).
+"""Targets and data sets: a safe expression parser; dense, sparse and CSV data
+(docs/architecture.md).
 
 The paper's experiments (arXiv:2311.18022) fit x^3, x^11, sin(x), tanh(3x) on 500 evenly spaced
 points in [0, 1] ("dense") or on 10 random training and 10 random test points ("sparse").
@@ -18,9 +19,12 @@ import difflib
 import io
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError, read_user_file
 from .validation import check_int, check_interval
@@ -62,8 +66,8 @@ _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
            ast.Div: np.divide, ast.Pow: np.power}
 _UNARY = {ast.UAdd: np.positive, ast.USub: np.negative}
 
-# Checked tree: ("x",) | ("y",) | ("r",) | ("const", float) | ("unary", ufunc, node) | ("binary", ufunc, node, node)
-#               | ("call", ufunc, node, ...)
+# Checked tree: ("x",) | ("y",) | ("r",) | ("const", float) | ("unary", ufunc, node)
+#               | ("binary", ufunc, node, node) | ("call", ufunc, node, ...)
 
 
 def _short(text: str) -> str:
@@ -235,7 +239,8 @@ class Target:
         return 2 if _uses(self._tree) & {"y", "r"} else 1
 
     def __call__(self, x) -> np.ndarray:
-        """Evaluate on points `x` ((n,) in 1D, (n, 2) in 2D); InputError if a value is not finite."""
+        """Evaluate on points `x` ((n,) in 1D, (n, 2) in 2D); InputError if a value is not
+        finite."""
         try:
             x = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError):
@@ -262,7 +267,7 @@ class Target:
         return {"text": self.text}
 
 
-def parse_target(text) -> Target:
+def parse_target(text: str | Target) -> Target:
     """Parse a target such as ``"x**3"`` or ``"tanh(3*x)"`` into a safe callable Target."""
     if isinstance(text, Target):
         return text
@@ -284,7 +289,7 @@ def parse_target(text) -> Target:
     return Target(text=text.strip(), _tree=_check(tree.body, text.strip(), 0))
 
 
-def parse_number(text, what: str = "value") -> float:
+def parse_number(text: str | float, what: str = "value") -> float:
     """A finite number written in the expression language, without variables: ``-1``, ``pi``,
     ``-pi/2``, ``2*e``, ``1e-3``, ``sqrt(2)``. Parsed and folded by the same whitelist as
     targets (never eval); ``what`` names the value in the message."""
@@ -349,7 +354,8 @@ class Dataset:
 DEFAULT_POINTS = {1: 500, 2: 41}  # 1D: points; 2D: points per axis (a 41 x 41 grid)
 
 
-def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
+def dense(target: str | Target, interval: Sequence[float] = (0.0, 1.0),
+          points: int | None = None) -> Dataset:
     """Evenly spaced samples of the target on [lo, hi] (np.linspace); test = train.
 
     1D: ``points`` samples (default 500, the paper's main setting on [0, 1]; arXiv:2311.18022).
@@ -369,13 +375,13 @@ def dense(target, interval=(0.0, 1.0), points: int | None = None) -> Dataset:
     return Dataset(x=x, y=y, test_x=x, test_y=y, interval=((lo, hi), (lo, hi)), name=f.text)
 
 
-def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = None,
-           seed: int = 0) -> Dataset:
+def sparse(target: str | Target, interval: Sequence[float] = (0.0, 1.0), n_train: int = 10,
+           n_test: int | None = None, seed: int = 0) -> Dataset:
     """`n_train` uniform random training points and separate random test points, sorted.
 
-    The paper's sparse setting uses 10 training and 10 test points (arXiv:2311.18022, the text of Table 1).
-    Train and test draw from independent child streams of `seed`, so changing `n_test` never
-    changes the training points.
+    The paper's sparse setting uses 10 training and 10 test points (arXiv:2311.18022, the text of
+    Table 1). Train and test draw from independent child streams of `seed`, so changing `n_test`
+    never changes the training points.
     """
 
     f = parse_target(target)
@@ -393,13 +399,14 @@ def sparse(target, interval=(0.0, 1.0), n_train: int = 10, n_test: int | None = 
     return Dataset(x=x, y=f(x), test_x=tx, test_y=f(tx), interval=(lo, hi), name=f.text)
 
 
-def from_csv(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
+def from_csv(path: Path | str, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
     """Read x,y (1D) or x,y,z (2D: z over the points (x, y)) samples from a CSV file (optional
     header row; '#' lines and blank lines skipped).
 
     Rejects a missing/unreadable file, no data, rows with another number of columns than the
-    first, non-numeric or non-finite values and duplicate points. Rows are sorted by x (then y). With test_fraction > 0 a
-    seeded random subset becomes the test set; with 0 the test set is the training set.
+    first, non-numeric or non-finite values and duplicate points. Rows are sorted by x (then y).
+    With test_fraction > 0 a seeded random subset becomes the test set; with 0 the test set is the
+    training set.
     """
     try:
         test_fraction = float(test_fraction)
@@ -500,7 +507,7 @@ class CallableTarget(Target):
         return y
 
 
-def as_target(target):
+def as_target(target: str | Target | Callable[[np.ndarray], ArrayLike]) -> Target:
     """An expression (str / Target) or a callable, as a Target."""
     if isinstance(target, (str, Target)):
         return parse_target(target)
@@ -510,7 +517,7 @@ def as_target(target):
                      f"{type(target).__name__}")
 
 
-def as_dataset(data) -> Dataset:
+def as_dataset(data: Dataset | tuple[ArrayLike, ArrayLike]) -> Dataset:
     """A Dataset, or arrays (x, y) with x (n,) or (n, k): sorted like ``targets.from_csv``."""
     if isinstance(data, Dataset):
         return data
@@ -518,7 +525,7 @@ def as_dataset(data) -> Dataset:
         raise InputError(f"data must be a Dataset or a pair (x, y) of arrays, got "
                          f"{type(data).__name__}")
     try:
-        x, y = (np.asarray(getattr(a, "detach", lambda: a)(), dtype=np.float64).copy()
+        x, y = (np.asarray(a.detach() if hasattr(a, "detach") else a, dtype=np.float64).copy()
                 for a in data)
     except (TypeError, ValueError):
         raise InputError("data (x, y) must be arrays of numbers") from None
@@ -538,7 +545,7 @@ def as_dataset(data) -> Dataset:
     return Dataset(x=x, y=y, test_x=x, test_y=y, interval=box, name="data")
 
 
-def on_interval(data: Dataset, interval) -> Dataset:
+def on_interval(data: Dataset, interval: Sequence[float] | None) -> Dataset:
     """``data`` with its domain set to ``interval`` (each input), refusing points outside."""
     if interval is None:
         return data
@@ -570,11 +577,11 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def to_csv_text(x, y) -> str:
+def to_csv_text(x: ArrayLike, y: ArrayLike) -> str:
     """x,y (or x,y,z for 2D points) rows with a header, every float written exactly (repr
     round-trips in float64)."""
     x = np.asarray(x, dtype=np.float64)
     cols = [x] if x.ndim == 1 else list(x.T)
     header = "x,y\n" if x.ndim == 1 else "x,y,z\n"
     return header + "".join(",".join(repr(float(v)) for v in row) + "\n"
-                            for row in zip(*cols, y))
+                            for row in zip(*cols, y, strict=True))

@@ -12,13 +12,21 @@ Traceback (most recent call last):
 relu_regions.errors.InputError: depth must be an integer >= 1, got True
 """
 
+from __future__ import annotations
+
 import contextlib
 import difflib
 import math
 import numbers
 import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # numpy and torch are imported where used: --help loads neither
+    import numpy as np
+    import torch
 
 
 def _range(low, high) -> str:
@@ -31,21 +39,22 @@ def _range(low, high) -> str:
     return ""
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> bool:
     """A Python or NumPy integer, not a bool (``True`` is an ``int`` to Python, never to a user)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(value, name: str, low: int | None = None, high: int | None = None,
+def check_int(value: object, name: str, low: int | None = None, high: int | None = None,
               hint: str = "") -> int:
     """``value`` as an ``int`` if it is an integer in ``[low, high]``, else InputError."""
-    if not is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+    if (not is_int(value) or (low is not None and value < low)
+            or (high is not None and value > high)):
         raise InputError(f"{name} must be an integer{_range(low, high)}, got {value!r}"
                          + (f"; {hint}" if hint else ""))
     return int(value)
 
 
-def check_float(value, name: str, low: float | None = None, high: float | None = None,
+def check_float(value: object, name: str, low: float | None = None, high: float | None = None,
                 low_open: bool = False, hint: str = "") -> float:
     """``value`` as a finite ``float`` in the range (``low`` excluded when ``low_open``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -60,7 +69,7 @@ def check_float(value, name: str, low: float | None = None, high: float | None =
     return float(value)
 
 
-def check_interval(interval, name: str = "interval") -> tuple[float, float]:
+def check_interval(interval: Sequence[float], name: str = "interval") -> tuple[float, float]:
     """Two finite floats lo < hi (an interval, or a counter's (lo, hi))."""
     try:
         lo, hi = (float(v) for v in interval)
@@ -71,7 +80,7 @@ def check_interval(interval, name: str = "interval") -> tuple[float, float]:
     return lo, hi
 
 
-def check_point(x, n_in: int, name: str):
+def check_point(x: Sequence[float] | np.ndarray, n_in: int, name: str) -> np.ndarray:
     """``x`` as a float64 vector of ``n_in`` finite numbers (a point of a model's input space)."""
     import numpy as np  # here, not at the top: the CLI's --help does not load numpy
 
@@ -85,7 +94,7 @@ def check_point(x, n_in: int, name: str):
     return x
 
 
-def check_choice(value, name: str, allowed) -> str:
+def check_choice(value: object, name: str, allowed: Iterable) -> str:
     """``value`` if it is one of ``allowed``; otherwise the message lists them and the closest."""
     allowed = list(allowed)
     if value in allowed:
@@ -107,7 +116,7 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     return msg if len(msg) <= limit else msg[:limit - 3] + "..."
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float as ``None`` (JSON has no NaN), through dicts, lists,
     tuples and NumPy arrays/scalars."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
@@ -122,7 +131,7 @@ def json_safe(value):
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | None):
+def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op torch threads (``None``: leave as is), then restore.
 
     Our nets are tiny: intra-op threads mostly add OpenMP spin on a busy machine."""
@@ -140,7 +149,7 @@ def torch_threads(n: int | None):
 
 
 @contextlib.contextmanager
-def env_defaults(**values):
+def env_defaults(**values: str) -> Iterator[None]:
     """Set environment variables that are not already set; restore afterwards."""
     added = [k for k in values if k not in os.environ]
     for k in added:
@@ -152,7 +161,7 @@ def env_defaults(**values):
             os.environ.pop(k, None)
 
 
-def check_device(name, option: str = "--device") -> str:
+def check_device(name: str | torch.device, option: str = "--device") -> str:
     """``name`` as a torch device string if this machine can run on it, else InputError.
 
     A CPU-only torch build fails deep inside the first tensor move with an AssertionError

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 from numba import njit
 from numba.core import caching, config
@@ -28,7 +29,7 @@ def cache_dir() -> Path:
     return Path(base) / "relu-regions" / "numba"
 
 
-def is_cached(module) -> bool:
+def is_cached(module: ModuleType) -> bool:
     """Whether ``module``'s kernels were compiled before (so its first call loads, not
     compiles)."""
     source = Path(module.__file__).resolve()

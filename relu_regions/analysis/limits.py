@@ -1,8 +1,8 @@
 """The reference limit: the best continuous piecewise-linear (PL) fit with a given number of pieces.
 
-The reference limit (not from the paper; docs/limits.md): no function with n linear pieces fits the samples better than
-the optimal n-piece free-knot PL fit, so while a net keeps 2^d pieces, optimum / achieved MSE is an
-efficiency in (0, 1].
+The reference limit (not from the paper; docs/limits.md): no function with n linear pieces fits
+the samples better than the optimal n-piece free-knot PL fit, so while a net keeps 2^d pieces,
+optimum / achieved MSE is an efficiency in (0, 1].
 
 Three quantities, from the cheapest bound to the fit itself:
 
@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import integrate, linalg, optimize
 
 from ..errors import InputError
 from ..validation import check_int, check_interval
+
+if TYPE_CHECKING:  # torch is imported where a net is evaluated
+    from torch import nn
 
 DP_MAX_POINTS = 2000  # the exact segmented bound costs O(pieces * points^2)
 CERTIFY_RTOL = 1e-6  # a fit this close to the lower bound is optimal; stop searching
@@ -66,7 +72,7 @@ class PWLFit:
     def nodes(self) -> np.ndarray:
         return np.concatenate([[self.interval[0]], self.knots, [self.interval[1]]])
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Evaluate the PL function at x; the end pieces extend linearly outside [lo, hi]."""
         x = np.asarray(x, dtype=np.float64)
         j, u, _ = _locate(x, self.nodes)
@@ -109,7 +115,9 @@ def _samples(x, y) -> tuple[np.ndarray, np.ndarray]:
 # The asymptotic formula and the efficiency
 
 
-def asymptotic_mse(f2, interval=(0.0, 1.0), pieces=1):
+def asymptotic_mse(f2: Callable[[np.ndarray], ArrayLike] | float,
+                   interval: Sequence[float] = (0.0, 1.0),
+                   pieces: int | ArrayLike = 1) -> float | np.ndarray:
     """Large-n optimal MSE of an n-piece continuous PL fit (docs/limits.md).
 
     (1 / (720 n^4 L)) * (integral_lo^hi |f''(x)|^(2/5) dx)^5, with L = hi - lo: the integrated
@@ -143,7 +151,7 @@ def asymptotic_mse(f2, interval=(0.0, 1.0), pieces=1):
     return float(out) if out.ndim == 0 else out
 
 
-def efficiency(optimal_mse, achieved_mse):
+def efficiency(optimal_mse: ArrayLike, achieved_mse: ArrayLike) -> float | np.ndarray:
     """optimal / achieved MSE (vectorized) — in (0, 1] while the net has at most that many pieces.
 
     A value above 1 means the reference is not the optimum for the net's piece count (the net
@@ -213,7 +221,7 @@ def _segmented_dp(x: np.ndarray, y: np.ndarray, pieces: int) -> tuple[float, lis
     return float(best[m]), sorted(cuts)
 
 
-def segmented_lower_bound(x, y, pieces: int) -> float:
+def segmented_lower_bound(x: ArrayLike, y: ArrayLike, pieces: int) -> float:
     """Exact optimal MSE over *discontinuous* fits with `pieces` linear pieces.
 
     Every continuous n-piece PL function restricted to the samples is such a fit, so this is a
@@ -383,13 +391,13 @@ def _dp_knots(x: np.ndarray, y: np.ndarray, cuts: list[int]) -> np.ndarray:
     continuous fit equals the discontinuous optimum: certified."""
     bounds = [0, *cuts, x.size]
     lines = []  # (slope, mean x, mean y) of each run's LS line
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         mx, my = x[a:b].mean(), y[a:b].mean()
         dx = x[a:b] - mx
         sxx = float(dx @ dx)
         lines.append((float(dx @ (y[a:b] - my)) / sxx if sxx > 0 else 0.0, mx, my))
     knots = []
-    for cut, (ls, lx, ly), (rs, rx, ry) in zip(cuts, lines[:-1], lines[1:]):
+    for cut, (ls, lx, ly), (rs, rx, ry) in zip(cuts, lines[:-1], lines[1:], strict=True):
         gap_lo, gap_hi = x[cut - 1], x[cut]
         t = 0.5 * (gap_lo + gap_hi)
         if ls != rs:
@@ -404,8 +412,8 @@ def _dp_knots(x: np.ndarray, y: np.ndarray, cuts: list[int]) -> np.ndarray:
 # The optimal continuous PL fit
 
 
-def optimal_pwl(x, y, pieces: int, restarts: int = 3, seed: int = 0, max_nfev: int = 200,
-                dp: bool = True) -> PWLFit:
+def optimal_pwl(x: ArrayLike, y: ArrayLike, pieces: int, restarts: int = 3, seed: int = 0,
+                max_nfev: int = 200, dp: bool = True) -> PWLFit:
     """Best continuous PL fit with `pieces` pieces (pieces-1 free knots) to samples (x, y).
 
     Least squares on the samples (mse = mean squared residual); docs/limits.md.
@@ -503,10 +511,11 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # The continuous L2 sense: integrals instead of samples (Gauss-Legendre on every piece)
 
-GAUSS_NODES = 16  # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
+# per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
+GAUSS_NODES = 16
 
 
-def gauss_points(nodes: np.ndarray, order: int):
+def gauss_points(nodes: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gauss-Legendre points (pieces, order), weights (pieces, order) and local u in [0, 1]."""
     xi, w = np.polynomial.legendre.leggauss(order)
     h = np.diff(nodes)
@@ -518,7 +527,8 @@ def _target_values(f, x: np.ndarray) -> np.ndarray:
     try:
         v = np.asarray(f(x), dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError("the target must be a callable returning numbers for float64 arrays") from None
+        raise InputError("the target must be a callable returning numbers for float64 "
+                         "arrays") from None
     v = np.broadcast_to(v, x.shape) if v.ndim == 0 else v
     if v.shape != x.shape or not np.isfinite(v).all():
         raise InputError("the target must return one finite number per point on the interval")
@@ -527,13 +537,15 @@ def _target_values(f, x: np.ndarray) -> np.ndarray:
 
 def _check_nodes(nodes) -> np.ndarray:
     nodes = np.asarray(nodes, dtype=np.float64)
-    if nodes.ndim != 1 or nodes.size < 2 or not np.isfinite(nodes).all() or (np.diff(nodes) < 0).any():
+    if (nodes.ndim != 1 or nodes.size < 2 or not np.isfinite(nodes).all()
+            or (np.diff(nodes) < 0).any()):
         raise InputError(f"nodes must be a sorted 1D array of >= 2 finite numbers, got shape "
                          f"{nodes.shape}")
     return nodes
 
 
-def pwl_l2_mse(f, nodes, values, order: int = GAUSS_NODES) -> float:
+def pwl_l2_mse(f: Callable[[np.ndarray], ArrayLike], nodes: ArrayLike, values: ArrayLike,
+               order: int = GAUSS_NODES) -> float:
     """(1 / L) integral (f - p)^2 over [nodes[0], nodes[-1]] for the continuous PL p with these node
     values: the mean squared error over the whole interval (the limit of the MSE on ever denser
     even grids). Gauss-Legendre with ``order`` points on every piece, on which p is linear: exact
@@ -602,7 +614,9 @@ class ContinuousPWLFit:
         return np.concatenate([[self.interval[0]], self.knots, [self.interval[1]]])
 
 
-def continuous_optimal_pwl(f, pieces: int, interval=(0.0, 1.0), knots=None,
+def continuous_optimal_pwl(f: Callable[[np.ndarray], ArrayLike], pieces: int,
+                           interval: Sequence[float] = (0.0, 1.0),
+                           knots: ArrayLike | None = None,
                            order: int = GAUSS_NODES, max_iter: int = 3000,
                            grid: int = 200_001) -> ContinuousPWLFit:
     """Best continuous PL fit with ``pieces`` pieces to a function ``f`` on ``interval`` in L2
@@ -673,7 +687,9 @@ def matched_pieces(params: int) -> int:
     return max(1, check_int(params, "params", low=1) // 2)
 
 
-def net_l2_mse(model, f, interval=(0.0, 1.0), order: int = GAUSS_NODES):
+def net_l2_mse(model: nn.Module, f: Callable[[np.ndarray], ArrayLike],
+               interval: Sequence[float] = (0.0, 1.0),
+               order: int = GAUSS_NODES) -> tuple[float, int]:
     """(1/L) integral (f - net)^2 of a 1D ReLU net on ``interval``, exactly on the net's own linear
     pieces (the exact counter's knots, ``regions.count_regions``): on each piece the net is
     affine, so it is the continuous PL function with the net's values at the knots, and

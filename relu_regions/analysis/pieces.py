@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from torch import nn
 
 from ..atomic import atomic_write
@@ -17,7 +18,8 @@ from .regions import CHUNK, RegionCount, rows_times
 PIECE_COLUMNS = ("start", "end", "slope", "value_start", "value_end")
 
 
-def pieces_table(count: RegionCount, model: nn.Module, x0=None, x1=None) -> dict:
+def pieces_table(count: RegionCount, model: nn.Module, x0: ArrayLike | None = None,
+                 x1: ArrayLike | None = None) -> dict:
     """One row per linear piece of ``count`` (a count of ``model``): its ends, slope and the
     output at both ends, as float64 arrays under :data:`PIECE_COLUMNS`.
 
@@ -56,10 +58,10 @@ def _forward(layers, h):
 def pieces_rows(table: dict) -> list[dict]:
     """The table as a list of ``{column: value}`` dicts (JSON)."""
     cols = [table[c].tolist() for c in PIECE_COLUMNS]
-    return [dict(zip(PIECE_COLUMNS, row)) for row in zip(*cols)]
+    return [dict(zip(PIECE_COLUMNS, row, strict=True)) for row in zip(*cols, strict=True)]
 
 
-def write_pieces_csv(path, table: dict, rows_per_block: int = 1 << 16):
+def write_pieces_csv(path: Path | str, table: dict, rows_per_block: int = 1 << 16) -> Path:
     """Write the table as CSV (header ``start,end,slope,value_start,value_end``, every float in
     17 significant digits, which round-trips float64), atomically."""
     columns = np.column_stack([table[c] for c in PIECE_COLUMNS])

@@ -2,8 +2,8 @@
 plane through three input points.
 
 The partition of the plane into activation regions is built layer by layer, as the 1D counter
-(regions.py) builds intervals; docs/regions2d.md has the rules with examples. Every cell is a convex polygon, stored as its ring of
-vertices, counter-clockwise. Each ring vertex carries
+(regions.py) builds intervals; docs/regions2d.md has the rules with examples. Every cell is a
+convex polygon, stored as its ring of vertices, counter-clockwise. Each ring vertex carries
 
   * its position (u, v) in the plane, and
   * the *values* of the current layer there (never a gradient plus an intercept: gradients reach
@@ -55,15 +55,21 @@ Vertices and edges are those of the planar graph of all cells (box corners inclu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..nets.reader import layer_stack
 from ..validation import check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
 Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)
@@ -126,8 +132,8 @@ class PlaneCount:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
-def count_regions_2d(model, box=(-1.0, 1.0, -1.0, 1.0), *, zero_tol: float = ZERO_TOL,
-                     slope_tol: float = SLOPE_TOL) -> PlaneCount:
+def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 1.0), *,
+                     zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL) -> PlaneCount:
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
     ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs."""
     layers, leaks = layer_stack(model)
@@ -139,7 +145,8 @@ def count_regions_2d(model, box=(-1.0, 1.0, -1.0, 1.0), *, zero_tol: float = ZER
     return _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None)
 
 
-def count_regions_plane(model, p0, p1, p2, extent=None, *, zero_tol: float = ZERO_TOL,
+def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
+                        extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
                         slope_tol: float = SLOPE_TOL) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
@@ -161,7 +168,8 @@ def count_regions_plane(model, p0, p1, p2, extent=None, *, zero_tol: float = ZER
     return _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane)
 
 
-def plane_basis(p0, p1, p2):
+def plane_basis(p0: ArrayLike, p1: ArrayLike,
+                p2: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(origin, basis (n, 2) with orthonormal columns, the points' (u, v) coordinates (3, 2)).
 
     Raises InputError when the points are (numerically) collinear: no plane passes through them.
@@ -385,8 +393,8 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     idx[top] = i1
                     top += 1
                     if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
-                        counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol, zero_tol,
-                                                 w_abs_sum, b, box)
+                        counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol,
+                                                       zero_tol, w_abs_sum, b, box)
                         idx[top] = n_vert
                         n_vert += 1
                         top += 1
@@ -653,7 +661,7 @@ class _Accumulator:
     def result(self, box, snapped, slope_tol, n_hidden, plane) -> PlaneCount:
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
-        offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift)])
+        offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
         polygons = np.concatenate([p[1] for p in self.parts])
         pat, grads, mags, areas, widths, values = (np.concatenate([p[i] for p in self.parts])
                                                    for i in range(2, 8))

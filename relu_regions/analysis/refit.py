@@ -5,10 +5,12 @@ accumulator unit of the Yarotsky-style nets of :mod:`relu_regions.nets.yarotsky`
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..nets.yarotsky import OFFSET
@@ -28,7 +30,8 @@ class Refit:
     features: int
 
 
-def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
+def refit_accumulator(net: torch.nn.Sequential, f: Callable[[np.ndarray], ArrayLike], *,
+                      unit: int, first: int, interval: Sequence[float] = (0.0, 1.0),
                       order: int = 8) -> Refit:
     """Refit every weight that feeds an accumulator, by least squares in L2 over ``interval``.
 
@@ -90,14 +93,14 @@ def refit_accumulator(net, f, *, unit: int, first: int, interval=(0.0, 1.0),
     node_blocks = features(nodes)
     partial = np.zeros(nodes.size)
     low = 0.0
-    for block, c in zip(node_blocks[:-1], parts[:-1]):
+    for block, c in zip(node_blocks[:-1], parts[:-1], strict=True):
         partial = partial + block @ c
         low = min(low, float(partial.min()))
     offset = OFFSET - low
     out = copy.deepcopy(net)
     out_linears = [m for m in out if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for layer, c in zip(range(first, depth + 1), parts):
+        for layer, c in zip(range(first, depth + 1), parts, strict=True):
             lin = out_linears[layer]
             row = 0 if layer == depth else unit
             if layer == first:

@@ -46,11 +46,11 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
 
     Activation regions: 1 + crossed cells + adjacent clean cells whose patterns differ (the
     boundary is their shared grid point). The first and last grid points sit 2 * MERGE_ULPS ulps
-    inside the ends, where the exact counter merges switches into the ends. Linear pieces: 1 + consecutive clean cells whose slopes
-    differ by more than ``slope_tol`` times the magnitude |W_out| |h'| they are summed from
-    (looser than the exact counter's 1e-11, so rounding never adds a piece). Each counted event
-    has its own interval (cells, shared points) containing a true boundary, so no count exceeds
-    the truth.
+    inside the ends, where the exact counter merges switches into the ends. Linear pieces: 1 +
+    consecutive clean cells whose slopes differ by more than ``slope_tol`` times the magnitude
+    |W_out| |h'| they are summed from (looser than the exact counter's 1e-11, so rounding never
+    adds a piece). Each counted event has its own interval (cells, shared points) containing a
+    true boundary, so no count exceeds the truth.
     """
     layers = relu_layers(model)
     if layers[0][0].shape[1] != 1:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Sequence
 
 from ..errors import InputError
 from .parser import build_parser
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

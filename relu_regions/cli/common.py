@@ -10,6 +10,8 @@ import difflib
 import re
 import sys
 import textwrap
+from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import InputError
 from ..training import config
@@ -26,10 +28,11 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Sequence[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         """As argparse, but an unknown option names the command and the closest known one."""
         args, extras = self.parse_known_args(args, namespace)
         if extras:
@@ -44,11 +47,13 @@ class Parser(argparse.ArgumentParser):
                          f"{' '.join(extras)}{hint}")
         return args
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_known_args(join_values(self, args), namespace)
 
-    def format_help(self):
+    def format_help(self) -> str:
         if self.lazy_epilog is not None:
             self.epilog, self.lazy_epilog = self.lazy_epilog(), None
         return super().format_help()
@@ -139,7 +144,7 @@ def interval(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def phase_spec(text: str):
+def phase_spec(text: str) -> config.Phase:
     """'lm:400' or 'adam:1000:1e-3' -> Phase (``training.config.parse_phase``)."""
     try:
         return config.parse_phase(text, "phase")
@@ -151,7 +156,7 @@ def phase_spec(text: str):
 CLI_PARSERS = {"phase": phase_spec, "interval": interval}
 
 
-def add_fit_options(parser) -> None:
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
     """One option per FitConfig field (its metadata: flag, help, choices, parse), so a new field
     reaches ``train`` without editing the CLI. Options not given stay out of the namespace
     (``argparse.SUPPRESS``): the config's own defaults apply."""
@@ -172,12 +177,12 @@ def add_fit_options(parser) -> None:
                             metavar=meta.get("metavar"), **kwargs)
 
 
-def fit_overrides(args) -> dict:
+def fit_overrides(args: argparse.Namespace) -> dict:
     """The FitConfig fields given on the command line."""
     return {f.name: getattr(args, f.name) for f in config.fields()
             if f.metadata.get("cli") is not False and hasattr(args, f.name)}
 
 
-def progress_shown(args) -> bool:
+def progress_shown(args: argparse.Namespace) -> bool:
     """A progress bar for a long command: on a terminal, unless the output is JSON."""
     return not args.json and sys.stderr.isatty()

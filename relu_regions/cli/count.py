@@ -3,12 +3,15 @@ exactly on an interval, a segment or a plane; the points of --through read from 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -29,7 +32,7 @@ MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
 MAX_POINTS_CSV_BYTES = 256 * 2**20
 
 
-def say_if_compiling(module) -> None:
+def say_if_compiling(module: ModuleType) -> None:
     """A fresh environment's first count compiles the counter's kernels (seconds, once): say so
     on stderr, where it does not mix with --json."""
     if not jit.is_cached(module):
@@ -37,7 +40,7 @@ def say_if_compiling(module) -> None:
               f"counts load it from {jit.cache_dir()}", file=sys.stderr)
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     check_int(args.seed, "--seed", low=0)
     if args.plot:
         from ..plots import check_figure_path  # matplotlib (~0.6 s): only for --plot
@@ -152,7 +155,8 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
     return out
 
 
-def parse_points(specs, n_in: int, csv_path=None) -> list[list[float]]:
+def parse_points(specs: Sequence[str], n_in: int,
+                 csv_path: Path | str | None = None) -> list[list[float]]:
     """The points named by ``specs`` (--through): each a comma list of n_in numbers, or (with
     ``csv_path``, --data) a data row number (0 = the first data row; a header row and '#' lines
     do not count) whose first n_in columns are the point (a further column, e.g. a label, is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..demo import FIT_MAX_DEPTH, FIT_PHASES, FIT_SEEDS, MAX_DEMO_DEPTH, run_demo
@@ -9,7 +10,7 @@ from ..errors import InputError
 from ..validation import check_device, check_int
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     check_int(args.seed, "--seed", low=0)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():

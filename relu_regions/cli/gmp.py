@@ -3,6 +3,7 @@ per-method test metric and stability."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..errors import InputError
@@ -12,7 +13,7 @@ from ..validation import check_device, plural
 from .common import progress_shown
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:
@@ -37,7 +38,7 @@ def show(out: dict) -> str:
                      paper, f"{m['stability_median']:.3g}", f"{max(m['stability_values']):.3g}",
                      f"{sum(m['epochs_run']) / len(m['epochs_run']):.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines = [f"GmP study {out['study']}: {plural(len(seeds), 'seed')}, up to {out['max_epochs']} "
              f"epochs, {out['seconds']:.0f} s",
              f"stability: {out['stability_metric']}", "", *table]

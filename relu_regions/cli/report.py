@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ..training.run_folder import draw_run
 from . import train
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     result = load_run(args.folder)
     plots = draw_run(Path(args.folder), result)
     return {**result.summary(), **result.provenance, "plots": [str(p) for p in plots]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..sweep.config import load_config
@@ -9,7 +10,7 @@ from ..sweep.grid import run_sweep
 from .common import progress_shown
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     config = load_config(args.config)
     result = run_sweep(config, Path(args.out), workers=args.workers, scheduler=args.scheduler,
                        progress=progress_shown(args), force=args.force)

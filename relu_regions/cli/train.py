@@ -3,6 +3,7 @@ write the run folder, print the summary."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..validation import check_device, plural
 from .common import fit_overrides
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     progress = _progress_mode(args)
     if args.resume is not None:
         return _resume_train(args, progress)
@@ -127,11 +128,14 @@ def show(out: dict) -> str:
 
 def _per_seed(regions, pieces, shown: int = 8) -> str:
     """'r regions / p pieces' per seed, the first ``shown`` of them, then the means."""
-    cell = lambda r, p: "-" if r < 0 else f"{r}/{p}"  # noqa: E731  (-1: diverged or not counted)
-    text = ", ".join(cell(r, p) for r, p in zip(regions[:shown], pieces[:shown]))
+
+    def cell(r, p):
+        return "-" if r < 0 else f"{r}/{p}"  # -1: diverged or not counted
+
+    text = ", ".join(cell(r, p) for r, p in zip(regions[:shown], pieces[:shown], strict=True))
     if len(regions) > shown:
         text += f", ... ({len(regions) - shown} more)"
-    counted = [(r, p) for r, p in zip(regions, pieces) if r >= 0]
+    counted = [(r, p) for r, p in zip(regions, pieces, strict=True) if r >= 0]
     if counted:
         n = len(counted)
         text += (f" activation regions/linear pieces; mean {sum(r for r, _ in counted) / n:.1f}"

@@ -5,7 +5,28 @@ characteristic activation boundaries and stability (``cab``), the Levy and Banan
 ``relu_regions.gmp.X`` keeps giving the layer API (``GmPLinear``, ``to_gmp``, ...).
 """
 
-from .layers import *  # noqa: F401,F403
-from .layers import __all__ as _layers_all
+from .layers import (
+    GmPConv2d,
+    GmPLinear,
+    GmPLinearReLU,
+    InputMeanNorm,
+    angles_from_direction,
+    direction_from_angles,
+    from_gmp,
+    from_hyperspherical,
+    to_gmp,
+    to_hyperspherical,
+)
 
-__all__ = list(_layers_all)
+__all__ = [
+    "angles_from_direction",
+    "direction_from_angles",
+    "to_hyperspherical",
+    "from_hyperspherical",
+    "GmPLinear",
+    "GmPLinearReLU",
+    "GmPConv2d",
+    "InputMeanNorm",
+    "to_gmp",
+    "from_gmp",
+]

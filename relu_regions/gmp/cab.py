@@ -78,7 +78,8 @@ def effective_affine(layer: nn.Module, bn: nn.Module | None = None, x: Tensor | 
     """
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, Tensor):
-        raise InputError(f"layer {type(layer).__name__} has no weight tensor: pass a Linear, Conv2d or GmP layer")
+        raise InputError(f"layer {type(layer).__name__} has no weight tensor: pass a Linear, "
+                         f"Conv2d or GmP layer")
     with torch.no_grad():
         w = weight.detach().reshape(weight.shape[0], -1)
         bias = getattr(layer, "bias", None)
@@ -86,16 +87,19 @@ def effective_affine(layer: nn.Module, bn: nn.Module | None = None, x: Tensor | 
         if bn is None:
             return w.clone(), b.clone()
         if not isinstance(bn, _BN):
-            raise InputError(f"bn={type(bn).__name__} is not allowed: pass a BatchNorm1d/BatchNorm2d or None")
+            raise InputError(f"bn={type(bn).__name__} is not allowed: pass a "
+                             f"BatchNorm1d/BatchNorm2d or None")
         if bn.num_features != w.shape[0]:
-            raise InputError(f"bn has {bn.num_features} features but the layer has {w.shape[0]} units")
+            raise InputError(f"bn has {bn.num_features} features but the layer has "
+                             f"{w.shape[0]} units")
         if x is not None:
             z = layer(x)
             dims = [0] + list(range(2, z.dim()))
             mean, var = z.mean(dim=dims), z.var(dim=dims, unbiased=False)
         else:
             if bn.running_mean is None or bn.running_var is None:
-                raise InputError("bn tracks no running statistics: pass the batch x to fold batch statistics")
+                raise InputError("bn tracks no running statistics: pass the batch x to fold "
+                                 "batch statistics")
             mean, var = bn.running_mean, bn.running_var
         return tuple(t.detach().clone() for t in fold_batchnorm(w, b, bn, mean, var))
 
@@ -149,7 +153,8 @@ def angle_between(a: Tensor, b: Tensor) -> Tensor:
     """
     ua = a / torch.linalg.vector_norm(a, dim=-1, keepdim=True)
     ub = b / torch.linalg.vector_norm(b, dim=-1, keepdim=True)
-    return 2 * torch.atan2(torch.linalg.vector_norm(ua - ub, dim=-1), torch.linalg.vector_norm(ua + ub, dim=-1))
+    return 2 * torch.atan2(torch.linalg.vector_norm(ua - ub, dim=-1),
+                           torch.linalg.vector_norm(ua + ub, dim=-1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +172,8 @@ class CABHistory:
 
     @property
     def cab(self) -> CAB:
-        """CABs at every recorded point: ``location`` ``(T, units, d)``, ``angle`` ``(T, units)``."""
+        """CABs at every recorded point: ``location`` ``(T, units, d)``, ``angle``
+        ``(T, units)``."""
         return characteristic_activation(self.weight, self.bias)
 
     def to_dict(self) -> dict:
@@ -183,7 +189,8 @@ class CABTracker:
     are not touched: the BN module itself is not called).
     """
 
-    def __init__(self, layer: nn.Module, bn: nn.Module | None = None, x: Tensor | None = None) -> None:
+    def __init__(self, layer: nn.Module, bn: nn.Module | None = None,
+                 x: Tensor | None = None) -> None:
         self.layer, self.bn, self.x = layer, bn, x
         self._w: list[Tensor] = []
         self._b: list[Tensor] = []
@@ -218,7 +225,8 @@ class Stability:
     def summary(self) -> dict:
         """Max and median over steps of each series (plain floats)."""
         out = {}
-        for name, series in (("location_change", self.location_change), ("angle_change", self.angle_change)):
+        for name, series in (("location_change", self.location_change),
+                             ("angle_change", self.angle_change)):
             if series is None or series.numel() == 0:
                 out[name] = None
                 continue
@@ -236,7 +244,8 @@ class Stability:
 def stability(history: CABHistory) -> Stability:
     """Per-step max-over-units change of CAB location and direction (Chen & Ge, Fig. 2c / 3i)."""
     if history.weight.shape[0] < 2:
-        raise InputError(f"history has {history.weight.shape[0]} records: need at least 2 to measure change")
+        raise InputError(f"history has {history.weight.shape[0]} records: need at least 2 to "
+                         f"measure change")
     phi = history.cab.location
     step = torch.linalg.vector_norm(phi[1:] - phi[:-1], dim=-1)
     step = torch.where(torch.isfinite(phi[1:]).all(-1) & torch.isfinite(phi[:-1]).all(-1), step,

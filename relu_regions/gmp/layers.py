@@ -5,7 +5,7 @@ Networks" (arXiv:2305.15912), Section 3. A unit ``relu(w^T x + b)`` is written w
 ``r``, a direction ``u(theta)`` on the unit sphere in hyperspherical coordinates and an offset
 ``lambda``::
 
-    w = r * u(theta),    b = r * lambda,    so    relu(w^T x + b) = r * relu(u^T x + lambda)  (r > 0)
+    w = r * u(theta),   b = r * lambda,   so   relu(w^T x + b) = r * relu(u^T x + lambda)  (r > 0)
 
 The characteristic activation boundary ``u^T x + lambda = 0`` and its active side then depend on
 ``theta`` and ``lambda`` only, and a step of size ``eps`` in ``theta`` turns it by at most ``eps``
@@ -135,7 +135,8 @@ class _GmPBase(nn.Module):
         self.register_buffer("sign", torch.ones(units, 1, **kw) if fan_in == 1 else None)
 
     def _set_from_flat(self, w: Tensor, b: Tensor | None) -> None:
-        """Set ``(theta, r, lam)`` so that the flat weight rows ``w`` and bias ``b`` are reproduced."""
+        """Set ``(theta, r, lam)`` so that the flat weight rows ``w`` and bias ``b`` are
+        reproduced."""
         r = torch.linalg.vector_norm(w, dim=-1)
         if bool((r == 0).any()):
             unit = int(torch.nonzero(r == 0)[0, 0])
@@ -239,7 +240,8 @@ class GmPLinear(_GmPBase):
         return [Affine(self.weight.detach(), None if bias is None else bias.detach())]
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.lam is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.lam is not None}")
 
 
 class GmPLinearReLU(GmPLinear):
@@ -289,7 +291,8 @@ class GmPLinearReLU(GmPLinear):
         return [*super().region_ops(), ReLU(), Affine(torch.diag(self.output_sign.detach()))]
 
     def to_linear(self) -> nn.Linear:
-        raise InputError("GmPLinearReLU includes its ReLU: use split() to get (nn.Linear, output sign)")
+        raise InputError("GmPLinearReLU includes its ReLU: use split() to get (nn.Linear, output "
+                         "sign)")
 
 
 class GmPConv2d(_GmPBase):
@@ -319,7 +322,8 @@ class GmPConv2d(_GmPBase):
                             ("groups", groups)):
             check_int(value, name, low=1)
         if in_channels % groups or out_channels % groups:
-            raise InputError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+            raise InputError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.dilation = _pair(stride), _pair(dilation)
@@ -336,7 +340,8 @@ class GmPConv2d(_GmPBase):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Redraw from Glorot uniform (fans include the receptive field), lam = 0."""
         rf = self.kernel_size[0] * self.kernel_size[1]
-        fan_in, fan_out = self.in_channels // self.groups * rf, self.out_channels // self.groups * rf
+        fan_in = self.in_channels // self.groups * rf
+        fan_out = self.out_channels // self.groups * rf
         w = _glorot_uniform((self.out_channels, fan_in), fan_in, fan_out, generator,
                             self.r.dtype, self.r.device)
         w = torch.where(w == 0, torch.full_like(w, 1e-12), w)
@@ -348,7 +353,8 @@ class GmPConv2d(_GmPBase):
         return self.flat_weight().reshape(self._kernel_shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        return functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return functional.conv2d(x, self.weight, self.bias, self.stride, self.padding,
+                                 self.dilation, self.groups)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> GmPConv2d:
@@ -359,15 +365,18 @@ class GmPConv2d(_GmPBase):
             raise InputError(f"padding_mode={conv.padding_mode!r} is not supported: use 'zeros'")
         w = conv.weight.detach()
         out = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                  conv.dilation, conv.groups, bias=conv.bias is not None, device=w.device, dtype=w.dtype)
-        out._set_from_flat(w.reshape(w.shape[0], -1), None if conv.bias is None else conv.bias.detach())
+                  conv.dilation, conv.groups, bias=conv.bias is not None, device=w.device,
+                  dtype=w.dtype)
+        out._set_from_flat(w.reshape(w.shape[0], -1),
+                           None if conv.bias is None else conv.bias.detach())
         return out
 
     def to_conv(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` with the same function."""
         w = self.weight.detach()
-        out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                        self.dilation, self.groups, bias=self.lam is not None, device=w.device, dtype=w.dtype)
+        out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                        self.padding, self.dilation, self.groups, bias=self.lam is not None,
+                        device=w.device, dtype=w.dtype)
         with torch.no_grad():
             out.weight.copy_(w)
             if out.bias is not None:
@@ -401,7 +410,8 @@ class InputMeanNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise InputError(f"input shape {tuple(x.shape)} is not allowed: need (N, {self.num_features}, ...)")
+            raise InputError(f"input shape {tuple(x.shape)} is not allowed: need "
+                             f"(N, {self.num_features}, ...)")
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if self.training:
             dims = [0] + list(range(2, x.dim()))
@@ -453,7 +463,8 @@ def from_gmp(module: nn.Module) -> nn.Module:
     if isinstance(module, GmPLinearReLU):
         linear, sign = module.split()
         if not bool((sign > 0).all()):
-            raise InputError("a GmPLinearReLU has r <= 0 units: use split() and fold the signs into the next layer")
+            raise InputError("a GmPLinearReLU has r <= 0 units: use split() and fold the signs "
+                             "into the next layer")
         return nn.Sequential(linear, nn.ReLU())
     if isinstance(module, GmPLinear):
         return module.to_linear()

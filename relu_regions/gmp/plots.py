@@ -3,8 +3,10 @@
 Built on ``matplotlib.figure.Figure`` with the Agg canvas directly, so importing this module
 neither needs a display nor changes pyplot's global backend.
 
-* :func:`plot_location_spectrum` - 1D: every unit's CAB location ``phi_i`` over training (Fig. 2b).
-* :func:`plot_location_trajectories` - 2D: each unit's path of ``phi_i`` in the input plane (Fig. 3).
+* :func:`plot_location_spectrum` - 1D: every unit's CAB location ``phi_i`` over training
+  (Fig. 2b).
+* :func:`plot_location_trajectories` - 2D: each unit's path of ``phi_i`` in the input plane
+  (Fig. 3).
 * :func:`plot_stability` - per-epoch max change on a log2 axis (Fig. 2c / 3i).
 * :func:`plot_levy_fits`, :func:`plot_banana_boundaries` - the fitted functions.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,17 +51,19 @@ def _save(fig: Figure, path: str | Path) -> str:
 
 
 def plot_location_spectrum(histories: Mapping[str, CABHistory], path: str | Path,
-                           xlim: tuple[float, float] = (-10.0, 10.0), max_points: int = 2000) -> str:
+                           xlim: tuple[float, float] = (-10.0, 10.0),
+                           max_points: int = 2000) -> str:
     """1D: CAB location ``phi_i = -b_i / w_i`` of every unit against the epoch, one panel per
     method (Chen & Ge, Fig. 2b). The y-axis is the data range plus 20%; locations outside are
     cut off. At most ``max_points`` evenly strided epochs are drawn per unit."""
     fig, axes = _figure(len(histories))
     pad = 0.2 * (xlim[1] - xlim[0]) / 2
-    for ax, (name, hist) in zip(axes, histories.items()):
+    for ax, (name, hist) in zip(axes, histories.items(), strict=True):
         phi = hist.cab.location[..., 0]
         stride = max(1, phi.shape[0] // max_points)
         epochs = torch.arange(phi.shape[0])[::stride]
-        ax.plot(epochs.numpy(), phi[::stride].cpu().numpy(), lw=0.5, color=COLORS.get(name, "k"), alpha=0.6)
+        ax.plot(epochs.numpy(), phi[::stride].cpu().numpy(), lw=0.5, color=COLORS.get(name, "k"),
+                alpha=0.6)
         ax.axhspan(*xlim, color="0.9", zorder=-1)
         ax.set_ylim(xlim[0] - pad, xlim[1] + pad)
         ax.set_title(f"{name}: CAB locations")
@@ -68,14 +73,16 @@ def plot_location_spectrum(histories: Mapping[str, CABHistory], path: str | Path
 
 
 def plot_location_trajectories(histories: Mapping[str, CABHistory], path: str | Path,
-                               x: Tensor | None = None, y: Tensor | None = None, lim: float = 3.0) -> str:
+                               x: Tensor | None = None, y: Tensor | None = None,
+                               lim: float = 3.0) -> str:
     """2D: trajectory of each unit's CAB location ``phi_i`` over training (circle: start, cross:
     end), one panel per method, over the training data if given (Chen & Ge, Fig. 3)."""
     fig, axes = _figure(len(histories), width=3.6, height=3.6)
-    for ax, (name, hist) in zip(axes, histories.items()):
+    for ax, (name, hist) in zip(axes, histories.items(), strict=True):
         if x is not None:
             c = None if y is None else y.reshape(-1).cpu().numpy()
-            ax.scatter(x[:, 0].cpu().numpy(), x[:, 1].cpu().numpy(), c=c, cmap="coolwarm", s=4, alpha=0.25)
+            ax.scatter(x[:, 0].cpu().numpy(), x[:, 1].cpu().numpy(), c=c, cmap="coolwarm", s=4,
+                       alpha=0.25)
         phi = hist.cab.location.cpu().numpy()
         for i in range(phi.shape[1]):
             ax.plot(phi[:, i, 0], phi[:, i, 1], lw=0.8, color=COLORS.get(name, "k"))
@@ -119,11 +126,13 @@ def plot_levy_fits(models: Mapping[str, nn.Module], x_train: Tensor, y_train: Te
                    x_test: Tensor, y_test: Tensor, path: str | Path) -> str:
     """Each method's fitted function against the Levy function and the training points."""
     fig, axes = _figure(len(models))
-    for ax, (name, model) in zip(axes, models.items()):
+    for ax, (name, model) in zip(axes, models.items(), strict=True):
         with torch.no_grad():
             pred = model.eval()(x_test)
-        ax.plot(x_test[:, 0].cpu().numpy(), y_test[:, 0].cpu().numpy(), color="0.5", lw=1, label="Levy")
-        ax.plot(x_test[:, 0].cpu().numpy(), pred[:, 0].cpu().numpy(), color=COLORS.get(name, "k"), lw=1.2, label=name)
+        ax.plot(x_test[:, 0].cpu().numpy(), y_test[:, 0].cpu().numpy(), color="0.5", lw=1,
+                label="Levy")
+        ax.plot(x_test[:, 0].cpu().numpy(), pred[:, 0].cpu().numpy(), color=COLORS.get(name, "k"),
+                lw=1.2, label=name)
         ax.plot(x_train[:, 0].cpu().numpy(), y_train[:, 0].cpu().numpy(), "k.", ms=3)
         ax.set_title(name)
         ax.legend(fontsize=7)
@@ -137,7 +146,7 @@ def plot_banana_boundaries(models: Mapping[str, nn.Module], x: Tensor, y: Tensor
     grid = torch.linspace(-lim, lim, 200, dtype=x.dtype, device=x.device)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    for ax, (name, model) in zip(axes, models.items()):
+    for ax, (name, model) in zip(axes, models.items(), strict=True):
         with torch.no_grad():
             logit = model.eval()(pts).reshape(gx.shape)
         ax.contourf(gx.cpu().numpy(), gy.cpu().numpy(), (logit > 0).cpu().numpy().astype(float),
@@ -149,12 +158,13 @@ def plot_banana_boundaries(models: Mapping[str, nn.Module], x: Tensor, y: Tensor
     return _save(fig, path)
 
 
-def study_figures(study: str, runs: Sequence, models: Mapping[str, nn.Module], data, out: str | Path) -> list[str]:
+def study_figures(study: str, runs: Sequence, models: Mapping[str, nn.Module], data: Any,
+                  out: str | Path) -> list[str]:
     """All figures of one study (``"levy"`` or ``"banana"``) into directory ``out``.
 
-    ``runs`` are :class:`~relu_regions.gmp_studies.RunResult` s (the first seed's carry a
+    ``runs`` are :class:`~relu_regions.gmp.studies.RunResult` s (the first seed's carry a
     history), ``models`` the first seed's trained nets, ``data`` its
-    :class:`~relu_regions.gmp_studies.StudyData`.
+    :class:`~relu_regions.gmp.studies.StudyData`.
     """
     out = Path(out)
     histories = {r.method: r.history for r in runs if r.history is not None}
@@ -165,7 +175,8 @@ def study_figures(study: str, runs: Sequence, models: Mapping[str, nn.Module], d
             series.setdefault(r.method, []).append(r.location_change)
         files.append(plot_location_spectrum(histories, out / "gmp_levy_locations.png"))
         files.append(plot_stability(series, out / "gmp_levy_stability.png",
-                                    r"max$_i\,|\Delta\phi_i|$ per epoch", "Levy: CAB location change"))
+                                    r"max$_i\,|\Delta\phi_i|$ per epoch",
+                                    "Levy: CAB location change"))
         files.append(plot_levy_fits(models, data.x_train, data.y_train, data.x_test, data.y_test,
                                     out / "gmp_levy_fits.png"))
     else:
@@ -175,6 +186,8 @@ def study_figures(study: str, runs: Sequence, models: Mapping[str, nn.Module], d
         files.append(plot_location_trajectories(histories, out / "gmp_banana_trajectories.png",
                                                 data.x_train, data.y_train))
         files.append(plot_stability(series, out / "gmp_banana_stability.png",
-                                    "max$_i$ CAB normal turn per epoch [rad]", "Banana: CAB angle change"))
-        files.append(plot_banana_boundaries(models, data.x_test, data.y_test, out / "gmp_banana_boundaries.png"))
+                                    "max$_i$ CAB normal turn per epoch [rad]",
+                                    "Banana: CAB angle change"))
+        files.append(plot_banana_boundaries(models, data.x_test, data.y_test,
+                                            out / "gmp_banana_boundaries.png"))
     return files

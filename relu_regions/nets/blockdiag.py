@@ -8,9 +8,9 @@ is zero outside ``n_blocks = in / block`` diagonal blocks, each of shape
 zero (structurally: they are not parameters, and no gradient reaches them).
 
 How we read "built from the construction" (the paper's text on this extension is one sentence; the
-reading is ours). The width-4 realization (arXiv:2311.18022, the width-4 realization; README) maps the hidden
-neurons (sum, t1, t2, bias) of layer k to those of layer k + 1 with one 4x4 matrix that depends on
-the peaks a_k, a_{k+1} and the scale ratio S = s_{k+1} / s_k, and zero biases:
+reading is ours). The width-4 realization (arXiv:2311.18022, the width-4 realization; README) maps
+the hidden neurons (sum, t1, t2, bias) of layer k to those of layer k + 1 with one 4x4 matrix that
+depends on the peaks a_k, a_{k+1} and the scale ratio S = s_{k+1} / s_k, and zero biases:
 
     sum:  [1, -sign/a_k, sign/(a_k(1-a_k)), 0]
     t1:   [0, S/a_k, -S/(a_k(1-a_k)), 0]
@@ -185,8 +185,9 @@ class BlockDiagonalLinear(nn.Module):
 # Initializations
 
 def construction_blocks(peaks: torch.Tensor, next_peaks: torch.Tensor, ratio: torch.Tensor,
-                        sign=1.0) -> torch.Tensor:
-    """The construction's hidden-to-hidden 4x4 matrices (arXiv:2311.18022, the width-4 realization; README).
+                        sign: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """The construction's hidden-to-hidden 4x4 matrices (arXiv:2311.18022, the width-4
+    realization; README).
 
     Rows and columns are ordered (sum, t1, t2, bias). ``peaks`` a_k, ``next_peaks`` a_{k+1},
     ``ratio`` S = s_{k+1}/s_k and ``sign`` (+1: the sum neuron subtracts s_k W_k, convex; -1 adds
@@ -242,12 +243,13 @@ def _check_sign(sign) -> float:
 
 @torch.no_grad()
 def construction_chain_init_(layers: Sequence[BlockDiagonalLinear],
-                             generator: torch.Generator | None = None, *, peaks=None,
-                             sign: float = 1.0, peak_range=PEAK_RANGE) -> torch.Tensor:
+                             generator: torch.Generator | None = None, *,
+                             peaks: torch.Tensor | float | None = None, sign: float = 1.0,
+                             peak_range: tuple[float, float] = PEAK_RANGE) -> torch.Tensor:
     """Initialize a chain of 4x4-block layers as consecutive construction layers per block.
 
-    Layer l's block j gets ``construction_blocks(a_l, a_{l+1}, S_l)`` with block j's own peaks and
-    the Theorem 3.1 ratio S_l = (1 - a_{l+1}) a_{l+2}; biases are zero (all hidden-to-hidden biases
+    Layer k's block j gets ``construction_blocks(a_k, a_{k+1}, S_k)`` with block j's own peaks and
+    the Theorem 3.1 ratio S_k = (1 - a_{k+1}) a_{k+2}; biases are zero (all hidden-to-hidden biases
     of the width-4 realization are). ``peaks`` is (n_blocks, len(layers) + 2) or broadcastable to
     it; by default peaks are drawn uniform on ``peak_range`` from ``generator``. Returns the peaks
     used, so the chain can be compared with (or continued as) a construction.
@@ -269,16 +271,17 @@ def construction_chain_init_(layers: Sequence[BlockDiagonalLinear],
         a = _random_peaks((n_blocks, n), generator, like, low, high)
     else:
         a = _as_peaks(peaks, n_blocks, n, like, "peaks")
-    for l, layer in enumerate(layers):
-        ratio = (1 - a[:, l + 1]) * a[:, l + 2]  # Theorem 3.1
-        layer.weight.copy_(construction_blocks(a[:, l], a[:, l + 1], ratio, sign))
+    for k, layer in enumerate(layers):
+        ratio = (1 - a[:, k + 1]) * a[:, k + 2]  # Theorem 3.1
+        layer.weight.copy_(construction_blocks(a[:, k], a[:, k + 1], ratio, sign))
         if layer.bias is not None:
             layer.bias.zero_()
     return a
 
 
 def construction_init_(layer: BlockDiagonalLinear, generator: torch.Generator | None = None, *,
-                       peaks=None, sign: float = 1.0, peak_range=PEAK_RANGE) -> torch.Tensor:
+                       peaks: torch.Tensor | float | None = None, sign: float = 1.0,
+                       peak_range: tuple[float, float] = PEAK_RANGE) -> torch.Tensor:
     """One layer: every 4x4 block = a construction hidden-to-hidden matrix with random peaks.
 
     Block j uses peaks (a_j, a'_j) and the Theorem 3.1 ratio S_j = (1 - a'_j) a''_j, i.e. three

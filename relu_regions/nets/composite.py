@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy.optimize import lsq_linear
 
 from ..errors import InputError
 from ..nets import construction
 from .shapes import PEAK_RANGE, SHAPES, SHAPES_1D, SHAPES_ND
+
+# A net as its Linear layers [(W (N, o, i), b (N, o))], N seeds at once
+RawLayers = list[tuple[torch.Tensor, torch.Tensor]]
 
 # A curvature share below this counts as noise when "auto" tells convex and concave apart.
 MINOR_CURVATURE = 0.05
@@ -58,11 +63,13 @@ class Term:
 class SumLayout:
     """Theta = [per term: peak logits, log scales] + [c0, c_1..c_k] (module docstring, F)."""
 
-    def __init__(self, terms, depth: int, thm31: bool, box, margin: float = construction.DEFAULT_MARGIN):
+    def __init__(self, terms, depth: int, thm31: bool, box,
+                 margin: float = construction.DEFAULT_MARGIN) -> None:
         self.terms, self.depth, self.thm31, self.margin = list(terms), depth, bool(thm31), margin
         self.box = [tuple(map(float, b)) for b in box]
         self.k = len(self.box)
-        P = np.array([t.direction for t in self.terms], dtype=np.float64).reshape(len(self.terms), -1)
+        P = np.array([t.direction for t in self.terms],
+                     dtype=np.float64).reshape(len(self.terms), -1)
         if P.shape[1] != self.k or np.linalg.matrix_rank(P) < self.k:
             raise InputError(f"the term directions must span the {self.k}D input")
         # Least-norm map from the affine part's slopes (per input) to the terms' c1 (release).
@@ -92,7 +99,8 @@ class SumLayout:
         return len(self.terms) * (2**self.depth - 1) + 1
 
     # --- Theta <-> derived parameters
-    def split(self, theta):
+    def split(self, theta: torch.Tensor
+              ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
         """Theta (N, P) -> ([(peaks, scales) per term], c0 (N,), c (N, k))."""
         per = self.n_peaks + self.n_scales
         parts = []
@@ -100,11 +108,13 @@ class SumLayout:
             block = theta[..., j * per:(j + 1) * per]
             peaks = construction.peaks_from_logits(block[..., :self.n_peaks], self.margin)
             log_s = block[..., self.n_peaks:].clamp(min=LOG_SCALE_FLOOR)
-            parts.append((peaks, construction.scales_from_log(log_s, peaks, self.depth, self.thm31)))
+            scales = construction.scales_from_log(log_s, peaks, self.depth, self.thm31)
+            parts.append((peaks, scales))
         rest = theta[..., len(self.terms) * per:]
         return parts, rest[..., 0], rest[..., 1:]
 
-    def join(self, peaks, scales_or_s0, c0, c):
+    def join(self, peaks: torch.Tensor, scales_or_s0: torch.Tensor, c0: torch.Tensor,
+             c: torch.Tensor) -> torch.Tensor:
         """Inverse of ``split`` (peaks (N, J, n_peaks), scales (N, J, n_scales), c0, c (N, k))."""
         logits = construction.logits_from_peaks(peaks, self.margin)
         blocks = torch.cat([logits, scales_or_s0.log()], dim=-1).flatten(1)
@@ -122,14 +132,15 @@ class SumLayout:
         return ((x * x.new_tensor(term.direction)).sum(-1) - term.interval[0]) / (
             term.interval[1] - term.interval[0])
 
-    def sawtooths(self, term: Term, peaks, x):
+    def sawtooths(self, term: Term, peaks: torch.Tensor,
+                  x: torch.Tensor) -> Iterator[torch.Tensor]:
         """W_0..W_{d-1} of one term on points x (n, k) or (N, n, k): W_i = T_{a_i}(W_{i-1})."""
         w = self._along(term, x)
         for i in range(self.depth):
             w = construction.triangle(w, peaks[..., i:i + 1])
             yield w
 
-    def pattern(self, theta, x):
+    def pattern(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The derived form's activation pattern on points x (n, k): for every term and level i,
         the triangle's two ReLUs, W_{i-1} > 0 and W_{i-1} > a_i (W_{-1} = u); (N, 2 J d, n).
 
@@ -138,24 +149,24 @@ class SumLayout:
         """
         parts, _, _ = self.split(theta)
         masks = []
-        for term, (peaks, _) in zip(self.terms, parts):
+        for term, (peaks, _) in zip(self.terms, parts, strict=True):
             inputs = [self._along(term, x).expand(theta.shape[0], -1)]
             inputs += itertools.islice(self.sawtooths(term, peaks, x), self.depth - 1)
             for i, w in enumerate(inputs):
                 masks += [w > 0, w > peaks[..., i:i + 1]]
         return torch.stack(masks, dim=1)
 
-    def predict(self, theta, x):
+    def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Derived-form F on points x (n, k), or per seed (N, n, k); returns (N, n)."""
         parts, c0, c = self.split(theta)
         z = self._z(x)
         out = c0.unsqueeze(-1) + (z * c.unsqueeze(-2)).sum(-1)
-        for term, (peaks, scales) in zip(self.terms, parts):
+        for term, (peaks, scales) in zip(self.terms, parts, strict=True):
             for i, w in enumerate(self.sawtooths(term, peaks, x)):
                 out = out - term.sign * scales[..., i:i + 1] * w
         return out
 
-    def raw(self, theta):
+    def raw(self, theta: torch.Tensor) -> RawLayers:
         """The MLP's layers [(W (N, o, i), b (N, o))], computing ``predict`` exactly.
 
         Term j is ``construction.raw_weights`` on t = p_j . x with its own c1_j; the c1_j are the
@@ -170,17 +181,20 @@ class SumLayout:
         lens = theta.new_tensor([t.interval[1] - t.interval[0] for t in self.terms])
         bias = c0 - (c * blo / blen).sum(-1) + (c1 * lo / lens).sum(-1)
         nets = []
-        for j, (term, (peaks, scales)) in enumerate(zip(self.terms, parts)):
+        for j, (term, (peaks, scales)) in enumerate(zip(self.terms, parts, strict=True)):
             t_lo, t_hi = (theta.new_tensor(v) for v in term.interval)
             c0_j = bias if j == 0 else torch.zeros_like(bias)
-            nets.append(construction.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi, term.sign))
+            nets.append(construction.raw_weights(peaks, scales, c0_j, c1[:, j], t_lo, t_hi,
+                                                 term.sign))
         return side_by_side(nets, [theta.new_tensor(t.direction) for t in self.terms])
 
 
-def side_by_side(nets, directions):
-    """Equal-depth nets on projections p_j . x, summed: one MLP with block-diagonal hidden layers."""
+def side_by_side(nets: Sequence[RawLayers], directions: Sequence[torch.Tensor]) -> RawLayers:
+    """Equal-depth nets on projections p_j . x, summed: one MLP with block-diagonal hidden
+    layers."""
     first = [net[0] for net in nets]
-    layers = [(torch.cat([w * p.reshape(1, 1, -1) for (w, _), p in zip(first, directions)], dim=1),
+    layers = [(torch.cat([w * p.reshape(1, 1, -1)
+                          for (w, _), p in zip(first, directions, strict=True)], dim=1),
                torch.cat([b for _, b in first], dim=1))]
     for k in range(1, len(nets[0]) - 1):
         layers.append((_block_diag([net[k][0] for net in nets]),
@@ -225,25 +239,26 @@ class ComposedLayout:
     def _parts(self, theta):
         return theta[..., :self.inner.n_params], theta[..., self.inner.n_params:]
 
-    def predict(self, theta, x):
+    def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         t_in, t_out = self._parts(theta)
         q = self.inner.predict(t_in, x)
         return self.outer.predict(t_out, q.unsqueeze(-1))
 
-    def raw(self, theta):
+    def raw(self, theta: torch.Tensor) -> RawLayers:
         """Inner layers, then the outer's: the inner output row and the outer input column meet
         in one Linear layer (W = W_out0 W_in_last, b = W_out0 b_in_last + b_out0)."""
         t_in, t_out = self._parts(theta)
         inner, outer = self.inner.raw(t_in), self.outer.raw(t_out)
         (w_last, b_last), (w_first, b_first) = inner[-1], outer[0]
-        merged = (torch.bmm(w_first, w_last), torch.bmm(w_first, b_last.unsqueeze(-1)).squeeze(-1) + b_first)
+        merged = (torch.bmm(w_first, w_last),
+                  torch.bmm(w_first, b_last.unsqueeze(-1)).squeeze(-1) + b_first)
         return inner[:-1] + [merged] + outer[1:]
 
 
 # ---------------------------------------------------------------------------------------------
 # Choosing a layout for data
 
-def detect_shape(x, y) -> str:
+def detect_shape(x: ArrayLike, y: ArrayLike) -> str:
     """"convex", "concave" or "dc" for 1D samples, from the sign of the sampled curvature.
 
     The curvature's positive and negative mass (the total rise and fall of the slope) decide: a
@@ -277,19 +292,19 @@ class Quadratic:
     eigenvectors: np.ndarray  # columns
     relative_error: float  # RMS residual / std(y)
 
-    def form(self, x) -> np.ndarray:
+    def form(self, x: np.ndarray) -> np.ndarray:
         """b . x + x^T A x (the fit without its constant)."""
         return x @ self.b + np.einsum("ni,ij,nj->n", x, self.A, x)
 
 
-def fit_quadratic(x, y) -> Quadratic:
+def fit_quadratic(x: np.ndarray, y: np.ndarray) -> Quadratic:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     k = x.shape[1]
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
     design = np.column_stack([np.ones(len(x)), x] + [x[:, i] * x[:, j] for i, j in pairs])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     A = np.zeros((k, k))
-    for (i, j), v in zip(pairs, coef[1 + k:]):
+    for (i, j), v in zip(pairs, coef[1 + k:], strict=True):
         A[i, j] = A[j, i] = v if i == j else v / 2
     resid = design @ coef - y
     spread = float(np.std(y)) or 1.0
@@ -303,7 +318,9 @@ def _projection_range(p, box):
     return float(t.min()), float(t.max())
 
 
-def build_layout(shape: str, x, y, box, depth: int, thm31: bool):
+def build_layout(shape: str, x: np.ndarray, y: np.ndarray, box: Sequence[Sequence[float]],
+                 depth: int, thm31: bool
+                 ) -> tuple[SumLayout | ComposedLayout, str, np.ndarray | None]:
     """The layout for ``shape`` on data (x (n,) or (n, k), y); returns (layout, shape, q_target).
 
     1D: convex / concave (one term), dc (two terms, signs + and -), auto by ``detect_shape``.
@@ -329,7 +346,7 @@ def build_layout(shape: str, x, y, box, depth: int, thm31: bool):
     if shape == "auto":
         shape = "ridge" if quad.relative_error <= QUADRATIC_FIT else "radial"
     terms = []
-    for lam, p in zip(quad.eigenvalues, quad.eigenvectors.T):
+    for lam, p in zip(quad.eigenvalues, quad.eigenvectors.T, strict=True):
         terms.append(Term(tuple(p), _projection_range(p, box), 1.0 if lam >= 0 else -1.0))
     inner = SumLayout(terms, depth, thm31, box)
     if shape == "ridge":
@@ -345,14 +362,15 @@ def build_layout(shape: str, x, y, box, depth: int, thm31: bool):
 # ---------------------------------------------------------------------------------------------
 # Initialization: random peaks, the rest by linear least squares
 
-def random_peaks(seeds, shape) -> torch.Tensor:
+def random_peaks(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     """Peaks uniform on PEAK_RANGE of ``shape`` per seed, one numpy stream per seed."""
     n = math.prod(shape)
     return torch.tensor(np.stack([np.random.default_rng(s).uniform(*PEAK_RANGE, n).reshape(shape)
                                   for s in seeds]), dtype=torch.float64)
 
 
-def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
+def linear_fit(layout: SumLayout, peaks: torch.Tensor, x: ArrayLike | torch.Tensor,
+               y: ArrayLike) -> torch.Tensor:
     """Given peaks (N, J, n_peaks), the least-squares scales and affine part -> Theta (N, P).
 
     F is linear in (c0, c, scales) for fixed peaks (variable projection); scales stay >= 1e-12
@@ -381,7 +399,8 @@ def linear_fit(layout: SumLayout, peaks, x, y) -> torch.Tensor:
     return layout.join(peaks.cpu(), scales, sol[:, 0], sol[:, 1:1 + layout.k])
 
 
-def initial_theta(layout, seeds, x, y, q_target=None) -> torch.Tensor:
+def initial_theta(layout: SumLayout | ComposedLayout, seeds: Sequence[int], x: ArrayLike,
+                  y: ArrayLike, q_target: np.ndarray | None = None) -> torch.Tensor:
     """Phase-1 start per seed: random peaks (stream = seed), everything else by least squares.
 
     A composition starts its inner sum on ``q_target`` (the quadratic form) and then fits the

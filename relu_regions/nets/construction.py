@@ -23,6 +23,7 @@ other reading; ``tail_peak=0.5`` with ``requires_grad_(False)`` reproduces it).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -49,7 +50,9 @@ def thm31_scales(s0: torch.Tensor, peaks: torch.Tensor, depth: int) -> torch.Ten
     return s0.unsqueeze(-1) * torch.cumprod(torch.cat([ones, ratios], dim=-1), dim=-1)
 
 
-def derived_forward(x, peaks, scales, c0, c1, lo, hi, sign):
+def derived_forward(x: torch.Tensor, peaks: torch.Tensor, scales: torch.Tensor,
+                    c0: torch.Tensor, c1: torch.Tensor, lo: torch.Tensor | float,
+                    hi: torch.Tensor | float, sign: torch.Tensor | float) -> torch.Tensor:
     """F(x) in derived form, by composing the triangle maps directly.
 
     Shapes: x (..., n); peaks (..., >=d); scales (..., d); c0, c1 (...). Leading dims batch.
@@ -73,7 +76,9 @@ def sum_offset(scales: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
     return (1 + c1.abs() + scales.sum(-1)).detach()
 
 
-def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
+def raw_weights(peaks: torch.Tensor, scales: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor,
+                lo: torch.Tensor | float, hi: torch.Tensor | float,
+                sign: torch.Tensor | float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The width-4 network's weights and biases (arXiv:2311.18022, the width-4 realization; README).
 
     Hidden neurons in order (sum, t1, t2, bias) with t1_k = relu(s_k W_{k-1}),
@@ -94,7 +99,8 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
 
     # Input layer: u = (x - lo)/length.
     w_in = torch.stack([c1, s0, s0, zero], -1) / length
-    b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length, -s0 * lo / length - s0 * a0, s0], -1)
+    b_in = torch.stack([C - c1 * lo / length, -s0 * lo / length,
+                        -s0 * lo / length - s0 * a0, s0], -1)
     layers = [(w_in.unsqueeze(-1), b_in)]
 
     if depth > 1:
@@ -104,7 +110,7 @@ def raw_weights(peaks, scales, c0, c1, lo, hi, sign):
         hidden_sign = sign.unsqueeze(-1) if torch.is_tensor(sign) and sign.dim() else sign
         W = hidden_matrix(peaks[..., :depth - 1], peaks[..., 1:depth], S, hidden_sign)
         zeros = torch.zeros(batch + (depth - 1, 4), dtype=dt, device=scales.device)
-        layers.extend(zip(W.unbind(-3), zeros.unbind(-2)))
+        layers.extend(zip(W.unbind(-3), zeros.unbind(-2), strict=True))
 
     out_row = _sum_row(peaks[..., depth - 1], sign)
     layers.append((out_row.unsqueeze(-2), (c0 - C).unsqueeze(-1)))
@@ -126,10 +132,11 @@ def _sum_row(a: torch.Tensor, sign) -> torch.Tensor:
     return sign * _read_row(a) + torch.stack([torch.ones_like(a), zero, zero, zero], -1)
 
 
-def hidden_matrix(a: torch.Tensor, a_next: torch.Tensor, S: torch.Tensor, sign) -> torch.Tensor:
-    """Hidden layer k -> k + 1 of the width-4 realization (arXiv:2311.18022, the width-4 realization; README),
-    rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and S = s_{k+1} / s_k of one
-    batch shape B; returns (*B, 4, 4):
+def hidden_matrix(a: torch.Tensor, a_next: torch.Tensor, S: torch.Tensor,
+                  sign: torch.Tensor | float) -> torch.Tensor:
+    """Hidden layer k -> k + 1 of the width-4 realization (arXiv:2311.18022, the width-4
+    realization; README), rows and columns (sum, t1, t2, bias), for peaks a_k, a_{k+1} and
+    S = s_{k+1} / s_k of one batch shape B; returns (*B, 4, 4):
 
         sum:  [1, -sign/a_k, sign/(a_k(1-a_k)), 0]
         t1:   [0, S/a_k, -S/(a_k(1-a_k)), 0]          (s_{k+1} W_k)
@@ -157,7 +164,8 @@ def logits_from_peaks(peaks: torch.Tensor, margin: float) -> torch.Tensor:
     return _logit((peaks - margin) / (1 - 2 * margin))
 
 
-def scales_from_log(log_s: torch.Tensor, peaks: torch.Tensor, depth: int, thm31: bool):
+def scales_from_log(log_s: torch.Tensor, peaks: torch.Tensor, depth: int,
+                    thm31: bool) -> torch.Tensor:
     """s_0..s_{d-1} from log-scales (..., 1 or d): Theorem 3.1 from s_0, or each one free."""
     if thm31:
         return thm31_scales(log_s[..., 0].exp(), peaks, depth)
@@ -226,7 +234,7 @@ class Construction(nn.Module):
                             self.lo, self.hi, self.sign)
         return y.reshape(x.shape)
 
-    def weights(self):
+    def weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The d + 1 (W, b) pairs of the width-4 network (differentiable in the derived params)."""
         return raw_weights(self.peaks(), self.scales(), self.c0, self.c1,
                            self.lo, self.hi, self.sign)
@@ -241,11 +249,12 @@ class Construction(nn.Module):
                 f"{self.hi.item():g}), {'concave' if self.sign < 0 else 'convex'}")
 
 
-def check_depth(depth) -> int:
+def check_depth(depth: object) -> int:
     return check_int(depth, "depth", low=1)
 
 
-def check_peaks(peaks, n: int, margin: float, allow=()):
+def check_peaks(peaks: float | Sequence[float], n: int, margin: float,
+                allow: Sequence[int] = ()) -> list[float]:
     """Peaks as a list of n floats in (margin, 1 - margin); a single value is broadcast.
 
     ``allow`` lists the lengths that may be given one short (the tail peak then defaults to 1/2).

@@ -15,7 +15,8 @@ RAAI_SIGMA = 0.6007  # Lu, Shin, Su & Karniadakis 2020 (arXiv:1903.06733), as we
 
 
 def mlp(width: int, depth: int, in_features: int = 1, out_features: int = 1,
-        dtype: torch.dtype = torch.float64, device="cpu") -> nn.Sequential:
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu") -> nn.Sequential:
     """Linear/ReLU stack with ``depth`` hidden layers of ``width`` units (PyTorch default init)."""
     depth = check_depth(depth)
     for name, v in (("width", width), ("in_features", in_features), ("out_features", out_features)):
@@ -41,7 +42,8 @@ def kaiming_(model: nn.Module, generator: torch.Generator | None = None) -> nn.M
 @torch.no_grad()
 def raai_(model: nn.Module, generator: torch.Generator | None = None,
           sigma: float = RAAI_SIGMA) -> nn.Module:
-    """Randomized asymmetric initialization (Lu, Shin, Su & Karniadakis 2020, arXiv:1903.06733), as we read it.
+    """Randomized asymmetric initialization (Lu, Shin, Su & Karniadakis 2020, arXiv:1903.06733),
+    as we read it.
 
     V ~ N(0, sigma^2 / fan_in) of shape (fan_out, fan_in + 1); in every row one entry, chosen
     uniformly, is redrawn from Beta(2, 1) (inverse CDF: sqrt(U)); W = V[:, :-1], b = V[:, -1].
@@ -49,7 +51,8 @@ def raai_(model: nn.Module, generator: torch.Generator | None = None,
     for layer in linears(model):
         fan_out, fan_in = layer.weight.shape
         opts = dict(dtype=layer.weight.dtype, device=layer.weight.device)
-        v = torch.randn(fan_out, fan_in + 1, generator=generator, **opts) * (sigma / math.sqrt(fan_in))
+        v = (torch.randn(fan_out, fan_in + 1, generator=generator, **opts)
+             * (sigma / math.sqrt(fan_in)))
         col = torch.randint(fan_in + 1, (fan_out,), generator=generator, device=opts["device"])
         v[torch.arange(fan_out), col] = torch.rand(fan_out, generator=generator, **opts).sqrt()
         layer.weight.copy_(v[:, :-1])

@@ -10,6 +10,8 @@ phase 1 to phase 2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -19,7 +21,8 @@ from .reader import Affine, ReLU
 
 
 class DerivedTensor(nn.Module):
-    """Parametrization: layer ``index``'s weight (``part=0``) or bias (``part=1``) of the construction.
+    """Parametrization: layer ``index``'s weight (``part=0``) or bias (``part=1``) of the
+    construction.
 
     The tensor it is registered on is ignored (kept frozen as ``original`` by PyTorch); the value
     comes from the construction, which is held by reference, not registered here, so its
@@ -35,10 +38,11 @@ class DerivedTensor(nn.Module):
         return self.construction.weights()[self.index][self.part]
 
 
-def linear_relu_stack(widths, dtype=torch.float64, device="cpu") -> nn.Sequential:
+def linear_relu_stack(widths: Sequence[int], dtype: torch.dtype = torch.float64,
+                      device: str | torch.device = "cpu") -> nn.Sequential:
     """Linear(w0, w1), ReLU, ..., Linear(w_{L-1}, w_L): the plain MLP the counters read."""
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if i:
             layers.append(nn.ReLU())
         layers.append(nn.Linear(n_in, n_out, dtype=dtype, device=device))
@@ -79,10 +83,12 @@ class ConstructionNet(nn.Module):
         self.layers = derived_layers(construction)
 
     @classmethod
-    def build(cls, depth: int, peaks=0.5, *, thm31: bool = True, s0: float = 0.25,
-              scales=None, c0: float = 0.0, c1: float = 0.0, interval=(0.0, 1.0),
+    def build(cls, depth: int, peaks: float | Sequence[float] = 0.5, *, thm31: bool = True,
+              s0: float = 0.25, scales: Sequence[float] | None = None, c0: float = 0.0,
+              c1: float = 0.0, interval: Sequence[float] = (0.0, 1.0),
               concave: bool = False, margin: float = DEFAULT_MARGIN,
-              dtype: torch.dtype = torch.float64, device="cpu") -> ConstructionNet:
+              dtype: torch.dtype = torch.float64,
+              device: str | torch.device = "cpu") -> ConstructionNet:
         """``ConstructionNet(Construction(depth, peaks, thm31=..., ...))``: the arguments are
         :class:`~relu_regions.nets.construction.Construction`'s.
 
@@ -161,7 +167,8 @@ class ConstructionNet(nn.Module):
         c = self.construction
         plain = linear_relu_stack([1] + [4] * c.depth + [1], c.lo.dtype, c.lo.device)
         with torch.no_grad():
-            for (w, b), layer in zip(c.weights(), (m for m in plain if isinstance(m, nn.Linear))):
+            linears = (m for m in plain if isinstance(m, nn.Linear))
+            for (w, b), layer in zip(c.weights(), linears, strict=True):
                 layer.weight.copy_(w)
                 layer.bias.copy_(b)
         return plain

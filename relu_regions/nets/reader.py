@@ -17,6 +17,7 @@ Layers of this package say what they are by the :class:`PiecewiseLinear` protoco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,7 +55,7 @@ class PiecewiseLinear(Protocol):
     def region_ops(self) -> list[Affine | ReLU]: ...
 
 
-def relu_layers(model, *, finite: bool = True) -> Layers:
+def relu_layers(model: nn.Module | Sequence, *, finite: bool = True) -> Layers:
     """The (W, b) pairs, float64, of a Linear (ReLU Linear)* stack.
 
     Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
@@ -65,7 +66,8 @@ def relu_layers(model, *, finite: bool = True) -> Layers:
     return layers
 
 
-def layer_stack(model, *, finite: bool = True) -> tuple[Layers, list[float]]:
+def layer_stack(model: nn.Module | Sequence, *,
+                finite: bool = True) -> tuple[Layers, list[float]]:
     """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
     hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
 
@@ -82,7 +84,7 @@ def layer_stack(model, *, finite: bool = True) -> tuple[Layers, list[float]]:
     return _stack(model_ops(model), finite)
 
 
-def model_ops(model) -> list[Affine | ReLU]:
+def model_ops(model: nn.Module) -> list[Affine | ReLU]:
     """The ops of ``model`` in order (see the module docstring), or InputError naming the
     layer that cannot be read."""
     if hasattr(model, "region_ops"):
@@ -186,8 +188,8 @@ def _tensors_to_numpy(pairs):
     with torch.no_grad():
         joined = torch.cat([t.reshape(-1) for t in flat]).double().numpy()
     sizes = np.cumsum([t.numel() for t in flat])[:-1]
-    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat)]
-    return list(zip(arrays[::2], arrays[1::2]))
+    arrays = [a.reshape(t.shape) for a, t in zip(np.split(joined, sizes), flat, strict=True)]
+    return list(zip(arrays[::2], arrays[1::2], strict=True))
 
 
 def _bias(op: Affine):
@@ -200,7 +202,7 @@ def _bias(op: Affine):
 
 
 def _check_layers(layers, finite=True) -> Layers:
-    for (w1, _), (w2, _) in zip(layers, layers[1:]):
+    for (w1, _), (w2, _) in zip(layers, layers[1:], strict=False):
         if w2.shape[1] != w1.shape[0]:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
                              f"{w2.shape[1]} inputs")

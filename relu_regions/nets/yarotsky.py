@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..validation import check_int
 from .parametrize import linear_relu_stack
@@ -54,7 +55,7 @@ def _square_reference(t, m: int):
     return out
 
 
-def cube_reference(x, m1: int, m2: int):
+def cube_reference(x: ArrayLike, m1: int, m2: int) -> np.ndarray:
     """The same approximation computed directly from the formulas (numpy), for tests."""
     x = np.asarray(x, dtype=np.float64)
     S = _square_reference(x, m1)
@@ -116,7 +117,7 @@ def _build(width: int, hidden: list, output: _Expr) -> torch.nn.Sequential:
     net = linear_relu_stack([1] + [width] * len(hidden) + [1])
     rows_of = list(hidden) + [[output]]
     with torch.no_grad():
-        for lin, rows in zip(net[::2], rows_of):
+        for lin, rows in zip(net[::2], rows_of, strict=True):
             lin.weight.zero_()
             lin.bias.zero_()
             for i, e in enumerate(rows):
@@ -185,7 +186,7 @@ def cube_net4(m1: int, m2: int, m3: int) -> torch.nn.Sequential:
     return _build(4, hidden, _unit(2) - C + _tent(0) / (64.0 * 4.0**m3))
 
 
-def diff_reference(x, m1: int, m2: int, m3: int):
+def diff_reference(x: ArrayLike, m1: int, m2: int, m3: int) -> np.ndarray:
     """f_m2(A) - f_m3(E) / 64, S = f_m1(x), A = (x + S) / 2, E = 4 (x - S) (numpy), for tests."""
     x = np.asarray(x, dtype=np.float64)
     S = _square_reference(x, m1)

@@ -4,7 +4,7 @@ or on a Dask cluster (``grid``), results land in ``results.csv`` / ``summary.csv
 ``relu_regions.sweep.load_config`` and ``run_sweep`` are the entry points.
 """
 
-from .config import SweepConfig, load_config, parse_config  # noqa: F401
-from .grid import SweepResult, run_cell, run_sweep  # noqa: F401
+from .config import SweepConfig, load_config, parse_config
+from .grid import SweepResult, run_cell, run_sweep
 
 __all__ = ["SweepConfig", "SweepResult", "load_config", "parse_config", "run_cell", "run_sweep"]

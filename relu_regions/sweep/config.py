@@ -6,7 +6,9 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 try:
     import tomllib
@@ -76,7 +78,7 @@ class SweepConfig:
     def points_of_grid(self) -> list:
         """Every grid point (a dict of the given fields) in grid order, without the seed."""
         names = [*FIRST_AXES, *[k for k in self.grid if k not in FIRST_AXES]]
-        return [dict(zip(names, combo))
+        return [dict(zip(names, combo, strict=True))
                 for combo in itertools.product(*(self.values(k) for k in names))]
 
     def cells(self) -> list[dict]:
@@ -86,7 +88,7 @@ class SweepConfig:
         return [{**point, "seed": s, "varied": varied}
                 for point in self.points_of_grid() for s in self.seeds]
 
-    def with_values(self, name: str, values) -> SweepConfig:
+    def with_values(self, name: str, values: Iterable) -> SweepConfig:
         """A copy with field ``name`` set to ``values`` (unchecked: for tests and tools)."""
         return SweepConfig(grid={**self.grid, name: tuple(values)}, seeds=self.seeds)
 
@@ -107,7 +109,7 @@ def _plain(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def load_config(path) -> SweepConfig:
+def load_config(path: Path | str) -> SweepConfig:
     """Read and validate a sweep TOML file; every problem is an InputError naming the value."""
     p, text = read_user_file(path, "sweep config", MAX_CONFIG_BYTES)
     try:
@@ -247,7 +249,7 @@ def dims_of(target: str) -> int:
     return targets.parse_target(target).dims
 
 
-def show(value) -> str:
+def show(value: object) -> str:
     """A value for a message, at most 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -37,16 +37,22 @@ import math
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..validation import check_int, env_defaults, json_safe, one_line
-from .config import SweepConfig, load_config, parse_config  # noqa: F401
+from .config import SweepConfig, load_config, parse_config
 from .config import show as _show
+
+# load_config and parse_config (defined in .config) are also importable from here
+__all__ = ["SweepResult", "load_config", "parse_config", "plot_sweep", "row_fields", "run_cell",
+           "run_sweep", "summarize", "write_results"]
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
@@ -87,13 +93,13 @@ def run_cell(cell: dict) -> dict:
                    trained=describe_training(res.training, res.depth, points=False),
                    status="ok" if ok else "diverged",
                    error="" if ok else "training diverged (non-finite MSE)")
-    except Exception as err:  # noqa: BLE001 - one cell's failure must not stop the sweep
+    except Exception as err:  # one cell's failure must not stop the sweep
         return {**_failed_row(cell, err), "seconds": round(time.perf_counter() - start, 3)}
     row["seconds"] = round(time.perf_counter() - start, 3)
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 
-def row_fields(varied=()) -> tuple:
+def row_fields(varied: Sequence[str] = ()) -> tuple:
     """results.csv's columns: ROW_FIELDS with a column per varied field after ``method``."""
     return ROW_FIELDS[:3] + tuple(varied) + ROW_FIELDS[3:]
 
@@ -165,7 +171,8 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def run_sweep(config, out_dir, workers: int | None = None, scheduler=None,
+def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: int | None = None,
+              scheduler: Any = None,
               progress: bool = False, force: bool = False) -> SweepResult:
     """Run every cell of ``config`` (a SweepConfig or a TOML path) and write the tables and plot.
 
@@ -266,7 +273,7 @@ def _pool_round(cells, todo, width, rows, bar):
             i = futures[fut]
             try:
                 rows[i] = fut.result()
-            except Exception as err:  # noqa: BLE001 - BrokenProcessPool, pickling, ...
+            except Exception as err:  # BrokenProcessPool, pickling, ...
                 broken[i] = err
                 continue
             done.append(i)
@@ -304,7 +311,7 @@ def _run_dask(cells, scheduler, bar) -> list:
             i = index[fut.key]
             try:
                 rows[i] = fut.result()
-            except Exception as err:  # noqa: BLE001 - e.g. KilledWorker: this cell only
+            except Exception as err:  # e.g. KilledWorker: this cell only
                 rows[i] = _failed_row(cells[i], err)
             if bar:
                 bar.update(1)
@@ -331,7 +338,7 @@ def _check_out_dir(out_dir, force) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Tables and plot
 
-def summarize(rows, config: SweepConfig) -> list:
+def summarize(rows: list[dict], config: SweepConfig) -> list:
     """Per grid point (target, depth, method, other axes), grid order: counts and
     mean/min/median of the finite MSEs."""
     keys = ("target", "depth", "method", *config.varied)
@@ -394,7 +401,7 @@ def _line_label(s, config) -> str:
     return ", ".join([s["method"], *(f"{k}={s[k]}" for k in config.varied)])
 
 
-def plot_sweep(summary, config: SweepConfig, path) -> Path:
+def plot_sweep(summary: list[dict], config: SweepConfig, path: Path | str) -> Path:
     """Mean MSE (finite, ok cells) against depth, one line per method, one panel per target."""
     from ..plots import save_figure, subplots
 
@@ -410,7 +417,7 @@ def plot_sweep(summary, config: SweepConfig, path) -> Path:
                    if s["target"] == target and _line_label(s, config) == label
                    and s["mse_mean"] is not None and s["mse_mean"] > 0]
             if pts:
-                ax.plot(*zip(*pts), "o-", label=label, ms=4)
+                ax.plot(*zip(*pts, strict=True), "o-", label=label, ms=4)
                 drawn = True
         if drawn:
             ax.set_yscale("log")

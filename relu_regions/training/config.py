@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 from ..nets.shapes import SHAPES
@@ -75,7 +77,7 @@ PHASE_FORM = ("'OPTIMIZER:STEPS[:LR]' (e.g. 'lm:100', 'adam:1000:1e-3'), a (opti
               "lr]) pair or triple, a table {optimizer, steps, lr} or a Phase")
 
 
-def parse_phase(value, name: str = "phase") -> Phase:
+def parse_phase(value: Phase | str | Sequence | Mapping, name: str = "phase") -> Phase:
     """A Phase from ``Phase(...)``, ``"lm:100"``, ``("adam", 1000, 1e-3)`` or ``{"optimizer":
     ..., "steps": ..., "lr": ...}``; the one parser of phase specs (CLI, sweeps, fit)."""
     if isinstance(value, Phase):
@@ -186,7 +188,7 @@ class FitConfig:
         for name in ("phase1", "phase2"):
             object.__setattr__(self, name, parse_phase(getattr(self, name), name))
 
-    def replace(self, **overrides) -> FitConfig:
+    def replace(self, **overrides: Any) -> FitConfig:
         """A copy with ``overrides``; an unknown name is an InputError naming the closest."""
         check_names(overrides)
         return dataclasses.replace(self, **overrides)

@@ -12,7 +12,8 @@ from .functional import flatten_layers, unflatten_layers
 
 @dataclass
 class GmPLayout:
-    """Raw training on GmP coordinates (Chen & Ge, Section 3): per unit w = r u(angles), b = r lambda.
+    """Raw training on GmP coordinates (Chen & Ge, Section 3): per unit w = r u(angles),
+    b = r lambda.
 
     Flat per layer: [angles (o, i-1), r (o), lambda (o)]. With one input the direction is the
     sign, which lives in r (``gmp.to_hyperspherical``). A unit with zero weights (the
@@ -22,7 +23,7 @@ class GmPLayout:
 
     shapes: list
 
-    def from_raw(self, theta: torch.Tensor):
+    def from_raw(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         parts, offsets = [], []
         for w, b in unflatten_layers(theta, self.shapes):
             r, angles = to_hyperspherical(w)
@@ -38,7 +39,8 @@ class GmPLayout:
         for (o, i), _ in self.shapes:
             n_ang = o * (i - 1)
             angles = theta[:, at:at + n_ang].reshape(theta.shape[0], o, i - 1)
-            r, lam = theta[:, at + n_ang:at + n_ang + o], theta[:, at + n_ang + o:at + n_ang + 2 * o]
+            r = theta[:, at + n_ang:at + n_ang + o]
+            lam = theta[:, at + n_ang + o:at + n_ang + 2 * o]
             w = r.unsqueeze(-1) if i == 1 else from_hyperspherical(r, angles)
             layers.append((w, r * lam + offsets[:, at_b:at_b + o]))
             at, at_b = at + n_ang + 2 * o, at_b + o

@@ -4,12 +4,21 @@ themselves are made in :mod:`relu_regions.targets`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import targets
 from ..errors import InputError
 from .auto import auto_points
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def make_dataset(config, data=None) -> targets.Dataset:
+    from .config import FitConfig
+
+
+def make_dataset(config: FitConfig,
+                 data: targets.Dataset | tuple[ArrayLike, ArrayLike] | None = None
+                 ) -> targets.Dataset:
     """The Dataset for ``config`` (its target, interval, points / sparse, test_fraction, seed), or
     ``data`` (a Dataset or arrays (x, y)) on ``config.interval`` (default: the data's range; a
     target given with data only names the run)."""

@@ -15,16 +15,21 @@ scales), ``pretrain-thm31`` (two phases, Theorem 3.1 scales). docs/architecture.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from torch import nn
 
 from ..analysis import limits
 from ..analysis.plane import count_regions_2d
 from ..analysis.regions import count_regions, count_regions_segment
 from ..errors import InputError
 from ..nets import composite
-from ..targets import Dataset
+from ..targets import Dataset, Target
 from ..validation import check_int, torch_threads
 from . import growth
 from .auto import CONSTRUCTION_METHODS, QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
@@ -40,16 +45,26 @@ from .functional import (
     to_module,
     unflatten_layers,
 )
-from .jacobians import chain_jacobian, derived_jacobian_runs, jvp_jacobian, lm_jacobian
+from .jacobians import (
+    RunProjection,
+    chain_jacobian,
+    derived_jacobian_runs,
+    jvp_jacobian,
+    lm_jacobian,
+)
 from .optim import per_seed_mse, row_wise
 from .progress import Progress
 from .result import FitResult
-from .stages import Stages, load_train_state, optimize, pick_rows
+from .stages import StageEvent, Stages, load_train_state, optimize, pick_rows
 
 
-def fit(target=None, *, config: FitConfig | None = None, data=None, progress=False,
-        checkpoint=None, checkpoint_every: int | None = None, resume=None,
-        checkpoint_meta: str = "", on_stage=None, **overrides) -> FitResult:
+def fit(target: str | Target | Callable[[np.ndarray], ArrayLike] | None = None, *,
+        config: FitConfig | None = None,
+        data: Dataset | tuple[ArrayLike, ArrayLike] | None = None, progress: bool = False,
+        checkpoint: Path | str | None = None, checkpoint_every: int | None = None,
+        resume: Path | str | dict | None = None, checkpoint_meta: str = "",
+        on_stage: Callable[[StageEvent], object] | Sequence[Callable] | None = None,
+        **overrides: Any) -> FitResult:
     """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
 
     ``target``: an expression in x (``"x**3"``; in x and y for a 2D fit) or a callable on numpy
@@ -128,7 +143,9 @@ def _resumed(state, target, config, data, overrides):
 
 
 def _data_state(data) -> dict:
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    def t(a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
     return {"x": t(data.x), "y": t(data.y), "test_x": t(data.test_x), "test_y": t(data.test_y),
             "interval": [list(map(float, b)) for b in data.box], "name": str(data.name)}
 
@@ -152,7 +169,7 @@ class RawNet:
         self._seen = None  # (Theta, masks) of the last prediction without gradients
 
     @row_wise
-    def predict(self, theta):
+    def predict(self, theta: torch.Tensor) -> torch.Tensor:
         if theta.requires_grad or self.x.dim() != 1:
             return mlp_forward(unflatten_layers(theta, self.shapes), self.x)
         masks: list = []
@@ -161,7 +178,7 @@ class RawNet:
         return out
 
     @row_wise
-    def jacobian(self, theta):
+    def jacobian(self, theta: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
         return lm_jacobian(unflatten_layers(theta, self.shapes), self.x, self._masks_of(theta))
 
     def _masks_of(self, theta):
@@ -185,13 +202,14 @@ class GmPNet:
         n_coords = sum(o * (i + 1) for (o, i), _ in raw.shapes)
         self.expanded = offsets.repeat_interleave(n_coords, dim=0)
 
-    def to_raw(self, coords):
+    def to_raw(self, coords: torch.Tensor) -> torch.Tensor:
         return self.gmp.to_raw(coords, self.offsets)
 
-    def predict(self, coords):
+    def predict(self, coords: torch.Tensor) -> torch.Tensor:
         return self.raw.predict(self.to_raw(coords))
 
-    def jacobian(self, coords):
+    def jacobian(self, coords: torch.Tensor
+                 ) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
         d_raw = jvp_jacobian(lambda e: self.gmp.to_raw(e, self.expanded), coords)
         return chain_jacobian(self.raw.jacobian(self.to_raw(coords)), d_raw)
 
@@ -206,10 +224,11 @@ class DerivedNet:
         self.by_runs = (isinstance(layout, composite.SumLayout) and x.dim() == 1
                         and 2 * layout.max_pieces <= len(x))
 
-    def predict(self, theta):
+    def predict(self, theta: torch.Tensor) -> torch.Tensor:
         return self.layout.predict(theta, self.points)
 
-    def jacobian(self, theta):
+    def jacobian(self, theta: torch.Tensor
+                 ) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
         if self.by_runs:
             return derived_jacobian_runs(self.layout, theta, self.x)
         return jvp_jacobian(self.predict, theta)
@@ -418,7 +437,7 @@ class _Fit:
             **self._plane_counts(models),
             efficiency=eff, history={"loss": hist, "phase_boundary": boundary}, models=models,
             seconds=seconds, phases=self._phases(),
-            diverged=[int(s) for s, m in zip(self.seeds, mse) if not np.isfinite(m)],
+            diverged=[int(s) for s, m in zip(self.seeds, mse, strict=True) if not np.isfinite(m)],
             shape=self.shape, widths=list(self.widths),
             optimal_pieces=n_pieces if optimal else None, max_pieces=n_pieces,
             config=c, data=data, errors=_test_errors(r_test.cpu().numpy(), data.test_y),
@@ -474,7 +493,7 @@ def _test_errors(residual, test_y) -> dict:
                 "max_abs_error": np.abs(residual).max(axis=1)}
 
 
-def count_pieces(model, box) -> int:
+def count_pieces(model: nn.Module, box: Sequence[Sequence[float]]) -> int:
     """Linear pieces on the interval (1D), or along the box's diagonal (nD); -1 if the weights
     are not finite (a diverged seed)."""
     try:
@@ -485,7 +504,7 @@ def count_pieces(model, box) -> int:
         return -1
 
 
-def count_plane(model, box) -> tuple[int, int]:
+def count_plane(model: nn.Module, box: Sequence[Sequence[float]]) -> tuple[int, int]:
     """(activation regions, linear pieces) of a 2-input net on the box ((x0, x1), (y0, y1)),
     exact (docs/regions2d.md); (-1, -1) if the weights are not finite (a diverged seed)."""
     try:

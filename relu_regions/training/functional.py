@@ -9,29 +9,37 @@ the flat layout, the forward pass, the per-point Jacobian by back-propagation, t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..nets.mlp import kaiming_, raai_
 from ..nets.parametrize import linear_relu_stack
 
+if TYPE_CHECKING:
+    from ..nets.composite import RawLayers
 
-def raw_shapes(depth: int, width: int = 4):
+# [(W shape (o, i), b shape (o,))] per Linear layer
+LayerShapes = list[tuple[tuple[int, int], tuple[int]]]
+
+
+def raw_shapes(depth: int, width: int = 4) -> LayerShapes:
     return shapes_of([1] + [width] * depth + [1])
 
 
-def shapes_of(widths):
+def shapes_of(widths: Sequence[int]) -> LayerShapes:
     """[(W shape, b shape)] of the Linear layers of an MLP with these widths."""
-    return [((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:])]
+    return [((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:], strict=True)]
 
 
-def flatten_layers(layers) -> torch.Tensor:
+def flatten_layers(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """[(W (N,o,i), b (N,o)), ...] -> Theta (N, P)."""
     n = layers[0][0].shape[0]
     return torch.cat([t.reshape(n, -1) for wb in layers for t in wb], dim=1)
 
 
-def unflatten_layers(theta: torch.Tensor, shapes):
+def unflatten_layers(theta: torch.Tensor, shapes: LayerShapes) -> RawLayers:
     """Theta (..., P) -> [(W (..., o, i), b (..., o)), ...]."""
     out, at = [], 0
     lead = theta.shape[:-1]
@@ -44,7 +52,7 @@ def unflatten_layers(theta: torch.Tensor, shapes):
     return out
 
 
-def mlp_forward(layers, x: torch.Tensor, masks: list | None = None) -> torch.Tensor:
+def mlp_forward(layers: RawLayers, x: torch.Tensor, masks: list | None = None) -> torch.Tensor:
     """All seeds' Linear/ReLU stacks on points x (n,) or (n, k): layers [(W (N,o,i), b (N,o))]
     -> (N, n); ``masks``, a list, receives every hidden layer's z > 0 (N, width, n).
 
@@ -121,7 +129,7 @@ def _jacobian_rows(layers, hs, deltas, bias_factor):
     sizes = [w.shape[1] * (w.shape[2] + 1) for w, _ in layers]
     out = hs[-1].new_empty(n_seeds, sum(sizes), m)
     at = 0
-    for (w, _), h, delta, size in zip(layers, hs, deltas, sizes):
+    for (w, _), h, delta, size in zip(layers, hs, deltas, sizes, strict=True):
         o, i = w.shape[1:]
         block = out[:, at:at + o * i].view(n_seeds, o, i, m)
         torch.mul(delta.unsqueeze(2), h.unsqueeze(1), out=block)
@@ -130,7 +138,7 @@ def _jacobian_rows(layers, hs, deltas, bias_factor):
     return out
 
 
-def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
+def mlp_jacobian(layers: RawLayers, x: torch.Tensor) -> torch.Tensor:
     """d output / d Theta, (N, n, P), in ``flatten_layers`` order, by back-propagation per point.
 
     With h_k the activations and delta_k = d out / d z_k: d out / d W_k = delta_k h_{k-1}^T and
@@ -141,17 +149,19 @@ def mlp_jacobian(layers, x: torch.Tensor) -> torch.Tensor:
     return _jacobian_rows(layers, hs, _deltas(layers, masks), ones).transpose(1, 2)
 
 
-def to_module(theta, shapes, widths):
+def to_module(theta: torch.Tensor, shapes: LayerShapes,
+              widths: Sequence[int]) -> torch.nn.Sequential:
     """One row of Theta as the plain nn.Sequential of ``widths`` (float64)."""
     net = linear_relu_stack(widths)
     with torch.no_grad():
-        for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2]):
+        for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2], strict=True):
             layer.weight.copy_(w)
             layer.bias.copy_(b)
     return net
 
 
-def random_theta(method, seeds, widths, box):
+def random_theta(method: str, seeds: Sequence[int], widths: Sequence[int],
+                 box: Sequence[Sequence[float]]) -> torch.Tensor:
     """Kaiming / RAAI raw weights per seed (torch.Generator per seed). Each input is mapped to
     [0, 1] by folding (x_m - lo_m)/(hi_m - lo_m) into the first layer, as the construction does."""
     init = kaiming_ if method == "kaiming" else raai_

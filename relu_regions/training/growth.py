@@ -6,12 +6,17 @@ See docs/training.md for the curriculum and the measurements behind INSERT_PATHS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..analysis.limits import curvature_knots
 from .functional import flatten_layers, raw_shapes, unflatten_layers
 from .optim import per_seed_mse
+
+if TYPE_CHECKING:
+    from ..nets.composite import RawLayers
 
 # The insertion settings (a_new, S) grow() runs as paths, all folding by range: two interleaved
 # 3 x 3 grids, peaks 0.3 .. 0.8 and scale ratios on a factor-2 ladder 1/8 .. 4. Which one trains
@@ -20,7 +25,9 @@ INSERT_PATHS = tuple([(a, S) for a in (0.3, 0.5, 0.7) for S in (0.25, 1.0, 4.0)]
                      + [(a, S) for a in (0.4, 0.6, 0.8) for S in (0.125, 0.5, 2.0)])
 
 
-def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
+def insert_layer(theta: torch.Tensor, depth: int, a_last: torch.Tensor | float, x: torch.Tensor,
+                 y: torch.Tensor, *, a_new: torch.Tensor | float, S: torch.Tensor | float,
+                 by_range: torch.Tensor | bool) -> torch.Tensor:
     """Raw Theta at ``depth`` -> ``depth + 1``, inserting one construction layer before the output.
 
     The new hidden layer folds the last hidden layer's (t1, t2) once more like the construction
@@ -68,13 +75,16 @@ def insert_layer(theta, depth, a_last, x, y, *, a_new, S, by_range):
     coef = torch.linalg.lstsq(basis, target, driver="gelsd").solution.squeeze(-1)
     keep_old = torch.zeros_like(coef)
     keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
-    err = lambda c: (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)  # noqa: E731
+
+    def err(c):
+        return (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)
+
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
     new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]
     return flatten_layers(new_layers)
 
 
-def last_hidden(layers, x):
+def last_hidden(layers: RawLayers, x: torch.Tensor) -> torch.Tensor:
     """The last hidden layer's activations (rows, points, width) of every row's net on x."""
     h = x.reshape(1, -1, 1).expand(layers[0][0].shape[0], -1, 1)
     for w, b in layers[:-1]:
@@ -82,7 +92,8 @@ def last_hidden(layers, x):
     return h
 
 
-def insert_warp(theta, depth, x, *, knots=None):
+def insert_warp(theta: torch.Tensor, depth: int, x: torch.Tensor, *,
+                knots: Sequence[float] | None = None) -> torch.Tensor:
     """Raw Theta at ``depth`` -> ``depth + 1``, inserting a new FIRST hidden layer that warps the
     input: u = relu(x - lo) + sum_j c_j relu(x - k_j) over the samples' range [lo, hi], with
     c_j = 0, so the net is the same function on [lo, hi] (the old first layer reads u through its
@@ -105,7 +116,7 @@ def insert_warp(theta, depth, x, *, knots=None):
     return flatten_layers([(w0, b0), (w1_new, b1_new)] + list(layers[1:]))
 
 
-def curvature_hinges(x, y):
+def curvature_hinges(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """The warp's 3 hinges where the data's |f''|^(2/5) has a quarter, half and three quarters of
     its integral (the L2-optimal density of free knots, docs/limits.md; f'' by smoothed
     finite differences, as the optimum's curvature start in ``analysis.limits``). For x^3 they
@@ -116,7 +127,8 @@ def curvature_hinges(x, y):
     return [float(k) for k in curvature_knots(xs.double().numpy(), ys.double().numpy(), 4)]
 
 
-def best_rows(mse, k: int, n: int, keep: int = 1):
+def best_rows(mse: torch.Tensor, k: int, n: int,
+              keep: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
     """Row j*n + s of a batch is try j of seed s; returns pick(t): each seed's row with the lowest
     ``mse`` (a NaN counts as worst), or its ``keep`` lowest, as rows r*n + s by rank r (ties:
     the first try)."""
@@ -129,7 +141,10 @@ def best_rows(mse, k: int, n: int, keep: int = 1):
     return pick
 
 
-def grow(theta, d0, depth, a_last, x, y, train, predict, history, warp=False, keep=1):
+def grow(theta: torch.Tensor, d0: int, depth: int, a_last: torch.Tensor | float, x: torch.Tensor,
+         y: torch.Tensor, train: Callable[[torch.Tensor, list, int], torch.Tensor],
+         predict: Callable[[torch.Tensor, int], torch.Tensor], history: list,
+         warp: bool = False, keep: int = 1) -> torch.Tensor:
     """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
     by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
     insertion on it. All paths train as one batch; per seed the path with the lowest final

@@ -9,12 +9,17 @@ Derived parameters (phase 1): :func:`jvp_jacobian` (forward mode, all tangents i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
 from .functional import _deltas, _hidden_masks, _jacobian_rows, _small_matmul, mlp_jacobian
+
+if TYPE_CHECKING:
+    from ..nets.composite import RawLayers, SumLayout
 
 
 class RunProjection:
@@ -100,7 +105,7 @@ class Runs:
         return torch.stack([self.counts.sqrt().view(shape) * at_centre,
                             self.spread.sqrt().view(shape) * slope], dim=-1).flatten(-2)
 
-    def projection(self, order=None) -> RunProjection:
+    def projection(self, order: torch.Tensor | None = None) -> RunProjection:
         """Q' for values at the points in increasing order, or in the caller's ``order``."""
         if order is None:
             return RunProjection(self.run, self.counts, self.centred, self.spread)
@@ -109,7 +114,8 @@ class Runs:
         return RunProjection(self.run[:, unsort], self.counts, self.centred[:, unsort], self.spread)
 
 
-def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
+def mlp_jacobian_runs(layers: RawLayers, x: torch.Tensor, masks: list[torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, RunProjection]:
     """The Jacobian compressed per activation run: (Q'J (N, m, P), Q') with J = Q (Q'J); 1D x.
 
     Consecutive points with the same activation pattern form a run; there the network is affine
@@ -141,7 +147,7 @@ def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
     ends = torch.stack([runs.first, runs.last], dim=2).flatten(1)  # (N, 2R): first, last per run
     h = xs[ends].unsqueeze(1)
     hs = [h]
-    for (w, b), on in zip(layers[:-1], pattern):
+    for (w, b), on in zip(layers[:-1], pattern, strict=True):
         h = (b.unsqueeze(-1) + _small_matmul(w, h)) * on.repeat_interleave(2, dim=2)
         hs.append(h)
     deltas = _deltas(layers, pattern, _small_matmul)  # per run: (N, o, R)
@@ -152,7 +158,8 @@ def mlp_jacobian_runs(layers, x: torch.Tensor, masks=None):
     return rows.transpose(1, 2), runs.projection(order)
 
 
-def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
+def derived_jacobian_runs(layout: SumLayout, theta: torch.Tensor,
+                          x: torch.Tensor) -> tuple[torch.Tensor, RunProjection]:
     """Phase 1's Jacobian (derived parameters, 1D input) as the compact pair (Q'J, Q').
 
     Inside a run of the derived net's activation pattern (``layout.pattern``) every Jacobian row
@@ -178,14 +185,16 @@ def derived_jacobian_runs(layout, theta: torch.Tensor, x: torch.Tensor):
     return rows, runs.projection(order)
 
 
-def lm_jacobian(layers, x: torch.Tensor, masks=None):
+def lm_jacobian(layers: RawLayers, x: torch.Tensor, masks: list[torch.Tensor] | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
     """The Jacobian :func:`run_lm` should get for raw weights: for a 1D input the compact pair
     (Q'J, Q') per activation run (:func:`mlp_jacobian_runs`, same J'J and J'r from fewer rows;
     ``masks`` as there), otherwise the plain J of :func:`mlp_jacobian`."""
     return mlp_jacobian_runs(layers, x, masks) if x.dim() == 1 else mlp_jacobian(layers, x)
 
 
-def chain_jacobian(J, D: torch.Tensor):
+def chain_jacobian(J: torch.Tensor | tuple[torch.Tensor, RunProjection],
+                   D: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
     """J @ D (the chain rule to other coordinates) for a plain J or a compact pair (Q'J, Q'):
     the compact rows only ever combine on the parameter side, so Q' carries over."""
     if isinstance(J, tuple):
@@ -193,7 +202,8 @@ def chain_jacobian(J, D: torch.Tensor):
     return torch.bmm(J, D)
 
 
-def jvp_jacobian(predict, theta: torch.Tensor) -> torch.Tensor:
+def jvp_jacobian(predict: Callable[[torch.Tensor], torch.Tensor],
+                 theta: torch.Tensor) -> torch.Tensor:
     """(N, n, P) by forward-mode AD, all P tangents in one batched pass (for small P: phase 1).
 
     Row s*P + p of the expanded batch carries seed s with tangent e_p.

@@ -10,19 +10,22 @@ it were trained alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 MU_MIN, MU_MAX = 1e-15, 1e15
 
 
-def per_seed_mse(predict, theta, y):
+def per_seed_mse(predict: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+                 y: torch.Tensor) -> torch.Tensor:
     """Each row's MSE, (N,), without gradients."""
     with torch.no_grad():
         r = predict(theta) - y
         return (r * r).mean(dim=1)
 
 
-def row_wise(fn):
+def row_wise(fn: Callable) -> Callable:
     """Mark a model function (``predict`` or ``jacobian``) whose row s depends only on row s of
     Theta, bit for bit: :class:`LM` then calls it on the seeds that need it, not on all."""
     fn.row_wise = True
@@ -76,7 +79,7 @@ class Adam(Optimizer):
         if state is not None:
             self.load_state_dict(state)
 
-    def step(self):
+    def step(self) -> torch.Tensor:
         theta = self.theta
         self._adam.zero_grad(set_to_none=True)
         r = self.model.predict(theta) - self.y
@@ -88,10 +91,10 @@ class Adam(Optimizer):
         self._adam.step()
         return mse.detach()
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return self._adam.state_dict()
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self._adam.load_state_dict(state)
 
 
@@ -130,19 +133,19 @@ class LM(Optimizer):
         self.mse = (self.r * self.r).mean(dim=1)
         self.stale = ~self.frozen  # seeds whose J'J / J'r (in ``gram``) are not those of theta
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"mu": self.mu, "mse": self.mse, "frozen": self.frozen}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.mu, self.mse = state["mu"], state["mse"]
         self.frozen = state.get("frozen", torch.zeros_like(self.frozen))
         self.r, self.gram, self.stale = None, None, ~self.frozen
 
     @property
-    def result(self):
+    def result(self) -> torch.Tensor:
         return self.theta
 
-    def step(self):
+    def step(self) -> torch.Tensor:
         with torch.no_grad():
             if not bool(self.frozen.all()):
                 if self.r is None:
@@ -236,8 +239,9 @@ def _damped_steps(gram: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return torch.cat(steps).squeeze(-1)
 
 
-def run(optimizer: Optimizer, steps: int, history: list, progress=None, first: int = 0,
-        on_step=None):
+def run(optimizer: Optimizer, steps: int, history: list,
+        progress: Callable[[torch.Tensor], object] | None = None, first: int = 0,
+        on_step: Callable[[int, torch.Tensor, dict], object] | None = None) -> torch.Tensor:
     """Steps ``first`` .. ``steps - 1`` of ``optimizer``; each step's MSE goes to ``history``,
     ``progress(mse)`` and ``on_step(step, theta, state)`` (checkpoints). Returns Theta."""
     for step in range(first, steps):

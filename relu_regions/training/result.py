@@ -4,16 +4,24 @@ with the best model, predictions, and the run folder (``save`` / :func:`load_run
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from torch import nn
 
 from ..errors import InputError
 from ..validation import json_safe, plural
 from .auto import TWO_PHASE
 from .config import FitConfig
 from .run_folder import read_run, save_run
+
+if TYPE_CHECKING:
+    from ..targets import Dataset
 
 # predict: a point this far outside the fitted interval, relative to the interval's scale
 # (max |end|, length), still counts as inside (a float32 input rounds the ends by ~6e-8).
@@ -66,7 +74,7 @@ class FitResult:
         return int(np.argmin(mse))
 
     @property
-    def best(self):
+    def best(self) -> nn.Sequential:
         """The lowest-MSE seed's net: a plain ``nn.Sequential`` of Linear/ReLU, float64."""
         return self.models[self.best_index]
 
@@ -75,7 +83,7 @@ class FitResult:
         """Inputs of the nets: 1, or 2 for a target in x and y / a 3-column CSV."""
         return self.widths[0] if self.widths else 1
 
-    def predict(self, x, seed: int | None = None) -> np.ndarray:
+    def predict(self, x: ArrayLike | torch.Tensor, seed: int | None = None) -> np.ndarray:
         """The best net's (or ``seed``'s) output at points ``x``, as float64 numpy (n,).
 
         ``x``: a list, numpy array or tensor of any float dtype, shape (n,) or (n, inputs).
@@ -159,14 +167,16 @@ class FitResult:
             out["config"] = self.config.to_dict()
         return json_safe(out)
 
-    def save(self, folder, *, force: bool = False, command=None):
+    def save(self, folder: Path | str, *, force: bool = False,
+             command: Sequence[str] | None = None) -> Path:
         """Write the run folder (checkpoints/, train.csv, test.csv, history.npz, metrics.json,
         pieces.csv, fit.png, history.png) atomically; ``force`` replaces an existing run.
         ``command``: the argv to record (the CLI's). Read it back with ``load_run``."""
         return save_run(self, folder, force=force, command=command)
 
     @classmethod
-    def from_dict(cls, d: dict, *, models: list, history: dict, data=None) -> FitResult:
+    def from_dict(cls, d: dict, *, models: list, history: dict,
+                  data: Dataset | None = None) -> FitResult:
         """The result whose :meth:`to_dict` is ``d`` (as ``metrics.json`` stores it), with the
         parts ``to_dict`` leaves out: the ``models``, the loss ``history`` and the ``data``.
         Provenance keys in ``d`` (command, versions, data hash) go to ``.provenance``."""
@@ -197,7 +207,7 @@ class FitResult:
             provenance={k: d.get(k) for k in ("command", "versions", "data_sha256")})
 
 
-def load_run(folder) -> FitResult:
+def load_run(folder: Path | str) -> FitResult:
     """The FitResult of a run folder written by ``FitResult.save`` / ``train --out``: models,
     per-seed figures, history, data and (when recorded) the config; ``.provenance`` holds the
     stored command, versions and data hash."""
@@ -212,13 +222,17 @@ def _warn_outside(pts: np.ndarray, box) -> None:
     outside = ((pts < lo - slack) | (pts > hi + slack)).any(axis=1)
     if not outside.any():
         return
-    span = lambda a, b: f"[{a:g}, {b:g}]"  # noqa: E731
+
+    def span(a, b):
+        return f"[{a:g}, {b:g}]"
+
     given = [span(np.nanmin(c), np.nanmax(c)) for c in pts.T]
     if len(box) == 1:
         fitted, given = f"interval {span(*box[0])}", given[0]
-    else:  # 2D fits: inputs x and y
-        fitted = "box " + ", ".join(f"{n} in {span(*b)}" for n, b in zip("xy", box))
-        given = ", ".join(f"{n} in {g}" for n, g in zip("xy", given))
+    else:  # inputs x and y (not strict: of more inputs, only the first two are named)
+        fitted = "box " + ", ".join(f"{n} in {span(*b)}"
+                                    for n, b in zip("xy", box, strict=False))
+        given = ", ".join(f"{n} in {g}" for n, g in zip("xy", given, strict=False))
     warnings.warn(f"predict: {outside.sum()} of {len(pts)} points lie outside the fitted "
                   f"{fitted} (the points span {given}); the net's values there extrapolate its "
                   f"outer pieces, which no training point constrained", UserWarning, stacklevel=3)

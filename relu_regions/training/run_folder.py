@@ -17,7 +17,9 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +35,7 @@ from ..validation import one_line
 FILES = ("metrics.json", "history.npz", "train.csv", "test.csv", "checkpoints")
 
 
-def provenance(data, argv=None) -> dict:
+def provenance(data: targets.Dataset, argv: Sequence[str] | None = None) -> dict:
     """What a run needs to be reproduced: command, versions, and a hash of the data."""
     digest = hashlib.sha256()
     for a in (data.x, data.y, data.test_x, data.test_y):
@@ -44,8 +46,8 @@ def provenance(data, argv=None) -> dict:
             "data_sha256": digest.hexdigest()}
 
 
-def check_out_dir(path, force: bool, what: str = "--out", forced: str = "replaces the old run"
-                  ) -> Path:
+def check_out_dir(path: Path | str, force: bool, what: str = "--out",
+                  forced: str = "replaces the old run") -> Path:
     """Refuse a non-folder, or a non-empty folder without ``force``; nothing is created here."""
     try:
         path = Path(os.fspath(path))
@@ -59,9 +61,11 @@ def check_out_dir(path, force: bool, what: str = "--out", forced: str = "replace
     return path
 
 
-def save_run(result, folder, *, force: bool = False, command=None) -> Path:
+def save_run(result: Any, folder: Path | str, *, force: bool = False,
+             command: Sequence[str] | None = None) -> Path:
     """Write ``result``'s run folder beside ``folder``, then swap it in (``force``: the old
-    folder's content is replaced as a whole, never mixed)."""
+    folder's content is replaced as a whole, never mixed). ``result`` is a ``FitResult`` (typed
+    ``Any``: ``training.result`` imports this module)."""
     folder = check_out_dir(folder, force)
     folder.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
@@ -89,7 +93,7 @@ def _swap(new: Path, folder: Path) -> None:
 def _write(result, out: Path, command) -> None:
     data = result.data
     info = provenance(data, argv=command)
-    for s, model in zip(result.seeds, result.models):
+    for s, model in zip(result.seeds, result.models, strict=True):
         checkpoint.save(model, out / "checkpoints" / f"seed-{s:04d}.pt",
                         {"method": result.method, "target": data.name, "seed": s,
                          "interval": list(result.interval), "depth": result.depth,
@@ -113,7 +117,7 @@ def _write_pieces(result, path: Path) -> None:
     write_pieces_csv(path, table)
 
 
-def draw_run(out: Path, result) -> list:
+def draw_run(out: Path, result: Any) -> list:
     """fit.png (best seed; a surface and its error in 2D) and history.png of a run folder."""
     i = result.best_index
     draw = plot_fit if result.data.dims == 1 else plot_surface
@@ -124,7 +128,7 @@ def draw_run(out: Path, result) -> list:
                          out / "history.png", title=f"{result.method} on {result.target}")]
 
 
-def read_run(folder) -> dict:
+def read_run(folder: Path | str) -> dict:
     """The parts of a run folder written by :func:`save_run`, as keyword arguments of
     :meth:`FitResult.from_dict <relu_regions.training.result.FitResult.from_dict>`: ``d`` (the
     metrics), ``models``, ``history`` and ``data``."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
@@ -28,6 +29,9 @@ from ..checkpoint import read_tensors
 from ..errors import InputError
 from . import optim
 from .functional import shapes_of, to_module
+
+if TYPE_CHECKING:
+    from .config import Phase
 
 # /3: stages keyed by name; the state also holds the fit's config and data (resume needs no argv).
 # /4: a growth's warp stage trains one row per seed instead of one per insertion path, and the
@@ -79,7 +83,7 @@ class StageEvent:
         return self.seeds[row % len(self.seeds)]
 
 
-def register_stage_hook(hook) -> RemovableHandle:
+def register_stage_hook(hook: Callable[[StageEvent], object]) -> RemovableHandle:
     """Call ``hook(event)`` (a :class:`StageEvent`) at every stage start and end of every fit
     from now on, after the fit's own ``on_stage`` hooks; ``handle.remove()`` stops it.
 
@@ -91,9 +95,13 @@ def register_stage_hook(hook) -> RemovableHandle:
     return handle
 
 
-def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
-             stages: Stages | None = None, start=None, final: dict | None = None,
-             name: str = "stage", widths=None, to_raw=None):
+def optimize(predict: Callable[[torch.Tensor], torch.Tensor],
+             jacobian: Callable[[torch.Tensor], Any],
+             theta: torch.Tensor, y: torch.Tensor, phase: Phase, history: list,
+             progress: Callable[[torch.Tensor], object] | None = None,
+             stages: Stages | None = None, start: tuple[int, torch.Tensor, dict] | None = None,
+             final: dict | None = None, name: str = "stage", widths: Sequence[int] | None = None,
+             to_raw: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Run one training stage ``name``; with ``stages``, checkpointed, resumable and seen by the
     stage hooks.
 
@@ -109,7 +117,12 @@ def optimize(predict, jacobian, theta, y, phase, history: list, progress=None,
                      keep_last(final))
 
 
-def run_stage(predict, jacobian, theta, y, phase, history, progress, start, on_step):
+def run_stage(predict: Callable[[torch.Tensor], torch.Tensor],
+              jacobian: Callable[[torch.Tensor], Any],
+              theta: torch.Tensor, y: torch.Tensor, phase: Phase, history: list,
+              progress: Callable[[torch.Tensor], object] | None,
+              start: tuple[int, torch.Tensor, dict] | None,
+              on_step: Callable[[int, torch.Tensor, dict], object] | None) -> torch.Tensor:
     """``phase``'s optimizer on Theta (nothing for 0 steps)."""
     if phase.steps == 0:
         return theta
@@ -117,7 +130,8 @@ def run_stage(predict, jacobian, theta, y, phase, history, progress, start, on_s
     return run(predict, jacobian, theta, y, phase, history, progress, start=start, on_step=on_step)
 
 
-def keep_last(final: dict | None, then=None):
+def keep_last(final: dict | None, then: Callable[[int, torch.Tensor, dict], object] | None = None
+              ) -> Callable[[int, torch.Tensor, dict], None]:
     """on_step callback that stores the last (theta, state) in ``final``, then calls ``then``."""
     def on_step(step, theta, state):
         if final is not None:
@@ -127,7 +141,7 @@ def keep_last(final: dict | None, then=None):
     return on_step
 
 
-def map_tensors(obj, fn):
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     """``obj`` (nested dicts, lists, tuples) with ``fn`` applied to every tensor in it."""
     if isinstance(obj, torch.Tensor):
         return fn(obj)
@@ -138,13 +152,13 @@ def map_tensors(obj, fn):
     return obj
 
 
-def pick_rows(obj, pick, rows: int):
+def pick_rows(obj: Any, pick: Callable[[torch.Tensor], torch.Tensor], rows: int) -> Any:
     """Apply ``pick`` (rows of a batch -> one per seed) to every tensor in ``obj`` (nested dicts,
     lists) whose first dimension is the batch's ``rows``; other values are kept."""
     return map_tensors(obj, lambda t: pick(t) if t.dim() >= 1 and t.shape[0] == rows else t)
 
 
-def to_device(obj, device):
+def to_device(obj: Any, device: str | torch.device) -> Any:
     """A copy of ``obj`` (nested dicts, lists) with every tensor on ``device``, detached."""
     return map_tensors(obj, lambda t: t.detach().to(device, copy=True))
 
@@ -177,8 +191,12 @@ class Stages:
         self.total_steps = 0
         self.seen: set = set()
 
-    def run(self, name, predict, jacobian, theta, y, phase, history, progress, start=None,
-            final=None, widths=None, to_raw=None):
+    def run(self, name: str, predict: Callable[[torch.Tensor], torch.Tensor],
+            jacobian: Callable[[torch.Tensor], Any], theta: torch.Tensor, y: torch.Tensor,
+            phase: Phase, history: list, progress: Callable[[torch.Tensor], object] | None,
+            start: tuple[int, torch.Tensor, dict] | None = None, final: dict | None = None,
+            widths: Sequence[int] | None = None,
+            to_raw: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         if name in self.seen:
             raise AssertionError(f"stage {name!r} ran twice in one fit")
         self.seen.add(name)
@@ -190,7 +208,8 @@ class Stages:
         self.emit(name, "end", out, widths, to_raw)
         return out
 
-    def emit(self, name, when, theta, widths, to_raw=None):
+    def emit(self, name: str, when: str, theta: torch.Tensor, widths: Sequence[int] | None,
+             to_raw: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Call the hooks with a :class:`StageEvent` (nothing to build when there are none)."""
         hooks = [*self.hooks, *_STAGE_HOOKS.values()]
         if not hooks:
@@ -212,7 +231,10 @@ class Stages:
                      to_device(self.state["optimizer"], theta.device))
             self.state = None
         last: dict = {}
-        save = lambda step, th, opt: self._maybe_save(name, step, th, opt, history)  # noqa: E731
+
+        def save(step, th, opt):
+            return self._maybe_save(name, step, th, opt, history)
+
         out = run_stage(predict, jacobian, theta, y, phase, history, progress, start,
                         keep_last(last, save))
         self.outputs[name] = out.detach().clone()
@@ -235,7 +257,7 @@ class Stages:
         atomic_write(Path(self.path), lambda f: torch.save(state, f))
 
 
-def load_train_state(path) -> dict:
+def load_train_state(path: Path | str) -> dict:
     """Read a training checkpoint written by :class:`Stages` (never runs code); a folder means
     its ``state.pt``."""
     path = Path(path)
