@@ -97,8 +97,10 @@ TOML_CASES = [(path, line) for path in FILES for line, _, _ in python_blocks(pat
 @pytest.mark.parametrize("path,line", TOML_CASES, ids=[f"{p.name}:{n}" for p, n in TOML_CASES])
 def test_toml_block_is_a_sweep_config_the_tool_accepts(path, line):
     """A sweep file shown in the docs loads as it stands (every cell's settings checked)."""
-    from relu_regions.sweep.config import tomllib  # tomli before Python 3.11
-    from relu_regions.sweep.grid import parse_config
+    from relu_regions.sweep.config import (
+        parse_config,
+        tomllib,  # tomli before Python 3.11
+    )
 
     code = next(c for n, c, _ in python_blocks(path, "toml") if n == line)
     assert len(parse_config(tomllib.loads(code)).cells()) > 1

@@ -3,15 +3,16 @@
 Two kinds of run, both in a throw-away copy of the repository (mutmut edits files in place, and
 the numba cache of a mutated kernel must not reach the real tree):
 
-* ``python tools/mutation.py counter`` (or ``limits``, ``targets``, ``trainer``): mutmut 2
-  on that module (the trainer: only its result fields), with a targeted test subset, one pytest
+* ``python tools/mutation.py counter`` (or ``limits``, ``targets``, ``trainer``, ``result``):
+  mutmut 2 on that module (the trainer: what fit reports), with a targeted test subset, one pytest
   process per mutant. Prints the score and writes the surviving mutants' diffs to
   ``<workdir>/survivors.txt``. Slow: run it alone, in the background.
-* ``python tools/mutation.py counter --named`` (or ``trainer --named``): the mutants issue
-  18 names (the counter's tolerances moved by orders of magnitude, a forced ``resolved``, a
-  doubled segment direction; pieces that count regions, a test MSE on the training targets, a
-  release that shifts the output), each against the module's test subset; prints which test
-  catches each.
+* ``python tools/mutation.py counter --named`` (or ``trainer --named``): the named mutants
+  (the counter's tolerances moved by orders of magnitude, a forced ``resolved``, a doubled
+  segment direction; pieces that count regions, a test MSE on the training targets, a release
+  that shifts the output), each against the module's test subset; prints which test catches
+  each. ``tests/test_mutation_tool.py`` checks that their text and the target names still
+  exist, so a move of the code they name fails there.
 
 Needs ``pip install 'mutmut==2.5.1' whatthepatch`` (not a dependency of the package; mutmut 3
 wraps functions in trampolines, which numba's ``@njit`` kernels cannot take). The counter's runs
@@ -42,8 +43,8 @@ TARGETS = {
         path="relu_regions/analysis/regions.py",
         names=[("ZERO_TOL = ", "CHUNK = "), "RegionCount", "convexity", "count_regions",
                "count_regions_segment", "_count", "_propagate", "_relu_layer", "_Workspace",
-               "_preactivations", "_refine", "_emit", "_Pieces", "_Buffer", "_chunk_pieces",
-               "_check_bounds", "_check_point"],
+               "_preactivations", "_refine", "_emit", "_Pieces", "_region_count", "_Buffer",
+               "_new_state", "_chunk_pieces", "_count_small"],
         tests=["tests/analysis/test_tolerances.py", "tests/analysis/test_regions.py",
                "-k", "not 2_to_the_d"],
         env={"NUMBA_DISABLE_JIT": "1"}),
@@ -57,15 +58,20 @@ TARGETS = {
                "parse_target"],
         # the parser's messages are pinned by the CLI's bad-input cases (one `error:` line each)
         tests=["tests/test_targets.py", "tests/test_bad_input.py"], env={}),
-    "trainer": dict(
-        path="relu_regions/training/trainer.py",
-        names=["FitResult", "_json_floats", "_pieces", ("models = [_to_module", "max_pieces=")],
+    "trainer": dict(  # what fit reports: the pieces, the errors, the result it assembles
+        path="relu_regions/training/fitting.py",
+        names=["count_pieces", ("    def _result(self", "            config=c, data=data,"),
+               ("    def release(self", "        return flatten_layers")],
         tests=["tests/training/test_fit_results.py"], env={}),
+    "result": dict(  # the result object: summary, best seed, predictions, from_dict
+        path="relu_regions/training/result.py",
+        names=["FitResult", "load_run", "_counted_mean", "_finite_mean"],
+        tests=["tests/training/test_fit_results.py", "tests/training/test_report.py"], env={}),
 }
 
-# Named mutants (issue 18's list): module -> [(label, text, replacement)], each run against that
-# module's test subset. The counter's tolerances are moved far enough that a real piece vanishes
-# or rounding noise splits one.
+# Named mutants: module -> [(label, text, replacement)], each run against that module's test
+# subset (docs/testing.md). The counter's tolerances are moved far enough that a real piece
+# vanishes or rounding noise splits one.
 NAMED = {
     "counter": [
         ("ZERO_TOL x 1e6", "ZERO_TOL = 2.0**-40", "ZERO_TOL = 2.0**-40 * 1e6"),
@@ -78,20 +84,21 @@ NAMED = {
         ("SLOPE_TOL = 0", "SLOPE_TOL = 1e-11", "SLOPE_TOL = 0.0"),
         ("RESOLUTION_ULPS x 2^16", "RESOLUTION_ULPS = 64", "RESOLUTION_ULPS = 64 * 2**16"),
         ("resolved forced True",
-         "resolved=bool(min_region > RESOLUTION_ULPS * np.spacing(scale))", "resolved=True"),
+         "resolved=min_region > RESOLUTION_ULPS * math.ulp(scale),", "resolved=True,"),
         ("segment direction doubled", "slopes = (x1 - x0)[None, :]",
          "slopes = 2 * (x1 - x0)[None, :]"),
-        ("min_region_width from pieces", "min_region_width=float(min_region)",
-         "min_region_width=float(min_piece)"),
+        ("min_region_width from pieces", "min_region_width=min_region,",
+         "min_region_width=min_piece,"),
     ],
     "trainer": [
         ("pieces = activation regions", "return count_regions(model, *box[0]).linear_pieces",
          "return count_regions(model, *box[0]).activation_regions"),
         ("sparse test MSE = training MSE",
-         "mse = _per_seed_mse(test_predict, theta, ty).cpu().numpy()", "mse = train_mse.copy()"),
+         "            mse = (r_test * r_test).mean(dim=1).cpu().numpy()",
+         "            mse = train_mse.copy()"),
         ("release adds 1e-5 to the output bias",
-         "        return flatten_layers(layout.raw(theta1))",
-         "        raw = flatten_layers(layout.raw(theta1)).clone()\n"
+         "        return flatten_layers(self.layout.raw(theta1))",
+         "        raw = flatten_layers(self.layout.raw(theta1)).clone()\n"
          "        raw[:, -1] += 1e-5\n        return raw"),
     ],
 }
@@ -109,6 +116,12 @@ def copy_repo(workdir: Path) -> Path:
             (workdir / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, workdir / f)
     return workdir
+
+
+def _isolated(workdir: Path) -> dict:
+    """The copy's code first on the path, and its own numba cache: a mutated kernel's compiled
+    form must not reach the user's cache, where the real tree's kernels are kept."""
+    return {"PYTHONPATH": str(workdir), "NUMBA_CACHE_DIR": str(workdir / ".numba-cache")}
 
 
 def line_ranges(path: Path, names) -> list[tuple[int, int]]:
@@ -143,8 +156,8 @@ def patch_file(rel: str, spans, out: Path) -> Path:
 def run_mutmut(name: str, workdir: Path) -> dict:
     spec = TARGETS[name]
     copy_repo(workdir)
-    env = {**os.environ, **spec["env"], "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(workdir)}
+    env = {**os.environ, **spec["env"], **_isolated(workdir), "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
     runner = " ".join(PYTEST + [f"'{t}'" if " " in t else t for t in spec["tests"]])
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--paths-to-mutate", spec["path"],
            "--runner", runner, "--tests-dir", "tests", "--simple-output", "--no-progress",
@@ -203,7 +216,7 @@ def run_inprocess(name: str, workdir: Path, results: Path, timeout: float = 60.0
 
     spec = TARGETS[name]
     copy_repo(workdir)
-    os.environ.update(spec["env"])
+    os.environ.update({**spec["env"], **_isolated(workdir)})
     os.chdir(workdir)
     sys.path.insert(0, str(workdir))
     path = workdir / spec["path"]
@@ -309,7 +322,7 @@ def _quiet_pytest(pytest, args):
 def run_named(name: str, workdir: Path) -> list[dict]:
     copy_repo(workdir)
     spec = TARGETS[name]
-    env = {**os.environ, **spec["env"], "PYTHONPATH": str(workdir)}
+    env = {**os.environ, **spec["env"], **_isolated(workdir)}
     path = workdir / spec["path"]
     original = path.read_text()
     rows = []
@@ -331,7 +344,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("module", nargs="?", choices=sorted(TARGETS))
     p.add_argument("--named", action="store_true",
-                   help="only the named mutants of issue 18 (counter, trainer), one run each")
+                   help="only the named mutants (counter, trainer), one run each")
     p.add_argument("--inprocess", action="store_true",
                    help="mutmut's mutants, tested in this one process (much faster)")
     p.add_argument("--results", type=Path, help="JSON lines of --inprocess results "

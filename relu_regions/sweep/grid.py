@@ -47,12 +47,8 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..validation import check_int, env_defaults, json_safe, one_line
-from .config import SweepConfig, load_config, parse_config
+from .config import SweepConfig, load_config
 from .config import show as _show
-
-# load_config and parse_config (defined in .config) are also importable from here
-__all__ = ["SweepResult", "load_config", "parse_config", "plot_sweep", "row_fields", "run_cell",
-           "run_sweep", "summarize", "write_results"]
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")

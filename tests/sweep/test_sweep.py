@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from relu_regions import InputError
+from relu_regions.sweep import config as sweep_config
 from relu_regions.sweep import grid as sweep_grid
 from relu_regions.training.config import Phase
 from relu_regions.training.fitting import fit
@@ -21,7 +22,7 @@ SMALL = {"targets": ["x**3"], "depths": [2, 3], "methods": ["kaiming", "pretrain
 
 
 def small(**changes):
-    return sweep_grid.parse_config({**SMALL, **changes})
+    return sweep_config.parse_config({**SMALL, **changes})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def test_bad_config_is_one_line_input_error(change, message):
 def test_grid_keys_are_required(key):
     raw = {k: v for k, v in SMALL.items() if k != key}
     with pytest.raises(InputError, match=f"missing key '{key}'"):
-        sweep_grid.parse_config(raw)
+        sweep_config.parse_config(raw)
 
 
 def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
@@ -88,7 +89,7 @@ def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
     good.write_text('targets = ["x**2", "sin(3*x)"]\ndepths = [2]\nmethods = ["raai"]\n'
                     'seeds = [4, 9]\nsparse = 10\ninterval = [-1, 1.5]\n'
                     'phase1 = "adam:10:0.01"\nphase2 = {optimizer = "lm", steps = 3}\n')
-    cfg = sweep_grid.load_config(good)
+    cfg = sweep_config.load_config(good)
     assert cfg.targets == ("x**2", "sin(3*x)") and cfg.seeds == (4, 9) and len(cfg) == 4
     assert cfg.sparse == 10 and cfg.points is None and cfg.interval == (-1.0, 1.5)
     assert cfg.phase1 == {"optimizer": "adam", "steps": 10, "lr": 0.01}
@@ -98,13 +99,13 @@ def test_load_config_reads_toml_and_rejects_bad_files(tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("targets = [\n")
     with pytest.raises(InputError, match="not valid TOML"):
-        sweep_grid.load_config(broken)
+        sweep_config.load_config(broken)
     with pytest.raises(InputError, match="does not exist"):
-        sweep_grid.load_config(tmp_path / "missing.toml")
+        sweep_config.load_config(tmp_path / "missing.toml")
 
 
 def test_example_config_is_a_cheap_grid_of_at_least_40_cells():
-    cfg = sweep_grid.load_config(ROOT / "experiments" / "sweep_example.toml")
+    cfg = sweep_config.load_config(ROOT / "experiments" / "sweep_example.toml")
     assert len(cfg) >= 40 and len(cfg.cells()) == len(cfg)
     assert cfg.phase1["steps"] + cfg.phase2["steps"] <= 100
 
@@ -263,7 +264,7 @@ def test_a_worker_that_dies_fails_only_its_cell(tmp_path, monkeypatch):
 def test_the_trained_column_shows_what_fit_chose(tmp_path):
     """A warp axis: with 3 added layers the two rows differ in how they grew; with 1 added layer
     (no warp either way) they say the same, so a setting that changed nothing is visible."""
-    cfg = sweep_grid.parse_config({"target": "x**3", "depth": [2, 4], "seeds": 1, "points": 60,
+    cfg = sweep_config.parse_config({"target": "x**3", "depth": [2, 4], "seeds": 1, "points": 60,
                           "grow_from": 1, "starts": 1, "warp": [True, False],
                           "phase1": "lm:2", "phase2": "lm:4"})
     rows = sweep_grid.run_sweep(cfg, tmp_path / "out", workers=0).rows

@@ -53,7 +53,7 @@ def test_to_dict_round_trips():
 
 def test_every_field_has_a_cli_option_and_a_sweep_key():
     from relu_regions.cli.parser import build_parser
-    from relu_regions.sweep.grid import parse_config
+    from relu_regions.sweep.config import parse_config
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions}
@@ -103,7 +103,7 @@ def test_a_new_field_is_settable_from_the_cli(extended):
 
 
 def test_a_new_field_is_settable_from_a_sweep_file(extended, tmp_path):
-    from relu_regions.sweep.grid import load_config
+    from relu_regions.sweep.config import load_config
 
     path = tmp_path / "s.toml"
     path.write_text('targets = ["x**3"]\nseeds = 1\nfancy = [5, 6]\n')
@@ -116,7 +116,8 @@ def test_a_new_field_is_settable_from_a_sweep_file(extended, tmp_path):
 def test_a_sweep_over_shape_and_starts_runs_and_tabulates_both(tmp_path):
     import csv
 
-    from relu_regions.sweep.grid import parse_config, run_sweep
+    from relu_regions.sweep.config import parse_config
+    from relu_regions.sweep.grid import run_sweep
 
     cfg = parse_config({"target": "sin(3*x)", "depth": 2, "seeds": 1, "points": 30,
                         "shape": ["convex", "dc"], "starts": [1, 2], "phase1": "lm:2",
@@ -139,7 +140,7 @@ def test_a_sweep_over_shape_and_starts_runs_and_tabulates_both(tmp_path):
 
 
 def test_old_plural_keys_and_singular_keys_give_the_same_grid():
-    from relu_regions.sweep.grid import parse_config
+    from relu_regions.sweep.config import parse_config
 
     a = parse_config({"targets": ["x**2"], "depths": [2, 3], "methods": ["raai"], "seeds": 1})
     b = parse_config({"target": "x**2", "depth": [2, 3], "method": "raai", "seeds": 1})
@@ -152,7 +153,7 @@ def test_old_plural_keys_and_singular_keys_give_the_same_grid():
 
 def test_depth_limit_is_the_same_for_count_train_and_sweep():
     from relu_regions.cli.count import MAX_COUNT_DEPTH
-    from relu_regions.sweep.grid import parse_config
+    from relu_regions.sweep.config import parse_config
 
     assert MAX_COUNT_DEPTH == config.MAX_DEPTH
     FitConfig(depth=config.MAX_DEPTH).validate()
