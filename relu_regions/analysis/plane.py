@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..nets.reader import layer_stack
+from ..nets.reader import check_one_output, layer_stack
 from ..validation import check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
@@ -137,6 +137,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
     ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs."""
     layers, leaks = layer_stack(model)
+    check_one_output(layers)
     if layers[0][0].shape[1] != 2:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs, count_regions_2d "
                          f"needs 2: count it on a plane through three points with "
@@ -156,6 +157,7 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
     """
     layers, leaks = layer_stack(model)
+    check_one_output(layers)
     n_in = layers[0][0].shape[1]
     pts = [check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
     origin, basis, coords = plane_basis(*pts)
@@ -247,7 +249,8 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
                            stats, acc)
             return
         w, b = layers[depth]
-        outs = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
+        outs = _layer(chunk, w, b, _one_leak(leaks[depth]), int(bit0[depth]), box, zero_tol,
+                      stats)
         if len(outs) > 1:
             for out in outs:
                 _propagate(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
@@ -255,6 +258,13 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
             return
         chunk = outs[0]
     acc.add(*chunk)
+
+
+def _one_leak(leak: np.ndarray) -> float:
+    """The layer's one negative-side slope (the kernel takes one per layer)."""
+    if leak.size and not (leak == leak[0]).all():
+        raise InputError("the plane counter takes one negative slope per layer, not one per unit")
+    return float(leak[0]) if leak.size else 0.0
 
 
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):

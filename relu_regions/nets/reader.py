@@ -42,9 +42,10 @@ class Affine:
 
 @dataclass(frozen=True)
 class ReLU:
-    """``max(x, 0)`` per unit; with ``negative_slope`` a, ``max(x, a x)`` (a leaky ReLU)."""
+    """``max(x, 0)`` per unit; with ``negative_slope`` a, ``max(x, a x)`` (a leaky ReLU). A
+    slope per unit (an array) is allowed: 1 makes a unit pass its input on unchanged."""
 
-    negative_slope: float = 0.0
+    negative_slope: float | np.ndarray = 0.0
 
 
 @runtime_checkable
@@ -61,15 +62,23 @@ def relu_layers(model: nn.Module | Sequence, *, finite: bool = True) -> Layers:
     Accepts what :func:`layer_stack` accepts, without leaky ReLUs.
     """
     layers, leaks = layer_stack(model, finite=finite)
-    if any(leaks):
+    if any(leak.any() for leak in leaks):
         raise InputError("nn.LeakyReLU is not supported by the 1D counter: only nn.ReLU")
+    return check_one_output(layers)
+
+
+def check_one_output(layers: Layers) -> Layers:
+    """``layers`` if the model has one output, else InputError."""
+    if layers[-1][0].shape[0] != 1:
+        raise InputError(f"the model must have one output, has {layers[-1][0].shape[0]}")
     return layers
 
 
 def layer_stack(model: nn.Module | Sequence, *,
-                finite: bool = True) -> tuple[Layers, list[float]]:
-    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack, and each
-    hidden layer's negative slope (0 for nn.ReLU, alpha for nn.LeakyReLU(alpha)).
+                finite: bool = True) -> tuple[Layers, list[np.ndarray]]:
+    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack with any
+    number of outputs, and each hidden layer's negative-side slope per unit, a float64 array (0
+    for nn.ReLU, alpha for nn.LeakyReLU(alpha); 1 for a unit that passes its input on).
 
     Accepts a module with ``region_ops()`` (:class:`PiecewiseLinear`, e.g.
     :class:`~relu_regions.nets.parametrize.ConstructionNet`), an ``nn.Sequential`` (nested ones
@@ -80,7 +89,8 @@ def layer_stack(model: nn.Module | Sequence, *,
     the caller checks them).
     """
     if isinstance(model, (list, tuple)):
-        return _raw_layers(model, finite), [0.0] * (len(model) - 1)
+        layers = _raw_layers(model, finite)
+        return layers, [np.zeros(w.shape[0]) for w, _ in layers[:-1]]
     return _stack(model_ops(model), finite)
 
 
@@ -120,7 +130,7 @@ def model_ops(model: nn.Module) -> list[Affine | ReLU]:
     return ops
 
 
-def _stack(ops, finite) -> tuple[Layers, list[float]]:
+def _stack(ops, finite) -> tuple[Layers, list[np.ndarray]]:
     """Compose consecutive affine ops; check that the stack starts and ends affine."""
     affine = [op for op in ops if isinstance(op, Affine)]
     arrays = iter(_tensors_to_numpy([(op.weight, _bias(op)) for op in affine]))
@@ -130,7 +140,7 @@ def _stack(ops, finite) -> tuple[Layers, list[float]]:
             if last is not Affine:
                 raise InputError("every ReLU must follow a linear layer: the model must start "
                                  "with nn.Linear and alternate linear / ReLU layers")
-            leaks.append(float(op.negative_slope))
+            leaks.append(op.negative_slope)
             last = ReLU
             continue
         w, b = (_float64(a) for a in next(arrays))
@@ -141,7 +151,13 @@ def _stack(ops, finite) -> tuple[Layers, list[float]]:
         last = Affine
     if last is not Affine:
         raise InputError("the model must start and end with nn.Linear")
-    return _check_layers(layers, finite), leaks
+    layers = _check_layers(layers, finite)
+    return layers, [_per_unit(leak, w.shape[0]) for leak, (w, _) in zip(leaks, layers, strict=False)]
+
+
+def _per_unit(slope, width: int) -> np.ndarray:
+    """A layer's negative-side slope as one value per unit (float64)."""
+    return np.broadcast_to(np.asarray(slope, dtype=np.float64), (width,)).copy()
 
 
 def _raw_layers(pairs, finite=True) -> Layers:
@@ -206,8 +222,6 @@ def _check_layers(layers, finite=True) -> Layers:
         if w2.shape[1] != w1.shape[0]:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
                              f"{w2.shape[1]} inputs")
-    if layers[-1][0].shape[0] != 1:
-        raise InputError(f"the model must have one output, has {layers[-1][0].shape[0]}")
     if finite:
         _check_finite(np.concatenate([a.reshape(-1) for pair in layers for a in pair]))
     return layers

@@ -48,7 +48,9 @@ def exact_plane(layers, box, leaks=None):
     cells: list of (polygon, output map (A, B, C), pattern tuple).
     """
     flayers = _frac_layers(layers)
-    leaks = [Fraction(float(v)) for v in (leaks or [0.0] * (len(layers) - 1))]
+    # one negative-side slope per unit of each hidden layer (a number: every unit's)
+    leaks = [[Fraction(float(v)) for v in np.broadcast_to(np.asarray(leak, float), (len(w),))]
+             for leak, (w, _) in zip(leaks or [0.0] * (len(layers) - 1), layers, strict=False)]
     x0, x1, y0, y1 = (Fraction(float(v)) for v in box)
     poly = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
     one, zero = Fraction(1), Fraction(0)
@@ -74,8 +76,8 @@ def exact_plane(layers, box, leaks=None):
                         nxt.append((part, signs + (any(v > 0 for v in vals),)))
                 parts = nxt
             for part, signs in parts:
-                new_maps = [m if on else tuple(leak * v for v in m)
-                            for m, on in zip(pre, signs, strict=True)]
+                new_maps = [m if on else tuple(slope * v for v in m)
+                            for m, on, slope in zip(pre, signs, leak, strict=True)]
                 refined.append((part, new_maps, pattern + signs))
         cells = refined
     w, b = flayers[-1]
