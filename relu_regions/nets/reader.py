@@ -152,7 +152,8 @@ def _stack(ops, finite) -> tuple[Layers, list[np.ndarray]]:
     if last is not Affine:
         raise InputError("the model must start and end with nn.Linear")
     layers = _check_layers(layers, finite)
-    return layers, [_per_unit(leak, w.shape[0]) for leak, (w, _) in zip(leaks, layers, strict=False)]
+    return layers, [_per_unit(leak, w.shape[0])
+                    for leak, (w, _) in zip(leaks, layers, strict=False)]
 
 
 def _per_unit(slope, width: int) -> np.ndarray:
