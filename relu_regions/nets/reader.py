@@ -11,8 +11,8 @@ Layers of this package say what they are by the :class:`PiecewiseLinear` protoco
 
 >>> from torch import nn
 >>> layers, leaks = layer_stack(nn.Sequential(nn.Linear(1, 3), nn.LeakyReLU(0.1), nn.Linear(3, 1)))
->>> [w.shape for w, _ in layers], leaks
-([(3, 1), (1, 3)], [0.1])
+>>> [w.shape for w, _ in layers], [leak.tolist() for leak in leaks]
+([(3, 1), (1, 3)], [[0.1, 0.1, 0.1]])
 """
 
 from __future__ import annotations
