@@ -215,6 +215,7 @@ def _check_box(box, name="box"):
 def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> PlaneCount:
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
+    leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
     widths = [w.shape[0] for w, _ in layers[:-1]]
     n_hidden = sum(widths)
     n_bytes = max(1, (n_hidden + 7) // 8)
@@ -249,8 +250,7 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
                            stats, acc)
             return
         w, b = layers[depth]
-        outs = _layer(chunk, w, b, _one_leak(leaks[depth]), int(bit0[depth]), box, zero_tol,
-                      stats)
+        outs = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
         if len(outs) > 1:
             for out in outs:
                 _propagate(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
@@ -260,21 +260,15 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
     acc.add(*chunk)
 
 
-def _one_leak(leak: np.ndarray) -> float:
-    """The layer's one negative-side slope (the kernel takes one per layer)."""
-    if leak.size and not (leak == leak[0]).all():
-        raise InputError("the plane counter takes one negative slope per layer, not one per unit")
-    return float(leak[0]) if leak.size else 0.0
-
-
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
-    """One Linear + ReLU on a chunk: a list of output chunks (one unless the first arrays
+    """One Linear + ReLU (negative-side slope ``leak[c]`` per unit) on a chunk: a list of output
+    chunks (one unless the first arrays
     filled up; then the remaining cells go to fresh arrays rather than grown ones)."""
     off, ring, jac, pat = chunk
     width = w.shape[0]
     wt = np.ascontiguousarray(w.T)
     w_abs_sum = np.abs(w).sum(1)
-    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
+    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol)
     n_cells = off.size - 1
     # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
     # so the product's summation order does not matter for the partition.
@@ -288,7 +282,7 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
         counters = np.zeros(5, np.int64)
-        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
+        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
                             zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
                             o_pat, counters)
         stats[0] += counters[SNAPPED]
@@ -312,7 +306,8 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                  interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
     that did not fit (len(off) - 1 when all did). ``counters``: see CELLS_WRITTEN and its
-    neighbours.
+    neighbours. ``leak[c]`` is unit c's negative-side slope; a unit with slope 1 is affine (a
+    carried input): it never splits a cell, keeps its value and has pattern bit 1.
 
     Within a cell, vertices are rows of ``vert`` (u, v, max|h|, z...), written once; sub-cells
     are rings of row numbers in ``idx``, so a split copies numbers, not rows.
@@ -367,7 +362,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 has_neg[c] |= z < 0
         n_cross = 0
         for c in range(width):
-            if has_pos[c] and has_neg[c]:
+            if has_pos[c] and has_neg[c] and leak[c] != 1.0:
                 cross[n_cross] = c
                 n_cross += 1
         # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]].
@@ -404,7 +399,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     top += 1
                     if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
                         counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol,
-                                                       zero_tol, w_abs_sum, b, box)
+                                                       zero_tol, w_abs_sum, b, leak, box)
                         idx[top] = n_vert
                         n_vert += 1
                         top += 1
@@ -472,16 +467,16 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 for c in range(width):
                     tot[c] += row[Z0 + c]
             for c in range(width):
-                on[c] = tot[c] > 0
+                on[c] = tot[c] > 0 or leak[c] == 1.0
             for i in range(s, s + L):
                 row = vert[idx[i]]
                 o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
                 for c in range(width):
                     z = row[Z0 + c]
-                    o_ring[nr, 2 + c] = z if z > 0 else (leak * z if leak != 0.0 else 0.0)
+                    o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
                 nr += 1
             for c in range(width):
-                f = 1.0 if on[c] else leak
+                f = 1.0 if on[c] else leak[c]
                 o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
             o_pat[nc] = pat[cell]
             for c in range(width):
@@ -495,14 +490,15 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
 
 
 @njit(cache=True)
-def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
+def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
     """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
     ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
     snapping.
 
     Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
     cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
-    vertex's own data enter, so every cell holding a vertex sees the same values.
+    vertex's own data enter, so every cell holding a vertex sees the same values. Units with
+    slope 1 (affine) are never snapped: their value is carried, not a sign.
     """
     rows, n_prev = ring.shape[0], ring.shape[1] - 2
     width = w.shape[0]
@@ -553,7 +549,8 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
         for c in range(width):
             z = acc[c]
             raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
-            if abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
+            if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
+                    and leak[c] != 1.0):
                 bound = abs(b[c])
                 for j in range(n_prev):
                     bound += abs(src[2 + j]) * abs(w[c, j])
@@ -575,7 +572,7 @@ def _canonical(rows, i, j, box):
 
 
 @njit(cache=True)
-def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
+def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, leak, box):
     """Write at row ``dst`` the point where neuron c crosses zero on edge i1-i2 (strictly
     opposite signs). Computed from the negative end, whichever way the ring runs, so the two
     cells sharing the edge get the same point and values. Returns the interpolated values snapped
@@ -600,7 +597,8 @@ def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
         if col >= Z0:
             if col == Z0 + c:
                 v = 0.0
-            elif v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)) + dt * abs(vp - vn):
+            elif (v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)) + dt * abs(vp - vn)
+                  and leak[col - Z0] != 1.0):
                 v = 0.0
                 snapped += 1
         pool[dst, col] = v

@@ -63,11 +63,13 @@ def exact_plane(layers, box, leaks=None):
                     sum(wk[j] * maps[j][2] for j in range(len(maps))) + bk)
                    for wk, bk in zip(w, b, strict=True)]
             parts = [(poly, ())]
-            for m in pre:
+            for m, slope in zip(pre, leak, strict=True):
                 nxt = []
                 for part, signs in parts:
                     vals = [m[0] * x + m[1] * y + m[2] for x, y in part]
-                    if any(v > 0 for v in vals) and any(v < 0 for v in vals):
+                    if slope == 1:  # affine: no split, pattern bit 1
+                        nxt.append((part, signs + (True,)))
+                    elif any(v > 0 for v in vals) and any(v < 0 for v in vals):
                         for s in (1, -1):
                             piece = _clip(part, m, s)
                             if len(piece) >= 3 and _area2(piece) != 0:
