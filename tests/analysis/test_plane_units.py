@@ -4,6 +4,7 @@ the exact rational reference and the model itself."""
 import numpy as np
 import torch
 from exact_plane import exact_plane
+from exact_plane import pieces as exact_pieces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -86,3 +87,49 @@ def test_uniform_leak_is_bit_identical_to_a_scalar_leaky_relu():
     a = count_regions_2d(net)
     b = count_regions_2d(UnitSlopes(layers, [np.full(7, 0.2), np.full(7, 0.2)]))
     assert np.array_equal(a.polygons, b.polygons) and np.array_equal(a.values, b.values)
+
+
+# ---------------------------------------------------------------------------------------------
+# k outputs
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), width=st.integers(3, 5), depth=st.integers(1, 2),
+       k=st.integers(2, 4), kind=st.sampled_from(["dense", "shared", "blocks"]))
+def test_k_outputs_pieces_match_exact_reference(seed, width, depth, k, kind):
+    layers = random_layers([width] * depth, seed, n_out=k)
+    w, b = layers[-1]
+    if kind == "shared":  # outputs alike up to a constant: pieces are then the first output's
+        layers[-1] = (np.repeat(w[:1], k, 0), b)
+    elif kind == "blocks":  # output j reads units j, j + k, ...: each merges across the others
+        layers[-1] = (w * (np.arange(width)[None] % k == np.arange(k)[:, None]), b)
+    r = count_regions_2d(layers, per_output=True)
+    regions, pieces, vertices, cells = exact_plane(layers, (-1.0, 1.0, -1.0, 1.0))
+    assert (r.activation_regions, r.linear_pieces, r.vertices) == (regions, pieces, vertices)
+    assert r.outputs == k and r.gradients.shape == (regions, k, 2)
+    assert r.values.shape == (regions, k)
+    assert list(r.output_pieces) == [exact_pieces(cells, j) for j in range(k)]
+
+
+def test_k_outputs_cells_are_the_one_output_cells_and_carry_each_output():
+    layers = random_layers([10, 10], seed=8, n_out=3)
+    w, b = layers[-1]
+    layers[-1] = (w * (np.arange(10)[None] % 3 == np.arange(3)[:, None]), b)
+    r = count_regions_2d(layers, per_output=True)
+    for j in range(3):
+        one = count_regions_2d(layers[:-1] + [(layers[-1][0][j:j + 1], layers[-1][1][j:j + 1])])
+        assert np.array_equal(one.polygons, r.polygons)
+        assert one.linear_pieces == r.output_pieces[j] <= r.linear_pieces
+        assert np.allclose(one.gradients, r.gradients[:, j], rtol=1e-12, atol=1e-13)
+        assert np.allclose(one.values, r.values[:, j], rtol=1e-12, atol=1e-13)
+    assert r.linear_pieces > max(r.output_pieces)
+
+
+def test_one_output_keeps_its_fields():
+    r = count_regions_2d(random_layers([6], seed=1))
+    n = r.activation_regions
+    assert r.outputs == 1 and r.gradients.shape == (n, 2) and r.values.shape == (n,)
+    assert r.output_pieces is None and r.level == 0.0
+    d = r.to_dict()
+    assert d["outputs"] == 1 and d["decision_segment_count"] == len(r.decision_segments)
+    assert "decision_segments" not in d
+    assert len(r.to_dict(arrays=True)["decision_segments"]) == len(r.decision_segments)
