@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
@@ -220,22 +220,26 @@ MAP_EDGE_LIMIT = 60_000  # up to this many cells every edge is drawn; beyond, th
 
 def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gradient",
                     points: np.ndarray | None = None, title: str | None = None,
-                    ax: Axes | None = None) -> Path | None:
+                    ax: Axes | None = None, boundary: bool | None = None) -> Path | None:
     """The cells of a plane count (``count_regions_2d`` / ``count_regions_plane``) as a map.
 
     ``color="gradient"``: hue = the output gradient's direction, brightness = its size (log
     scale), so neighbouring linear pieces differ; ``color="output"``: the output at the cell
-    (viridis). Edges are drawn up to MAP_EDGE_LIMIT cells; ``points`` ((n, 2) plane
-    coordinates) go on top. PNG, SVG, PDF... by the suffix of ``path`` (with ``ax`` given, draws
-    there and writes nothing).
+    (viridis). With k > 1 outputs, the gradient is the winning output's and ``"output"`` colors
+    the winning class. Edges are drawn up to MAP_EDGE_LIMIT cells; the decision boundary in red
+    (the argmax's; for one output its level set, with ``boundary=True``; ``boundary=False``
+    draws none), and ``points`` ((n, 2) plane coordinates) on top. PNG, SVG, PDF... by the
+    suffix of ``path`` (with ``ax`` given, draws there and writes nothing).
     """
     if color not in ("gradient", "output"):
         raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
     if ax is None:
         check_figure_path(path, "the map")
     polys = np.split(count.polygons, count.offsets[1:-1])
+    k = getattr(count, "outputs", 1)
+    winner = np.argmax(count.values, axis=1) if k > 1 else None
     if color == "gradient":
-        g = count.gradients
+        g = count.gradients if k == 1 else count.gradients[np.arange(winner.size), winner]
         size = np.log10(np.hypot(g[:, 0], g[:, 1]) + 1e-300)
         finite = size[size > -300]
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -243,8 +247,11 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
         hue = (np.arctan2(g[:, 1], g[:, 0]) / (2 * np.pi)) % 1.0
         rgb = hsv_to_rgb(np.stack([hue, np.full_like(hue, 0.65), np.clip(value, 0, 1)], 1))
         coll = PolyCollection(polys, facecolors=rgb)
-    else:
+    elif k == 1:
         coll = PolyCollection(polys, array=count.values, cmap="viridis")
+    else:
+        coll = PolyCollection(polys, array=winner, cmap="tab10" if k <= 10 else "tab20",
+                              clim=(-0.5, k - 0.5))
     many = count.activation_regions > MAP_EDGE_LIMIT
     coll.set_edgecolor("none" if many else (0, 0, 0, 0.6))
     coll.set_linewidth(0.0 if many else 0.25)
@@ -254,7 +261,13 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
         fig, ax = subplots(figsize=(6.4, 6.0))
     ax.add_collection(coll)
     if color == "output":
-        ax.figure.colorbar(coll, ax=ax, shrink=0.8, label="output")
+        ax.figure.colorbar(coll, ax=ax, shrink=0.8, label="output" if k == 1 else "argmax")
+    segments = getattr(count, "decision_segments", None)
+    if boundary is None:
+        boundary = k > 1
+    if boundary and segments is not None and len(segments):
+        ax.add_collection(LineCollection(segments, colors="red", linewidths=1.2,
+                                         label="decision boundary"))
     if points is not None:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         ax.plot(pts[:, 0], pts[:, 1], "o", ms=5, mfc="white", mec="black")

@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..nets.reader import check_one_output, layer_stack
+from ..nets.reader import layer_stack
 from ..validation import check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
@@ -85,8 +85,14 @@ class PlaneCount:
     Cells (activation regions) are convex polygons: ``polygons[offsets[i]:offsets[i + 1]]`` are the
     (u, v) vertices of cell i, counter-clockwise. Per cell: ``patterns`` (packed bits, np.packbits
     order, one bit per hidden neuron, layer by layer), ``areas``, ``gradients`` (of the output, in
-    plane coordinates), ``values`` (output at the mean of the cell's vertices), ``pieces`` (the
-    linear piece the cell belongs to, 0..linear_pieces-1).
+    plane coordinates: (cells, 2), or (cells, k, 2) for k outputs), ``values`` (output at the mean
+    of the cell's vertices: (cells,) or (cells, k)), ``pieces`` (the linear piece the cell belongs
+    to, 0..linear_pieces-1; with k outputs a piece has one affine map for all of them).
+
+    ``decision_segments`` (m, 2, 2): the argmax decision boundary of k > 1 outputs, or the level
+    set f = ``level`` of one output, as segments in plane coordinates, one or more per cell it
+    crosses; ``decision_length`` their total length in input units. ``output_pieces`` (k,): each
+    output's own piece count, with ``per_output=True``.
     """
 
     box: tuple
@@ -108,12 +114,23 @@ class PlaneCount:
     pieces: np.ndarray = field(repr=False)
     hidden_neurons: int = 0
     plane: dict | None = None  # origin and basis when counted on a plane through three points
+    outputs: int = 1
+    level: float | None = 0.0  # the level set's value (one output); None for k > 1 outputs
+    decision_segments: np.ndarray = field(default_factory=lambda: np.empty((0, 2, 2)),
+                                          repr=False)
+    decision_length: float = 0.0
+    output_pieces: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self, arrays: bool = False) -> dict:
-        """JSON-ready summary; ``arrays=True`` adds the polygons, offsets and per-cell arrays."""
+        """JSON-ready summary; ``arrays=True`` adds the polygons, offsets, per-cell arrays and the
+        decision segments."""
         d = {k: getattr(self, k) for k in (
             "activation_regions", "linear_pieces", "vertices", "edges", "min_cell_area",
-            "min_cell_width", "snapped", "unmatched_edges", "resolved", "hidden_neurons")}
+            "min_cell_width", "snapped", "unmatched_edges", "resolved", "hidden_neurons",
+            "outputs", "level", "decision_length")}
+        d["decision_segment_count"] = int(self.decision_segments.shape[0])
+        if self.output_pieces is not None:
+            d["output_pieces"] = [int(v) for v in self.output_pieces]
         d["box"] = [float(v) for v in self.box]
         if self.plane is not None:
             d["plane"] = {k: np.asarray(v).tolist() for k, v in self.plane.items()}
@@ -121,7 +138,8 @@ class PlaneCount:
             d.update(polygons=self.polygons.tolist(), offsets=self.offsets.tolist(),
                      areas=self.areas.tolist(), gradients=self.gradients.tolist(),
                      values=self.values.tolist(), pieces=self.pieces.tolist(),
-                     patterns=[bytes(p).hex() for p in self.patterns])
+                     patterns=[bytes(p).hex() for p in self.patterns],
+                     decision_segments=self.decision_segments.tolist())
         return d
 
     def pattern_bits(self) -> np.ndarray:
@@ -133,31 +151,40 @@ class PlaneCount:
 # Public entry points
 
 def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 1.0), *,
-                     zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL) -> PlaneCount:
+                     zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL,
+                     per_output: bool = False, level: float | None = None) -> PlaneCount:
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
-    ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs."""
+    ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs.
+
+    A model with k > 1 outputs: pieces are the vector map's (all k gradients agree), the decision
+    segments its argmax boundary; ``per_output=True`` adds each output's piece count. One output:
+    the decision segments are its level set f = ``level`` (default 0).
+    """
     layers, leaks = layer_stack(model)
-    check_one_output(layers)
+    level = _check_level(level, layers)
     if layers[0][0].shape[1] != 2:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs, count_regions_2d "
                          f"needs 2: count it on a plane through three points with "
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
-    return _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None)
+    return _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
+                  per_output, level)
 
 
 def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
                         extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
-                        slope_tol: float = SLOPE_TOL) -> PlaneCount:
+                        slope_tol: float = SLOPE_TOL, per_output: bool = False,
+                        level: float | None = None) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
     Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
     vector of p2 - p0 orthogonal to e1, so lengths and areas are the input space's. ``extent`` is
     the (u0, u1, v0, v1) box counted; by default the three points' bounding box grown by a quarter
     of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
+    ``per_output`` and ``level``: as in :func:`count_regions_2d`.
     """
     layers, leaks = layer_stack(model)
-    check_one_output(layers)
+    level = _check_level(level, layers)
     n_in = layers[0][0].shape[1]
     pts = [check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
     origin, basis, coords = plane_basis(*pts)
@@ -167,7 +194,8 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
         extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
-    return _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane)
+    return _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
+                  level)
 
 
 def plane_basis(p0: ArrayLike, p1: ArrayLike,
@@ -194,6 +222,25 @@ def plane_basis(p0: ArrayLike, p1: ArrayLike,
     return p0, basis, coords
 
 
+def _check_level(level, layers):
+    """The level set's value for one output (default 0), None for k > 1 outputs."""
+    k = layers[-1][0].shape[0]
+    if k > 1:
+        if level is not None:
+            raise InputError(f"level= is for a model with one output; this one has {k}: its "
+                             f"decision boundary is where the argmax changes (drop level=)")
+        return None
+    if level is None:
+        return 0.0
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        raise InputError(f"level must be a number, got {level!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"level must be finite, got {value}")
+    return value
+
+
 def _check_box(box, name="box"):
     try:
         vals = [float(v) for v in box]
@@ -212,9 +259,11 @@ def _check_box(box, name="box"):
 # ---------------------------------------------------------------------------------------------
 # Driver
 
-def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> PlaneCount:
+def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
+           level=0.0) -> PlaneCount:
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
+    leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
     widths = [w.shape[0] for w, _ in layers[:-1]]
     n_hidden = sum(widths)
     n_bytes = max(1, (n_hidden + 7) // 8)
@@ -224,11 +273,11 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane) -> Pla
     ring[:, 2:] = origin + corners @ basis.T
     jac = np.ascontiguousarray(basis.T[None, :, :])
     chunk = (np.array([0, 4]), ring, jac, np.zeros((1, n_bytes), np.uint8))
-    acc = _Accumulator(layers[-1], np.array(box))
+    acc = _Accumulator(layers[-1], np.array(box), level)
     stats = np.zeros(1, np.int64)  # snapped
     bit0 = np.cumsum([0] + widths)
     _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
-    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane)
+    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output)
 
 
 def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
@@ -249,8 +298,7 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
                            stats, acc)
             return
         w, b = layers[depth]
-        outs = _layer(chunk, w, b, _one_leak(leaks[depth]), int(bit0[depth]), box, zero_tol,
-                      stats)
+        outs = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
         if len(outs) > 1:
             for out in outs:
                 _propagate(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
@@ -260,21 +308,15 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
     acc.add(*chunk)
 
 
-def _one_leak(leak: np.ndarray) -> float:
-    """The layer's one negative-side slope (the kernel takes one per layer)."""
-    if leak.size and not (leak == leak[0]).all():
-        raise InputError("the plane counter takes one negative slope per layer, not one per unit")
-    return float(leak[0]) if leak.size else 0.0
-
-
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
-    """One Linear + ReLU on a chunk: a list of output chunks (one unless the first arrays
+    """One Linear + ReLU (negative-side slope ``leak[c]`` per unit) on a chunk: a list of output
+    chunks (one unless the first arrays
     filled up; then the remaining cells go to fresh arrays rather than grown ones)."""
     off, ring, jac, pat = chunk
     width = w.shape[0]
     wt = np.ascontiguousarray(w.T)
     w_abs_sum = np.abs(w).sum(1)
-    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol)
+    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol)
     n_cells = off.size - 1
     # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
     # so the product's summation order does not matter for the partition.
@@ -288,7 +330,7 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
         counters = np.zeros(5, np.int64)
-        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, float(leak),
+        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
                             zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
                             o_pat, counters)
         stats[0] += counters[SNAPPED]
@@ -312,7 +354,8 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                  interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
     that did not fit (len(off) - 1 when all did). ``counters``: see CELLS_WRITTEN and its
-    neighbours.
+    neighbours. ``leak[c]`` is unit c's negative-side slope; a unit with slope 1 is affine (a
+    carried input): it never splits a cell, keeps its value and has pattern bit 1.
 
     Within a cell, vertices are rows of ``vert`` (u, v, max|h|, z...), written once; sub-cells
     are rings of row numbers in ``idx``, so a split copies numbers, not rows.
@@ -367,7 +410,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 has_neg[c] |= z < 0
         n_cross = 0
         for c in range(width):
-            if has_pos[c] and has_neg[c]:
+            if has_pos[c] and has_neg[c] and leak[c] != 1.0:
                 cross[n_cross] = c
                 n_cross += 1
         # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]].
@@ -404,7 +447,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     top += 1
                     if vert[i1, Z0 + c] * vert[i2, Z0 + c] < 0:
                         counters[SNAPPED] += _crossing(vert, i1, i2, c, n_vert, interp_tol,
-                                                       zero_tol, w_abs_sum, b, box)
+                                                       zero_tol, w_abs_sum, b, leak, box)
                         idx[top] = n_vert
                         n_vert += 1
                         top += 1
@@ -472,16 +515,16 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 for c in range(width):
                     tot[c] += row[Z0 + c]
             for c in range(width):
-                on[c] = tot[c] > 0
+                on[c] = tot[c] > 0 or leak[c] == 1.0
             for i in range(s, s + L):
                 row = vert[idx[i]]
                 o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
                 for c in range(width):
                     z = row[Z0 + c]
-                    o_ring[nr, 2 + c] = z if z > 0 else (leak * z if leak != 0.0 else 0.0)
+                    o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
                 nr += 1
             for c in range(width):
-                f = 1.0 if on[c] else leak
+                f = 1.0 if on[c] else leak[c]
                 o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
             o_pat[nc] = pat[cell]
             for c in range(width):
@@ -495,14 +538,15 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
 
 
 @njit(cache=True)
-def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
+def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
     """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
     ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
     snapping.
 
     Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
     cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
-    vertex's own data enter, so every cell holding a vertex sees the same values.
+    vertex's own data enter, so every cell holding a vertex sees the same values. Units with
+    slope 1 (affine) are never snapped: their value is carried, not a sign.
     """
     rows, n_prev = ring.shape[0], ring.shape[1] - 2
     width = w.shape[0]
@@ -553,7 +597,8 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, zero_tol):
         for c in range(width):
             z = acc[c]
             raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
-            if abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
+            if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
+                    and leak[c] != 1.0):
                 bound = abs(b[c])
                 for j in range(n_prev):
                     bound += abs(src[2 + j]) * abs(w[c, j])
@@ -575,7 +620,7 @@ def _canonical(rows, i, j, box):
 
 
 @njit(cache=True)
-def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
+def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, leak, box):
     """Write at row ``dst`` the point where neuron c crosses zero on edge i1-i2 (strictly
     opposite signs). Computed from the negative end, whichever way the ring runs, so the two
     cells sharing the edge get the same point and values. Returns the interpolated values snapped
@@ -600,7 +645,8 @@ def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, box):
         if col >= Z0:
             if col == Z0 + c:
                 v = 0.0
-            elif v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)) + dt * abs(vp - vn):
+            elif (v != 0.0 and abs(v) <= interp_tol * (abs(vn) + abs(vp)) + dt * abs(vp - vn)
+                  and leak[col - Z0] != 1.0):
                 v = 0.0
                 snapped += 1
         pool[dst, col] = v
@@ -641,6 +687,13 @@ def _grow_rows(a, n):
 
 
 @njit(cache=True)
+def _grow_vec(a, n):
+    out = np.empty(n)
+    out[:a.size] = a
+    return out
+
+
+@njit(cache=True)
 def _grow_ints(a, n):
     out = np.empty(n, np.int64)
     out[:a.size] = a
@@ -651,53 +704,86 @@ def _grow_ints(a, n):
 # Output layer, cells and pieces
 
 class _Accumulator:
-    """Collects the final cells chunk by chunk: polygons, patterns, output gradient and value,
-    area; then finds the linear pieces."""
+    """Collects the final cells chunk by chunk: polygons, patterns, output gradients and values,
+    area, decision segments; then finds the linear pieces."""
 
-    def __init__(self, out_layer, box):
+    def __init__(self, out_layer, box, level):
         w, b = out_layer
-        self.w_out, self.b_out = np.ascontiguousarray(w[0]), float(b[0])
+        self.k = w.shape[0]
+        if self.k == 1:
+            self.w_out, self.b_out = np.ascontiguousarray(w[0]), float(b[0])
+        else:
+            self.w, self.b = np.ascontiguousarray(w), np.ascontiguousarray(b)
+            self.w_abs, self.wt = np.abs(self.w), np.ascontiguousarray(self.w.T)
+            self.affine = np.ones(self.k)  # slope 1: the outputs are never snapped
+        self.level = level
         self.box = box
         self.parts = []
 
     def add(self, off, ring, jac, pat):
         n = off.size - 1
-        grads, mags, areas, widths, values = (np.empty((n, 2)), np.empty((n, 2)), np.empty(n),
-                                              np.empty(n), np.empty(n))
-        _finish(off, ring, jac, self.w_out, self.b_out, grads, mags, areas, widths, values)
-        self.parts.append((off[1:] - off[0], ring[:, :2].copy(), pat.copy(), grads, mags, areas,
-                           widths, values))
+        areas, widths = np.empty(n), np.empty(n)
+        rel = off - off[0]
+        if self.k == 1:
+            grads, mags, values = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
+            y = np.empty((ring.shape[0], 2))
+            _finish(off, ring, jac, self.w_out, self.b_out, grads, mags, areas, widths, values,
+                    y)
+            y[:, 0] = self.level  # the level set is where f = level overtakes the constant
+        else:
+            # W_out J and |W_out| |J| per cell by BLAS; y once per distinct vertex (a vertex is
+            # in ~3 rings), exactly as a hidden layer's z.
+            width = jac.shape[2]
+            flat = jac.reshape(2 * n, width)
+            grads = np.ascontiguousarray((flat @ self.w.T).reshape(n, 2, self.k)
+                                         .transpose(0, 2, 1))
+            mags = np.ascontiguousarray((np.abs(flat) @ self.w_abs.T).reshape(n, 2, self.k)
+                                        .transpose(0, 2, 1))
+            uid, zs, _ = _vertex_preactivations(ring, self.w, self.wt, self.b,
+                                                self.w_abs.sum(1), self.affine, 0.0)
+            y = zs[uid, Z0:]
+            _shape(rel, ring, areas, widths)
+            values = np.add.reduceat(y, rel[:-1], axis=0) / np.diff(rel)[:, None]
+        segs = _decision(rel, ring, y)
+        self.parts.append((rel[1:], ring[:, :2].copy(), pat.copy(), grads, mags, areas,
+                           widths, values, segs))
 
-    def result(self, box, snapped, slope_tol, n_hidden, plane) -> PlaneCount:
+    def result(self, box, snapped, slope_tol, n_hidden, plane, per_output) -> PlaneCount:
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
         offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
         polygons = np.concatenate([p[1] for p in self.parts])
-        pat, grads, mags, areas, widths, values = (np.concatenate([p[i] for p in self.parts])
-                                                   for i in range(2, 8))
+        pat, grads, mags, areas, widths, values, segs = (
+            np.concatenate([p[i] for p in self.parts]) for i in range(2, 9))
         self.parts = []
         n = offsets.size - 1
         pieces = np.empty(n, np.int64)
-        n_pieces, boundary, unmatched = (int(v) for v in _pieces(
-            offsets, polygons, grads, mags, slope_tol, self.box, pieces))
+        n_pieces, boundary, unmatched, own = _pieces(
+            offsets, polygons, grads.reshape(n, -1), mags.reshape(n, -1), slope_tol, self.box,
+            pieces, self.k if per_output else 0)
         half = polygons.shape[0]
         edges = (half + boundary + unmatched) // 2
         scale = max(abs(v) for v in box)
         scale = max(scale, box[1] - box[0], box[3] - box[2])
         min_width = float(widths.min())
+        segs = segs.reshape(-1, 2, 2)
         return PlaneCount(
             box=tuple(box), activation_regions=n, linear_pieces=n_pieces,
             vertices=edges - n + 1, edges=edges, min_cell_area=float(areas.min()),
             min_cell_width=min_width, snapped=snapped, unmatched_edges=unmatched,
             resolved=bool(unmatched == 0 and min_width > RESOLUTION_ULPS * np.spacing(scale)),
             polygons=polygons, offsets=offsets, patterns=pat, areas=areas, gradients=grads,
-            values=values, pieces=pieces, hidden_neurons=n_hidden, plane=plane)
+            values=values, pieces=pieces, hidden_neurons=n_hidden, plane=plane, outputs=self.k,
+            level=self.level, decision_segments=segs,
+            decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
+            output_pieces=own)
 
 
 @njit(cache=True)
-def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values):
+def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values, y_out):
     """Per cell: output gradient (W_out J), its magnitude |W_out| |J|, area (shoelace), thickness
-    2 area / perimeter, and the output at the mean of the vertices."""
+    2 area / perimeter, and the output at the mean of the vertices; the output at every ring
+    vertex goes to ``y_out[:, 1]``."""
     width = w_out.size
     for cell in range(off.size - 1):
         g0 = g1 = m0 = m1 = 0.0
@@ -716,15 +802,129 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values):
             y = b_out
             for c in range(width):
                 y += w_out[c] * ring[i, 2 + c]
+            y_out[i, 1] = y
             val += y
         areas[cell] = 0.5 * area
         widths[cell] = area / perim if perim > 0 else 0.0
         values[cell] = val / (e - a)
 
 
-def _pieces(off, pts, grads, mags, slope_tol, box, label):
-    """Linear pieces: union of edge-adjacent cells with equal output gradients. Returns (pieces,
-    boundary half-edges, unmatched interior half-edges); ``label`` gets each cell's piece.
+@njit(cache=True)
+def _shape(off, ring, areas, widths):
+    """Per cell (offsets from 0): area (shoelace) and thickness 2 area / perimeter."""
+    for cell in range(off.size - 1):
+        a, e = off[cell], off[cell + 1]
+        area = perim = 0.0
+        for i in range(a, e):
+            i2 = i + 1 if i + 1 < e else a
+            area += ring[i, 0] * ring[i2, 1] - ring[i2, 0] * ring[i, 1]
+            perim += math.hypot(ring[i2, 0] - ring[i, 0], ring[i2, 1] - ring[i, 1])
+        areas[cell] = 0.5 * area
+        widths[cell] = area / perim if perim > 0 else 0.0
+
+
+@njit(cache=True)
+def _decision(off, ring, y):
+    """Segments (m, 4: u0, v0, u1, v1) of the argmax boundary of the columns of ``y`` (outputs
+    at every ring vertex; offsets from 0), ties to the lowest index as np.argmax.
+
+    Outputs are affine on a cell, so where one output wins is convex: a cell whose vertices all
+    have one winner holds no boundary and costs one pass over its vertices. In the others, each
+    output's winning polygon is the cell clipped by y_j >= y_i for every i (edges keep the index
+    of the line that made them); its edges on y_j = y_i with i > j are boundary segments (the
+    region of i holds the same edge and does not report it again).
+    """
+    k = y.shape[1]
+    segs = np.empty((64, 4))
+    m = 0
+    for cell in range(off.size - 1):
+        a, e = off[cell], off[cell + 1]
+        first = np.argmax(y[a])
+        mixed = False
+        for i in range(a + 1, e):
+            if np.argmax(y[i]) != first:
+                mixed = True
+                break
+        if not mixed:
+            continue
+        L = e - a
+        cap = L + k + 2
+        cols = 2 + k
+        poly = np.empty((cap, cols))
+        tmp = np.empty((cap, cols))
+        lab = np.empty(cap, np.int64)
+        tlab = np.empty(cap, np.int64)
+        d = np.empty(cap)
+        for j in range(k):
+            n = L
+            if poly.shape[0] < L + 2:
+                poly, tmp = np.empty((L + 2, cols)), np.empty((L + 2, cols))
+                lab, tlab, d = np.empty(L + 2, np.int64), np.empty(L + 2, np.int64), np.empty(L + 2)
+            for t in range(L):
+                poly[t, 0], poly[t, 1] = ring[a + t, 0], ring[a + t, 1]
+                poly[t, 2:] = y[a + t]
+                lab[t] = -1
+            for i in range(k):
+                if i == j:
+                    continue
+                lo, hi = np.inf, -np.inf
+                for t in range(n):
+                    d[t] = poly[t, 2 + j] - poly[t, 2 + i]
+                    lo, hi = min(lo, d[t]), max(hi, d[t])
+                if hi <= 0.0 and (lo < 0.0 or i < j):
+                    n = 0  # i wins everywhere here (or ties it and comes first)
+                    break
+                if lo >= 0.0:
+                    continue
+                if 2 * n + 2 > poly.shape[0]:  # a convex ring gains one vertex; rounding, more
+                    size = 2 * n + 2
+                    poly, tmp = _grow_rows(poly[:n], size), np.empty((size, cols))
+                    lab, tlab = _grow_ints(lab[:n], size), np.empty(size, np.int64)
+                    d = _grow_vec(d[:n], size)
+                q = 0
+                for t in range(n):
+                    t2 = t + 1 if t + 1 < n else 0
+                    d1, d2 = d[t], d[t2]
+                    if d1 >= 0.0:
+                        tmp[q] = poly[t]
+                        tlab[q] = lab[t] if d2 >= 0.0 else (i if d1 == 0.0 else lab[t])
+                        q += 1
+                        if d1 > 0.0 and d2 < 0.0:
+                            f = d1 / (d1 - d2)
+                            for col in range(cols):
+                                tmp[q, col] = poly[t, col] + f * (poly[t2, col] - poly[t, col])
+                            tlab[q] = i
+                            q += 1
+                    elif d2 > 0.0:
+                        f = d2 / (d2 - d1)
+                        for col in range(cols):
+                            tmp[q, col] = poly[t2, col] + f * (poly[t, col] - poly[t2, col])
+                        tlab[q] = lab[t]
+                        q += 1
+                poly, tmp = tmp, poly
+                lab, tlab = tlab, lab
+                n = q
+                if n < 3:
+                    n = 0
+                    break
+            for t in range(n):
+                if lab[t] > j:
+                    t2 = t + 1 if t + 1 < n else 0
+                    if poly[t, 0] == poly[t2, 0] and poly[t, 1] == poly[t2, 1]:
+                        continue
+                    if m >= segs.shape[0]:
+                        segs = _grow_rows(segs, 2 * m)
+                    segs[m, 0], segs[m, 1] = poly[t, 0], poly[t, 1]
+                    segs[m, 2], segs[m, 3] = poly[t2, 0], poly[t2, 1]
+                    m += 1
+    return segs[:m].copy()
+
+
+def _pieces(off, pts, grads, mags, slope_tol, box, label, per_output=0):
+    """Linear pieces: union of edge-adjacent cells with equal output gradients (all columns of
+    ``grads``, two per output). Returns (pieces, boundary half-edges, unmatched interior
+    half-edges, each output's own piece count if ``per_output`` (= k) else None); ``label`` gets
+    each cell's piece.
 
     Edges are matched by sorting: each interior half-edge gets a key whose high bits hash its
     end points in a fixed order (a shared edge's two halves, which are bit-identical, get the
@@ -738,7 +938,16 @@ def _pieces(off, pts, grads, mags, slope_tol, box, label):
     boundary = n_half - keys.size
     keys.sort()
     unmatched = _join_twins(keys, pts, nxt, owner, grads, mags, slope_tol, index_bits, label)
-    return label.max() + 1 if label.size else 0, boundary, unmatched
+    own = None
+    if per_output:
+        own = np.empty(per_output, np.int64)
+        scratch = np.empty_like(label)
+        for j in range(per_output):
+            cols = slice(2 * j, 2 * j + 2)
+            _join_twins(keys, pts, nxt, owner, np.ascontiguousarray(grads[:, cols]),
+                        np.ascontiguousarray(mags[:, cols]), slope_tol, index_bits, scratch)
+            own[j] = scratch.max() + 1 if scratch.size else 0
+    return int(label.max() + 1 if label.size else 0), int(boundary), int(unmatched), own
 
 
 @njit(cache=True)
@@ -794,7 +1003,7 @@ def _join_twins(keys, pts, nxt, owner, grads, mags, slope_tol, index_bits, label
                     matched += 2
                     c1, c2 = owner[i], owner[t]
                     same = True
-                    for d in range(2):
+                    for d in range(grads.shape[1]):
                         tol = slope_tol * max(mags[c1, d], mags[c2, d])
                         if abs(grads[c1, d] - grads[c2, d]) > tol:
                             same = False

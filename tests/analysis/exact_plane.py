@@ -45,7 +45,9 @@ def _area2(poly):
 def exact_plane(layers, box, leaks=None):
     """(regions, pieces, vertices, cells) of a 2-input model given as (W, b) pairs on the box.
 
-    cells: list of (polygon, output map (A, B, C), pattern tuple).
+    cells: list of (polygon, output maps ((A, B, C) per output), pattern tuple). A unit with
+    negative-side slope 1 is affine: it never splits a cell. With k outputs two neighbours are
+    one piece when all k maps are equal (:func:`pieces` counts by any part of the maps).
     """
     flayers = _frac_layers(layers)
     # one negative-side slope per unit of each hidden layer (a number: every unit's)
@@ -63,11 +65,13 @@ def exact_plane(layers, box, leaks=None):
                     sum(wk[j] * maps[j][2] for j in range(len(maps))) + bk)
                    for wk, bk in zip(w, b, strict=True)]
             parts = [(poly, ())]
-            for m in pre:
+            for m, slope in zip(pre, leak, strict=True):
                 nxt = []
                 for part, signs in parts:
                     vals = [m[0] * x + m[1] * y + m[2] for x, y in part]
-                    if any(v > 0 for v in vals) and any(v < 0 for v in vals):
+                    if slope == 1:  # affine: no split, pattern bit 1
+                        nxt.append((part, signs + (True,)))
+                    elif any(v > 0 for v in vals) and any(v < 0 for v in vals):
                         for s in (1, -1):
                             piece = _clip(part, m, s)
                             if len(piece) >= 3 and _area2(piece) != 0:
@@ -83,11 +87,17 @@ def exact_plane(layers, box, leaks=None):
     w, b = flayers[-1]
     out = []
     for poly, maps, pattern in cells:
-        o = (sum(w[0][j] * maps[j][0] for j in range(len(maps))),
-             sum(w[0][j] * maps[j][1] for j in range(len(maps))),
-             sum(w[0][j] * maps[j][2] for j in range(len(maps))) + b[0])
+        o = tuple((sum(wk[j] * maps[j][0] for j in range(len(maps))),
+                   sum(wk[j] * maps[j][1] for j in range(len(maps))),
+                   sum(wk[j] * maps[j][2] for j in range(len(maps))) + bk)
+                  for wk, bk in zip(w, b, strict=True))
         out.append((poly, o, pattern))
     vertices = {p for poly, _, _ in out for p in poly}
+    return len(out), pieces(out), len(vertices), out
+
+
+def pieces(out, output=None):
+    """Linear pieces of the cells ``out`` (exact_plane's): all outputs' maps, or one output's."""
     # Edges: the cells' sides, matched between neighbours (no T-junctions in exact arithmetic).
     side_owner = {}
     parent = list(range(len(out)))
@@ -102,10 +112,10 @@ def exact_plane(layers, box, leaks=None):
             key = frozenset((p, q))
             if key in side_owner:
                 cj = side_owner[key]
-                if out[cj][1] == o:
+                if (out[cj][1] == o if output is None
+                        else out[cj][1][output] == o[output]):
                     ri, rj = root(ci), root(cj)
                     parent[max(ri, rj)] = min(ri, rj)
             else:
                 side_owner[key] = ci
-    pieces = len({root(i) for i in range(len(out))})
-    return len(out), pieces, len(vertices), out
+    return len({root(i) for i in range(len(out))})
