@@ -26,6 +26,7 @@ up (warm), at least 2x faster at 10^6; 10^6 regions in under 10 s and 2 GB.
 import argparse
 import importlib.util
 import json
+import sys
 import resource
 import time
 
@@ -158,15 +159,15 @@ def main():
     have_rc = not args.no_regioncam
     if have_rc and importlib.util.find_spec("regioncam") is None:
         have_rc = False
-        print("regioncam is not installed (pip install regioncam): timing ours only")
+        print("regioncam is not installed (pip install regioncam): timing ours only", file=sys.stderr)
     jobs = [("net", n, f"default {n}", None) for n in args.nets]
     jobs += [("separable", d, f"F(x)+G(y) d={d}", 4 ** d) for d in args.depths]
     if not args.no_digits:
         found = digits_plane()
         if found is None:
-            print("scikit-learn is not installed: skipping the digits plane")
+            print("scikit-learn is not installed: skipping the digits plane", file=sys.stderr)
         else:
-            print(f"digits classifier: training accuracy {found[2]:.3f}")
+            print(f"digits classifier: training accuracy {found[2]:.3f}", file=sys.stderr)
             jobs.append(("digits", None, "digits 0, 1, 7 plane", None))
     rows = []
     for kind, arg, name, expected in jobs:
