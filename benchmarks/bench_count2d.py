@@ -26,8 +26,8 @@ up (warm), at least 2x faster at 10^6; 10^6 regions in under 10 s and 2 GB.
 import argparse
 import importlib.util
 import json
-import sys
 import resource
+import sys
 import time
 
 import numpy as np
@@ -159,7 +159,8 @@ def main():
     have_rc = not args.no_regioncam
     if have_rc and importlib.util.find_spec("regioncam") is None:
         have_rc = False
-        print("regioncam is not installed (pip install regioncam): timing ours only", file=sys.stderr)
+        print("regioncam is not installed (pip install regioncam): timing ours only",
+              file=sys.stderr)
     jobs = [("net", n, f"default {n}", None) for n in args.nets]
     jobs += [("separable", d, f"F(x)+G(y) d={d}", 4 ** d) for d in args.depths]
     if not args.no_digits:
