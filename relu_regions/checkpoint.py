@@ -9,7 +9,7 @@ where the JSON config has at least ``"model"``: ``{"kind": "mlp", "widths": [1, 
 "margin": .., "interval": [lo, hi], "concave": ..}`` (a ConstructionNet) or ``{"kind": "lowered",
 "widths": [..], "input_shape": [..], "notes": [..]}`` (any other model the reader reads, stored
 as its chain of (W, b) layers and per-unit slopes ``leak{i}``: a
-:class:`~relu_regions.nets.lowering.LoweredNet`), plus whatever the caller adds (method, target,
+:class:`~relu_regions.nets.reader.LoweredNet`), plus whatever the caller adds (method, target,
 seed, versions...). Only tensors, strings and dicts are stored, so
 ``torch.load(weights_only=True)`` reads it without unpickling any code; anything else is refused.
 Writes go to a temporary file in the same folder, then ``os.replace``: a crash never leaves half a
@@ -31,9 +31,8 @@ from torch import nn
 from .atomic import atomic_write
 from .errors import InputError
 from .nets.construction import Construction
-from .nets.lowering import LoweredNet
 from .nets.parametrize import ConstructionNet, linear_relu_stack
-from .nets.reader import layer_stack, lower
+from .nets.reader import LoweredNet, layer_stack, lower
 from .validation import is_int, one_line
 
 FORMAT = "relu-regions/1"
@@ -93,7 +92,7 @@ def save(model: nn.Module, path: Path | str, extra: dict | None = None) -> Path:
     """Write ``model`` and a JSON config (``extra`` merged in) to ``path`` atomically. A
     ConstructionNet or a plain Linear/ReLU stack is stored as it is; any other model the reader
     reads (conv nets, residual blocks, a user's own class) as its lowered form, which loads as a
-    :class:`~relu_regions.nets.lowering.LoweredNet` without the original code."""
+    :class:`~relu_regions.nets.reader.LoweredNet` without the original code."""
     stored_config, stored = _stored(model)
     config = {"model": stored_config, **(extra or {})}
     state = {k: v.detach().cpu() for k, v in stored.state_dict().items()}

@@ -230,17 +230,15 @@ def apply_ops(b: Builder, ops, v: Value) -> Value:
     """Ops of the :class:`~relu_regions.nets.reader.PiecewiseLinear` protocol: ``Affine`` and
     ``ReLU`` act on the flattened value; an ``nn.Module`` op (e.g. the plain ``nn.Conv2d`` of a
     GmP convolution) on the value as shaped."""
-    from .reader import Affine, ReLU  # the reader imports this module
-
-    for op in ops:
+    for op in ops:  # Affine / ReLU of the reader, by their fields (the reader imports this module)
         if isinstance(op, nn.Module):
             v = apply_module(b, op, v)
             continue
         n = v.lin.shape[0]
         v = Value(v.lin.reshape(n, -1), v.const.reshape(-1))
-        if isinstance(op, ReLU):
+        if hasattr(op, "negative_slope"):
             v = b.relu(v, op.negative_slope)
-        elif isinstance(op, Affine):
+        elif hasattr(op, "weight") and hasattr(op, "bias"):
             w = torch.as_tensor(op.weight).detach().to(torch.float64)
             bias = None if op.bias is None else torch.as_tensor(op.bias).detach().double()
             if w.shape[1] != v.shape[0]:
@@ -617,60 +615,3 @@ def _add(x, y, label: str) -> Value:
     if const.shape[0] != 1:
         raise InputError(f"{label} of a constant mixes samples of the batch")
     return Value(x.lin.expand(x.lin.shape[0], *const.shape[1:]), const[0])
-
-
-# --------------------------------------------------------------------------------------------
-# The lowered chain as a module
-# --------------------------------------------------------------------------------------------
-class LoweredNet(nn.Module):
-    """A lowered chain as a countable module (float64): ``linears[i]`` the (W, b) pairs and a
-    buffer ``leak{i}`` per hidden layer (the negative-side slope per unit). What a checkpoint of
-    kind ``"lowered"`` loads as: counting it needs none of the original model's code.
-    ``input_shape`` is one sample's shape; the forward takes rows of its flattening or samples
-    of that shape."""
-
-    def __init__(self, widths: list[int], input_shape: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=torch.float64)
-                                     for a, b in zip(widths[:-1], widths[1:], strict=True))
-        for i, width in enumerate(widths[1:-1]):
-            self.register_buffer(f"leak{i}", torch.zeros(width, dtype=torch.float64))
-        self.input_shape = tuple(input_shape) if input_shape else (widths[0],)
-
-    @classmethod
-    def from_layers(cls, layers, leaks, input_shape=None) -> LoweredNet:
-        widths = [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]
-        net = cls(widths, input_shape)
-        with torch.no_grad():
-            for lin, (w, b) in zip(net.linears, layers, strict=True):
-                lin.weight.copy_(torch.as_tensor(w))
-                lin.bias.copy_(torch.as_tensor(b))
-            for i, leak in enumerate(leaks):
-                getattr(net, f"leak{i}").copy_(torch.as_tensor(leak))
-        return net
-
-    @property
-    def widths(self) -> list[int]:
-        return [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
-
-    def leaks(self) -> list[torch.Tensor]:
-        return [getattr(self, f"leak{i}") for i in range(len(self.linears) - 1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.input_shape) > 1 and tuple(x.shape[-len(self.input_shape):]) == \
-                self.input_shape:
-            x = x.reshape(*x.shape[:-len(self.input_shape)], -1)
-        for lin, leak in zip(self.linears[:-1], self.leaks(), strict=True):
-            z = lin(x)
-            x = torch.where(z >= 0, z, leak * z)
-        return self.linears[-1](x)
-
-    def region_ops(self) -> list:
-        from .reader import Affine, ReLU  # the reader imports this module
-
-        ops = []
-        for lin, leak in zip(self.linears, [*self.leaks(), None], strict=True):
-            ops.append(Affine(lin.weight.detach(), lin.bias.detach()))
-            if leak is not None:
-                ops.append(ReLU(leak.detach().numpy()))
-        return ops

@@ -11,8 +11,8 @@ Layers of this package say what they are by the :class:`PiecewiseLinear` protoco
 
 >>> from torch import nn
 >>> layers, leaks = layer_stack(nn.Sequential(nn.Linear(1, 3), nn.LeakyReLU(0.1), nn.Linear(3, 1)))
->>> [w.shape for w, _ in layers], leaks
-([(3, 1), (1, 3)], [0.1])
+>>> [w.shape for w, _ in layers], [leak.tolist() for leak in leaks]
+([(3, 1), (1, 3)], [[0.1, 0.1, 0.1]])
 """
 
 from __future__ import annotations
@@ -310,3 +310,58 @@ def _flatten(seq):
             yield from _flatten(m)
         else:
             yield m
+
+
+# --------------------------------------------------------------------------------------------
+# The lowered chain as a module
+# --------------------------------------------------------------------------------------------
+class LoweredNet(nn.Module):
+    """A lowered chain as a countable module (float64): ``linears[i]`` the (W, b) pairs and a
+    buffer ``leak{i}`` per hidden layer (the negative-side slope per unit). What a checkpoint of
+    kind ``"lowered"`` loads as: counting it needs none of the original model's code.
+    ``input_shape`` is one sample's shape; the forward takes rows of its flattening or samples
+    of that shape."""
+
+    def __init__(self, widths: list[int], input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=torch.float64)
+                                     for a, b in zip(widths[:-1], widths[1:], strict=True))
+        for i, width in enumerate(widths[1:-1]):
+            self.register_buffer(f"leak{i}", torch.zeros(width, dtype=torch.float64))
+        self.input_shape = tuple(input_shape) if input_shape else (widths[0],)
+
+    @classmethod
+    def from_layers(cls, layers, leaks, input_shape=None) -> LoweredNet:
+        widths = [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]
+        net = cls(widths, input_shape)
+        with torch.no_grad():
+            for lin, (w, b) in zip(net.linears, layers, strict=True):
+                lin.weight.copy_(torch.as_tensor(w))
+                lin.bias.copy_(torch.as_tensor(b))
+            for i, leak in enumerate(leaks):
+                getattr(net, f"leak{i}").copy_(torch.as_tensor(leak))
+        return net
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
+
+    def leaks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"leak{i}") for i in range(len(self.linears) - 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.input_shape) > 1 and tuple(x.shape[-len(self.input_shape):]) == \
+                self.input_shape:
+            x = x.reshape(*x.shape[:-len(self.input_shape)], -1)
+        for lin, leak in zip(self.linears[:-1], self.leaks(), strict=True):
+            z = lin(x)
+            x = torch.where(z >= 0, z, leak * z)
+        return self.linears[-1](x)
+
+    def region_ops(self) -> list:
+        ops = []
+        for lin, leak in zip(self.linears, [*self.leaks(), None], strict=True):
+            ops.append(Affine(lin.weight.detach(), lin.bias.detach()))
+            if leak is not None:
+                ops.append(ReLU(leak.detach().numpy()))
+        return ops

@@ -11,8 +11,7 @@ from torch.nn import functional
 
 from relu_regions import InputError, checkpoint
 from relu_regions.analysis.regions import count_regions_segment
-from relu_regions.nets.lowering import LoweredNet
-from relu_regions.nets.reader import forward, lower
+from relu_regions.nets.reader import LoweredNet, forward, lower
 
 
 class Classifier(nn.Module):
