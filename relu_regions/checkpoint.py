@@ -4,10 +4,13 @@ Format (``relu-regions/1``): ``torch.save`` of a plain dict
 
     {"format": "relu-regions/1", "config": "<JSON text>", "state_dict": {name: tensor}}
 
-where the JSON config has at least ``"model"``: either ``{"kind": "mlp", "widths": [1, 4, .., 1]}``
-(an ``nn.Sequential`` of Linear/ReLU) or ``{"kind": "construction", "depth": .., "thm31": ..,
-"margin": .., "interval": [lo, hi], "concave": ..}`` (a ConstructionNet), plus whatever the caller
-adds (method, target, seed, versions...). Only tensors, strings and dicts are stored, so
+where the JSON config has at least ``"model"``: ``{"kind": "mlp", "widths": [1, 4, .., 1]}``
+(an ``nn.Sequential`` of Linear/ReLU), ``{"kind": "construction", "depth": .., "thm31": ..,
+"margin": .., "interval": [lo, hi], "concave": ..}`` (a ConstructionNet) or ``{"kind": "lowered",
+"widths": [..], "input_shape": [..], "notes": [..]}`` (any other model the reader reads, stored
+as its chain of (W, b) layers and per-unit slopes ``leak{i}``: a
+:class:`~relu_regions.nets.reader.LoweredNet`), plus whatever the caller adds (method, target,
+seed, versions...). Only tensors, strings and dicts are stored, so
 ``torch.load(weights_only=True)`` reads it without unpickling any code; anything else is refused.
 Writes go to a temporary file in the same folder, then ``os.replace``: a crash never leaves half a
 checkpoint under the final name.
@@ -16,6 +19,7 @@ checkpoint under the final name.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -28,31 +32,56 @@ from .atomic import atomic_write
 from .errors import InputError
 from .nets.construction import Construction
 from .nets.parametrize import ConstructionNet, linear_relu_stack
-from .nets.reader import relu_layers
+from .nets.reader import LoweredNet, layer_stack, lower
 from .validation import is_int, one_line
 
 FORMAT = "relu-regions/1"
 
 
 def model_config(model: nn.Module) -> dict:
-    """Architecture description enough to rebuild ``model`` before loading its state_dict."""
+    """Architecture description enough to rebuild ``model`` (or, for kind ``"lowered"``, its
+    lowered form) before loading the state_dict."""
+    return _stored(model)[0]
+
+
+def _stored(model: nn.Module) -> tuple[dict, nn.Module]:
+    """(config, the module whose state_dict is stored)."""
     if isinstance(model, ConstructionNet):
-        return {"kind": "construction", **model.construction.config()}
-    if isinstance(model, nn.Sequential):
-        layers = relu_layers(model)  # validates the Linear/ReLU structure
-        return {"kind": "mlp", "widths": [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]}
-    raise InputError(f"cannot checkpoint a {type(model).__name__}: expected a ConstructionNet "
-                     f"or an nn.Sequential of nn.Linear/nn.ReLU")
+        return {"kind": "construction", **model.construction.config()}, model
+    if _plain_mlp(model):
+        layers, _ = layer_stack(model)
+        return {"kind": "mlp", "widths": [layers[0][0].shape[1]]
+                + [w.shape[0] for w, _ in layers]}, model
+    lowered = lower(model)
+    net = LoweredNet.from_layers(lowered.layers, lowered.leaks, lowered.input_shape)
+    return {"kind": "lowered", "widths": net.widths, "input_shape": list(net.input_shape),
+            "notes": lowered.notes}, net
+
+
+def _plain_mlp(model: nn.Module) -> bool:
+    """An ``nn.Sequential`` laid out as :func:`linear_relu_stack` builds it (same state_dict
+    keys): Linear with bias, ReLU, Linear, ..., Linear."""
+    if type(model) is not nn.Sequential or len(model) % 2 == 0:
+        return False
+    return all(type(m) is (nn.Linear if i % 2 == 0 else nn.ReLU)
+               and (i % 2 or m.bias is not None) for i, m in enumerate(model))
 
 
 def build_model(config: dict) -> nn.Module:
     kind = config.get("kind")
-    if kind == "mlp":
+    if kind in ("mlp", "lowered"):
         widths = config.get("widths")
         if not (isinstance(widths, list) and len(widths) >= 2
                 and all(is_int(w) and w >= 1 for w in widths)):
             raise InputError(f"checkpoint has a malformed model config: widths={widths!r}")
-        return linear_relu_stack(widths)
+        if kind == "mlp":
+            return linear_relu_stack(widths)
+        shape = config.get("input_shape")
+        if not (isinstance(shape, list) and shape and all(is_int(s) and s >= 1 for s in shape)
+                and math.prod(shape) == widths[0]):
+            raise InputError(f"checkpoint has a malformed model config: input_shape={shape!r} "
+                             f"for {widths[0]} inputs")
+        return LoweredNet(widths, tuple(shape))
     if kind == "construction":
         args = {k: config[k] for k in ("thm31", "margin", "interval", "concave") if k in config}
         return ConstructionNet(Construction(config.get("depth"), **args))
@@ -60,9 +89,13 @@ def build_model(config: dict) -> nn.Module:
 
 
 def save(model: nn.Module, path: Path | str, extra: dict | None = None) -> Path:
-    """Write ``model`` and a JSON config (``extra`` merged in) to ``path`` atomically."""
-    config = {"model": model_config(model), **(extra or {})}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Write ``model`` and a JSON config (``extra`` merged in) to ``path`` atomically. A
+    ConstructionNet or a plain Linear/ReLU stack is stored as it is; any other model the reader
+    reads (conv nets, residual blocks, a user's own class) as its lowered form, which loads as a
+    :class:`~relu_regions.nets.reader.LoweredNet` without the original code."""
+    stored_config, stored = _stored(model)
+    config = {"model": stored_config, **(extra or {})}
+    state = {k: v.detach().cpu() for k, v in stored.state_dict().items()}
     payload = {"format": FORMAT, "config": json.dumps(config), "state_dict": state}
     path = Path(path)
     atomic_write(path, lambda f: torch.save(payload, f))

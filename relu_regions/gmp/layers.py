@@ -383,6 +383,10 @@ class GmPConv2d(_GmPBase):
                 out.bias.copy_(self.bias.detach())
         return out
 
+    def region_ops(self) -> list:
+        """Its plain ``nn.Conv2d``, which the reader lowers with the input's shape."""
+        return [self.to_conv()]
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.lam is not None}")

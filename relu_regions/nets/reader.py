@@ -74,39 +74,110 @@ def check_one_output(layers: Layers) -> Layers:
     return layers
 
 
-def layer_stack(model: nn.Module | Sequence, *,
-                finite: bool = True) -> tuple[Layers, list[np.ndarray]]:
-    """(layers, leaks): the (W, b) pairs, float64, of a Linear (ReLU Linear)* stack with any
+@dataclass(frozen=True)
+class Lowered:
+    """A model as the counters read it: ``layers`` the (W, b) pairs (float64, W (out, in); k
+    outputs in the last), ``leaks`` one slope array per hidden layer, ``notes`` what the reading
+    changed (a float32 model counted in float64, a final Softmax dropped), ``input_shape`` the
+    per-sample shape whose C-order flattening the first layer takes."""
+
+    layers: Layers
+    leaks: list[np.ndarray]
+    notes: list[str]
+    input_shape: tuple[int, ...] | None = None
+
+
+def lower(model: nn.Module | Sequence, input_shape: Sequence[int] | None = None, *,
+          finite: bool = True) -> Lowered:
+    """``model`` as a :class:`Lowered` chain: what :func:`layer_stack` returns, plus the notes
+    and the input shape. ``input_shape`` is one sample's shape (e.g. ``(1, 8, 8)`` for a conv
+    net); by default ``model.input_shape`` or the first linear layer's ``in_features``."""
+    return _read(model, input_shape, finite, notes=True)
+
+
+def layer_stack(model: nn.Module | Sequence, *, finite: bool = True,
+                input_shape: Sequence[int] | None = None) -> tuple[Layers, list[np.ndarray]]:
+    """(layers, leaks): the (W, b) pairs, float64, of the model's chain of affine maps with any
     number of outputs, and each hidden layer's negative-side slope per unit, a float64 array (0
     for nn.ReLU, alpha for nn.LeakyReLU(alpha); 1 for a unit that passes its input on).
 
     Accepts a module with ``region_ops()`` (:class:`PiecewiseLinear`, e.g.
     :class:`~relu_regions.nets.parametrize.ConstructionNet`), an ``nn.Sequential`` (nested ones
-    are flattened) of ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` and such
-    modules (e.g. ``BlockDiagonalLinear``, ``GmPLinear``, ``GmPLinearReLU``), any module with
-    ``as_sequential()``, or a list of (W, b) pairs with ReLU between them (e.g. one seed of a
-    composite layout's ``raw(theta)``). Non-finite weights raise InputError (``finite=False``:
-    the caller checks them).
+    are flattened) of the layers in docs/models.md (``nn.Linear``, convolutions, BatchNorm and
+    Dropout in eval mode, pooling, padding, ReLU-like activations, this package's layers), any
+    module with ``as_sequential()``, any other module through its traced ``forward``, or a list
+    of (W, b) pairs with ReLU between them (e.g. one seed of a composite layout's
+    ``raw(theta)``). Non-finite weights raise InputError (``finite=False``: the caller checks
+    them).
     """
+    lowered = _read(model, input_shape, finite, notes=False)
+    return lowered.layers, lowered.leaks
+
+
+def forward(layers: Layers, leaks: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The lowered chain's function at the rows of ``x`` (n, n_in), float64: for each hidden
+    layer ``z = x W^T + b``, then ``z`` where ``z >= 0`` else ``leak * z``; the last layer
+    affine."""
+    x = np.asarray(x, dtype=np.float64)
+    for (w, b), leak in zip(layers[:-1], leaks, strict=True):
+        z = x @ w.T + b
+        x = np.where(z >= 0, z, leak * z)
+    w, b = layers[-1]
+    return x @ w.T + b
+
+
+def _read(model, input_shape, finite, notes) -> Lowered:
     if isinstance(model, (list, tuple)):
         layers = _raw_layers(model, finite)
-        return layers, [np.zeros(w.shape[0]) for w, _ in layers[:-1]]
-    return _stack(model_ops(model), finite)
+        return Lowered(layers, [np.zeros(w.shape[0]) for w, _ in layers[:-1]], [])
+    ops = None
+    if input_shape is None or len(input_shape) == 1:
+        ops = _known_ops(model)
+    if ops is not None:
+        layers, leaks = _stack(ops, finite)
+        if input_shape is not None and tuple(input_shape) != (layers[0][0].shape[1],):
+            raise InputError(f"input_shape={tuple(input_shape)!r} does not match the model's "
+                             f"{layers[0][0].shape[1]} inputs")
+        if not notes:
+            return Lowered(layers, leaks, [])
+        dtypes = {str(op.weight.dtype).replace("torch.", "") for op in ops
+                  if isinstance(op, Affine) and isinstance(op.weight, torch.Tensor)}
+        dtypes -= {"float64"}
+        note = ([f"the model's weights are {', '.join(sorted(dtypes))}: counted as the float64 "
+                 f"model with the same weights"] if dtypes else [])
+        shape = getattr(model, "input_shape", None) or (layers[0][0].shape[1],)
+        return Lowered(layers, leaks, note, tuple(shape))
+    from .lowering import lower_module  # conv nets, skip connections, traced forwards
+
+    layers, leaks, found, shape = lower_module(model, input_shape)
+    return Lowered(_check_layers(layers, finite), leaks, found, shape)
 
 
 def model_ops(model: nn.Module) -> list[Affine | ReLU]:
-    """The ops of ``model`` in order (see the module docstring), or InputError naming the
-    layer that cannot be read."""
+    """The ops of a model of dense layers in order (see the module docstring), or InputError
+    naming the layer that cannot be read; :func:`lower` reads every other model."""
+    ops = _known_ops(model)
+    if ops is None:
+        raise InputError(f"{type(model).__name__} has layers other than dense ones: read it "
+                         f"with lower(model)")
+    return ops
+
+
+def _known_ops(model: nn.Module) -> list[Affine | ReLU] | None:
+    """The ops of a model made of dense layers only, None if it has any other (those are read
+    by the lowering, with shapes)."""
     if hasattr(model, "region_ops"):
-        return list(model.region_ops())
+        ops = list(model.region_ops())
+        return ops if all(isinstance(op, (Affine, ReLU)) for op in ops) else None
     if hasattr(model, "as_sequential"):
         model = model.as_sequential()
     if not isinstance(model, nn.Sequential):
-        raise InputError(f"expected an nn.Sequential of nn.Linear and nn.ReLU layers, "
-                         f"got {type(model).__name__}")
+        return None
+    if getattr(model, "input_shape", None) is not None and len(model.input_shape) != 1:
+        return None
     ops = []
     with parametrize.cached():  # derived weights are computed once, not once per tensor
-        for i, m in enumerate(_flatten(model)):
+        for m in _flatten(model):
             kind = type(m)  # exact types first: a protocol check per layer costs microseconds
             if kind is nn.Linear:
                 ops.append(Affine(m.weight, m.bias))
@@ -115,18 +186,14 @@ def model_ops(model: nn.Module) -> list[Affine | ReLU]:
             elif kind is nn.Identity:
                 continue
             elif hasattr(m, "region_ops"):
-                ops.extend(m.region_ops())
-            elif isinstance(m, nn.Linear):
-                ops.append(Affine(m.weight, m.bias))
-            elif isinstance(m, nn.LeakyReLU):
+                sub = m.region_ops()
+                if not all(isinstance(op, (Affine, ReLU)) for op in sub):
+                    return None
+                ops.extend(sub)
+            elif kind is nn.LeakyReLU:
                 ops.append(ReLU(float(m.negative_slope)))
-            elif isinstance(m, nn.ReLU):
-                ops.append(ReLU())
-            elif isinstance(m, nn.Identity):
-                continue
             else:
-                raise InputError(f"layer {i} is {type(m).__name__}: only nn.Linear, nn.ReLU, "
-                                 f"nn.LeakyReLU and this package's layers can be counted")
+                return None
     return ops
 
 
@@ -186,6 +253,9 @@ def _float64(t) -> np.ndarray:
     if type(t) is np.ndarray and t.dtype == np.float64:  # as it is: the common case
         return t
     if isinstance(t, torch.Tensor):
+        if t.is_meta:
+            raise InputError("the model is on the meta device (its weights are not loaded): "
+                             "load its weights before counting")
         return t.detach().cpu().double().numpy()
     return np.asarray(t, dtype=np.float64)
 
@@ -240,3 +310,58 @@ def _flatten(seq):
             yield from _flatten(m)
         else:
             yield m
+
+
+# --------------------------------------------------------------------------------------------
+# The lowered chain as a module
+# --------------------------------------------------------------------------------------------
+class LoweredNet(nn.Module):
+    """A lowered chain as a countable module (float64): ``linears[i]`` the (W, b) pairs and a
+    buffer ``leak{i}`` per hidden layer (the negative-side slope per unit). What a checkpoint of
+    kind ``"lowered"`` loads as: counting it needs none of the original model's code.
+    ``input_shape`` is one sample's shape; the forward takes rows of its flattening or samples
+    of that shape."""
+
+    def __init__(self, widths: list[int], input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b, dtype=torch.float64)
+                                     for a, b in zip(widths[:-1], widths[1:], strict=True))
+        for i, width in enumerate(widths[1:-1]):
+            self.register_buffer(f"leak{i}", torch.zeros(width, dtype=torch.float64))
+        self.input_shape = tuple(input_shape) if input_shape else (widths[0],)
+
+    @classmethod
+    def from_layers(cls, layers, leaks, input_shape=None) -> LoweredNet:
+        widths = [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]
+        net = cls(widths, input_shape)
+        with torch.no_grad():
+            for lin, (w, b) in zip(net.linears, layers, strict=True):
+                lin.weight.copy_(torch.as_tensor(w))
+                lin.bias.copy_(torch.as_tensor(b))
+            for i, leak in enumerate(leaks):
+                getattr(net, f"leak{i}").copy_(torch.as_tensor(leak))
+        return net
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
+
+    def leaks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"leak{i}") for i in range(len(self.linears) - 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.input_shape) > 1 and tuple(x.shape[-len(self.input_shape):]) == \
+                self.input_shape:
+            x = x.reshape(*x.shape[:-len(self.input_shape)], -1)
+        for lin, leak in zip(self.linears[:-1], self.leaks(), strict=True):
+            z = lin(x)
+            x = torch.where(z >= 0, z, leak * z)
+        return self.linears[-1](x)
+
+    def region_ops(self) -> list:
+        ops = []
+        for lin, leak in zip(self.linears, [*self.leaks(), None], strict=True):
+            ops.append(Affine(lin.weight.detach(), lin.bias.detach()))
+            if leak is not None:
+                ops.append(ReLU(leak.detach().numpy()))
+        return ops

@@ -228,8 +228,8 @@ def test_bad_models_and_bounds():
         count_regions(mlp(3, 2), 1, 1)
     with pytest.raises(InputError, match="x0 must be 2"):
         count_regions_segment(mlp(3, 2, in_features=2), [0, 0, 0], [1, 1])
-    with pytest.raises(InputError, match="Sequential"):
-        count_regions(nn.Linear(1, 1), 0, 1)
+    with pytest.raises(InputError, match="Bilinear cannot be read"):
+        count_regions(nn.Bilinear(1, 1, 1), 0, 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,617 @@
+"""Lowering a model of shaped layers (conv, BatchNorm, pooling, skip connections) to the
+counters' chain of affine maps and per-unit ReLUs, in float64.
+
+A value the model computes is carried as an affine function of the current *stage input* (the
+output of the last ReLU layer, or the model's flattened input): ``lin`` of shape
+``(n, *shape)`` (the image of each stage input unit) and ``const`` of shape ``shape``. An affine
+layer maps both (its bias-free part maps ``lin``; the layer itself maps ``const``), so a
+conv / BatchNorm / pooling chain is composed as it is read, never as a product of dense matrices.
+A piecewise-linear op ends the stage: its pre-activation becomes one (W, b) pair and the op one
+slope per unit (0 ReLU, a LeakyReLU / PReLU slope). Values still needed after it (a skip
+connection's ``x`` in ``x + f(x)``) ride through that layer on units of slope 1, which never
+switch, so the counted function is exactly the model's. ``Hardtanh(lo, hi)`` (and ``ReLU6``) is
+``lo + relu(z - lo) - relu(z - hi)``: two units per value.
+
+A ``nn.Sequential`` is read module by module; any other module's ``forward`` is traced with
+``torch.fx`` and read node by node (:func:`trace`), so ``x.view``, ``x.relu()``, ``F.relu``,
+``+``, ``@`` by a constant, ``cat``, ``mean`` and ``flatten`` work without registering anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ..errors import InputError
+
+NOT_PL = (nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus,
+          nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign, nn.LogSigmoid)
+SOFTMAX = (nn.Softmax, nn.LogSoftmax)
+MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+           nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+# Linear maps with f(0) = 0 that take a batch: applied to ``lin`` as they are.
+LINEAR = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+          nn.AdaptiveAvgPool3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ReflectionPad1d,
+          nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+          nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
+          nn.Flatten, nn.Unflatten, nn.Identity)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+           nn.FeatureAlphaDropout)
+KNOWN = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.modules.batchnorm._BatchNorm,
+         nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReLU, nn.LeakyReLU, nn.PReLU,
+         nn.Hardtanh, *SOFTMAX, *LINEAR, *DROPOUT)
+NOT_PL_FUNCTIONS = {torch.tanh, torch.sigmoid, functional.gelu, functional.silu, functional.elu,
+                    functional.softplus, torch.exp, torch.log, functional.tanh,
+                    functional.sigmoid, torch.sin, torch.cos, torch.sqrt}
+NOT_PL_METHODS = {"tanh", "sigmoid", "exp", "log", "sin", "cos", "sqrt", "abs", "max", "min",
+                  "pow", "__pow__"}
+
+
+@dataclass
+class Value:
+    """An affine function of the stage input: ``lin`` (n, *shape), ``const`` (*shape)."""
+
+    lin: torch.Tensor
+    const: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.const.shape)
+
+    def map(self, fn_lin, fn_const=None) -> Value:
+        """Apply a linear map to ``lin`` (batched) and an affine one to ``const``."""
+        fn_const = fn_const or fn_lin
+        return Value(fn_lin(self.lin), fn_const(self.const[None])[0])
+
+
+class Builder:
+    """Collects the (W, b) layers and per-unit slopes as ops are read."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        n = math.prod(input_shape)
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+        self.leaks: list[np.ndarray] = []
+        self.notes: list[str] = []
+        self.input = Value(torch.eye(n, dtype=torch.float64).reshape(n, *input_shape),
+                           torch.zeros(input_shape, dtype=torch.float64))
+        self.carry: list[Value] = []  # live values that must ride through the next ReLU layer
+
+    def emit(self, pre: Value, slopes) -> tuple[Value, list[Value]]:
+        """End the stage at a ReLU of ``pre`` with negative-side ``slopes`` (a scalar or an array
+        of pre's shape); returns relu(pre) and the carried values in the new stage's units."""
+        values = [pre, *self.carry]
+        sizes = [math.prod(v.shape) for v in values]
+        n = pre.lin.shape[0]
+        w = torch.cat([v.lin.reshape(n, -1) for v in values], 1).T
+        b = torch.cat([v.const.reshape(-1) for v in values])
+        slope = np.broadcast_to(np.asarray(slopes, dtype=np.float64), pre.shape).reshape(-1)
+        self.layers.append((w.numpy().copy(), b.numpy().copy()))
+        self.leaks.append(np.concatenate([slope, np.ones(sum(sizes[1:]))]))
+        eye = torch.eye(sum(sizes), dtype=torch.float64)
+        out, start = [], 0
+        for v, size in zip(values, sizes, strict=True):
+            out.append(Value(eye[:, start:start + size].reshape(-1, *v.shape),
+                             torch.zeros(v.shape, dtype=torch.float64)))
+            start += size
+        return out[0], out[1:]
+
+    def relu(self, v: Value, slopes=0.0) -> Value:
+        out, self.carry = self.emit(v, slopes)
+        return out
+
+    def hardtanh(self, v: Value, lo: float, hi: float) -> Value:
+        """``lo + relu(z - lo) - relu(z - hi)``: two units per value."""
+        if not lo < hi:
+            raise InputError(f"Hardtanh needs min_val < max_val, got {lo}, {hi}")
+        pre = Value(torch.stack([v.lin, v.lin], 1), torch.stack([v.const - lo, v.const - hi]))
+        u = self.relu(pre)
+        return Value(u.lin[:, 0] - u.lin[:, 1], torch.full(v.shape, float(lo),
+                                                           dtype=torch.float64))
+
+    def finish(self, v: Value) -> None:
+        n = v.lin.shape[0]
+        self.layers.append((v.lin.reshape(n, -1).T.numpy().copy(),
+                            v.const.reshape(-1).numpy().copy()))
+
+
+def prepare(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """``model`` in float64 (a copy when it is not), refusing the meta device; the notes."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        raise InputError("the model is on the meta device (its weights are not loaded): load "
+                         "its weights, e.g. model.to_empty(device='cpu') and load_state_dict")
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    notes = []
+    if dtypes - {torch.float64} or any(t.device.type != "cpu" for t in tensors):
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        if dtypes - {torch.float64}:
+            notes.append(f"the model's weights are {names}: counted as the float64 model with "
+                         f"the same weights")
+        model = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
+    return model, notes
+
+
+def check_eval(m: nn.Module) -> None:
+    if isinstance(m, DROPOUT) and m.training and m.p > 0:
+        raise InputError(f"{type(m).__name__} is in training mode (random): call model.eval() "
+                         f"before counting")
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if m.training:
+            raise InputError(f"{type(m).__name__} is in training mode (batch statistics): call "
+                             f"model.eval() before counting")
+        if m.running_mean is None:
+            raise InputError(f"{type(m).__name__} has track_running_stats=False, so it uses "
+                             f"batch statistics even in eval mode: it is not a fixed map")
+
+
+def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Value:
+    """The value ``m(v)`` for a module the reader knows; InputError naming it otherwise."""
+    kind = type(m)
+    name = kind.__name__
+    if isinstance(m, nn.Sequential):
+        mods = list(m)
+        for i, sub in enumerate(mods):
+            v = apply_module(b, sub, v, last and i == len(mods) - 1)
+        return v
+    if hasattr(m, "region_ops"):
+        return apply_ops(b, m.region_ops(), v)
+    if isinstance(m, nn.Linear):
+        if v.shape[-1:] != (m.in_features,):
+            raise InputError(f"nn.Linear({m.in_features}, ...) gets values of shape {v.shape}: "
+                             f"add nn.Flatten() before it, or pass the right input_shape")
+        return v.map(lambda t: functional.linear(t, m.weight), m)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[next(k for k in (nn.Conv1d, nn.Conv2d,
+                                                                         nn.Conv3d)
+                                                          if isinstance(m, k))]
+        if len(v.shape) != dims + 1 or v.shape[0] != m.in_channels:
+            want = "(C, L)" if dims == 1 else "(C, H, W)" if dims == 2 else "(C, D, H, W)"
+            raise InputError(f"{name} with {m.in_channels} input channels gets values of shape "
+                             f"{v.shape}: pass input_shape={want} with C = {m.in_channels}")
+        return v.map(lambda t: m._conv_forward(t, m.weight, None), m)
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        check_eval(m)
+        if not v.shape or v.shape[0] != m.num_features:
+            raise InputError(f"{name}({m.num_features}) gets values of shape {v.shape}")
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        scale = scale.reshape(-1, *[1] * (len(v.shape) - 1))
+        return v.map(lambda t: t * scale, m)
+    if isinstance(m, DROPOUT):
+        check_eval(m)
+        return v
+    if isinstance(m, nn.ConstantPad1d | nn.ConstantPad2d | nn.ConstantPad3d):
+        return v.map(lambda t: functional.pad(t, m.padding, value=0.0), m)
+    if isinstance(m, LINEAR):
+        out = v.map(m)
+        if out.lin.shape[0] != v.lin.shape[0]:
+            raise InputError(f"{name} changes the batch dimension: only per-sample reshapes "
+                             f"can be read")
+        return out
+    if isinstance(m, nn.ReLU):
+        return b.relu(v)
+    if isinstance(m, nn.LeakyReLU):
+        return b.relu(v, float(m.negative_slope))
+    if isinstance(m, nn.PReLU):
+        a = m.weight.detach().double()
+        if a.numel() > 1:
+            if not v.shape or v.shape[0] != a.numel():
+                raise InputError(f"PReLU({a.numel()}) gets values of shape {v.shape}")
+            a = a.reshape(-1, *[1] * (len(v.shape) - 1))
+        return b.relu(v, torch.broadcast_to(a, v.shape).numpy())
+    if isinstance(m, nn.Hardtanh):  # ReLU6 is a Hardtanh
+        return b.hardtanh(v, float(m.min_val), float(m.max_val))
+    if isinstance(m, SOFTMAX):
+        if last:
+            b.notes.append(f"the final {name} is dropped: it changes no region and no argmax")
+            return v
+        raise InputError(f"{name} inside the model is not piecewise linear: only a final "
+                         f"Softmax / LogSoftmax can be dropped")
+    if isinstance(m, MAXPOOL):
+        raise InputError(f"{name}: MaxPool is not supported yet; use average pooling "
+                         f"(nn.AvgPool2d) or count the model without it")
+    if isinstance(m, NOT_PL):
+        raise InputError(f"{name} is not piecewise linear, so its regions are not defined: "
+                         f"only ReLU-like activations (ReLU, LeakyReLU, PReLU, ReLU6, Hardtanh) "
+                         f"can be counted")
+    raise InputError(f"{name} cannot be read: give it a region_ops() method (see "
+                     f"relu_regions.nets.reader), or use supported layers")
+
+
+def apply_ops(b: Builder, ops, v: Value) -> Value:
+    """Ops of the :class:`~relu_regions.nets.reader.PiecewiseLinear` protocol: ``Affine`` and
+    ``ReLU`` act on the flattened value; an ``nn.Module`` op (e.g. the plain ``nn.Conv2d`` of a
+    GmP convolution) on the value as shaped."""
+    for op in ops:  # Affine / ReLU of the reader, by their fields (the reader imports this module)
+        if isinstance(op, nn.Module):
+            v = apply_module(b, op, v)
+            continue
+        n = v.lin.shape[0]
+        v = Value(v.lin.reshape(n, -1), v.const.reshape(-1))
+        if hasattr(op, "negative_slope"):
+            v = b.relu(v, op.negative_slope)
+        elif hasattr(op, "weight") and hasattr(op, "bias"):
+            w = torch.as_tensor(op.weight).detach().to(torch.float64)
+            bias = None if op.bias is None else torch.as_tensor(op.bias).detach().double()
+            if w.shape[1] != v.shape[0]:
+                raise InputError(f"a layer of {w.shape[1]} inputs gets {v.shape[0]} values")
+            v = Value(v.lin @ w.T, w @ v.const + (0 if bias is None else bias))
+        else:
+            raise InputError(f"region_ops() returned {type(op).__name__}: expected Affine or "
+                             f"ReLU ops, or modules the reader knows")
+    return v
+
+
+def input_shape_of(model: nn.Module, input_shape, first: nn.Module | None):
+    """The per-sample input shape: the argument, ``model.input_shape``, or the first layer's
+    ``in_features``; InputError saying what to pass otherwise."""
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None and first is not None:
+        if isinstance(first, nn.Linear):
+            shape = (first.in_features,)
+        elif hasattr(first, "in_features"):
+            shape = (int(first.in_features),)
+    if shape is None:
+        what = (" (C, H, W)" if isinstance(first, nn.Conv2d) else " (C, L)"
+                if isinstance(first, nn.Conv1d) else "")
+        raise InputError(f"the model's input shape is unknown: pass input_shape={what or '...'}"
+                         f" (the shape of one sample, without the batch dimension)")
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"input_shape must be a tuple of positive ints, got {shape!r}") from None
+    if not shape or any(s < 1 for s in shape):
+        raise InputError(f"input_shape must be a tuple of positive ints, got {shape!r}")
+    return shape
+
+
+def lower_sequential(model: nn.Module, input_shape=None):
+    """(layers, leaks, notes, input_shape) of an ``nn.Sequential``, module by module."""
+    model, notes = prepare(model)
+    mods = list(_flatten(model))
+    for m in mods:  # an unreadable layer is named before a missing input shape
+        if not (hasattr(m, "region_ops") or isinstance(m, KNOWN)):
+            apply_module(None, m, None)  # raises, naming it
+    shape = input_shape_of(model, input_shape, mods[0] if mods else None)
+    b = Builder(shape)
+    b.notes += notes
+    v = b.input
+    with torch.no_grad():
+        for i, m in enumerate(mods):
+            v = apply_module(b, m, v, last=i == len(mods) - 1)
+    b.finish(v)
+    return b.layers, b.leaks, b.notes, shape
+
+
+def _flatten(seq):
+    for m in seq:
+        if type(m) is nn.Sequential:
+            yield from _flatten(m)
+        else:
+            yield m
+
+
+def lower_module(model: nn.Module, input_shape=None):
+    """(layers, leaks, notes, input_shape) of any module: an ``nn.Sequential`` (or a module with
+    ``as_sequential()`` / ``region_ops()``) read module by module, anything else traced."""
+    if hasattr(model, "as_sequential") and not hasattr(model, "region_ops"):
+        model = model.as_sequential()
+    if isinstance(model, nn.Sequential):
+        return lower_sequential(model, input_shape)
+    if hasattr(model, "region_ops") or type(model).__module__.startswith("torch.nn."):
+        return lower_sequential(nn.Sequential(model), input_shape)  # one layer
+    return trace(model, input_shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Traced forwards (torch.fx)
+# --------------------------------------------------------------------------------------------
+class _Batch:
+    """The batch size (``x.size(0)``, ``x.shape[0]``): n for ``lin``, 1 for ``const``."""
+
+    def __repr__(self) -> str:
+        return "batch"
+
+
+BATCH = _Batch()
+_FUNCTIONS = {
+    operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub",
+    operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
+    operator.iadd: "add", operator.neg: "neg", torch.neg: "neg", operator.matmul: "matmul",
+    torch.matmul: "matmul",
+    functional.linear: "linear", torch.relu: "relu", functional.relu: "relu",
+    functional.leaky_relu: "leaky_relu", functional.hardtanh: "hardtanh",
+    functional.relu6: "relu6", torch.clamp: "clamp", torch.clip: "clamp", torch.cat: "cat",
+    torch.concat: "cat", operator.getitem: "getitem", getattr: "getattr",
+    functional.softmax: "softmax", functional.log_softmax: "softmax",
+    torch.softmax: "softmax", torch.log_softmax: "softmax", functional.dropout: "dropout",
+    torch.flatten: "flatten", torch.reshape: "reshape", torch.mean: "mean", torch.sum: "sum",
+    functional.avg_pool1d: "pool", functional.avg_pool2d: "pool", functional.avg_pool3d: "pool",
+    functional.adaptive_avg_pool1d: "pool", functional.adaptive_avg_pool2d: "pool",
+    functional.adaptive_avg_pool3d: "pool", functional.pad: "pad",
+    functional.max_pool1d: "maxpool", functional.max_pool2d: "maxpool",
+    functional.max_pool3d: "maxpool", torch.maximum: "maximum", torch.max: "maximum",
+    torch.minimum: "maximum", torch.min: "maximum",
+}
+# Methods and functions that keep the batch dimension and are linear in their tensor argument.
+_SHAPE_OPS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "unsqueeze",
+              "squeeze", "mean", "sum", "pool", "getitem", "expand", "clone", "float",
+              "double", "to", "type_as"}
+
+
+def trace(model: nn.Module, input_shape=None):
+    """(layers, leaks, notes, input_shape) of a module through its ``torch.fx`` graph: values
+    affine in the input are tracked as :class:`Value`, the rest are constants."""
+    from torch import fx  # only traced models pay for it
+
+    model, notes = prepare(model)
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return hasattr(m, "region_ops") or super().is_leaf_module(m, name)
+
+    try:
+        graph = Tracer().trace(model)
+    except fx.proxy.TraceError as e:
+        raise InputError(f"{type(model).__name__}.forward branches or loops on the input "
+                         f"(data-dependent control flow), so it cannot be read: write it "
+                         f"without such branches ({str(e).splitlines()[0][:120]})") from None
+    except InputError:
+        raise
+    except Exception as e:  # any failure of tracing user code is the user's model
+        raise InputError(f"{type(model).__name__}.forward cannot be traced with torch.fx: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                         ) from None
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise InputError(f"{type(model).__name__}.forward takes {len(placeholders)} inputs: "
+                         f"only models of one input tensor can be counted")
+    first = None
+    for user in placeholders[0].users:
+        if user.op == "call_module":
+            first = model.get_submodule(user.target)
+    shape = input_shape_of(model, input_shape, first)
+    b = Builder(shape)
+    b.notes += notes
+    last_use = {}
+    for i, node in enumerate(nodes):
+        for inp in node.all_input_nodes:
+            last_use[inp] = i
+    output_node = nodes[-1]
+    env: dict = {}
+    with torch.no_grad():
+        for i, node in enumerate(nodes):
+            if node.op == "output":
+                out = env[node.args[0]] if isinstance(node.args[0], fx.Node) else None
+                if not isinstance(out, Value):
+                    raise InputError(f"{type(model).__name__}.forward must return one tensor "
+                                     f"that depends on the input")
+                b.finish(out)
+                break
+            live = {}
+            for n, val in env.items():
+                if isinstance(val, Value) and last_use.get(n, -1) > i:
+                    live.setdefault(id(val), val)
+            keys = list(live)
+            b.carry = [live[k] for k in keys]
+            final = set(node.users) == {output_node}
+            env[node] = _node_value(b, model, node, env, final)
+            moved = dict(zip(keys, b.carry, strict=True))
+            for n, val in env.items():
+                if n is not node and isinstance(val, Value) and id(val) in moved:
+                    env[n] = moved[id(val)]
+            b.carry = []
+            for n in [n for n in env if last_use.get(n, -1) <= i and n is not node]:
+                del env[n]  # dead: its coordinates would go stale at the next ReLU
+    return b.layers, b.leaks, b.notes, shape
+
+
+def _node_value(b: Builder, model: nn.Module, node, env, final: bool):
+    from torch import fx
+
+    def resolve(a):
+        return fx.node.map_arg(a, lambda n: env[n])
+
+    args, kwargs = resolve(node.args), resolve(node.kwargs)
+    if node.op == "placeholder":
+        return b.input
+    if node.op == "get_attr":
+        obj = model
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        return obj.detach() if isinstance(obj, torch.Tensor) else obj
+    if node.op == "call_module":
+        m = model.get_submodule(node.target)
+        if not args or not isinstance(args[0], Value) or len(args) > 1 or kwargs:
+            if not any(isinstance(a, Value) for a in (*args, *kwargs.values())):
+                return m(*args, **kwargs)
+            raise InputError(f"module {node.target} ({type(m).__name__}) is called with more "
+                             f"than one tensor: only one input-dependent tensor can be read")
+        return apply_module(b, m, args[0], last=final)
+    if node.op == "call_function":
+        name = _FUNCTIONS.get(node.target)
+        label = getattr(node.target, "__name__", str(node.target))
+        fn = node.target
+    else:
+        name = label = node.target
+        fn = None
+    values = [a for a in (*args, *kwargs.values()) if isinstance(a, Value)]
+    nested = [a for a in args if isinstance(a, (list, tuple))
+              and any(isinstance(x, Value) for x in a)]
+    if not values and not nested:  # constants: computed as they are
+        if any(a is BATCH for a in args):
+            raise InputError(f"{label} uses the batch size: only view / reshape may")
+        if fn is not None:
+            return fn(*args, **kwargs)
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    return _affine_op(b, name or label, label, fn, args, kwargs, final)
+
+
+def _affine_op(b: Builder, name: str, label: str, fn, args, kwargs, final: bool):
+    """An op with at least one input-dependent argument."""
+    x = args[0] if args else None
+    if name in ("tanh", "sigmoid", "exp", "log", "sin", "cos", "sqrt", "abs", "pow",
+                "__pow__", "gelu", "silu", "elu", "softplus") or fn in NOT_PL_FUNCTIONS:
+        raise InputError(f"{label} is not piecewise linear, so its regions are not defined: "
+                         f"only ReLU-like activations can be counted")
+    if name in ("maxpool", "max_pool2d", "max_pool1d"):
+        raise InputError(f"{label}: MaxPool is not supported yet; use average pooling or "
+                         f"count the model without it")
+    if name in ("maximum", "max", "min", "minimum", "amax", "amin"):
+        raise InputError(f"{label} of input-dependent values is not supported yet")
+    if name == "size" or (name == "getattr" and args[1] == "shape"):
+        full = (BATCH, *x.shape)
+        if name == "size" and len(args) > 1:
+            return full[args[1]]
+        return full
+    if name in ("softmax", "log_softmax"):
+        if final:
+            b.notes.append(f"the final {label} is dropped: it changes no region and no argmax")
+            return x
+        raise InputError(f"{label} inside the model is not piecewise linear: only a final "
+                         f"softmax can be dropped")
+    if name == "dropout":
+        training = kwargs.get("training", args[2] if len(args) > 2 else True)
+        p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+        if training and p > 0:
+            raise InputError("dropout is called in training mode: call model.eval() (or pass "
+                             "training=self.training) before counting")
+        return x
+    if name in ("relu", "relu_"):
+        return b.relu(x)
+    if name == "leaky_relu":
+        return b.relu(x, float(kwargs.get("negative_slope", args[1] if len(args) > 1 else .01)))
+    if name in ("hardtanh", "relu6", "clamp", "clip", "clamp_"):
+        if name == "relu6":
+            lo, hi = 0.0, 6.0
+        elif name == "hardtanh":
+            lo = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+            hi = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+        else:
+            lo = kwargs.get("min", args[1] if len(args) > 1 else None)
+            hi = kwargs.get("max", args[2] if len(args) > 2 else None)
+        if isinstance(lo, (torch.Tensor, Value)) or isinstance(hi, (torch.Tensor, Value)):
+            raise InputError(f"{label} with tensor bounds is not supported: use numbers")
+        if lo is not None and hi is not None:
+            return b.hardtanh(x, float(lo), float(hi))
+        if lo is not None:  # lo + relu(x - lo)
+            u = b.relu(Value(x.lin, x.const - lo))
+            return Value(u.lin, u.const + lo)
+        if hi is not None:  # hi - relu(hi - x)
+            u = b.relu(Value(-x.lin, hi - x.const))
+            return Value(-u.lin, hi - u.const)
+        return x
+    if name in ("add", "sub", "__add__", "__sub__", "__radd__", "__rsub__", "add_", "iadd"):
+        y = args[1] if len(args) > 1 else kwargs.get("other")
+        if "alpha" in kwargs:
+            y = _scale(y, kwargs["alpha"])
+        if name in ("sub", "__sub__"):
+            y = _scale(y, -1.0)
+        if name == "__rsub__":
+            x, y = y, _scale(x, -1.0)
+        return _add(x, y, label)
+    if name in ("mul", "__mul__", "__rmul__", "mul_", "div", "__truediv__", "truediv"):
+        y = args[1] if len(args) > 1 else kwargs.get("other")
+        if isinstance(x, Value) and isinstance(y, Value):
+            raise InputError(f"{label} of two input-dependent values (x * y) is not piecewise "
+                             f"linear: only products by constants can be counted")
+        if name in ("div", "__truediv__", "truediv"):
+            if not isinstance(x, Value):
+                raise InputError(f"{label} by an input-dependent value is not piecewise linear")
+            return _scale(x, 1.0 / y if not isinstance(y, torch.Tensor) else 1.0 / y)
+        return _scale(y, x) if isinstance(y, Value) else _scale(x, y)
+    if name == "neg":
+        return _scale(x, -1.0)
+    if name == "matmul":
+        y = args[1]
+        if isinstance(y, Value):
+            raise InputError("@ with an input-dependent right side is not supported: write "
+                             "x @ W with W constant")
+        return Value(x.lin @ y, (x.const[None] @ y)[0])
+    if name == "linear":
+        w = args[1] if len(args) > 1 else kwargs["weight"]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        if isinstance(w, Value) or isinstance(bias, Value):
+            raise InputError("linear with an input-dependent weight is not piecewise linear")
+        return Value(functional.linear(x.lin, w), functional.linear(x.const[None], w, bias)[0])
+    if name in ("cat", "concat"):
+        parts, dim = args[0], kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        if not all(isinstance(p, Value) for p in parts):
+            raise InputError("cat of input-dependent values with constants is not supported")
+        if dim == 0 or dim < -parts[0].lin.dim() + 1 - 1:
+            raise InputError("cat along the batch dimension cannot be read: use dim >= 1")
+        return Value(torch.cat([p.lin for p in parts], dim),
+                     torch.cat([p.const[None] for p in parts], dim)[0])
+    if name == "pad":
+        pad = args[1] if len(args) > 1 else kwargs["pad"]
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+        value = kwargs.get("value", args[3] if len(args) > 3 else None) or 0.0
+        extra = {"value": value} if mode == "constant" else {}
+        return Value(functional.pad(x.lin, pad, mode=mode),
+                     functional.pad(x.const[None], pad, mode=mode, **extra)[0])
+    if name in _SHAPE_OPS or (fn is not None and name in ("flatten", "reshape", "mean", "sum")):
+        if name == "getitem":
+            index = args[1]
+            if not (isinstance(index, tuple) and index and index[0] == slice(None)):
+                raise InputError("indexing an input-dependent tensor must keep the batch "
+                                 "dimension: write x[:, ...]")
+        return _batched(x, label, lambda t, batch: _call(fn, name, t, args, kwargs, batch))
+    raise InputError(f"{label} on an input-dependent value cannot be read: use layers or "
+                     f"ops listed in docs/models.md")
+
+
+def _call(fn, name, t, args, kwargs, batch):
+    rest = [batch if a is BATCH else a for a in args[1:]]
+    if name == "getitem":
+        return t[rest[0]]
+    if fn is not None:
+        return fn(t, *rest, **kwargs)
+    return getattr(t, name)(*rest, **kwargs)
+
+
+def _batched(v: Value, label: str, fn) -> Value:
+    """A per-sample linear op applied to ``lin`` (batch n) and ``const`` (batch 1)."""
+    n = v.lin.shape[0]
+    lin, const = fn(v.lin, n), fn(v.const[None], 1)
+    if (lin.dim() == 0 or const.dim() == 0 or lin.shape[0] != n or const.shape[0] != 1
+            or lin.shape[1:] != const.shape[1:]):
+        raise InputError(f"{label} mixes samples of the batch (its batch dimension is not kept):"
+                         f" only per-sample operations can be read")
+    return Value(lin, const[0])
+
+
+def _scale(v, c):
+    if not isinstance(v, Value):
+        return v * c
+    if isinstance(c, Value):
+        raise InputError("a product of two input-dependent values is not piecewise linear")
+    const = v.const[None] * c
+    if const.shape[0] != 1:
+        raise InputError("a product by a constant mixes samples of the batch")
+    lin = (v.lin * c).expand(v.lin.shape[0], *const.shape[1:])
+    return Value(lin, const[0])
+
+
+def _add(x, y, label: str) -> Value:
+    if not isinstance(x, Value):
+        x, y = y, x
+    if isinstance(y, Value):
+        if len(x.shape) != len(y.shape):
+            raise InputError(f"{label} of input-dependent values of shapes {x.shape} and "
+                             f"{y.shape} broadcasts across the batch: give them equal ranks")
+        return Value(x.lin + y.lin, x.const + y.const)
+    const = x.const[None] + y
+    if const.shape[0] != 1:
+        raise InputError(f"{label} of a constant mixes samples of the batch")
+    return Value(x.lin.expand(x.lin.shape[0], *const.shape[1:]), const[0])
