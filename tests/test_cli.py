@@ -452,3 +452,43 @@ def test_count_says_on_stderr_when_it_compiles_the_counter(capsys, monkeypatch, 
     code, out, err = run(capsys, "count", "--depth", "3", "--json")
     assert code == 0 and json.loads(out)["linear_pieces"] == 8
     assert ("compiling the exact counter (regions) once" in err) is not cached
+
+
+def test_count_through_points_of_a_saved_ten_class_conv_net(capsys, tmp_path):
+    """A conv / BatchNorm / average-pooling classifier with 10 outputs, saved (lowered) and
+    counted on the plane through three CSV rows: the CLI's JSON equals a direct count of the
+    original model, decision boundary included."""
+    from relu_regions.analysis.plane import count_regions_plane
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 4, 4)), torch.nn.Conv2d(1, 3, 3, padding=1),
+        torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(12, 10)).double()
+    with torch.no_grad():  # running statistics that are not the identity
+        model[2].running_mean.uniform_(-0.2, 0.2)
+        model[2].running_var.uniform_(0.5, 2.0)
+    model.eval()
+    model.input_shape = (16,)
+    x = 3 * torch.randn(200, 16, dtype=torch.float64)
+    with torch.no_grad():
+        winners = model(x).argmax(1).tolist()
+    rows = [winners.index(c) for c in dict.fromkeys(winners)][:3]  # three different classes
+    assert len(rows) == 3
+    data = tmp_path / "points.csv"
+    data.write_text("\n".join(",".join(map(repr, p)) + f",{w}"
+                              for p, w in zip(x.tolist(), winners, strict=True)) + "\n")
+    path = checkpoint.save(model, tmp_path / "cnn.pt")
+    assert checkpoint.load(path)[1]["model"]["kind"] == "lowered"
+    code, out, err = run(capsys, "count", "--checkpoint", str(path), "--data", str(data),
+                         "--through", *map(str, rows), "--plot", str(tmp_path / "map.png"),
+                         "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    want = count_regions_plane(model, *x[rows].numpy())
+    assert got["outputs"] == 10
+    assert got["activation_regions"] == want.activation_regions > 1
+    assert got["linear_pieces"] == want.linear_pieces
+    assert want.decision_length > 0
+    assert got["decision_length"] == pytest.approx(want.decision_length, rel=1e-12)
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
