@@ -154,7 +154,7 @@ def draw_map(r, path: str, labels: list[str]) -> Path:
         ax.text(u, v, f"class {c}", ha="center", va="center", fontsize=9, style="italic",
                 bbox=dict(boxstyle="round,pad=0.15", fc=(1, 1, 1, 0.7), ec="none"))
     ax.legend(loc="lower right", fontsize=9)
-    return save_figure(fig, path, dpi=150)
+    return save_figure(fig, path, dpi=110)
 
 
 def measure(*args):
