@@ -89,8 +89,10 @@ def check_point(x: Sequence[float] | np.ndarray, n_in: int, name: str) -> np.nda
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a vector of {n_in} numbers") from None
     if x.size != n_in or not np.isfinite(x).all():
+        got = (x.tolist() if x.size <= 8 else f"{x.size} numbers"
+               + ("" if np.isfinite(x).all() else ", some not finite"))
         raise InputError(f"{name} must be {n_in} finite number{'s' if n_in != 1 else ''} (the "
-                         f"model's input size), got {x.tolist()}")
+                         f"model's input size), got {got}")
     return x
 
 

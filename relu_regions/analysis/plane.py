@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..nets.reader import layer_stack
+from ..nets.reader import lower
 from ..validation import check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
@@ -91,7 +91,7 @@ class PlaneCount:
 
     ``decision_segments`` (m, 2, 2): the argmax decision boundary of k > 1 outputs, or the level
     set f = ``level`` of one output, as segments in plane coordinates, one or more per cell it
-    crosses; ``decision_length`` their total length in input units. ``output_pieces`` (k,): each
+    crosses; ``decision_length`` their total length in input units. ``pieces_per_output`` (k,): each
     output's own piece count, with ``per_output=True``.
     """
 
@@ -119,7 +119,8 @@ class PlaneCount:
     decision_segments: np.ndarray = field(default_factory=lambda: np.empty((0, 2, 2)),
                                           repr=False)
     decision_length: float = 0.0
-    output_pieces: np.ndarray | None = field(default=None, repr=False)
+    pieces_per_output: np.ndarray | None = field(default=None, repr=False)
+    notes: list = field(default_factory=list)  # what reading the model changed (a float32 model)
 
     def to_dict(self, arrays: bool = False) -> dict:
         """JSON-ready summary; ``arrays=True`` adds the polygons, offsets, per-cell arrays and the
@@ -129,8 +130,9 @@ class PlaneCount:
             "min_cell_width", "snapped", "unmatched_edges", "resolved", "hidden_neurons",
             "outputs", "level", "decision_length")}
         d["decision_segment_count"] = int(self.decision_segments.shape[0])
-        if self.output_pieces is not None:
-            d["output_pieces"] = [int(v) for v in self.output_pieces]
+        d["notes"] = list(self.notes)
+        if self.pieces_per_output is not None:
+            d["pieces_per_output"] = [int(v) for v in self.pieces_per_output]
         d["box"] = [float(v) for v in self.box]
         if self.plane is not None:
             d["plane"] = {k: np.asarray(v).tolist() for k, v in self.plane.items()}
@@ -160,30 +162,40 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     segments its argmax boundary; ``per_output=True`` adds each output's piece count. One output:
     the decision segments are its level set f = ``level`` (default 0).
     """
-    layers, leaks = layer_stack(model)
+    lowered = lower(model)
+    layers, leaks = lowered.layers, lowered.leaks
     level = _check_level(level, layers)
     if layers[0][0].shape[1] != 2:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs, count_regions_2d "
                          f"needs 2: count it on a plane through three points with "
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
-    return _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
-                  per_output, level)
+    result = _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
+                    per_output, level)
+    result.notes = lowered.notes
+    return result
 
 
 def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
                         extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
                         slope_tol: float = SLOPE_TOL, per_output: bool = False,
-                        level: float | None = None) -> PlaneCount:
+                        level: float | None = None,
+                        input_shape: Sequence[int] | None = None) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
     Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
     vector of p2 - p0 orthogonal to e1, so lengths and areas are the input space's. ``extent`` is
     the (u0, u1, v0, v1) box counted; by default the three points' bounding box grown by a quarter
     of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
-    ``per_output`` and ``level``: as in :func:`count_regions_2d`.
+    ``per_output`` and ``level``: as in :func:`count_regions_2d`. The points may be given in the
+    model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
+    ``input_shape``) or flattened; ``input_shape`` is one sample's shape where the model does not
+    say it (docs/models.md).
     """
-    layers, leaks = layer_stack(model)
+    if input_shape is None and np.ndim(p0) > 1:
+        input_shape = np.shape(p0)
+    lowered = lower(model, input_shape)
+    layers, leaks = lowered.layers, lowered.leaks
     level = _check_level(level, layers)
     n_in = layers[0][0].shape[1]
     pts = [check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
@@ -194,8 +206,10 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
         extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
-    return _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
-                  level)
+    result = _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
+                    level)
+    result.notes = lowered.notes
+    return result
 
 
 def plane_basis(p0: ArrayLike, p1: ArrayLike,
@@ -776,7 +790,7 @@ class _Accumulator:
             values=values, pieces=pieces, hidden_neurons=n_hidden, plane=plane, outputs=self.k,
             level=self.level, decision_segments=segs,
             decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
-            output_pieces=own)
+            pieces_per_output=own)
 
 
 @njit(cache=True)

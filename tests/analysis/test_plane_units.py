@@ -107,7 +107,7 @@ def test_k_outputs_pieces_match_exact_reference(seed, width, depth, k, kind):
     assert (r.activation_regions, r.linear_pieces, r.vertices) == (regions, pieces, vertices)
     assert r.outputs == k and r.gradients.shape == (regions, k, 2)
     assert r.values.shape == (regions, k)
-    assert list(r.output_pieces) == [exact_pieces(cells, j) for j in range(k)]
+    assert list(r.pieces_per_output) == [exact_pieces(cells, j) for j in range(k)]
 
 
 def test_k_outputs_cells_are_the_one_output_cells_and_carry_each_output():
@@ -118,17 +118,17 @@ def test_k_outputs_cells_are_the_one_output_cells_and_carry_each_output():
     for j in range(3):
         one = count_regions_2d(layers[:-1] + [(layers[-1][0][j:j + 1], layers[-1][1][j:j + 1])])
         assert np.array_equal(one.polygons, r.polygons)
-        assert one.linear_pieces == r.output_pieces[j] <= r.linear_pieces
+        assert one.linear_pieces == r.pieces_per_output[j] <= r.linear_pieces
         assert np.allclose(one.gradients, r.gradients[:, j], rtol=1e-12, atol=1e-13)
         assert np.allclose(one.values, r.values[:, j], rtol=1e-12, atol=1e-13)
-    assert r.linear_pieces > max(r.output_pieces)
+    assert r.linear_pieces > max(r.pieces_per_output)
 
 
 def test_one_output_keeps_its_fields():
     r = count_regions_2d(random_layers([6], seed=1))
     n = r.activation_regions
     assert r.outputs == 1 and r.gradients.shape == (n, 2) and r.values.shape == (n,)
-    assert r.output_pieces is None and r.level == 0.0
+    assert r.pieces_per_output is None and r.level == 0.0
     d = r.to_dict()
     assert d["outputs"] == 1 and d["decision_segment_count"] == len(r.decision_segments)
     assert "decision_segments" not in d
