@@ -25,6 +25,9 @@ _EXPORTS = {
 }
 
 __all__ = ["InputError", *_EXPORTS]
+# submodules, imported on first attribute access (relu_regions.targets.from_csv(...))
+_SUBMODULES = {"analysis", "atomic", "checkpoint", "cli", "demo", "errors", "gmp", "nets",
+               "plots", "sweep", "targets", "training", "validation"}
 
 
 def __getattr__(name):
@@ -32,9 +35,12 @@ def __getattr__(name):
         value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return _importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
     # the public names and the module's dunders: not the helpers or submodules imported here
-    return sorted({n for n in globals() if n.startswith("__") and n.endswith("__")} | set(__all__))
+    dunders = {n for n in globals() if n.startswith("__") and n.endswith("__")}
+    return sorted(dunders | set(__all__) | _SUBMODULES)

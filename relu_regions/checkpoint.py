@@ -110,7 +110,10 @@ def read_tensors(path: Path, what: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+    except pickle.UnpicklingError:  # not a torch.save file, or one holding code
+        raise InputError(f"{path} is not a readable {what}: not a file of tensors written by "
+                         f"torch.save (relu_regions.checkpoint.save writes one)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError,
             AttributeError, ImportError, KeyError, IndexError) as e:
         raise InputError(f"{path} is not a readable {what} ({one_line(e, 200)})") from None
 

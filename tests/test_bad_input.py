@@ -91,6 +91,7 @@ CASES = [
     (["count", "--depth", "3", "--interval", "--json"], "expected one argument"),
     (["count", "--depth", "3", "--from", "0", "--to", "1", "--interval=-1,1"], "segment"),
     (["count", "--depth", "3", "--sample", "2"], "samples"),
+    (["count", "--depth", "3", "--sample", "0"], "samples"),  # not silently ignored
     # issue 15: devices this torch build does not have
     *([(["gmp", "levy", "--device", "cuda"], "has no CUDA support; run on the CPU with "
         "--device cpu")] if not torch.backends.cuda.is_built() else []),

@@ -11,6 +11,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
 from ..errors import InputError
@@ -186,3 +187,13 @@ def fit_overrides(args: argparse.Namespace) -> dict:
 def progress_shown(args: argparse.Namespace) -> bool:
     """A progress bar for a long command: on a terminal, unless the output is JSON."""
     return not args.json and sys.stderr.isatty()
+
+
+def say_if_compiling(module: ModuleType) -> None:
+    """A fresh environment's first count compiles the counter's kernels (seconds, once): say so
+    on stderr, where it does not mix with --json."""
+    from ..analysis import jit  # numba: only for the commands that count
+
+    if not jit.is_cached(module):
+        print(f"compiling the exact counter ({module.__name__.rpartition('.')[2]}) once; later "
+              f"counts load it from {jit.cache_dir()}", file=sys.stderr)

@@ -7,16 +7,14 @@ import argparse
 import csv
 import io
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 from .. import checkpoint
-from ..analysis import jit, plane, regions
+from ..analysis import plane, regions
 from ..analysis.pieces import PIECE_COLUMNS, pieces_rows, pieces_table, write_pieces_csv
 from ..analysis.plane import count_regions_2d, count_regions_plane
 from ..analysis.regions import count_regions, count_regions_segment
@@ -26,18 +24,11 @@ from ..nets.composite import random_peaks
 from ..nets.parametrize import ConstructionNet
 from ..training.config import MAX_DEPTH
 from ..validation import check_int, plural
+from .common import say_if_compiling
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
 MAX_POINTS_CSV_BYTES = 256 * 2**20
-
-
-def say_if_compiling(module: ModuleType) -> None:
-    """A fresh environment's first count compiles the counter's kernels (seconds, once): say so
-    on stderr, where it does not mix with --json."""
-    if not jit.is_cached(module):
-        print(f"compiling the exact counter ({module.__name__.rpartition('.')[2]}) once; later "
-              f"counts load it from {jit.cache_dir()}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.segment_from is not None or args.segment_to is not None:
         if args.segment_from is None or args.segment_to is None:
             raise InputError("a segment needs both --from and --to")
-        if args.sample or args.plot:
+        if args.sample is not None or args.plot:
             raise InputError("--sample and --plot work on an interval of a 1D input, not on a "
                              "segment")
         if args.interval is not None:
@@ -116,7 +107,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.json:
             out["pieces"] = pieces_rows(table)
         out["pieces_file"] = str(write_pieces_csv(args.pieces, table))
-    if args.sample:
+    if args.sample is not None:
         out["sampled"] = sample_regions(model, lo, hi, samples=args.sample).to_dict()
     if args.plot:
         from ..plots import plot_regions
@@ -127,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def _count_plane(args, model, n_in, saved, info) -> dict:
     """count on a plane: the box of a 2-input model, or the plane through three points."""
-    if args.interval or args.sample or args.pieces:
+    if args.interval or args.sample is not None or args.pieces:
         raise InputError("--interval, --sample and --pieces are for 1D inputs; a plane takes "
                          "--box")
     if args.through:

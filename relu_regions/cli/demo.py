@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analysis import regions
 from ..demo import FIT_MAX_DEPTH, FIT_PHASES, FIT_SEEDS, MAX_DEMO_DEPTH, run_demo
 from ..errors import InputError
 from ..validation import check_device, check_int
+from .common import say_if_compiling
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -21,6 +23,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.nets < 1:
         raise InputError(f"--nets must be >= 1, got {args.nets}")
     check_device(args.device)
+    say_if_compiling(regions)
     out = run_demo(args.depth, seed=args.seed, nets=args.nets, out=out_dir,
                    train=not args.no_train, device=args.device)
     if out["fit"] is not None:

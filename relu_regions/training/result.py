@@ -98,9 +98,16 @@ class FitResult:
         >>> import torch; r.predict(torch.tensor([[0.5]], dtype=torch.float32)).dtype
         dtype('float64')
         """
+        if seed is not None and seed not in self.seeds:
+            raise InputError(f"seed {seed!r} is not in this run (seeds {self.seeds})")
         model = self.best if seed is None else self.models[self.seeds.index(seed)]
-        pts = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
-                                         dtype=np.float64))
+        try:
+            pts = torch.as_tensor(np.asarray(
+                x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise InputError(f"points must be numbers, got {x!r:.60}") from None
+        if pts.dim() == 0 and self.inputs == 1:  # one point
+            pts = pts.reshape(1)
         if pts.dim() == 1 and self.inputs == 1:
             pts = pts.unsqueeze(1)
         if pts.dim() != 2 or pts.shape[1] != self.inputs:

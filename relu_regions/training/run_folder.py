@@ -47,7 +47,7 @@ def provenance(data: targets.Dataset, argv: Sequence[str] | None = None) -> dict
 
 
 def check_out_dir(path: Path | str, force: bool, what: str = "--out",
-                  forced: str = "replaces the old run") -> Path:
+                  forced: str = "replaces the old run", flag: str = "--force") -> Path:
     """Refuse a non-folder, or a non-empty folder without ``force``; nothing is created here."""
     try:
         path = Path(os.fspath(path))
@@ -56,7 +56,7 @@ def check_out_dir(path: Path | str, force: bool, what: str = "--out",
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {str(path)!r} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not force:
-        raise InputError(f"{what} {str(path)!r} is not empty; choose a new one or pass --force "
+        raise InputError(f"{what} {str(path)!r} is not empty; choose a new one or pass {flag} "
                          f"(which {forced})")
     return path
 
@@ -66,7 +66,7 @@ def save_run(result: Any, folder: Path | str, *, force: bool = False,
     """Write ``result``'s run folder beside ``folder``, then swap it in (``force``: the old
     folder's content is replaced as a whole, never mixed). ``result`` is a ``FitResult`` (typed
     ``Any``: ``training.result`` imports this module)."""
-    folder = check_out_dir(folder, force)
+    folder = check_out_dir(folder, force, "folder", flag="force=True")
     folder.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:

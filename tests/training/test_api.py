@@ -36,6 +36,11 @@ def test_best_is_the_lowest_mse_seed_and_predict_takes_any_float_input(result):
         assert np.array_equal(got, ref)
     with pytest.raises(InputError, match=r"shape \(n,\) or \(n, 1\)"):
         result.predict(np.zeros((3, 2)))
+    assert np.array_equal(result.predict(0.5), result.predict([0.5]))  # one point
+    with pytest.raises(InputError, match="points must be numbers"):
+        result.predict(["a"])
+    with pytest.raises(InputError, match="seed 99 is not in this run"):
+        result.predict([0.5], seed=99)
 
 
 def test_result_carries_its_config(result):
