@@ -10,8 +10,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from relu_regions import InputError
 from relu_regions.analysis import regions
+from relu_regions.analysis.pieces import pieces_table, write_pieces_csv
 from relu_regions.analysis.regions import count_regions, count_regions_segment
+from relu_regions.analysis.sampling import sample_regions, sample_regions_segment
 from relu_regions.nets.reader import Affine, ReLU, layer_stack
 
 
@@ -187,3 +190,75 @@ def test_k_outputs_to_dict_and_one_output_shapes():
     np.testing.assert_allclose(count_regions(layer_stack(
         [(np.ones((2, 1)), np.zeros(2)), (np.ones((1, 2)), np.zeros(1))])[0], -1, 1,
         level=1.0).decision_points, [0.5])
+
+
+@settings(max_examples=40, deadline=None)
+@given(leaky_stacks(n_in=3), st.integers(0, 2**32 - 1), st.integers(3, 3000))
+def test_sampling_along_a_segment_never_reports_more_than_exist(case, seed, samples):
+    layers, leaks = case
+    model = Stack(layers, leaks)
+    g = np.random.default_rng(seed)
+    x0, x1 = g.normal(size=3) * 2, g.normal(size=3) * 2
+    exact = count_regions_segment(model, x0, x1)
+    assume(exact.resolved and exact.min_region_width > 1e-9)
+    est = sample_regions_segment(model, x0, x1, samples=samples, chunk=257)
+    assert 1 <= est.activation_regions <= exact.activation_regions
+    assert 1 <= est.linear_pieces <= exact.linear_pieces
+
+
+@settings(max_examples=20, deadline=None)
+@given(leaky_stacks(n_in=2), st.integers(0, 2**32 - 1))
+def test_sampling_a_segment_finely_sees_the_exact_counts_when_they_are_wide(case, seed):
+    """A grid far finer than the narrowest region and piece finds them all (a sampler that
+    ignored the segment's direction, or the leaks, would not)."""
+    layers, leaks = case
+    model = Stack(layers, leaks)
+    g = np.random.default_rng(seed)
+    x0, x1 = g.normal(size=2) * 2, g.normal(size=2) * 2
+    exact = count_regions_segment(model, x0, x1)
+    assume(exact.min_region_width > 1e-3)
+    est = sample_regions_segment(model, x0, x1, samples=20_001)
+    assert (est.activation_regions, est.linear_pieces) == (exact.activation_regions,
+                                                           exact.linear_pieces)
+
+
+def test_sampling_refusals_name_the_segment_function():
+    model = Stack([(np.ones((2, 2)), np.zeros(2)), (np.ones((1, 2)), np.zeros(1))],
+                  [np.zeros(2)])
+    with pytest.raises(InputError, match=r"takes 2 inputs; sample it along a segment"):
+        sample_regions(model, 0, 1)
+    with pytest.raises(InputError, match="empty: x0 equals x1"):
+        sample_regions_segment(model, [1, 1], [1, 1])
+    with pytest.raises(InputError, match="x1 must be 2"):
+        sample_regions_segment(model, [0, 0], [1, 1, 1])
+
+
+@settings(max_examples=20, deadline=None)
+@given(leaky_stacks(max_outputs=3), st.floats(-3, 1), st.floats(0.5, 4))
+def test_pieces_table_of_leaky_k_output_nets_is_the_network(case, lo, width):
+    layers, leaks = case
+    model, hi = Stack(layers, leaks), lo + width
+    r = count_regions(model, lo, hi)
+    t = pieces_table(r, model)
+    k = r.outputs
+    with torch.no_grad():
+        y = model(torch.tensor(np.concatenate([t["start"], t["end"][-1:]]))[:, None]).numpy()
+    y = y[:, 0] if k == 1 else y
+    scale = max(1.0, np.abs(y).max())
+    np.testing.assert_allclose(t["value_start"], y[:-1], rtol=0, atol=1e-12 * scale)
+    assert t["slope"].shape == t["value_start"].shape == ((r.linear_pieces,) if k == 1
+                                                          else (r.linear_pieces, k))
+    widths = (t["end"] - t["start"]) if k == 1 else (t["end"] - t["start"])[:, None]
+    rise = t["slope"] * widths
+    np.testing.assert_allclose(t["value_start"] + rise, t["value_end"], rtol=0,
+                               atol=1e-9 * (scale + np.abs(rise).max()))
+
+
+def test_pieces_csv_of_k_outputs_names_each_column(tmp_path):
+    layers = [(np.array([[1.0], [-1.0]]), np.zeros(2)), (np.eye(2), np.zeros(2))]
+    model = Stack(layers, [np.zeros(2)])
+    table = pieces_table(count_regions(model, -1, 1), model)
+    text = write_pieces_csv(tmp_path / "p.csv", table).read_text().splitlines()
+    assert text[0] == ("start,end,slope_0,slope_1,value_start_0,value_start_1,value_end_0,"
+                       "value_end_1")
+    assert [float(v) for v in text[1].split(",")] == [-1, 0, 0, -1, 0, 1, 0, 0]
