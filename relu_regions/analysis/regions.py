@@ -187,7 +187,8 @@ def count_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike, *,
 
 def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(W, b) whose argmax the decision points follow: the output layer for k > 1 outputs; for
-    one output f, the pair (f, level), whose argmax changes where f - level changes sign."""
+    one output f, the pair (f, level), whose argmax changes where f - level changes sign, as
+    W = W_f (one row) and b = (b_f, level) (_chunk_decisions reads a one-row W so)."""
     w, b = layers[-1]
     k = w.shape[0]
     if k > 1:
@@ -198,8 +199,7 @@ def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:
     level = 0.0 if level is None else float(level)
     if not math.isfinite(level):
         raise InputError(f"level must be a finite number, got {level}")
-    return (np.ascontiguousarray(np.vstack([w, np.zeros_like(w)])),
-            np.array([float(b[0]), level]))
+    return np.ascontiguousarray(w), np.array([float(b[0]), level])
 
 
 def _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level,
@@ -228,7 +228,9 @@ def _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level,
                              out[slopes_at:dec_at], out[dec_at:state_at], out[state_at:],
                              snapped, k, per_output)
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
-    hidden_leaks = np.split(leaks, np.cumsum([w.shape[0] for w, _ in layers[:-2]]))
+    # None: a layer of plain ReLUs, run by the kernels compiled without the leak tests
+    hidden_leaks = [leak if leak.any() else None
+                    for leak in np.split(leaks, np.cumsum([w.shape[0] for w, _ in layers[:-2]]))]
     pieces = _Pieces(layers[-1][0], decide_w, decide_b, slope_tol, merge_tol, lo, hi)
     snapped = _propagate(layers, hidden_leaks, points, values, slopes, zero_tol, merge_tol,
                          pieces, _Workspace(), nest=0)
@@ -264,18 +266,25 @@ def _propagate(layers, leaks, points, values, slopes, zero_tol, merge_tol, piece
 
 def _relu_layer(points, values, slopes, w, b, leak, zero_tol, merge_tol, work, key):
     """One Linear + (leaky) ReLU: insert the switching points; return points, values and slopes
-    after it (views of ``work``'s arrays under ``key``) and the snapped count.
+    after it (views of ``work``'s arrays under ``key``) and the snapped count. ``leak`` None: a
+    layer of plain ReLUs.
 
     Two compiled passes: pre-activations, which also count the new points, then the refinement
     into arrays of that size (fewer are used when switch points merge).
     """
     m, width = points.size, w.shape[0]
     z = work.array("z", m, width)
-    snapped, crossings = _preactivations(values, w, b, leak, zero_tol, z)
+    if leak is None:
+        snapped, crossings = _preactivations_relu(values, w, b, zero_tol, z)
+    else:
+        snapped, crossings = _preactivations(values, w, b, leak, zero_tol, z)
     size = m + crossings
     out = (work.array(key + ("points",), size), work.array(key + ("values",), size, width),
            work.array(key + ("slopes",), size - 1, width))
-    n, merged = _refine(points, z, slopes, w, leak, merge_tol, *out)
+    if leak is None:
+        n, merged = _refine_relu(points, z, slopes, w, merge_tol, *out)
+    else:
+        n, merged = _refine(points, z, slopes, w, leak, merge_tol, *out)
     return out[0][:n], out[1][:n], out[2][:n - 1], snapped + merged
 
 
@@ -308,6 +317,18 @@ def _preactivations(values, w, b, leak, zero_tol, z):
     changes (interval, neuron) the zeroing removed, and the number left: the crossings. Units
     with ``leak`` 1 pass z on and never switch: they are neither snapped nor counted.
     """
+    return _preactivations_body(values, w, b, leak, zero_tol, z, True)
+
+
+@njit(cache=True)
+def _preactivations_relu(values, w, b, zero_tol, z):
+    """_preactivations for a layer of plain ReLUs (every leak 0): compiled without the leak
+    tests, which cost the small nets' count ~10%."""
+    return _preactivations_body(values, w, b, b, zero_tol, z, False)  # leak is not read
+
+
+@njit(inline="always")  # inlined with a constant ``leaky``: numba/LLVM drop the dead branches
+def _preactivations_body(values, w, b, leak, zero_tol, z, leaky):
     m, n_in = values.shape
     width = w.shape[0]
     w_abs_sum = np.zeros(width)
@@ -327,7 +348,7 @@ def _preactivations(values, w, b, leak, zero_tol, z):
                 raw += values[i, j] * w[c, j]
             raw += b[c]
             snap = False
-            if leak[c] == 1.0:
+            if leaky and leak[c] == 1.0:
                 z[i, c] = raw
                 continue
             if abs(raw) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c])):
@@ -356,6 +377,20 @@ def _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_s
     and the snapped count: neurons zeroed at a new point besides the crossing one, plus merged
     points.
     """
+    return _refine_body(points, z, slopes, w, leak, merge_tol, out_points, out_values,
+                        out_slopes, True)
+
+
+@njit(cache=True)
+def _refine_relu(points, z, slopes, w, merge_tol, out_points, out_values, out_slopes):
+    """_refine for a layer of plain ReLUs (every leak 0), compiled without the leak tests."""
+    return _refine_body(points, z, slopes, w, points, merge_tol, out_points, out_values,
+                        out_slopes, False)  # leak is not read
+
+
+@njit(inline="always")  # inlined with a constant ``leaky``: numba/LLVM drop the dead branches
+def _refine_body(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_slopes,
+                 leaky):
     m, width = z.shape
     n_in = slopes.shape[1]
     z_slopes = np.empty(width)  # slopes of z on the current parent interval
@@ -366,7 +401,8 @@ def _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_s
     z_last = np.empty(width)  # pre-activation at the last point written: masks the next piece
     interp_tol = INTERP_ULPS * EPS
     snapped = 0
-    _emit(out_points, out_values, out_slopes, 0, points[0], z[0], z[0], z_last, z_slopes, leak)
+    _emit(out_points, out_values, out_slopes, 0, points[0], z[0], z[0], z_last, z_slopes, leak,
+          leaky)
     at = 0
     for i in range(m - 1):
         for c in range(width):
@@ -379,7 +415,7 @@ def _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_s
         n_cross = 0
         for c in range(width):
             zl, zr = z[i, c], z[i + 1, c]
-            if zl * zr < 0 and leak[c] != 1.0:
+            if zl * zr < 0 and not (leaky and leak[c] == 1.0):
                 t = zl / (zl - zr)
                 q = n_cross
                 while q > 0 and lam[q - 1] > t:
@@ -402,7 +438,7 @@ def _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_s
                 if c == who[q]:
                     v = 0.0
                 z_mask[c] = v
-                if abs(v) <= interp_tol * (abs(zl) + abs(zr)) and leak[c] != 1.0:
+                if abs(v) <= interp_tol * (abs(zl) + abs(zr)) and not (leaky and leak[c] == 1.0):
                     v = 0.0
                     snapped += c != who[q]
                 z_new[c] = v
@@ -412,28 +448,30 @@ def _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values, out_s
             if p - left > merge_tol and right - p > merge_tol and p - prev > merge_tol:
                 at += 1
                 _emit(out_points, out_values, out_slopes, at, p, z_new, z_mask, z_last,
-                      z_slopes, leak)
+                      z_slopes, leak, leaky)
             else:
                 snapped += 1
             prev = p
         at += 1
         _emit(out_points, out_values, out_slopes, at, right, z[i + 1], z[i + 1], z_last,
-              z_slopes, leak)
+              z_slopes, leak, leaky)
     return at + 1, snapped
 
 
 @njit(inline="always")  # a call per point cost more than the work it does
-def _emit(out_points, out_values, out_slopes, at, p, z_here, z_mask, z_last, z_slopes, leak):
+def _emit(out_points, out_values, out_slopes, at, p, z_here, z_mask, z_last, z_slopes, leak,
+          leaky):
     """Write point ``at`` (value max(z_here, leak z_here)) and, for at > 0, the piece ending
     there: the parent interval's z-slopes where the neuron is on, i.e. z_last + z_mask > 0, else
     leak times them (a unit with leak 1 passes both on). Updates z_last.
 
     The mask uses the values before the interpolation zeroing (``z_mask``): a unit zeroed at one
     crossing that switches itself a few dozen ulps later is on (or off) in between, and the
-    zeroed value would mask it off there (a wrong slope on a region ``resolved`` calls placed)."""
+    zeroed value would mask it off there (a wrong slope on a region ``resolved`` calls placed).
+    ``leaky`` False: every leak is 0 and ``leak`` is not read."""
     out_points[at] = p
     for c in range(z_here.size):
-        a = leak[c]
+        a = leak[c] if leaky else 0.0
         if at > 0:
             if z_last[c] + z_mask[c] > 0:
                 out_slopes[at - 1, c] = z_slopes[c]
@@ -474,7 +512,7 @@ class _Pieces:
         self.knots.size += n_knots
         self.slopes.size += (n_knots + first) * k  # the first chunk gives the first piece too
         n_dec = _chunk_decisions(points, values, *self.decide, self.state,
-                                 self.decisions.tail(n * self.decide[0].shape[0]))
+                                 self.decisions.tail(n * max(self.decide[0].shape[0], 2)))
         self.decisions.size += n_dec
 
     def result(self, lo, hi, snapped, per_output) -> RegionCount:
@@ -631,10 +669,12 @@ def _chunk_decisions(points, values, w, b, merge_tol, lo, hi, state, out):
     raises the winner's right-end value, so an interval has at most k - 1 changes. A change at a
     point shared by two intervals is seen as the last winner differing from the next first one.
     Points within merge_tol of the previous one (several outputs tying at once) or of lo/hi are
-    one point / none. ``state`` carries the last winner and point across chunks.
+    one point / none. ``state`` carries the last winner and point across chunks. A one-row W
+    with b = (b_f, level) stands for the outputs (f, level) (see decision_map). ``out`` holds
+    max(k, 2) points per interval.
     """
     m, k = points.size, w.shape[0]
-    if k == 2 and not w[1].any():  # one output f against a level: the same walk in scalars
+    if k == 1:  # one output f against a level: the same walk in scalars
         return _chunk_level(points, values, w[0], b[0], b[1], merge_tol, lo, hi, state, out)
     yl, yr = np.empty(k), np.empty(k)  # the outputs at the interval's ends
     _outputs(values, 0, w, b, yr)
@@ -752,12 +792,20 @@ def _count_small(packed, widths, leaks, decide_w, decide_b, points, values, slop
         if m > chunk:
             return TOO_LARGE, 0, 0, 0, 0, packed
         z = np.empty((m, width))
-        removed, crossings = _preactivations(values, w, b, leak, zero_tol, z)
+        leaky = leak.any()  # else the kernels compiled without the leak tests
+        if leaky:
+            removed, crossings = _preactivations(values, w, b, leak, zero_tol, z)
+        else:
+            removed, crossings = _preactivations_relu(values, w, b, zero_tol, z)
         size = m + crossings
         out_points, out_values = np.empty(size), np.empty((size, width))
         out_slopes = np.empty((size - 1, width))
-        n, merged = _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values,
-                            out_slopes)
+        if leaky:
+            n, merged = _refine(points, z, slopes, w, leak, merge_tol, out_points, out_values,
+                                out_slopes)
+        else:
+            n, merged = _refine_relu(points, z, slopes, w, merge_tol, out_points, out_values,
+                                     out_slopes)
         snapped += removed + merged
         points, values, slopes = out_points[:n], out_values[:n], out_slopes[:n - 1]
     n_out = widths[-1]
@@ -766,7 +814,7 @@ def _count_small(packed, widths, leaks, decide_w, decide_b, points, values, slop
     state = _new_state(n_out)
     knots, piece_slopes = np.empty(n), np.empty((n, n_out))
     k = _chunk_pieces(points, slopes, w_out, slope_tol, True, state, knots, piece_slopes)
-    decisions = np.empty(n * decide_w.shape[0])
+    decisions = np.empty(n * max(decide_w.shape[0], 2))
     n_dec = _chunk_decisions(points, values, decide_w, decide_b, merge_tol, points[0],
                              points[-1], state, decisions)
     # n - 1 breakpoints, k knots, k + 1 rows of slopes, the decision points, state
