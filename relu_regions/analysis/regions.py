@@ -592,7 +592,7 @@ def _chunk_pieces(points, slopes, w_out, slope_tol, first, state, knots, piece_s
     n_out = w_out.shape[0]
     if n_out == 1:  # the common case, in scalars: the generic loop below cost 1.7x as much
         return _chunk_pieces_one(points, slopes, w_out[0], slope_tol, first, state, knots,
-                                 piece_slopes[:, 0])
+                                 piece_slopes.reshape(-1))  # C, not a strided column
     start, min_piece, min_region = state[PIECE_START], state[MIN_PIECE], state[MIN_REGION]
     prev_slope, prev_mag = np.empty(n_out), np.empty(n_out)
     s, mag = np.empty(n_out), np.empty(n_out)
