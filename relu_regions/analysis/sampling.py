@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
-from ..nets.reader import relu_layers
-from ..validation import check_int, check_interval
+from ..nets.reader import layer_stack
+from ..validation import check_int, check_interval, check_point
 from .regions import MERGE_ULPS, ZERO_TOL, rows_times
 
 
@@ -47,40 +48,67 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     Activation regions: 1 + crossed cells + adjacent clean cells whose patterns differ (the
     boundary is their shared grid point). The first and last grid points sit 2 * MERGE_ULPS ulps
     inside the ends, where the exact counter merges switches into the ends. Linear pieces: 1 +
-    consecutive clean cells whose slopes differ by more than ``slope_tol`` times the magnitude
-    |W_out| |h'| they are summed from (looser than the exact counter's 1e-11, so rounding never
-    adds a piece). Each counted event has its own interval (cells, shared points) containing a
-    true boundary, so no count exceeds the truth.
+    consecutive clean cells where some output's slope differs by more than ``slope_tol`` times
+    the magnitude |W_out| |h'| it is summed from (looser than the exact counter's 1e-11, so
+    rounding never adds a piece). Each counted event has its own interval (cells, shared points)
+    containing a true boundary, so no count exceeds the truth. Leaky units switch like ReLUs;
+    units with negative slope 1 never switch.
     """
-    layers = relu_layers(model)
+    layers, leaks = layer_stack(model)
     if layers[0][0].shape[1] != 1:
-        raise InputError("sample_regions takes a 1D-input model")
+        raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; sample it along a "
+                         "segment with sample_regions_segment(model, x0, x1)")
     lo, hi = check_interval((lo, hi), "(lo, hi)")
     samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
+    return _sample(layers, leaks, x, x[:, None], np.ones(1), slope_tol, zero_tol, chunk)
+
+
+def sample_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike,
+                           samples: int = 100_001, slope_tol: float = 1e-9,
+                           zero_tol: float = ZERO_TOL, chunk: int = 1 << 16) -> SampledCount:
+    """:func:`sample_regions` along the segment x0 + t (x1 - x0), a uniform grid of t in
+    [0, 1]: at most the counts of :func:`count_regions_segment`."""
+    layers, leaks = layer_stack(model)
+    n_in = layers[0][0].shape[1]
+    x0, x1 = check_point(x0, n_in, "x0"), check_point(x1, n_in, "x1")
+    if np.array_equal(x0, x1):
+        raise InputError("the segment is empty: x0 equals x1")
+    samples = check_int(samples, "samples", low=3)
+    t = np.linspace(0.0, 1.0, samples)
+    return _sample(layers, leaks, t, None, x1 - x0, slope_tol, zero_tol, chunk, x0=x0)
+
+
+def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=None):
+    """The grid estimate at positions ``x``: the rows of ``inputs`` (a view of x, so the inset
+    below moves them too), or x0 + x * direction."""
+    lo, hi, samples = float(x[0]), float(x[-1]), x.size
     # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
     # place); sampling just inside the ends ignores those too.
     inset = 2 * MERGE_ULPS * np.spacing(max(abs(lo), abs(hi), hi - lo))
     if inset < (hi - lo) / (samples - 1) / 4:
         x[0], x[-1] = lo + inset, hi - inset
-    w_out = layers[-1][0][0]
+    if inputs is None:
+        inputs = x0 + x[:, None] * direction
+    w_out = layers[-1][0]
     regions = pieces = 1
     last = None  # the previous chunk's last cell: (clean, pattern) and the last clean slope
-    last_slope = None  # (slope, magnitude) of the last clean cell seen
+    last_slope = None  # (slopes, magnitudes) of the outputs on the last clean cell seen
     for s in range(0, samples - 1, chunk):
-        pts = x[s:s + chunk + 1]  # chunks share their end point: every cell is in one chunk
-        h = pts[:, None]
-        cell_slopes = np.ones((pts.size - 1, 1))
-        crossed = np.zeros(pts.size - 1, dtype=bool)
+        h = inputs[s:s + chunk + 1]  # chunks share their end point: every cell is in one chunk
+        cell_slopes = np.broadcast_to(direction, (h.shape[0] - 1, direction.size))
+        crossed = np.zeros(h.shape[0] - 1, dtype=bool)
         patterns = []
-        for w, b in layers[:-1]:
+        for (w, b), leak in zip(layers[:-1], leaks, strict=True):
             z = rows_times(h, w) + b
-            z[np.abs(z) <= zero_tol * (rows_times(np.abs(h), np.abs(w)) + np.abs(b))] = 0.0
-            crossed |= np.any(z[:-1] * z[1:] < 0, axis=1)
+            switches = leak != 1.0  # pass-through units are never snapped, never switch
+            small = np.abs(z) <= zero_tol * (rows_times(np.abs(h), np.abs(w)) + np.abs(b))
+            z[small & switches] = 0.0
+            crossed |= np.any((z[:-1] * z[1:] < 0)[:, switches], axis=1)
             on = z[:-1] + z[1:] > 0
-            patterns.append(on)
-            cell_slopes = rows_times(cell_slopes, w) * on
-            h = np.maximum(z, 0.0)
+            patterns.append(on[:, switches])
+            cell_slopes = rows_times(cell_slopes, w) * np.where(on, 1.0, leak)
+            h = np.where(z > 0, z, leak * z)
         pattern = np.concatenate(patterns, axis=1)
         clean = ~crossed
         regions += int(crossed.sum())
@@ -93,14 +121,14 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
                 [pattern[:1], pattern[:-1]])
         regions += int((clean & clean_prev & np.any(pattern != pattern_prev, axis=1)).sum())
         last = (bool(clean[-1]), pattern[-1:])
-        # Consecutive clean cells (crossed ones between them skipped) with different slopes.
-        slope = (cell_slopes @ w_out)[clean]
-        mag = (np.abs(cell_slopes) @ np.abs(w_out))[clean]
+        # Consecutive clean cells (crossed ones between them skipped) where an output's slope
+        # differs.
+        slope = rows_times(cell_slopes, w_out)[clean]
+        mag = rows_times(np.abs(cell_slopes), np.abs(w_out))[clean]
         if last_slope is not None:
-            slope, mag = np.concatenate([[last_slope[0]], slope]), np.concatenate([[last_slope[1]],
-                                                                                 mag])
-        if slope.size:
-            differ = np.abs(np.diff(slope)) > slope_tol * np.maximum(mag[:-1], mag[1:])
-            pieces += int(differ.sum())
-            last_slope = (slope[-1], mag[-1])
+            slope, mag = np.vstack([last_slope[0], slope]), np.vstack([last_slope[1], mag])
+        if slope.shape[0]:
+            differ = np.abs(np.diff(slope, axis=0)) > slope_tol * np.maximum(mag[:-1], mag[1:])
+            pieces += int(differ.any(axis=1).sum())
+            last_slope = (slope[-1:], mag[-1:])
     return SampledCount(samples=int(samples), linear_pieces=pieces, activation_regions=regions)

@@ -12,7 +12,7 @@ CODE = textwrap.dedent("""
     from pathlib import Path
     from relu_regions.analysis import jit, regions
     before = jit.is_cached(regions)
-    regions._new_state()  # compiles (and caches) one small kernel
+    regions._new_state(1)  # compiles (and caches) one small kernel
     sys.path.insert(0, sys.argv[1])
     import users_module
     users_module.twice(2.0)

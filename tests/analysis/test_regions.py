@@ -222,8 +222,12 @@ def test_bad_models_and_bounds():
         count_regions(mlp(3, 2, in_features=2), 0, 1)
     with pytest.raises(InputError, match="Tanh"):
         count_regions(nn.Sequential(nn.Linear(1, 3), nn.Tanh(), nn.Linear(3, 1)), 0, 1)
-    with pytest.raises(InputError, match="one output"):
-        count_regions(mlp(3, 2, out_features=2), 0, 1)
+    with pytest.raises(InputError, match="level is for a model with one output; this one has 2"):
+        count_regions(mlp(3, 2, out_features=2), 0, 1, level=0.5)
+    with pytest.raises(InputError, match="level must be a finite number, got nan"):
+        count_regions(mlp(3, 2), 0, 1, level=float("nan"))
+    with pytest.raises(InputError, match="convexity is defined for one output"):
+        count_regions(mlp(3, 2, out_features=2), 0, 1).convexity()
     with pytest.raises(InputError, match="lo < hi"):
         count_regions(mlp(3, 2), 1, 1)
     with pytest.raises(InputError, match="x0 must be 2"):
@@ -441,7 +445,7 @@ def test_small_nets_count_in_one_compiled_call_with_the_layer_by_layer_result(ca
         fast = count()
     with pytest.MonkeyPatch.context() as mp:  # the general path: _count_small declines
         small = regions._count_small
-        mp.setattr(regions, "_count_small", lambda packed, *a: (0, 0, 0, 0, packed))
+        mp.setattr(regions, "_count_small", lambda packed, *a: (0, 0, 0, 0, 0, packed))
         general = count()
         mp.setattr(regions, "_count_small", small)
     assert fast.to_dict() == general.to_dict()
