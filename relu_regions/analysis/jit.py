@@ -2,7 +2,8 @@
 directory rather than inside the installed package.
 
 The first count in a fresh environment compiles the kernels (seconds, once); later processes
-load them from ``$XDG_CACHE_HOME/relu-regions/numba`` (default ``~/.cache/relu-regions/numba``).
+load them from ``$XDG_CACHE_HOME/relu-regions/numba`` (default ``~/.cache/relu-regions/numba``),
+one folder per installed copy of the package.
 ``NUMBA_CACHE_DIR``, when set, is numba's own choice and is left alone. Only this package's
 kernels are redirected: a user's own ``@njit(cache=True)`` functions keep numba's defaults.
 The redirection is installed when this module is first imported, i.e. when a counter is first
@@ -11,6 +12,7 @@ loaded, not at ``import relu_regions``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +21,9 @@ from numba import njit
 from numba.core import caching, config
 
 PACKAGE = Path(__file__).resolve().parents[1]
+# One folder per installed copy: two checkouts' kernels share names and line numbers, and would
+# otherwise overwrite each other's cache on every switch.
+COPY = hashlib.sha256(str(PACKAGE).encode()).hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -48,7 +53,7 @@ class _Locator(caching.UserProvidedCacheLocator):
 
     @staticmethod
     def folder(source: Path) -> Path:
-        return cache_dir() / source.resolve().relative_to(PACKAGE).parent
+        return cache_dir() / COPY / source.resolve().relative_to(PACKAGE).parent
 
     @classmethod
     def from_function(cls, py_func, py_file):

