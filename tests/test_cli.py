@@ -37,7 +37,7 @@ def test_count_construction_json(capsys):
 def test_count_with_given_peaks_and_plot(capsys, tmp_path):
     code, out, _ = run(capsys, "count", "--depth", "4", "--a", "0.3,0.6,0.4,0.5",
                        "--plot", str(tmp_path / "p.png"), "--sample", "20001")
-    assert code == 0 and "linear pieces     16" in out
+    assert code == 0 and "linear pieces      16" in out
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
@@ -352,7 +352,7 @@ def test_negative_values_and_constants_in_options(capsys, tmp_path):
     code, out, err = run(capsys, "count", "--checkpoint", str(path), "--from", "-1,-1", "--to",
                          "1,1")
     assert code == 0, err
-    assert "segment           (-1, -1) to (1, 1)" in out  # the end points, not "interval [0, 1]"
+    assert "segment            (-1, -1) to (1, 1)" in out  # the end points, not "interval [0, 1]"
 
 
 def test_every_option_that_takes_a_value_accepts_a_leading_minus():
@@ -492,3 +492,17 @@ def test_count_through_points_of_a_saved_ten_class_conv_net(capsys, tmp_path):
     assert want.decision_length > 0
     assert got["decision_length"] == pytest.approx(want.decision_length, rel=1e-12)
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_count_a_classifier_along_a_segment_reports_its_decision_points(capsys, tmp_path):
+    torch.manual_seed(0)  # a net whose argmax changes twice along this segment
+    clf = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    checkpoint.save(clf.double(), tmp_path / "clf.pt")
+    argv = ["count", "--checkpoint", str(tmp_path / "clf.pt"), "--from=-3,-3", "--to", "3,3"]
+    code, out, _ = run(capsys, *argv, "--json")
+    direct = count_regions_segment(clf.double(), [-3, -3], [3, 3])
+    d = json.loads(out)
+    assert code == 0 and d["outputs"] == 3 and "convexity" not in d
+    assert d["decision_points"] == direct.decision_points.size > 0
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and re.search(r"decision boundary  \d+ points? \(argmax of 3 outputs\)", out)

@@ -40,6 +40,7 @@ and load them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -47,7 +48,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
-from ..nets.reader import layer_stack
+from ..nets.reader import lower
 from ..validation import check_interval, check_point
 from .jit import njit
 
@@ -95,6 +96,7 @@ class RegionCount:
     outputs: int = 1
     decision_points: np.ndarray = field(default_factory=lambda: np.empty(0))
     pieces_per_output: list[int] | None = None
+    notes: list = field(default_factory=list)  # what reading the model changed (float32 weights)
 
     def convexity(self) -> Convexity:
         return convexity(self)
@@ -156,7 +158,8 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, level: float | None
     >>> r.linear_pieces, r.activation_regions, r.breakpoints.size, r.resolved
     (256, 256, 255, True)
     """
-    layers, leaks = layer_stack(model, finite=False)  # _count checks them, packed
+    lowered = lower(model, finite=False)  # _count checks the weights, packed
+    layers, leaks = lowered.layers, lowered.leaks
     if layers[0][0].shape[1] != 1:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; count it along a "
                          f"segment with count_regions_segment(model, x0, x1)")
@@ -164,16 +167,24 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, level: float | None
     points = np.array([lo, hi])
     values = points[:, None].copy()
     slopes = np.ones((1, 1))
-    return _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
+    result = _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
+    result.notes = lowered.notes
+    return result
 
 
 def count_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike, *,
                           level: float | None = None, per_output: bool = False,
                           zero_tol: float = ZERO_TOL,
-                          slope_tol: float = SLOPE_TOL) -> RegionCount:
+                          slope_tol: float = SLOPE_TOL,
+                          input_shape: Sequence[int] | None = None) -> RegionCount:
     """Exact counts along the segment x0 + t (x1 - x0), t in [0, 1]; positions are t. The
-    model and options as for :func:`count_regions`."""
-    layers, leaks = layer_stack(model, finite=False)  # _count checks them, packed
+    model and options as for :func:`count_regions`. The ends may be given in the model's input
+    shape (e.g. two images (C, H, W) for a conv net, which then sets ``input_shape``) or
+    flattened."""
+    if input_shape is None and np.ndim(x0) > 1:
+        input_shape = np.shape(x0)
+    lowered = lower(model, input_shape, finite=False)  # _count checks the weights, packed
+    layers, leaks = lowered.layers, lowered.leaks
     n_in = layers[0][0].shape[1]
     x0 = check_point(x0, n_in, "x0")
     x1 = check_point(x1, n_in, "x1")
@@ -182,7 +193,9 @@ def count_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike, *,
     points = np.array([0.0, 1.0])
     values = np.stack([x0, x1])
     slopes = (x1 - x0)[None, :]
-    return _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
+    result = _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
+    result.notes = lowered.notes
+    return result
 
 
 def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:

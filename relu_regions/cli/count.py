@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> dict:
         say_if_compiling(regions)
         result = count_regions(model, lo, hi)
     seconds = time.perf_counter() - start
-    out = {**info, **result.to_dict(), "convexity": result.convexity().to_dict(),
-           "seconds": round(seconds, 4)}
+    out = {**info, **result.to_dict(), "seconds": round(seconds, 4)}
+    if result.outputs == 1:  # the shape of one output's graph
+        out["convexity"] = result.convexity().to_dict()
     if args.pieces:
         if args.json and result.linear_pieces > MAX_JSON_PIECES:
             raise InputError(f"--json lists at most {MAX_JSON_PIECES} pieces and this count has "
@@ -192,6 +193,17 @@ def _numbers(cells):
     return values if all(math.isfinite(v) for v in values) else None
 
 
+def _row(label: str, value: object) -> str:
+    return f"{label:<19}{value}"
+
+
+def _decision(out: dict, where: str) -> str:
+    """The argmax boundary of k outputs, or the level set of one."""
+    if out.get("outputs", 1) > 1:
+        return _row("decision boundary", f"{where} (argmax of {out['outputs']} outputs)")
+    return _row("level set", f"{where} (where the output equals {out.get('level', 0):g})")
+
+
 def show(out: dict) -> str:
     lines = []
     if "edges" in out:  # a plane count
@@ -200,17 +212,19 @@ def show(out: dict) -> str:
         if "plane" in out:
             lines.append("plane through three points, coordinates (u, v) in input units")
         lines += [
-            f"box               [{x0:g}, {x1:g}] x [{y0:g}, {y1:g}]",
-            f"activation regions {out['activation_regions']}",
-            f"linear pieces     {out['linear_pieces']}",
-            f"vertices, edges   {out['vertices']}, {out['edges']}",
-            f"min cell area     {out['min_cell_area']:.3e}"
+            _row("box", f"[{x0:g}, {x1:g}] x [{y0:g}, {y1:g}]"),
+            _row("activation regions", out["activation_regions"]),
+            _row("linear pieces", out["linear_pieces"]),
+            _row("vertices, edges", f"{out['vertices']}, {out['edges']}"),
+            _row("min cell area", f"{out['min_cell_area']:.3e}")
             + ("" if out["resolved"] else "  (below float64 resolution: counts not guaranteed)"),
-            f"rounding snaps    {out['snapped']} (touching zeros / concurrent lines)",
-            f"time              {out['seconds']:.3f} s",
+            _decision(out, f"length {out['decision_length']:.6g}"),
+            _row("rounding snaps", f"{out['snapped']} (touching zeros / concurrent lines)"),
+            _row("time", f"{out['seconds']:.3f} s"),
         ]
+        lines += [_row("note", note) for note in out.get("notes", [])]
         if "plot" in out:
-            lines.append(f"plot              {out['plot']}")
+            lines.append(_row("plot", out["plot"]))
         return "\n".join(lines)
     if "depth" in out:
         lines.append(f"construction: depth {out['depth']}, "
@@ -219,21 +233,27 @@ def show(out: dict) -> str:
         lines.append(f"checkpoint: {out['checkpoint']}")
     if "segment" in out:
         ends = [", ".join(f"{v:g}" for v in out["segment"][k]) for k in ("from", "to")]
-        where = (f"segment           ({ends[0]}) to ({ends[1]}); positions t in [0, 1] along "
-                 "it, slopes dy/dt")
+        where = _row("segment", f"({ends[0]}) to ({ends[1]}); positions t in [0, 1] along it, "
+                     "slopes dy/dt")
     else:
-        where = f"interval          [{out['lo']:g}, {out['hi']:g}]"
+        where = _row("interval", f"[{out['lo']:g}, {out['hi']:g}]")
     lines += [
         where,
-        f"linear pieces     {out['linear_pieces']}",
-        f"activation regions {out['activation_regions']}",
-        f"breakpoints       {out['breakpoints']} (knots where the slope changes: {out['knots']})",
-        f"min piece width   {out['min_piece_width']:.3e}"
+        _row("linear pieces", out["linear_pieces"]),
+        _row("activation regions", out["activation_regions"]),
+        _row("breakpoints", f"{out['breakpoints']} (knots where the slope changes: "
+                            f"{out['knots']})"),
+        _row("min piece width", f"{out['min_piece_width']:.3e}")
         + ("" if out["resolved"] else "  (below float64 resolution: counts are a lower bound)"),
-        f"convexity         the slope rises at {plural(out['convexity']['convex_knots'], 'knot')}"
-        f", falls at {plural(out['convexity']['concave_knots'], 'knot')}",
-        f"rounding snaps    {out['snapped']} (touching zeros / simultaneous switches)",
-        f"time              {out['seconds']:.3f} s",
+    ]
+    if "convexity" in out:
+        lines.append(_row("convexity", "the slope rises at "
+                          f"{plural(out['convexity']['convex_knots'], 'knot')}, falls at "
+                          f"{plural(out['convexity']['concave_knots'], 'knot')}"))
+    lines += [
+        _decision(out, plural(out.get("decision_points", 0), "point")),
+        _row("rounding snaps", f"{out['snapped']} (touching zeros / simultaneous switches)"),
+        _row("time", f"{out['seconds']:.3f} s"),
     ]
     if "sampled" in out:
         s = out["sampled"]
@@ -241,9 +261,8 @@ def show(out: dict) -> str:
                      f"{plural(s['linear_pieces'], 'piece')}, "
                      f"{plural(s['activation_regions'], 'region')} (never more than exist)")
     if "plot" in out:
-        lines.append(f"plot              {out['plot']}")
+        lines.append(_row("plot", out["plot"]))
     if "pieces_file" in out:
         rows = plural(out["linear_pieces"], "row")
-        lines.append(f"pieces            {out['pieces_file']} ({rows}: {','.join(PIECE_COLUMNS)})")
+        lines.append(_row("pieces", f"{out['pieces_file']} ({rows}: {','.join(PIECE_COLUMNS)})"))
     return "\n".join(lines)
-

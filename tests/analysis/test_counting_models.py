@@ -1,4 +1,4 @@
-"""The plane counter on models the reader lowers: points in the model's input shape, notes."""
+"""The counters on models the reader lowers: points in the model's input shape, notes."""
 
 import numpy as np
 import pytest
@@ -34,3 +34,19 @@ def test_a_float32_model_is_counted_in_float64_and_the_result_says_so():
     assert any("float32" in note for note in r.notes) and r.to_dict()["notes"] == r.notes
     same = count_regions_2d(model.double())
     assert same.notes == [] and same.activation_regions == r.activation_regions
+
+
+def test_the_line_counter_reads_the_same_models():
+    from relu_regions.analysis.regions import count_regions, count_regions_segment
+
+    model = small_cnn()
+    g = np.random.default_rng(2)
+    a, b = g.uniform(size=(1, 4, 4)), g.uniform(size=(1, 4, 4))
+    shaped = count_regions_segment(model, a, b)
+    flat = count_regions_segment(model, a.reshape(-1), b.reshape(-1), input_shape=(1, 4, 4))
+    assert shaped.to_dict() == flat.to_dict() and shaped.outputs == 3
+    torch.manual_seed(3)
+    one = nn.Sequential(nn.Linear(1, 6), nn.ReLU(), nn.Linear(6, 1))
+    r = count_regions(one, -1, 1)
+    assert any("float32" in note for note in r.notes) and r.to_dict()["notes"] == r.notes
+    assert count_regions(one.double(), -1, 1).notes == []
