@@ -670,6 +670,16 @@ def _chunk_pieces_one(points, slopes, w_out, slope_tol, first, state, knots, pie
     return k
 
 
+@njit(inline="always")
+def _keep_decision(out, n, p, last, merge_tol, lo, hi):
+    """Write decision point p unless it is within merge_tol of the previous one or of an end
+    (the counter's merging rule); return the count written."""
+    if p - last > merge_tol and p - lo > merge_tol and hi - p > merge_tol:
+        out[n] = p
+        n += 1
+    return n
+
+
 @njit(cache=True)
 def _chunk_decisions(points, values, w, b, merge_tol, lo, hi, state, out):
     """Write the chunk's decision points, where argmax_j (W h + b)_j changes; return how many.
@@ -702,9 +712,7 @@ def _chunk_decisions(points, values, w, b, merge_tol, lo, hi, state, out):
             if yl[o] > yl[best] or (yl[o] == yl[best] and yr[o] > yr[best]):
                 best = o
         if winner >= 0 and best != winner:
-            if left - last > merge_tol and left - lo > merge_tol and hi - left > merge_tol:
-                out[n] = left
-                n += 1
+            n = _keep_decision(out, n, left, last, merge_tol, lo, hi)
             last = left
         winner = best
         lam0 = 0.0
@@ -719,9 +727,7 @@ def _chunk_decisions(points, values, w, b, merge_tol, lo, hi, state, out):
             if nxt < 0:
                 break
             p = left + lam_next * (right - left)
-            if p - last > merge_tol and p - lo > merge_tol and hi - p > merge_tol:
-                out[n] = p
-                n += 1
+            n = _keep_decision(out, n, p, last, merge_tol, lo, hi)
             last = p
             winner, lam0 = nxt, lam_next
     state[WINNER], state[LAST_DECISION] = winner, last
@@ -746,9 +752,7 @@ def _chunk_level(points, values, w, b, level, merge_tol, lo, hi, state, out):
         d_l, d_r = d_r, (f + b) - level
         best = 1 if d_l < 0 or (d_l == 0 and d_r < 0) else 0
         if winner >= 0 and best != winner:
-            if left - last > merge_tol and left - lo > merge_tol and hi - left > merge_tol:
-                out[n] = left
-                n += 1
+            n = _keep_decision(out, n, left, last, merge_tol, lo, hi)
             last = left
         winner = best
         # the other line overtakes once at most: f falls below the level, or rises above it
@@ -756,9 +760,7 @@ def _chunk_level(points, values, w, b, level, merge_tol, lo, hi, state, out):
         if e_r < 0:
             lam = e_l / (e_l - e_r) if e_l > 0 else 0.0
             p = left + lam * (right - left)
-            if p - last > merge_tol and p - lo > merge_tol and hi - p > merge_tol:
-                out[n] = p
-                n += 1
+            n = _keep_decision(out, n, p, last, merge_tol, lo, hi)
             last = p
             winner = 1 - winner
     state[WINNER], state[LAST_DECISION] = winner, last

@@ -37,19 +37,6 @@ from ..errors import InputError
 from ..nets.reader import Affine, ReLU
 from ..validation import check_int
 
-__all__ = [
-    "angles_from_direction",
-    "direction_from_angles",
-    "to_hyperspherical",
-    "from_hyperspherical",
-    "GmPLinear",
-    "GmPLinearReLU",
-    "GmPConv2d",
-    "InputMeanNorm",
-    "to_gmp",
-    "from_gmp",
-]
-
 
 # --------------------------------------------------------------------------------------------
 # Hyperspherical coordinates (Chen & Ge, Section 3, eq. for u(theta))
