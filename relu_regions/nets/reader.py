@@ -140,12 +140,18 @@ def _read(model, input_shape, finite, notes) -> Lowered:
                              f"{layers[0][0].shape[1]} inputs")
         if not notes:
             return Lowered(layers, leaks, [])
-        dtypes = {str(op.weight.dtype).replace("torch.", "") for op in ops
-                  if isinstance(op, Affine) and isinstance(op.weight, torch.Tensor)}
-        dtypes -= {"float64"}
-        note = ([f"the model's weights are {', '.join(sorted(dtypes))}: counted as the float64 "
-                 f"model with the same weights"] if dtypes else [])
-        shape = getattr(model, "input_shape", None) or (layers[0][0].shape[1],)
+        # dtype objects, not their names: this runs on every count
+        dtypes = {op.weight.dtype for op in ops if type(op) is Affine
+                  and isinstance(op.weight, torch.Tensor)} - {torch.float64}
+        names = sorted(str(d).replace("torch.", "") for d in dtypes)
+        note = ([f"the model's weights are {', '.join(names)}: counted as the float64 model "
+                 f"with the same weights"] if names else [])
+        # an attribute set in __init__, or one of the class (a property too); getattr alone
+        # would cost an nn.Module.__getattr__ miss on every count
+        declared = (model.__dict__.get("input_shape") or
+                    (getattr(model, "input_shape", None)
+                     if hasattr(type(model), "input_shape") else None))
+        shape = declared or (layers[0][0].shape[1],)
         return Lowered(layers, leaks, note, tuple(shape))
     from .lowering import lower_module  # conv nets, skip connections, traced forwards
 
