@@ -71,7 +71,7 @@ class ConstructionNet(nn.Module):
     the direct composition of triangle maps — the same function. Train ``net.construction`` in
     phase 1, then ``net.release()`` for phase 2.
 
-    ``pickle``, ``torch.save`` (read back with ``torch.load(..., weights_only=False)``) and
+    ``pickle``, ``torch.save`` (read back by ``torch.load`` with ``weights_only=False``) and
     ``copy.deepcopy`` keep the construction and rebuild the layers from it (hooks on
     ``net.layers`` are not kept); :func:`relu_regions.checkpoint.save` writes a file that loads
     without running pickled code.
