@@ -92,6 +92,7 @@ CASES = [
     (["count", "--depth", "3", "--from", "0", "--to", "1", "--interval=-1,1"], "segment"),
     (["count", "--depth", "3", "--sample", "2"], "samples"),
     (["count", "--depth", "3", "--sample", "0"], "samples"),  # not silently ignored
+    (["count", "--depth", "3", "--from", "0,1", "--to", "1"], "--from must be 1 finite"),
     # issue 15: devices this torch build does not have
     *([(["gmp", "levy", "--device", "cuda"], "has no CUDA support; run on the CPU with "
         "--device cpu")] if not torch.backends.cuda.is_built() else []),

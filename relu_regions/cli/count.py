@@ -23,7 +23,7 @@ from ..errors import InputError, read_user_file
 from ..nets.composite import random_peaks
 from ..nets.parametrize import ConstructionNet
 from ..training.config import MAX_DEPTH
-from ..validation import check_int, plural
+from ..validation import check_int, check_point, plural
 from .common import say_if_compiling
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict:
         if len(peaks) not in (1, args.depth, n_peaks):
             raise InputError(f"--a needs 1 or {args.depth} values (one per hidden layer), "
                              f"got {len(peaks)}")
-        lo, hi = args.interval or (0.0, 1.0)
+        lo, hi, n_in = *(args.interval or (0.0, 1.0)), 1
         model = ConstructionNet.build(args.depth, peaks=peaks, thm31=args.thm31,
                                       interval=(lo, hi), concave=args.concave)
         info.update(depth=args.depth, thm31=args.thm31,
@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> dict:
         if args.interval is not None:
             raise InputError("--interval is for a 1D input; a segment is given by --from and "
                              "--to alone")
-        segment = (args.segment_from, args.segment_to)
+        segment = (check_point(args.segment_from, n_in, "--from"),
+                   check_point(args.segment_to, n_in, "--to"))
         say_if_compiling(regions)
         result = count_regions_segment(model, *segment)
-        info["segment"] = {"from": list(segment[0]), "to": list(segment[1])}
+        info["segment"] = {"from": segment[0].tolist(), "to": segment[1].tolist()}
     else:
         segment = (None, None)
         say_if_compiling(regions)
