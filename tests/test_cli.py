@@ -198,7 +198,7 @@ def test_train_from_csv_on_a_negative_interval(capsys, tmp_path):
     # settings that would change nothing are refused, not ignored
     (["--target", "x**3", "--method", "kaiming", "--starts", "3"], "starts=3 applies to the two"),
     (["--target", "x**3", "--method", "raai", "--depth", "3", "--grow-from", "2"],
-     "grow_from=2 applies to the two"),
+     "--grow-from=2 applies to the two"),
 ])
 def test_train_bad_input_runs_nothing_and_writes_nothing(argv, fragment, capsys, tmp_path,
                                                          monkeypatch):

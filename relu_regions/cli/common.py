@@ -197,3 +197,11 @@ def say_if_compiling(module: ModuleType) -> None:
     if not jit.is_cached(module):
         print(f"compiling the exact counter ({module.__name__.rpartition('.')[2]}) once; later "
               f"counts load it from {jit.cache_dir()}", file=sys.stderr)
+
+
+def option_names(message: str) -> str:
+    """``message`` (from the Python API) with FitConfig's two-word setting names spelled as the
+    command line's options: ``grow_from`` -> ``--grow-from``."""
+    names = [f.name for f in dataclasses.fields(config.FitConfig) if "_" in f.name]
+    return re.sub(r"(?<![\w-])(" + "|".join(names) + r")\b",
+                  lambda m: "--" + m.group(1).replace("_", "-"), message)

@@ -15,7 +15,7 @@ from ..training.auto import describe_training
 from ..training.run_folder import check_out_dir
 from ..training.stages import load_train_state
 from ..validation import check_device, plural
-from .common import fit_overrides
+from .common import fit_overrides, option_names
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -33,9 +33,13 @@ def run(args: argparse.Namespace) -> dict:
     # The state file also keeps the command; it is first written after N steps, when every
     # argument has been checked.
     state_path = out_dir / "state.pt" if args.checkpoint_every else None
-    result = fitting.fit(target, data=data, progress=progress, checkpoint=state_path,
-                         checkpoint_every=args.checkpoint_every,
-                         checkpoint_meta=json.dumps({"argv": args.argv}), **fit_overrides(args))
+    try:
+        result = fitting.fit(target, data=data, progress=progress, checkpoint=state_path,
+                             checkpoint_every=args.checkpoint_every,
+                             checkpoint_meta=json.dumps({"argv": args.argv}),
+                             **fit_overrides(args))
+    except InputError as e:  # the API names its settings; here they are options
+        raise InputError(option_names(str(e))) from None
     # --out was checked before training; since then it may hold this run's own state.pt
     return _train_output(result, out_dir, True, ["relu-regions", *args.argv])
 
