@@ -77,3 +77,9 @@ def test_the_architecture_map_names_every_module():
     rows = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
     assert modules <= rows, f"not in docs/architecture.md: {sorted(modules - rows)}"
     assert {r for r in rows if r.endswith(".py")} <= modules, "rows for modules that do not exist"
+
+
+def test_python_dash_m_runs_the_command():
+    out = subprocess.run([sys.executable, "-m", "relu_regions", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == f"relu-regions {relu_regions.__version__}"
