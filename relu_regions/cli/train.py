@@ -123,6 +123,8 @@ def show(out: dict) -> str:
         lines.append(f"optimum with {out['optimal_pieces']} pieces {out['optimal_mse']:.3e}; "
                      f"efficiency (optimum / achieved training MSE, mean) "
                      f"{_num(eff, '.3g')}" + _efficiency_note(out))  # 1e-05, not 0.000
+    elif out.get("optimum_note"):
+        lines.append(out["optimum_note"])
     if out.get("diverged"):
         lines.append(f"diverged seeds: {out['diverged']}")
     if out.get("out"):  # what the folder holds, listed from the folder itself

@@ -32,7 +32,14 @@ from ..nets import composite
 from ..targets import Dataset, Target
 from ..validation import check_int, torch_threads
 from . import growth
-from .auto import CONSTRUCTION_METHODS, QUICK_OPTIMUM_PIECES, TWO_PHASE, auto_settings, use_warp
+from .auto import (
+    CONSTRUCTION_METHODS,
+    MAX_OPTIMUM_PIECES,
+    QUICK_OPTIMUM_PIECES,
+    TWO_PHASE,
+    auto_settings,
+    use_warp,
+)
 from .config import PICK_SHARE, POLISH_PATHS, POLISH_SHARE, FitConfig, Phase
 from .coordinates import GmPLayout
 from .data import make_dataset
@@ -275,6 +282,7 @@ class _Fit:
         self.history: list = []
         # steps on each seed's best paths after a growth
         self.polish = round(POLISH_SHARE * config.phase2.steps) if config.grows else 0
+        self.optimum_note = None  # why the optimum column is empty, when fit skipped it
         total = config.phase1.steps + config.phase2.steps + self.polish
         self.progress = Progress(total, len(self.seeds), progress)
 
@@ -448,6 +456,11 @@ class _Fit:
         only where that optimum means something: fewer pieces than half the points."""
         if not (self.config.optimum and n_pieces and 2 * n_pieces < len(self.data.x)):
             return None, None
+        if n_pieces > MAX_OPTIMUM_PIECES:
+            self.optimum_note = (f"optimum not computed: {n_pieces} pieces is more than "
+                                 f"{MAX_OPTIMUM_PIECES}, where it would cost more than the fit "
+                                 "(analysis.limits.continuous_optimal_pwl gives the limit)")
+            return None, None
 
         quick = n_pieces >= QUICK_OPTIMUM_PIECES
         optimal = float(limits.optimal_pwl(self.data.x, self.data.y, n_pieces, dp=not quick,
@@ -475,7 +488,8 @@ class _Fit:
         c = self.config
         return {"phase1": vars(c.phase1), "phase2": vars(c.phase2), "shape": self.shape,
                 "parameterization": c.parameterization, "starts": c.n_starts,
-                "grow_from": c.grow_from, "warp": self.warp, "polish": self.polish}
+                "grow_from": c.grow_from, "warp": self.warp, "polish": self.polish,
+                "optimum_note": self.optimum_note}
 
 
 def _widths_of(shapes) -> list:

@@ -140,6 +140,7 @@ class FitResult:
             "regions_mean": _counted_mean(self.regions),
             "plane_pieces_mean": _counted_mean(self.plane_pieces),
             "optimal_mse": self.optimal_mse, "optimal_pieces": self.optimal_pieces,
+            "optimum_note": (self.phases or {}).get("optimum_note"),
             "efficiency_mean": _finite_mean(self.efficiency),
             "diverged": self.diverged, "seconds": round(self.seconds, 3),
             "training": self.training,

@@ -103,3 +103,24 @@ def test_fit_optimum_is_quick_from_256_pieces(depth, monkeypatch):
     quick = 2**depth >= QUICK_OPTIMUM_PIECES
     assert QUICK_OPTIMUM_PIECES == 256
     assert seen == {"pieces": 2**depth, "dp": not quick, "restarts": 0 if quick else 3}
+
+
+@pytest.mark.parametrize("limit", [4, 8])
+def test_fit_skips_the_optimum_above_max_optimum_pieces_and_says_so(limit, monkeypatch, capsys):
+    from relu_regions.analysis import limits
+    from relu_regions.cli import main
+    from relu_regions.training import fitting
+
+    calls = []
+    real = limits.optimal_pwl
+    monkeypatch.setattr(limits, "optimal_pwl", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(fitting, "MAX_OPTIMUM_PIECES", limit)
+    r = fit("x**2", depth=3, seeds=1, starts=1, phase1=Phase("lm", 1), phase2=Phase("lm", 2),
+            count=False, points=100)
+    skipped = 2**3 > limit
+    assert (r.optimal_mse is None) is skipped and calls == ([] if skipped else [8])
+    assert ("optimum not computed: 8 pieces" in (r.phases["optimum_note"] or "")) is skipped
+    code = main(["train", "--target", "x**2", "--depth", "3", "--seeds", "1", "--starts", "1",
+                 "--phase1", "lm:1", "--phase2", "lm:2", "--points", "100", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and ("optimum not computed" in out) is skipped
