@@ -96,6 +96,25 @@ def check_point(x: Sequence[float] | np.ndarray, n_in: int, name: str) -> np.nda
     return x
 
 
+def check_level(level: object, outputs: int) -> float | None:
+    """The level set's value for a model with one output (default 0); None for ``outputs`` > 1,
+    whose decision boundary is the argmax's and takes no level."""
+    if outputs > 1:
+        if level is not None:
+            raise InputError(f"level is for a model with one output; this one has {outputs}: its "
+                             "decision boundary is where the argmax changes (drop level)")
+        return None
+    if level is None:
+        return 0.0
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(f"level must be a finite number, got {level!r}")
+    return value
+
+
 def check_choice(value: object, name: str, allowed: Iterable) -> str:
     """``value`` if it is one of ``allowed``; otherwise the message lists them and the closest."""
     allowed = list(allowed)

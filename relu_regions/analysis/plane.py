@@ -64,7 +64,7 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..nets.reader import lower
-from ..validation import check_point
+from ..validation import check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
 
@@ -164,7 +164,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     """
     lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
-    level = _check_level(level, layers)
+    level = check_level(level, layers[-1][0].shape[0])
     if layers[0][0].shape[1] != 2:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs, count_regions_2d "
                          f"needs 2: count it on a plane through three points with "
@@ -196,7 +196,7 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
         input_shape = np.shape(p0)
     lowered = lower(model, input_shape)
     layers, leaks = lowered.layers, lowered.leaks
-    level = _check_level(level, layers)
+    level = check_level(level, layers[-1][0].shape[0])
     n_in = layers[0][0].shape[1]
     pts = [check_point(p, n_in, name) for p, name in ((p0, "p0"), (p1, "p1"), (p2, "p2"))]
     origin, basis, coords = plane_basis(*pts)
@@ -234,25 +234,6 @@ def plane_basis(p0: ArrayLike, p1: ArrayLike,
     basis = np.stack([e1, e2], axis=1)
     coords = np.stack([np.zeros(2), [n1, 0.0], [d2 @ e1, d2 @ e2]])
     return p0, basis, coords
-
-
-def _check_level(level, layers):
-    """The level set's value for one output (default 0), None for k > 1 outputs."""
-    k = layers[-1][0].shape[0]
-    if k > 1:
-        if level is not None:
-            raise InputError(f"level= is for a model with one output; this one has {k}: its "
-                             f"decision boundary is where the argmax changes (drop level=)")
-        return None
-    if level is None:
-        return 0.0
-    try:
-        value = float(level)
-    except (TypeError, ValueError):
-        raise InputError(f"level must be a number, got {level!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"level must be finite, got {value}")
-    return value
 
 
 def _check_box(box, name="box"):

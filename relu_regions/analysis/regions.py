@@ -49,7 +49,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..nets.reader import lower
-from ..validation import check_interval, check_point
+from ..validation import check_interval, check_level, check_point
 from .jit import njit
 
 ZERO_TOL = 2.0**-40  # ~9e-13: about 4000 ulps of the magnitude a pre-activation is summed from
@@ -203,15 +203,9 @@ def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:
     one output f, the pair (f, level), whose argmax changes where f - level changes sign, as
     W = W_f (one row) and b = (b_f, level) (_chunk_decisions reads a one-row W so)."""
     w, b = layers[-1]
-    k = w.shape[0]
-    if k > 1:
-        if level is not None:
-            raise InputError(f"level is for a model with one output; this one has {k}, and its "
-                             "decision points are where the argmax changes: drop level")
+    level = check_level(level, w.shape[0])
+    if level is None:  # k > 1 outputs: their argmax
         return np.ascontiguousarray(w), np.ascontiguousarray(b)
-    level = 0.0 if level is None else float(level)
-    if not math.isfinite(level):
-        raise InputError(f"level must be a finite number, got {level}")
     return np.ascontiguousarray(w), np.array([float(b[0]), level])
 
 

@@ -146,12 +146,7 @@ def _read(model, input_shape, finite, notes) -> Lowered:
         names = sorted(str(d).replace("torch.", "") for d in dtypes)
         note = ([f"the model's weights are {', '.join(names)}: counted as the float64 model "
                  f"with the same weights"] if names else [])
-        # an attribute set in __init__, or one of the class (a property too); getattr alone
-        # would cost an nn.Module.__getattr__ miss on every count
-        declared = (model.__dict__.get("input_shape") or
-                    (getattr(model, "input_shape", None)
-                     if hasattr(type(model), "input_shape") else None))
-        shape = declared or (layers[0][0].shape[1],)
+        shape = _declared_shape(model) or (layers[0][0].shape[1],)
         return Lowered(layers, leaks, note, tuple(shape))
     from .lowering import lower_module  # conv nets, skip connections, traced forwards
 
@@ -179,7 +174,8 @@ def _known_ops(model: nn.Module) -> list[Affine | ReLU] | None:
         model = model.as_sequential()
     if not isinstance(model, nn.Sequential):
         return None
-    if getattr(model, "input_shape", None) is not None and len(model.input_shape) != 1:
+    declared = _declared_shape(model)
+    if declared is not None and len(declared) != 1:
         return None
     ops = []
     with parametrize.cached():  # derived weights are computed once, not once per tensor
@@ -201,6 +197,15 @@ def _known_ops(model: nn.Module) -> list[Affine | ReLU] | None:
             else:
                 return None
     return ops
+
+
+def _declared_shape(model: nn.Module) -> tuple | None:
+    """``model.input_shape`` if the model says it: an attribute set in ``__init__``, or one of
+    its class (a property too). Plain ``getattr`` would cost an ``nn.Module.__getattr__`` miss
+    on every count."""
+    if "input_shape" in model.__dict__:
+        return model.__dict__["input_shape"]
+    return getattr(model, "input_shape", None) if hasattr(type(model), "input_shape") else None
 
 
 def _stack(ops, finite) -> tuple[Layers, list[np.ndarray]]:

@@ -104,7 +104,7 @@ def test_known_boundaries_and_level_sets():
 
 
 def test_level_is_refused_for_several_outputs_and_checked():
-    with pytest.raises(InputError, match="level= is for a model with one output; this one has 3"):
+    with pytest.raises(InputError, match="level is for a model with one output; this one has 3"):
         count_regions_2d(classifier(2, [4], 3, seed=0), level=0.0)
     for bad in (float("nan"), "x"):
         with pytest.raises(InputError, match="level must be"):
