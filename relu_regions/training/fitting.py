@@ -241,7 +241,7 @@ class DerivedNet:
         return jvp_jacobian(self.predict, theta)
 
 
-def _auto_growth(config: FitConfig, data, composite) -> FitConfig:
+def _auto_growth(config: FitConfig, data: Dataset) -> FitConfig:
     """``config`` with ``grow_from`` from :func:`~relu_regions.training.auto.auto_settings` when
     it was left unset (growth needs a single construction); ``grow_from=depth`` trains directly."""
     if config.grow_from is not None:
@@ -257,7 +257,7 @@ class _Fit:
     """One fit's state: its config, data on the device, layouts, journal and loss history."""
 
     def __init__(self, config: FitConfig, data, stages: Stages, progress):
-        config = _auto_growth(config, data, composite)  # depth-dependent default (training/auto.py)
+        config = _auto_growth(config, data)  # depth-dependent default (training/auto.py)
         self.config, self.data, self.stages = config, data, stages
         self.seeds = config.seed_list
         self.d0 = config.grow_from or config.depth
