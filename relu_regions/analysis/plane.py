@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..nets.reader import lower
+from ..nets.reader import Lowered, lower
 from ..validation import check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
@@ -194,7 +194,17 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     """
     if input_shape is None and np.ndim(p0) > 1:
         input_shape = np.shape(p0)
-    lowered = lower(model, input_shape)
+    return count_lowered_plane(lower(model, input_shape), p0, p1, p2, extent, zero_tol=zero_tol,
+                               slope_tol=slope_tol, per_output=per_output, level=level)
+
+
+def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
+                        extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
+                        slope_tol: float = SLOPE_TOL, per_output: bool = False,
+                        level: float | None = None) -> PlaneCount:
+    """:func:`count_regions_plane` of a model already read by
+    :func:`~relu_regions.nets.reader.lower`: a caller counting many planes of one model reads it
+    once."""
     layers, leaks = lowered.layers, lowered.leaks
     level = check_level(level, layers[-1][0].shape[0])
     n_in = layers[0][0].shape[1]

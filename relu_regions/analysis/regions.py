@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
-from ..nets.reader import lower
+from ..nets.reader import Lowered, lower
 from ..validation import check_interval, check_level, check_point
 from .jit import njit
 
@@ -184,6 +184,16 @@ def count_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike, *,
     if input_shape is None and np.ndim(x0) > 1:
         input_shape = np.shape(x0)
     lowered = lower(model, input_shape, finite=False)  # _count checks the weights, packed
+    return count_lowered_segment(lowered, x0, x1, level=level, per_output=per_output,
+                                 zero_tol=zero_tol, slope_tol=slope_tol)
+
+
+def count_lowered_segment(lowered: Lowered, x0: ArrayLike, x1: ArrayLike, *,
+                          level: float | None = None, per_output: bool = False,
+                          zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL) -> RegionCount:
+    """:func:`count_regions_segment` of a model already read by
+    :func:`~relu_regions.nets.reader.lower`: a caller counting many segments of one model reads
+    it once."""
     layers, leaks = lowered.layers, lowered.leaks
     n_in = layers[0][0].shape[1]
     x0 = check_point(x0, n_in, "x0")

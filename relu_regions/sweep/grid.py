@@ -29,13 +29,10 @@ row per cell, in grid order, a column per varied field), ``summary.csv`` (per gr
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import io
 import json
 import math
-import multiprocessing
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,21 +42,15 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..errors import InputError
-from ..validation import check_int, env_defaults, json_safe, one_line
+from ..validation import json_safe, one_line
+from .backend import run_tasks
 from .config import SweepConfig, load_config
-from .config import show as _show
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
 SUMMARY_FIELDS = ("target", "depth", "method", "n_cells", "n_ok", "n_diverged", "n_failed",
                   "mse_mean", "mse_min", "mse_median", "train_mse_mean", "pieces_mean")
 FILES = ("results.csv", "results.json", "summary.csv", "sweep.png")
-DIED = ("BrokenProcessPool: the worker process died while running this cell (a crash or out "
-        "of memory)")
-BROKEN_POOL = ("BrokenProcessPool: a worker process died; if every cell failed so, the workers "
-               "could not start: call run_sweep from a script file under "
-               "`if __name__ == '__main__':` (spawn re-imports it), or use workers=0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +101,11 @@ def _row_key(cell) -> dict:
     return key
 
 
-def _failed_row(cell: dict, err: BaseException) -> dict:
+def _failed_row(cell: dict, err: BaseException | str) -> dict:
+    """The row of a cell that failed with ``err`` (an exception, or its one-line text)."""
     row = _row_key(cell)
     row.update(mse=None, train_mse=None, pieces=None, seconds=None, trained="",
-               status="failed", error=one_line(err))
+               status="failed", error=err if isinstance(err, str) else one_line(err))
     return {k: row[k] for k in row_fields(cell.get("varied", ()))}
 
 
@@ -181,28 +173,12 @@ def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: in
     if not isinstance(config, SweepConfig):
         config = load_config(config)
     out = _check_out_dir(out_dir, force)
-    if scheduler is not None and workers is not None:
-        raise InputError("workers applies to local runs; a Dask cluster's workers are set by "
-                         "the cluster")
-    if workers is not None:
-        check_int(workers, "workers", low=0)
     cells = config.cells()
     bar = _bar(len(cells), progress)
     start = time.perf_counter()
     try:
-        if scheduler is not None:
-            mode, n_workers = "dask", None
-            rows = _run_dask(cells, scheduler, bar)
-        elif workers == 0:
-            mode, n_workers = "inline", 0
-            rows = []
-            for cell in cells:
-                rows.append(run_cell(cell))
-                if bar:
-                    bar.update(1)
-        else:
-            mode, n_workers = "local", min(workers or os.cpu_count() or 1, len(cells))
-            rows = _run_local(cells, n_workers, bar)
+        rows, mode, n_workers = run_tasks(run_cell, cells, _failed_row, workers=workers,
+                                          scheduler=scheduler, bar=bar)
     finally:
         if bar:
             bar.close()
@@ -212,109 +188,6 @@ def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: in
                          workers=n_workers, seconds=seconds)
     result.files = write_results(result, out)
     return result
-
-
-def _run_local(cells, n_workers, bar) -> list:
-    """Cells in spawn process pools; rows in grid order.
-
-    A cell's exception comes back as a row from run_cell. A worker that dies (segfault, out of
-    memory) breaks the whole pool and every unfinished cell with it, so those are run again in a
-    fresh pool; a round that finishes nothing is rerun with one worker, where the cells run in
-    order and the first unfinished one is the cell that killed it: that cell is reported as
-    failed, the rest go on. If workers never finish anything (they cannot start), every cell is
-    reported failed after a few tries.
-    """
-    rows = [None] * len(cells)
-    todo = list(range(len(cells)))
-    width, ever_done, culprits = n_workers, False, 0
-    # One BLAS/OpenMP thread per worker (read by the children at start-up): n workers on n cores.
-    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
-        while todo:
-            done, broken = _pool_round(cells, todo, width, rows, bar)
-            ever_done = ever_done or bool(done)
-            dead = cf.process.BrokenProcessPool
-            for i in [i for i, e in broken.items() if not isinstance(e, dead)]:
-                rows[i] = _failed_row(cells[i], broken.pop(i))  # e.g. an unpicklable argument
-                if bar:
-                    bar.update(1)
-            if not broken:
-                break
-            todo = sorted(broken)
-            if width > 1:
-                width = n_workers if done else 1
-                continue
-            culprits += 1
-            if not ever_done and culprits >= 3:  # the workers cannot start at all
-                for i in todo:
-                    rows[i] = {**_failed_row(cells[i], broken[i]), "error": BROKEN_POOL}
-                    if bar:
-                        bar.update(1)
-                break
-            i = todo.pop(0)  # one worker, cells in order: the first unfinished one killed it
-            rows[i] = {**_failed_row(cells[i], broken[i]),
-                       "error": DIED if ever_done else BROKEN_POOL}
-            if bar:
-                bar.update(1)
-            width = n_workers
-    return rows
-
-
-def _pool_round(cells, todo, width, rows, bar):
-    """Submit ``todo`` to a fresh pool of ``width`` workers; fill rows; return (done, errors)."""
-    done, broken = [], {}
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, cells[i]): i for i in todo}
-        for fut in cf.as_completed(futures):
-            i = futures[fut]
-            try:
-                rows[i] = fut.result()
-            except Exception as err:  # BrokenProcessPool, pickling, ...
-                broken[i] = err
-                continue
-            done.append(i)
-            if bar:
-                bar.update(1)
-    return done, broken
-
-
-def _run_dask(cells, scheduler, bar) -> list:
-    try:
-        from dask.distributed import Client, as_completed
-    except ImportError:
-        raise InputError("Dask mode needs dask[distributed]: pip install 'relu-regions[sweep]'") \
-            from None
-    own = False
-    if isinstance(scheduler, Client):
-        client = scheduler
-    else:
-        address = getattr(scheduler, "scheduler_address", scheduler)
-        if not isinstance(address, str) or not address.strip():
-            raise InputError(f"scheduler must be an address like tcp://host:8786, got "
-                             f"{_show(scheduler)}")
-        try:
-            client = Client(address.strip(), timeout="20s")
-        except (OSError, TimeoutError, ValueError) as err:
-            raise InputError(f"cannot connect to the Dask scheduler {address.strip()!r}: "
-                             f"{one_line(err)}") from None
-        own = True
-    try:
-        rows = [None] * len(cells)
-        # pure=False: every cell is its own task even if two cells' arguments were equal.
-        futures = client.map(run_cell, cells, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in as_completed(futures):
-            i = index[fut.key]
-            try:
-                rows[i] = fut.result()
-            except Exception as err:  # e.g. KilledWorker: this cell only
-                rows[i] = _failed_row(cells[i], err)
-            if bar:
-                bar.update(1)
-        return rows
-    finally:
-        if own:
-            client.close()
 
 
 def _bar(total, enabled):
