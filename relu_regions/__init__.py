@@ -23,6 +23,7 @@ _EXPORTS = {
     "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
     "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",
     "characteristic_activation": "gmp.cab",
+    "RegionTracker": "analysis.tracking", "log_steps": "analysis.tracking",
 }
 
 __all__ = ["InputError", *_EXPORTS]

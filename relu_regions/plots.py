@@ -7,10 +7,11 @@ neither needs a display nor switches the backend of a user's notebook (no ``matp
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backend_bases import FigureCanvasBase
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .analysis.plane import PlaneCount
+    from .analysis.tracking import RegionTracker
     from .targets import Dataset
 
 EXACT_GRAPH_LIMIT = 200_000  # up to this many knots the graph is drawn through the knots exactly
@@ -282,4 +284,64 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
                  + ("" if count.resolved else " (unresolved)"), fontsize=10)
     if not own:
         return None
+    return save_figure(fig, path)
+
+
+def plot_tracked_counts(tracker: RegionTracker, path: Path | str) -> Path:
+    """Activation regions (solid) and linear pieces (dashed) against the step, one panel per
+    probe kind: the median over the probes and, shaded, their 25-75 % band. Log step axis
+    (symlog when step 0 is recorded)."""
+    rows = tracker.rows()
+    if not rows:
+        raise InputError("nothing recorded yet: call record(model, step) at least once")
+    kinds = [k for k in ("segment", "plane") if any(r["kind"] == k for r in rows)]
+    fig, axes = subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        mine = [r for r in rows if r["kind"] == kind]
+        steps = sorted({r["step"] for r in mine})
+        for column, style in (("activation_regions", "o-"), ("linear_pieces", "s--")):
+            values = [np.array([r[column] for r in mine if r["step"] == s], dtype=float)
+                      for s in steps]
+            low, mid, high = (np.array([np.percentile(v, q) for v in values])
+                              for q in (25, 50, 75))
+            (line,) = ax.plot(steps, mid, style, ms=3, label=column.replace("_", " "))
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+        if steps[0] == 0:
+            ax.set_xscale("symlog", linthresh=1.0)
+        else:
+            ax.set_xscale("log")
+        n = sum(1 for k in tracker.kinds() if k == kind)
+        ax.set_title(f"{n} {kind}{'s' if n != 1 else ''}: median, 25-75 % band", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("count per probe")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_density_profile(tracker: RegionTracker, path: Path | str,
+                         steps: Sequence[int] | None = None, bins: int = 10) -> Path:
+    """Breakpoints per unit length against the distance from the segments' centres (the data
+    points), one line per step (default: up to six of the recorded steps, log-spaced, first and
+    last included); :meth:`RegionTracker.density_profile`."""
+    recorded = tracker.steps
+    if steps is None:
+        at = np.unique(np.rint(np.geomspace(1, len(recorded), min(6, len(recorded)))) - 1)
+        steps = [recorded[int(i)] for i in at] if recorded else []
+    profiles = [tracker.density_profile(s, bins=bins) for s in steps]
+    if not profiles:
+        raise InputError("nothing recorded yet: call record(model, step) at least once")
+    fig, ax = subplots(figsize=(5.2, 3.6))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, len(profiles)))
+    for profile, color in zip(profiles, colors, strict=True):
+        ax.plot(profile.distance, profile.density, "o-", ms=3, color=color,
+                label=f"step {profile.step}")
+    ax.set_xlabel("distance from the data point (input units)")
+    ax.set_ylabel("breakpoints per unit length")
+    ax.set_title(f"{profiles[0].segments} segments through data points", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return save_figure(fig, path)
