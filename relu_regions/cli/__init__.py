@@ -1,7 +1,7 @@
 """The ``relu-regions`` command: parses arguments, calls the Python API, prints. No logic here.
 
 ``parser`` builds the parser (light: no torch); each command lives in its own module (``count``,
-``train``, ``sweep``, ``gmp``, ``report``, ``demo``), each with ``run(args) -> dict`` and
+``train``, ``sweep``, ``track``, ``gmp``, ``report``, ``demo``), each with ``run(args) -> dict`` and
 ``show(dict) -> str``, and only the chosen one is imported.
 """
 

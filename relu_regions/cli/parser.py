@@ -99,6 +99,45 @@ def build_parser() -> Parser:
     w.add_argument("--force", action="store_true", help="allow a non-empty --out")
     w.add_argument("--json", action="store_true", help="print JSON")
 
+    k = sub.add_parser("track", help="count regions along random segments through data points, "
+                                     "for every checkpoint of a run",
+                       description="Exact activation regions, linear pieces and decision "
+                                   "crossings along --lines random segments (and on --planes "
+                                   "random planes) centred at data points, for every checkpoint "
+                                   "matching --checkpoints; writes track.csv, track.json, "
+                                   "counts.png (counts against the step) and density.png "
+                                   "(breakpoints per unit length against the distance from the "
+                                   "data) in --out.")
+    k.add_argument("--checkpoints", required=True, metavar="GLOB",
+                   help="checkpoint files written by relu_regions.checkpoint.save, a quoted "
+                        "pattern such as 'ckpts/*.pt'; each one's step is the 'step' of its "
+                        "metadata, else the last number in its name, else (if some file has "
+                        "neither) its position in name order")
+    k.add_argument("--data", required=True, type=Path, metavar="CSV",
+                   help="data points: rows of the model's n inputs, or n + 1 columns whose last "
+                        "(a target or label) is ignored; a header row is skipped")
+    k.add_argument("--lines", type=int, default=100, metavar="N",
+                   help="segments, each through another data point (default 100)")
+    k.add_argument("--length", type=float, required=True, metavar="L",
+                   help="each segment's length in input units, centred at its point (planes: "
+                        "squares of side L)")
+    k.add_argument("--planes", type=int, default=0, metavar="N",
+                   help="also N planes through data points and two random directions "
+                        "(default 0)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the points and directions "
+                                                       "(default 0)")
+    k.add_argument("--bins", type=int, default=10, help="distance bins of density.png "
+                                                        "(default 10)")
+    k.add_argument("--out", default="track-out", metavar="DIR",
+                   help="folder for the files (default track-out)")
+    k.add_argument("--force", action="store_true", help="allow a non-empty --out")
+    k.add_argument("--workers", type=int, metavar="N",
+                   help="count the checkpoints on N local processes (default: this process)")
+    k.add_argument("--scheduler", metavar="ADDR", help="count them on a Dask cluster, e.g. "
+                                                       "tcp://host:8786")
+    k.add_argument("--quiet", action="store_true", help="no progress")
+    k.add_argument("--json", action="store_true", help="print JSON")
+
     g = sub.add_parser("gmp", help="GmP studies of Chen & Ge: Levy regression, Banana "
                                    "classification (SP, WN, BN, GmP)",
                        description="Run the 1D Levy or 2D Banana study and report per-method "
@@ -149,6 +188,10 @@ EXAMPLES = {
               "--to 1,1"],
     "train": ["relu-regions train --target 'x**3' --out run1"],
     "sweep": ["relu-regions sweep experiments/sweep_example.toml --out sweep1"],
+    "track": ["relu-regions track --checkpoints 'ckpts/*.pt' --data test.csv --lines 100 "
+              "--length 0.5",
+              "relu-regions track --checkpoints 'ckpts/*.pt' --data test.csv --length 0.5 "
+              "--planes 10 --workers 2 --out track1 --json"],
     "gmp": ["relu-regions gmp levy --seeds 3 --out gmp-levy"],
     "report": ["relu-regions report run1"],
     "demo": ["relu-regions demo --depth 8 --no-train --out demo"],
@@ -172,7 +215,8 @@ def _and_language(text):
 
 
 EPILOGS = {"count": lambda: _examples("count") + "\n\n" + _language(),
-           "gmp": lambda: _examples("gmp"), "demo": lambda: _examples("demo")}
+           "gmp": lambda: _examples("gmp"), "demo": lambda: _examples("demo"),
+           "track": lambda: _examples("track")}
 
 
 def _top_epilog() -> str:

@@ -13,10 +13,13 @@ class Progress:
     """``tick(mse)`` after every optimizer step (``None`` when disabled, so callers can skip it).
 
     ``enabled``: True picks the bar on a terminal and lines otherwise; "lines" or "bar" forces
-    one; False is silent."""
+    one; False is silent. ``desc`` and ``unit`` name other work than training (e.g. "tracking",
+    "checkpoint"), whose ``tick(None)`` or ``update(n)`` (tqdm's name) shows no MSE."""
 
-    def __init__(self, total: int, n_seeds: int, enabled=False, stream=None):
+    def __init__(self, total: int, n_seeds: int, enabled=False, stream=None, *,
+                 desc: str | None = None, unit: str = "step"):
         self.total, self.n_seeds, self.stream = total, n_seeds, stream or sys.stderr
+        self.desc, self.unit = desc or f"training {n_seeds} seeds", unit
         self.bar, self.steps, self.last = None, 0, time.monotonic()
         mode = enabled
         if enabled is True:
@@ -25,8 +28,8 @@ class Progress:
         if mode == "bar":
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=f"training {n_seeds} seeds", unit="step",
-                            leave=False, file=self.stream)
+            self.bar = tqdm(total=total, desc=self.desc, unit=unit, leave=False,
+                            file=self.stream)
 
     def __enter__(self):
         return self
@@ -35,17 +38,24 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def update(self, n: int = 1) -> None:
+        if self.tick is not None:
+            for _ in range(n):
+                self.tick(None)
+
     def _bar_tick(self, mse):
         self.bar.update(1)
-        self.bar.set_postfix(mse=f"{float(mse.mean()):.2e}")
+        if mse is not None:
+            self.bar.set_postfix(mse=f"{float(mse.mean()):.2e}")
 
     def _line_tick(self, mse):
         self.steps += 1
         now = time.monotonic()
         if now - self.last >= LINE_EVERY:
             self.last = now
-            print(f"training {self.n_seeds} seeds: step {self.steps} of about {self.total}, "
-                  f"mean MSE {float(mse.mean()):.2e}", file=self.stream, flush=True)
+            error = "" if mse is None else f", mean MSE {float(mse.mean()):.2e}"
+            print(f"{self.desc}: {self.unit} {self.steps} of about {self.total}{error}",
+                  file=self.stream, flush=True)
 
 
 def _isatty(stream) -> bool:
