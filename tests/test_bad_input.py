@@ -71,6 +71,10 @@ CASES = [
     (["report", "."], "not a complete run folder"),
     (["train", "--resume", "."], "no training state"),
     (["sweep", "missing.toml", "--out", "sweep-out"], "missing.toml"),
+    (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--length", "0.5"],
+     "matches no files"),
+    (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--length", "0"],
+     "--length must be a finite number > 0"),
     (["gmp", "banana", "--seeds", "0"], "--seeds"),
     (["demo", "--depth", "25"], "between 1 and 20"),
     # issue 15: expressions answer how to fix them
