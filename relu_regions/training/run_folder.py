@@ -136,6 +136,9 @@ def read_run(folder: Path | str) -> dict:
     :meth:`FitResult.from_dict <relu_regions.training.result.FitResult.from_dict>`: ``d`` (the
     metrics), ``models``, ``history`` and ``data``."""
     run = Path(folder)
+    if not run.is_dir():
+        raise InputError(f"no run folder at {run}: give the --out folder of a train run "
+                         "(or FitResult.save's folder)")
     try:
         metrics = json.loads((run / "metrics.json").read_text())
         with np.load(run / "history.npz", allow_pickle=False) as h:
