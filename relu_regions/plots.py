@@ -159,8 +159,10 @@ def plot_fit(model: nn.Module, data: Dataset, path: Path | str, count: RegionCou
 
 
 def plot_history(loss: np.ndarray, boundary: int, path: Path | str,
-                 title: str = "training loss") -> Path:
-    """Per-seed MSE per step (thin), their median (thick), and the phase boundary."""
+                 title: str = "training loss", pieces: dict | None = None) -> Path:
+    """Per-seed MSE per step (thin), their median (thick), and the phase boundary; with
+    ``pieces`` (a fit's ``history["pieces"]``), every row's linear pieces at each stage end on a
+    second axis."""
     fig, ax = subplots(figsize=(7, 4))
     steps = np.arange(1, loss.shape[1] + 1)
     for row in loss:
@@ -172,7 +174,17 @@ def plot_history(loss: np.ndarray, boundary: int, path: Path | str,
     ax.set_xlabel("step (full batch)")
     ax.set_ylabel("MSE")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if pieces is not None and len(pieces["pieces"]):
+        right = ax.twinx()
+        counted = pieces["pieces"] >= 0  # -1: a diverged row
+        right.scatter(pieces["step"][counted], pieces["pieces"][counted], s=10, color="C2",
+                      alpha=0.5, label="linear pieces at a stage end (each row)")
+        right.set_ylabel("linear pieces")
+        right.set_ylim(bottom=0)
+        extra = right.get_legend_handles_labels()
+        handles, labels = handles + extra[0], labels + extra[1]
+    ax.legend(handles, labels, fontsize=8)
     return save_figure(fig, path)
 
 

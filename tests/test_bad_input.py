@@ -69,6 +69,7 @@ CASES = [
     (["count", "--checkpoint", "missing.pt"], "not found"),
     # other commands
     (["report", "."], "not a complete run folder"),
+    (["report", "no-such-run"], "no run folder at no-such-run"),
     (["train", "--resume", "."], "no training state"),
     (["sweep", "missing.toml", "--out", "sweep-out"], "missing.toml"),
     (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--length", "0.5"],

@@ -71,7 +71,7 @@ def fit(target: str | Target | Callable[[np.ndarray], ArrayLike] | None = None, 
         checkpoint: Path | str | None = None, checkpoint_every: int | None = None,
         resume: Path | str | dict | None = None, checkpoint_meta: str = "",
         on_stage: Callable[[StageEvent], object] | Sequence[Callable] | None = None,
-        **overrides: Any) -> FitResult:
+        tracker: Any = None, **overrides: Any) -> FitResult:
     """Train ``seeds`` nets of width-4 constructions, ``depth`` hidden layers each, in one batch.
 
     ``target``: an expression in x (``"x**3"``; in x and y for a 2D fit) or a callable on numpy
@@ -87,7 +87,16 @@ def fit(target: str | Target | Callable[[np.ndarray], ArrayLike] | None = None, 
     caller resumes with ``fit(resume=DIR)``; ``checkpoint_meta``: text stored in the state;
     ``on_stage``: a hook, or a list of them, called with a
     :class:`~relu_regions.training.stages.StageEvent` at every stage's start and end (this fit
-    only; :func:`~relu_regions.training.stages.register_stage_hook` for every fit).
+    only; :func:`~relu_regions.training.stages.register_stage_hook` for every fit);
+    ``tracker``: a :class:`~relu_regions.analysis.tracking.RegionTracker` (or any object with
+    ``record(model, step, **tags)``) that records every row's net at every stage end (phase 1,
+    the pick, phase 2, each growth stage, the polish) with ``stage``, ``seed`` and ``row`` tags,
+    ``step`` being the optimizer steps taken so far; a resumed fit records the finished stages
+    again, so a fresh tracker ends with the rows of an uninterrupted fit.
+
+    A 1D fit keeps the same record of its own: ``result.history["pieces"]``, every row's linear
+    pieces on the interval at every stage end (arrays ``step``, ``stage``, ``seed``, ``row``,
+    ``pieces``), which the run folder stores and its history plot draws.
 
     >>> r = fit("x**2", depth=3, seeds=2, phase1="lm:5", phase2="lm:10", starts=1, optimum=False)
     >>> r.best
@@ -111,10 +120,48 @@ def fit(target: str | Target | Callable[[np.ndarray], ArrayLike] | None = None, 
     if not all(callable(h) for h in hooks):
         raise InputError("on_stage must be a callable or a list of callables (each gets a "
                          "StageEvent)")
-    stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra, hooks,
-                    config.seed_list)
+    if tracker is not None and not callable(getattr(tracker, "record", None)):
+        raise InputError(f"tracker must have a record(model, step, **tags) method, like "
+                         f"relu_regions.RegionTracker; got {type(tracker).__name__}")
+    recorder = StageRecorder(data.box, config.count and data.dims == 1, tracker)
+    stages = Stages(checkpoint, checkpoint_every, state, checkpoint_meta, extra,
+                    [recorder, *hooks], config.seed_list)
     with torch_threads(config.threads):
-        return _Fit(config, data, stages, progress).run()
+        return _Fit(config, data, stages, progress, recorder).run()
+
+
+class StageRecorder:
+    """A stage hook: at every stage end, each row's linear pieces on the interval (when
+    ``count``) and each row's net handed to ``tracker.record(model, step, stage=, seed=, row=)``.
+    """
+
+    COLUMNS = ("step", "stage", "seed", "row", "pieces")
+
+    def __init__(self, box, count: bool, tracker=None):
+        self.box, self.count, self.tracker = box, count, tracker
+        self.rows: list[tuple] = []
+
+    def __call__(self, event: StageEvent) -> None:
+        if event.when != "end" or not (self.count or self.tracker is not None):
+            return
+        raw = event.raw().cpu()
+        shapes = shapes_of(list(event.widths))
+        for r in range(raw.shape[0]):
+            seed = event.seed_of(r)
+            if self.count:  # from the weights: building a module costs more than the count
+                layers = [(w.numpy(), b.numpy()) for w, b in unflatten_layers(raw[r], shapes)]
+                self.rows.append((event.step, event.stage, seed, r,
+                                  count_pieces(layers, self.box)))
+            if self.tracker is not None:
+                model = to_module(raw[r], shapes, list(event.widths))
+                self.tracker.record(model, event.step, stage=event.stage, seed=seed, row=r)
+
+    def history(self) -> dict:
+        """The pieces record as arrays, one per column (empty when nothing was counted)."""
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * 5
+        dtypes = (np.int64, np.str_, np.int64, np.int64, np.int64)
+        return {name: np.array(col, dtype=dtype)
+                for name, col, dtype in zip(self.COLUMNS, columns, dtypes, strict=True)}
 
 
 def _config(target, config, overrides) -> FitConfig:
@@ -256,7 +303,8 @@ def _auto_growth(config: FitConfig, data: Dataset) -> FitConfig:
 class _Fit:
     """One fit's state: its config, data on the device, layouts, journal and loss history."""
 
-    def __init__(self, config: FitConfig, data, stages: Stages, progress):
+    def __init__(self, config: FitConfig, data, stages: Stages, progress,
+                 recorder: StageRecorder | None = None):
         config = _auto_growth(config, data)  # depth-dependent default (training/auto.py)
         self.config, self.data, self.stages = config, data, stages
         self.seeds = config.seed_list
@@ -280,6 +328,7 @@ class _Fit:
         self.x = torch.tensor(data.x, dtype=torch.float64, device=self.dev)
         self.y = torch.tensor(data.y, dtype=torch.float64, device=self.dev)
         self.history: list = []
+        self.recorder = recorder
         # steps on each seed's best paths after a growth
         self.polish = round(POLISH_SHARE * config.phase2.steps) if config.grows else 0
         self.optimum_note = None  # why the optimum column is empty, when fit skipped it
@@ -443,13 +492,18 @@ class _Fit:
             depth=c.depth, width=c.width, seeds=self.seeds, interval=data.interval, mse=mse,
             train_mse=train_mse, pieces=self._pieces(models), optimal_mse=optimal,
             **self._plane_counts(models),
-            efficiency=eff, history={"loss": hist, "phase_boundary": boundary}, models=models,
+            efficiency=eff, history={"loss": hist, "phase_boundary": boundary,
+                                     "pieces": self._piece_history()}, models=models,
             seconds=seconds, phases=self._phases(),
             diverged=[int(s) for s, m in zip(self.seeds, mse, strict=True) if not np.isfinite(m)],
             shape=self.shape, widths=list(self.widths),
             optimal_pieces=n_pieces if optimal else None, max_pieces=n_pieces,
             config=c, data=data, errors=_test_errors(r_test.cpu().numpy(), data.test_y),
         )
+
+    def _piece_history(self) -> dict:
+        recorder = self.recorder or StageRecorder(self.data.box, False)
+        return recorder.history()
 
     def _optimum(self, n_pieces, train_mse):
         """The best n_pieces-piece fit of the training data, and optimum / achieved per seed;
@@ -507,9 +561,9 @@ def _test_errors(residual, test_y) -> dict:
                 "max_abs_error": np.abs(residual).max(axis=1)}
 
 
-def count_pieces(model: nn.Module, box: Sequence[Sequence[float]]) -> int:
-    """Linear pieces on the interval (1D), or along the box's diagonal (nD); -1 if the weights
-    are not finite (a diverged seed)."""
+def count_pieces(model: nn.Module | Sequence, box: Sequence[Sequence[float]]) -> int:
+    """Linear pieces of a model (or its (W, b) pairs) on the interval (1D), or along the box's
+    diagonal (nD); -1 if the weights are not finite (a diverged seed)."""
     try:
         if len(box) == 1:
             return count_regions(model, *box[0]).linear_pieces

@@ -152,7 +152,8 @@ def mlp_jacobian(layers: RawLayers, x: torch.Tensor) -> torch.Tensor:
 def to_module(theta: torch.Tensor, shapes: LayerShapes,
               widths: Sequence[int]) -> torch.nn.Sequential:
     """One row of Theta as the plain nn.Sequential of ``widths`` (float64)."""
-    net = linear_relu_stack(widths)
+    # built on the meta device: nn.Linear's own initialization would cost more than the copy
+    net = linear_relu_stack(widths, device="meta").to_empty(device="cpu")
     with torch.no_grad():
         for (w, b), layer in zip(unflatten_layers(theta, shapes), net[::2], strict=True):
             layer.weight.copy_(w)

@@ -113,6 +113,10 @@ class FitResult:
         if pts.dim() != 2 or pts.shape[1] != self.inputs:
             raise InputError(f"points must have shape (n,) or (n, {self.inputs}) for this "
                              f"{self.inputs}-input net, got {tuple(pts.shape)}")
+        if not bool(torch.isfinite(pts).all()):
+            bad = int((~torch.isfinite(pts)).any(dim=1).nonzero()[0])
+            raise InputError(f"points must be finite numbers: point {bad} is "
+                             f"{pts[bad].tolist()}; drop or fill the missing values first")
         _warn_outside(pts.numpy(), [self.interval] if self.inputs == 1 else self.interval)
         with torch.no_grad():
             return model(pts).reshape(-1).numpy().astype(np.float64)

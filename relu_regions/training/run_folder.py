@@ -100,8 +100,10 @@ def _write(result, out: Path, command) -> None:
                          "phases": result.phases, **info})
     atomic_write_text(out / "train.csv", targets.to_csv_text(data.x, data.y))
     atomic_write_text(out / "test.csv", targets.to_csv_text(data.test_x, data.test_y))
+    pieces = result.history.get("pieces") or {}
     atomic_write(out / "history.npz", lambda f: np.savez(
-        f, loss=result.history["loss"], phase_boundary=result.history["phase_boundary"]))
+        f, loss=result.history["loss"], phase_boundary=result.history["phase_boundary"],
+        **{f"pieces_{k}": v for k, v in pieces.items()}))
     atomic_write_text(out / "metrics.json", json.dumps({**result.to_dict(), **info}, indent=2))
     if data.dims == 1:
         _write_pieces(result, out / "pieces.csv")
@@ -125,7 +127,8 @@ def draw_run(out: Path, result: Any) -> list:
                  title=f"{result.method} ({result.shape}), depth {result.depth}, seed "
                        f"{result.seeds[i]}: MSE {result.mse[i]:.2e}"),
             plot_history(result.history["loss"], result.history["phase_boundary"],
-                         out / "history.png", title=f"{result.method} on {result.target}")]
+                         out / "history.png", title=f"{result.method} on {result.target}",
+                         pieces=result.history.get("pieces"))]
 
 
 def read_run(folder: Path | str) -> dict:
@@ -133,10 +136,14 @@ def read_run(folder: Path | str) -> dict:
     :meth:`FitResult.from_dict <relu_regions.training.result.FitResult.from_dict>`: ``d`` (the
     metrics), ``models``, ``history`` and ``data``."""
     run = Path(folder)
+    if not run.is_dir():
+        raise InputError(f"no run folder at {run}: give the --out folder of a train run "
+                         "(or FitResult.save's folder)")
     try:
         metrics = json.loads((run / "metrics.json").read_text())
         with np.load(run / "history.npz", allow_pickle=False) as h:
             loss, boundary = h["loss"], int(h["phase_boundary"])
+            pieces = {k[len("pieces_"):]: h[k] for k in h.files if k.startswith("pieces_")}
         train, test = targets.from_csv(run / "train.csv"), targets.from_csv(run / "test.csv")
         seeds = [int(s) for s in metrics["seed_list"]]
         interval = metrics["interval"]
@@ -149,4 +156,4 @@ def read_run(folder: Path | str) -> dict:
     data = targets.Dataset(train.x, train.y, test.x, test.y, interval, metrics["target"])
     models = [checkpoint.load(run / "checkpoints" / f"seed-{s:04d}.pt")[0] for s in seeds]
     return {"d": metrics, "models": models, "data": data,
-            "history": {"loss": loss, "phase_boundary": boundary}}
+            "history": {"loss": loss, "phase_boundary": boundary, "pieces": pieces or None}}

@@ -39,6 +39,8 @@ def test_best_is_the_lowest_mse_seed_and_predict_takes_any_float_input(result):
     assert np.array_equal(result.predict(0.5), result.predict([0.5]))  # one point
     with pytest.raises(InputError, match="points must be numbers"):
         result.predict(["a"])
+    with pytest.raises(InputError, match=r"finite numbers: point 1 is \[nan\]"):
+        result.predict([0.5, float("nan")])
     with pytest.raises(InputError, match="seed 99 is not in this run"):
         result.predict([0.5], seed=99)
 
