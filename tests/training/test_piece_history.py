@@ -89,3 +89,14 @@ def test_a_tracker_without_record_is_refused():
     with pytest.raises(InputError, match="tracker must have a record"):
         fit("x**3", tracker=[1, 2], **RUN, **FIXED)
 
+
+
+def test_a_region_tracker_in_a_fit_counts_what_the_piece_history_does():
+    from relu_regions import RegionTracker
+
+    tracker = RegionTracker(segments=[([0.0], [1.0])])
+    r = fit("x**3", tracker=tracker, **RUN, **FIXED)
+    rows = tracker.rows()
+    assert [(row["step"], row["stage"], row["seed"], row["row"], row["linear_pieces"])
+            for row in rows] == _table(r.history)
+    assert all(row["density"] == row["activation_regions"] for row in rows)  # length 1
