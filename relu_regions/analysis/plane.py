@@ -776,7 +776,7 @@ class _Accumulator:
         if windows is not None:
             bits = np.unpackbits(pat, axis=1, count=n_hidden).astype(bool)
             pat = np.packbits(region_keys(bits, *windows), axis=1)
-            key_ids = np.unique(pat, axis=0, return_inverse=True)[1].reshape(-1)
+            key_ids = _row_ids(pat)
         n_pieces, boundary, unmatched, own, n_regions = _pieces(
             offsets, polygons, grads.reshape(n, -1), mags.reshape(n, -1), slope_tol, self.box,
             pieces, self.k if per_output else 0, key_ids, regions)
@@ -796,6 +796,21 @@ class _Accumulator:
             level=self.level, decision_segments=segs,
             decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
             pieces_per_output=own, cells=n, regions=regions)
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """An integer per row of the uint8 array ``rows``, equal iff the rows are: a lexsort of the
+    rows as 64-bit words (np.unique on whole rows sorts bytes, ~10x slower)."""
+    n, width = rows.shape
+    words = np.zeros((n, -(-width // 8) * 8), np.uint8)
+    words[:, :width] = rows
+    words = words.view(np.uint64)
+    order = np.lexsort(words.T[::-1])
+    new = np.ones(n, dtype=bool)
+    new[1:] = np.any(words[order[1:]] != words[order[:-1]], axis=1)
+    ids = np.empty(n, np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
 
 @njit(cache=True)
