@@ -5,7 +5,11 @@ Nets (PyTorch's default init, torch.manual_seed(0)), all with 10 outputs:
 
   * mlp: 784 -> 256 x 3 -> 10, an nn.Sequential of Linear / ReLU;
   * residual: 784 -> 256, ReLU, then two blocks x + W2 relu(W1 x + b1) (width 256), -> 10: a
-    module whose forward we trace; regioncam gets the same blocks as ``regioncam.nn.Residual``.
+    module whose forward we trace; regioncam gets the same blocks as ``regioncam.nn.Residual``;
+  * maxpool: 784 -> 256 x 2 -> 32, then ``nn.MaxPool1d(32)``: one output, the max of the 32
+    (regioncam's ``max_pool()`` layer, which takes the max of all its input's units). Its
+    regions are cells of constant ReLU signs and argmax; its decision boundary is the level set
+    f = 0 (regioncam: its sign classifier).
 
 The plane goes through three inputs drawn uniformly from [0, 1]^784 (numpy seed 0). Both tools
 cut the same square: plane coordinates s in [-h, h]^2 around the three points' centroid c, with
@@ -51,7 +55,10 @@ WIDTH = 256
 HALF = {
     "mlp": {"1e4": 3.9, "5e4": 8.9, "2e5": 44.5},
     "residual": {"1e4": 3.47, "5e4": 8.3, "2e5": 40.5},
+    # the max-pool net grows slower still (86,532 regions at h = 40): no 2e5 square yet
+    "maxpool": {"1e4": 5.49, "5e4": 15.8},
 }
+POOL = 32  # the max-pool net's window: its last layer's width
 
 
 def build(kind):
@@ -77,6 +84,10 @@ def build(kind):
     if kind == "mlp":
         return nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
                              nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 10)).eval()
+    if kind == "maxpool":
+        return nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
+                             nn.Linear(WIDTH, POOL), nn.Unflatten(1, (1, POOL)),
+                             nn.MaxPool1d(POOL), nn.Flatten()).eval()
     return ResidualMLP().eval()
 
 
@@ -126,7 +137,7 @@ def regioncam_net(kind, half):
         return regioncam.nn.Linear(np.ascontiguousarray(w.T, np.float32), b.astype(np.float32))
 
     rnn = regioncam.nn
-    if kind == "mlp":
+    if kind in ("mlp", "maxpool"):  # the max-pool net's max is added by _regioncam
         lins = [m for m in model if isinstance(m, nn.Linear)]
         layers = [linear(lins[0], True)]
         for m in lins[1:]:
@@ -142,9 +153,11 @@ def regioncam_net(kind, half):
 def _regioncam(kind, half, queue):
     import regioncam
 
-    def count(net, half):
+    def count(net, half, pool=False):
         rc = regioncam.Regioncam(size=half)  # the box [-half, half]^2
         rc.add(net)
+        if pool:
+            rc.max_pool()
         faces = rc.num_faces
         rc.decision_boundary()
         return rc, faces
@@ -155,7 +168,7 @@ def _regioncam(kind, half, queue):
                                   regioncam.nn.Linear(*small[2:])), 1.0)
     net = regioncam_net(kind, half)
     t = time.perf_counter()
-    rc, faces = count(net, half)
+    rc, faces = count(net, half, kind == "maxpool")
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     length = sum(e.length for e in rc.edges if e.is_decision_boundary)  # checked, not timed
@@ -210,6 +223,10 @@ def main():
     rows, unequal = [], []
     for kind in args.nets:
         for size in args.sizes:
+            if size not in HALF[kind]:
+                print(f"{kind} {size}: no square for this size yet (find one with --search)",
+                      file=sys.stderr)
+                continue
             half = HALF[kind][size]
             repeats = args.repeats_large if size == "2e5" else args.repeats
             ours, theirs = [], []

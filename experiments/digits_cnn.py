@@ -4,11 +4,12 @@ test digits: activation regions, linear pieces and the argmax decision boundary 
 
 The model, float64, seeded (rows of 64 pixels in, unflattened to 1x8x8):
 
-    Conv2d(1, C1, 3, padding=1) -> BatchNorm2d -> ReLU -> AvgPool2d(2)     8x8 -> 4x4
-    Conv2d(C1, C2, 3, padding=1) -> BatchNorm2d -> ReLU -> AvgPool2d(2)    4x4 -> 2x2
+    Conv2d(1, C1, 3, padding=1) -> BatchNorm2d -> ReLU -> MaxPool2d(2)     8x8 -> 4x4
+    Conv2d(C1, C2, 3, padding=1) -> BatchNorm2d -> ReLU -> MaxPool2d(2)    4x4 -> 2x2
     Flatten -> Linear(4 C2, 10)
 
-(average pooling: the reader does not take max-pooling yet). Inputs are the pixels / 16, in [0, 1];
+(activation regions: cells of constant ReLU signs and max-pooling argmaxes). Inputs are the
+pixels / 16, in [0, 1];
 a stratified 75/25 train/test split (``random_state=seed``); Adam, cross-entropy, mini-batches, a
 plain loop. The trained model (eval mode) is saved with ``relu_regions.checkpoint.save`` (its
 lowered form), then a fresh spawned process loads it and counts the plane through the first test
@@ -69,8 +70,8 @@ def make_cnn(channels: tuple[int, int], seed: int) -> nn.Sequential:
     c1, c2 = channels
     model = nn.Sequential(
         nn.Unflatten(1, INPUT_SHAPE),
-        nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(4 * c2, 10)).to(DTYPE)
     model.input_shape = (64,)
     return model

@@ -9,8 +9,9 @@ where the JSON config has at least ``"model"``: ``{"kind": "mlp", "widths": [1, 
 "margin": .., "interval": [lo, hi], "concave": ..}`` (a ConstructionNet) or ``{"kind": "lowered",
 "widths": [..], "input_shape": [..], "notes": [..]}`` (any other model the reader reads, stored
 as its chain of (W, b) layers and per-unit slopes ``leak{i}``: a
-:class:`~relu_regions.nets.reader.LoweredNet`), plus whatever the caller adds (method, target,
-seed, versions...). Only tensors, strings and dicts are stored, so
+:class:`~relu_regions.nets.reader.LoweredNet`; a model with max windows adds ``"max_nodes": N``
+and an int64 tensor ``max_nodes`` (N, 5) of its tournament nodes), plus whatever the caller
+adds (method, target, seed, versions...). Only tensors, strings and dicts are stored, so
 ``torch.load(weights_only=True)`` reads it without unpickling any code; anything else is refused.
 Writes go to a temporary file in the same folder, then ``os.replace``: a crash never leaves half a
 checkpoint under the final name.
@@ -32,7 +33,7 @@ from .atomic import atomic_write
 from .errors import InputError
 from .nets.construction import Construction
 from .nets.parametrize import ConstructionNet, linear_relu_stack
-from .nets.reader import LoweredNet, layer_stack, lower
+from .nets.reader import LoweredNet, check_max_nodes, layer_stack, lower
 from .validation import is_int, one_line
 
 FORMAT = "relu-regions/1"
@@ -53,9 +54,13 @@ def _stored(model: nn.Module) -> tuple[dict, nn.Module]:
         return {"kind": "mlp", "widths": [layers[0][0].shape[1]]
                 + [w.shape[0] for w, _ in layers]}, model
     lowered = lower(model)
-    net = LoweredNet.from_layers(lowered.layers, lowered.leaks, lowered.input_shape)
-    return {"kind": "lowered", "widths": net.widths, "input_shape": list(net.input_shape),
-            "notes": lowered.notes}, net
+    net = LoweredNet.from_layers(lowered.layers, lowered.leaks, lowered.input_shape,
+                                 lowered.max_nodes)
+    config = {"kind": "lowered", "widths": net.widths, "input_shape": list(net.input_shape),
+              "notes": lowered.notes}
+    if lowered.max_nodes is not None:
+        config["max_nodes"] = len(lowered.max_nodes)
+    return config, net
 
 
 def _plain_mlp(model: nn.Module) -> bool:
@@ -81,7 +86,10 @@ def build_model(config: dict) -> nn.Module:
                 and math.prod(shape) == widths[0]):
             raise InputError(f"checkpoint has a malformed model config: input_shape={shape!r} "
                              f"for {widths[0]} inputs")
-        return LoweredNet(widths, tuple(shape))
+        n_max = config.get("max_nodes", 0)
+        if not (is_int(n_max) and n_max >= 0):
+            raise InputError(f"checkpoint has a malformed model config: max_nodes={n_max!r}")
+        return LoweredNet(widths, tuple(shape), n_max)
     if kind == "construction":
         args = {k: config[k] for k in ("thm31", "margin", "interval", "concave") if k in config}
         return ConstructionNet(Construction(config.get("depth"), **args))
@@ -130,6 +138,8 @@ def load(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Modul
         config = json.loads(payload["config"])
         model = build_model(config["model"])
         model.load_state_dict(payload["state_dict"])
+        if isinstance(model, LoweredNet) and model.has_max_nodes:
+            check_max_nodes(model.max_nodes.numpy(), model.widths[1:-1])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         if isinstance(e, InputError):
             raise

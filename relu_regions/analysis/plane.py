@@ -63,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
-from ..nets.reader import Lowered, lower
+from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
@@ -82,12 +82,20 @@ CELLS_WRITTEN, ROWS_WRITTEN, SNAPPED, CELLS_NEEDED, ROWS_NEEDED = range(5)
 class PlaneCount:
     """Exact activation regions and linear pieces of a model on a box of a plane.
 
-    Cells (activation regions) are convex polygons: ``polygons[offsets[i]:offsets[i + 1]]`` are the
-    (u, v) vertices of cell i, counter-clockwise. Per cell: ``patterns`` (packed bits, np.packbits
-    order, one bit per hidden neuron, layer by layer), ``areas``, ``gradients`` (of the output, in
-    plane coordinates: (cells, 2), or (cells, k, 2) for k outputs), ``values`` (output at the mean
-    of the cell's vertices: (cells,) or (cells, k)), ``pieces`` (the linear piece the cell belongs
-    to, 0..linear_pieces-1; with k outputs a piece has one affine map for all of them).
+    Cells are convex polygons of constant hidden signs: ``polygons[offsets[i]:offsets[i + 1]]``
+    are the (u, v) vertices of cell i, counter-clockwise. Per cell: ``patterns`` (packed bits,
+    np.packbits order, one bit per hidden neuron, layer by layer: its region key, see
+    :meth:`pattern_bits`), ``areas``, ``gradients`` (of the output, in plane coordinates:
+    (cells, 2), or (cells, k, 2) for k outputs), ``values`` (output at the mean of the cell's
+    vertices: (cells,) or (cells, k)), ``pieces`` (the linear piece the cell belongs to,
+    0..linear_pieces-1; with k outputs a piece has one affine map for all of them), ``regions``
+    (the activation region it belongs to, 0..activation_regions-1).
+
+    Activation regions are the cells, except in a model with max windows (max-pooling,
+    ``torch.maximum``): a region is a cell of constant signs of the other units and a constant
+    winner of every window, so edge-adjacent cells that differ only in how two losers of a
+    window compare are one region (``cells`` counts them unmerged, as do ``vertices`` and
+    ``edges``, the graph of the cells).
 
     ``decision_segments`` (m, 2, 2): the argmax decision boundary of k > 1 outputs, or the level
     set f = ``level`` of one output, as segments in plane coordinates, one or more per cell it
@@ -121,12 +129,14 @@ class PlaneCount:
     decision_length: float = 0.0
     pieces_per_output: np.ndarray | None = field(default=None, repr=False)
     notes: list = field(default_factory=list)  # what reading the model changed (a float32 model)
+    cells: int = 0
+    regions: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self, arrays: bool = False) -> dict:
         """JSON-ready summary; ``arrays=True`` adds the polygons, offsets, per-cell arrays and the
         decision segments."""
         d = {k: getattr(self, k) for k in (
-            "activation_regions", "linear_pieces", "vertices", "edges", "min_cell_area",
+            "activation_regions", "cells", "linear_pieces", "vertices", "edges", "min_cell_area",
             "min_cell_width", "snapped", "unmatched_edges", "resolved", "hidden_neurons",
             "outputs", "level", "decision_length")}
         d["decision_segment_count"] = int(self.decision_segments.shape[0])
@@ -140,12 +150,17 @@ class PlaneCount:
             d.update(polygons=self.polygons.tolist(), offsets=self.offsets.tolist(),
                      areas=self.areas.tolist(), gradients=self.gradients.tolist(),
                      values=self.values.tolist(), pieces=self.pieces.tolist(),
+                     regions=self.regions.tolist(),
                      patterns=[bytes(p).hex() for p in self.patterns],
                      decision_segments=self.decision_segments.tolist())
         return d
 
     def pattern_bits(self) -> np.ndarray:
-        """(cells, hidden_neurons) bool array of the activation patterns."""
+        """(cells, hidden_neurons) bool array of the cells' region keys: each hidden unit's sign
+        on the cell (True: on; units of slope 1, which carry values, are always True). In a model
+        with max windows the tree units of a window that are off its winning path are False, so
+        the rows of one activation region are equal and different regions' rows differ
+        (:func:`~relu_regions.nets.reader.region_keys`)."""
         return np.unpackbits(self.patterns, axis=1, count=self.hidden_neurons).astype(bool)
 
 
@@ -171,7 +186,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
     result = _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
-                    per_output, level)
+                    per_output, level, lowered.max_nodes)
     result.notes = lowered.notes
     return result
 
@@ -217,7 +232,7 @@ def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: Arra
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
     result = _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
-                    level)
+                    level, lowered.max_nodes)
     result.notes = lowered.notes
     return result
 
@@ -265,7 +280,7 @@ def _check_box(box, name="box"):
 # Driver
 
 def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
-           level=0.0) -> PlaneCount:
+           level=0.0, max_nodes=None) -> PlaneCount:
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
@@ -282,7 +297,8 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_ou
     stats = np.zeros(1, np.int64)  # snapped
     bit0 = np.cumsum([0] + widths)
     _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
-    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output)
+    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output,
+                      None if max_nodes is None else (max_nodes, widths))
 
 
 def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
@@ -753,7 +769,10 @@ class _Accumulator:
         self.parts.append((rel[1:], ring[:, :2].copy(), pat.copy(), grads, mags, areas,
                            widths, values, segs))
 
-    def result(self, box, snapped, slope_tol, n_hidden, plane, per_output) -> PlaneCount:
+    def result(self, box, snapped, slope_tol, n_hidden, plane, per_output,
+               windows=None) -> PlaneCount:
+        """The PlaneCount; ``windows`` (max_nodes, hidden widths) of a model with max windows:
+        its patterns become region keys and cells of equal keys that share an edge merge."""
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
         offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
@@ -763,9 +782,14 @@ class _Accumulator:
         self.parts = []
         n = offsets.size - 1
         pieces = np.empty(n, np.int64)
-        n_pieces, boundary, unmatched, own = _pieces(
+        regions, key_ids = np.arange(n), None
+        if windows is not None:
+            bits = np.unpackbits(pat, axis=1, count=n_hidden).astype(bool)
+            pat = np.packbits(region_keys(bits, *windows), axis=1)
+            key_ids = _row_ids(pat)
+        n_pieces, boundary, unmatched, own, n_regions = _pieces(
             offsets, polygons, grads.reshape(n, -1), mags.reshape(n, -1), slope_tol, self.box,
-            pieces, self.k if per_output else 0)
+            pieces, self.k if per_output else 0, key_ids, regions)
         half = polygons.shape[0]
         edges = (half + boundary + unmatched) // 2
         scale = max(abs(v) for v in box)
@@ -773,7 +797,7 @@ class _Accumulator:
         min_width = float(widths.min())
         segs = segs.reshape(-1, 2, 2)
         return PlaneCount(
-            box=tuple(box), activation_regions=n, linear_pieces=n_pieces,
+            box=tuple(box), activation_regions=n_regions, linear_pieces=n_pieces,
             vertices=edges - n + 1, edges=edges, min_cell_area=float(areas.min()),
             min_cell_width=min_width, snapped=snapped, unmatched_edges=unmatched,
             resolved=bool(unmatched == 0 and min_width > RESOLUTION_ULPS * np.spacing(scale)),
@@ -781,7 +805,22 @@ class _Accumulator:
             values=values, pieces=pieces, hidden_neurons=n_hidden, plane=plane, outputs=self.k,
             level=self.level, decision_segments=segs,
             decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
-            pieces_per_output=own)
+            pieces_per_output=own, cells=n, regions=regions)
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """An integer per row of the uint8 array ``rows``, equal iff the rows are: a lexsort of the
+    rows as 64-bit words (np.unique on whole rows sorts bytes, ~10x slower)."""
+    n, width = rows.shape
+    words = np.zeros((n, -(-width // 8) * 8), np.uint8)
+    words[:, :width] = rows
+    words = words.view(np.uint64)
+    order = np.lexsort(words.T[::-1])
+    new = np.ones(n, dtype=bool)
+    new[1:] = np.any(words[order[1:]] != words[order[:-1]], axis=1)
+    ids = np.empty(n, np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
 
 @njit(cache=True)
@@ -925,11 +964,15 @@ def _decision(off, ring, y):
     return segs[:m].copy()
 
 
-def _pieces(off, pts, grads, mags, slope_tol, box, label, per_output=0):
+def _pieces(off, pts, grads, mags, slope_tol, box, label, per_output=0, key_ids=None,
+            regions=None):
     """Linear pieces: union of edge-adjacent cells with equal output gradients (all columns of
     ``grads``, two per output). Returns (pieces, boundary half-edges, unmatched interior
-    half-edges, each output's own piece count if ``per_output`` (= k) else None); ``label`` gets
-    each cell's piece.
+    half-edges, each output's own piece count if ``per_output`` (= k) else None, activation
+    regions); ``label`` gets each cell's piece. With ``key_ids`` (a model with max windows:
+    each cell's region key as an integer) edge-adjacent cells of equal keys join into one
+    activation region by the same twin walk, ``regions`` getting each cell's; else every cell
+    is one.
 
     Edges are matched by sorting: each interior half-edge gets a key whose high bits hash its
     end points in a fixed order (a shared edge's two halves, which are bit-identical, get the
@@ -952,7 +995,13 @@ def _pieces(off, pts, grads, mags, slope_tol, box, label, per_output=0):
             _join_twins(keys, pts, nxt, owner, np.ascontiguousarray(grads[:, cols]),
                         np.ascontiguousarray(mags[:, cols]), slope_tol, index_bits, scratch)
             own[j] = scratch.max() + 1 if scratch.size else 0
-    return int(label.max() + 1 if label.size else 0), int(boundary), int(unmatched), own
+    n_regions = label.size
+    if key_ids is not None:  # equal keys: difference 0 within tolerance 0
+        _join_twins(keys, pts, nxt, owner, key_ids.astype(np.float64)[:, None],
+                    np.zeros((label.size, 1)), 0.0, index_bits, regions)
+        n_regions = int(regions.max() + 1 if regions.size else 0)
+    return (int(label.max() + 1 if label.size else 0), int(boundary), int(unmatched), own,
+            n_regions)
 
 
 @njit(cache=True)

@@ -48,7 +48,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
-from ..nets.reader import Lowered, lower
+from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_interval, check_level, check_point
 from .jit import njit
 
@@ -169,6 +169,9 @@ def count_regions(model: nn.Module, lo: float, hi: float, *, level: float | None
     slopes = np.ones((1, 1))
     result = _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
     result.notes = lowered.notes
+    if lowered.max_nodes is not None:
+        _merge_windows(result, layers, leaks, lowered.max_nodes, np.zeros(1), np.ones(1),
+                       zero_tol)
     return result
 
 
@@ -205,7 +208,44 @@ def count_lowered_segment(lowered: Lowered, x0: ArrayLike, x1: ArrayLike, *,
     slopes = (x1 - x0)[None, :]
     result = _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level, per_output)
     result.notes = lowered.notes
+    if lowered.max_nodes is not None:
+        _merge_windows(result, layers, leaks, lowered.max_nodes, x0, x1 - x0, zero_tol)
     return result
+
+
+def _merge_windows(result: RegionCount, layers, leaks, max_nodes, origin, direction,
+                   zero_tol) -> None:
+    """Merge the adjacent intervals of ``result`` whose region keys are equal (a model with max
+    windows; :func:`~relu_regions.nets.reader.region_keys`): only breakpoints where some key
+    changes stay. The breakpoints are where units switch, so each unit's sign on an interval is
+    the sign of z_l + z_r at its ends (the counter's rule), z evaluated at the points
+    ``origin + t direction`` with the counter's zero snapping; the keys then keep, of each
+    window's tree units, its winning path. Knots and decision points are unchanged: one key is
+    one affine map."""
+    points = np.concatenate([[result.lo], result.breakpoints, [result.hi]])
+    widths = [w.shape[0] for w, _ in layers[:-1]]
+    keep = np.empty(points.size - 2, dtype=bool)
+    last = None
+    for a in range(0, points.size - 1, CHUNK):  # chunks share their end point
+        h = origin + points[a:a + CHUNK + 1, None] * direction
+        on = []
+        for (w, b), leak in zip(layers[:-1], leaks, strict=True):
+            z = rows_times(h, w) + b
+            switches = leak != 1.0
+            small = np.abs(z) <= zero_tol * (rows_times(np.abs(h), np.abs(w)) + np.abs(b))
+            z[small & switches] = 0.0
+            on.append((z[:-1] + z[1:] > 0) | ~switches)
+            h = np.where(z > 0, z, leak * z)
+        keys = region_keys(np.concatenate(on, axis=1), max_nodes, widths)
+        if last is not None:  # the interval before this chunk: the breakpoint between
+            keys = np.vstack([last, keys])
+        start = a - 1 if last is not None else 0
+        keep[start:start + keys.shape[0] - 1] = np.any(keys[1:] != keys[:-1], axis=1)
+        last = keys[-1:]
+    result.breakpoints = result.breakpoints[keep]
+    result.activation_regions = result.breakpoints.size + 1
+    edges = np.concatenate([[result.lo], result.breakpoints, [result.hi]])
+    result.min_region_width = float(np.diff(edges).min())
 
 
 def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,10 @@ A piecewise-linear op ends the stage: its pre-activation becomes one (W, b) pair
 slope per unit (0 ReLU, a LeakyReLU / PReLU slope). Values still needed after it (a skip
 connection's ``x`` in ``x + f(x)``) ride through that layer on units of slope 1, which never
 switch, so the counted function is exactly the model's. ``Hardtanh(lo, hi)`` (and ``ReLU6``) is
-``lo + relu(z - lo) - relu(z - hi)``: two units per value.
+``lo + relu(z - lo) - relu(z - hi)``: two units per value. A max (a max-pooling window,
+``torch.maximum``) is a tournament of ``max(a, b) = b + relu(a - b)``, one ReLU layer per round;
+its difference units are recorded as tree nodes (``Builder.max_nodes``), so that the counters can
+merge the cells that only a comparison of two losers of a window tells apart.
 
 A ``nn.Sequential`` is read module by module; any other module's ``forward`` is traced with
 ``torch.fx`` and read node by node (:func:`trace`), so ``x.view``, ``x.relu()``, ``F.relu``,
@@ -46,11 +49,12 @@ DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout
            nn.FeatureAlphaDropout)
 KNOWN = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.modules.batchnorm._BatchNorm,
          nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReLU, nn.LeakyReLU, nn.PReLU,
-         nn.Hardtanh, *SOFTMAX, *LINEAR, *DROPOUT)
+         nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+         *SOFTMAX, *LINEAR, *DROPOUT)
 NOT_PL_FUNCTIONS = {torch.tanh, torch.sigmoid, functional.gelu, functional.silu, functional.elu,
                     functional.softplus, torch.exp, torch.log, functional.tanh,
                     functional.sigmoid, torch.sin, torch.cos, torch.sqrt}
-NOT_PL_METHODS = {"tanh", "sigmoid", "exp", "log", "sin", "cos", "sqrt", "abs", "max", "min",
+NOT_PL_METHODS = {"tanh", "sigmoid", "exp", "log", "sin", "cos", "sqrt", "abs",
                   "pow", "__pow__"}
 
 
@@ -82,6 +86,9 @@ class Builder:
         self.input = Value(torch.eye(n, dtype=torch.float64).reshape(n, *input_shape),
                            torch.zeros(input_shape, dtype=torch.float64))
         self.carry: list[Value] = []  # live values that must ride through the next ReLU layer
+        # Tournament nodes of max windows: rows (layer, unit, window, parent row, side).
+        self.max_nodes: list[list[int]] = []
+        self.windows = 0
 
     def emit(self, pre: Value, slopes) -> tuple[Value, list[Value]]:
         """End the stage at a ReLU of ``pre`` with negative-side ``slopes`` (a scalar or an array
@@ -114,6 +121,64 @@ class Builder:
         u = self.relu(pre)
         return Value(u.lin[:, 0] - u.lin[:, 1], torch.full(v.shape, float(lo),
                                                            dtype=torch.float64))
+
+    def maximum(self, leaves: Value, windows: list[np.ndarray]) -> Value:
+        """The max of each window of ``leaves`` (a flat Value; a window is an array of its
+        indices, one or more), a flat Value of one entry per window.
+
+        A tournament of ``max(a, b) = b + relu(a - b)``: each round is one ReLU layer whose
+        units are the differences ``a - b`` (slope 0, recorded in ``max_nodes`` as tree nodes
+        of their window, with their parent and the side, 0 for ``a`` and 1 for ``b``, they
+        take in it), the ``b`` values and a window's odd member out (slope 1: carried). Ties go
+        to ``b``.
+        """
+        # per window: (position in ``cur``, the node row it is the output of, or -1 for a leaf)
+        members = [[(int(i), -1) for i in win] for win in windows]
+        first_window = self.windows
+        self.windows += len(windows)
+        cur = leaves
+        while any(len(m) > 1 for m in members):
+            a_at, b_at, kids, owner, odd = [], [], [], [], []
+            for w, m in enumerate(members):
+                for j in range(0, len(m) - 1, 2):
+                    a_at.append(m[j][0])
+                    b_at.append(m[j + 1][0])
+                    kids.append((m[j][1], m[j + 1][1]))
+                    owner.append(w)
+                if len(m) % 2:
+                    odd.append(m[-1][0])
+            pairs = len(a_at)
+            a_idx, b_idx, odd_idx = (torch.as_tensor(i, dtype=torch.long)
+                                     for i in (a_at, b_at, odd))
+            pre = Value(torch.cat([cur.lin[:, a_idx] - cur.lin[:, b_idx], cur.lin[:, b_idx],
+                                   cur.lin[:, odd_idx]], 1),
+                        torch.cat([cur.const[a_idx] - cur.const[b_idx], cur.const[b_idx],
+                                   cur.const[odd_idx]]))
+            layer = len(self.layers)
+            u = self.relu(pre, np.concatenate([np.zeros(pairs), np.ones(pairs + len(odd))]))
+            row0 = len(self.max_nodes)
+            for p, (w, (ka, kb)) in enumerate(zip(owner, kids, strict=True)):
+                self.max_nodes.append([layer, p, first_window + w, -1, -1])
+                for side, kid in enumerate((ka, kb)):
+                    if kid >= 0:
+                        self.max_nodes[kid][3:] = [row0 + p, side]
+            cur = Value(torch.cat([u.lin[:, :pairs] + u.lin[:, pairs:2 * pairs],
+                                   u.lin[:, 2 * pairs:]], 1),
+                        torch.cat([u.const[:pairs] + u.const[pairs:2 * pairs],
+                                   u.const[2 * pairs:]]))
+            nxt, p, o = [], 0, 0
+            for m in members:
+                new = []
+                for _ in range(len(m) // 2):
+                    new.append((p, row0 + p))
+                    p += 1
+                if len(m) % 2:
+                    new.append((pairs + o, m[-1][1]))
+                    o += 1
+                nxt.append(new)
+            members = nxt
+        at = torch.as_tensor([m[0][0] for m in members], dtype=torch.long)
+        return Value(cur.lin[:, at], cur.const[at])
 
     def finish(self, v: Value) -> None:
         n = v.lin.shape[0]
@@ -215,15 +280,135 @@ def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Valu
             return v
         raise InputError(f"{name} inside the model is not piecewise linear: only a final "
                          f"Softmax / LogSoftmax can be dropped")
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        return max_pool(b, v, name, 1 if isinstance(m, nn.MaxPool1d) else 2, m.kernel_size,
+                        m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
+    if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
+        return adaptive_max_pool(b, v, name, 1 if isinstance(m, nn.AdaptiveMaxPool1d) else 2,
+                                 m.output_size, m.return_indices)
     if isinstance(m, MAXPOOL):
-        raise InputError(f"{name}: MaxPool is not supported yet; use average pooling "
-                         f"(nn.AvgPool2d) or count the model without it")
+        raise InputError(f"{name} is not supported: only 1D and 2D max-pooling (MaxPool1d, "
+                         f"MaxPool2d, AdaptiveMaxPool1d/2d) can be read")
     if isinstance(m, NOT_PL):
         raise InputError(f"{name} is not piecewise linear, so its regions are not defined: "
                          f"only ReLU-like activations (ReLU, LeakyReLU, PReLU, ReLU6, Hardtanh) "
                          f"can be counted")
     raise InputError(f"{name} cannot be read: give it a region_ops() method (see "
                      f"relu_regions.nets.reader), or use supported layers")
+
+
+def _tuple(v, dims: int, what: str, name: str) -> tuple[int, ...]:
+    out = tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * dims
+    if len(out) != dims:
+        raise InputError(f"{name}: {what}={v!r} needs {dims} value(s)")
+    return out
+
+
+def _pool_input(v: Value, name: str, dims: int) -> None:
+    if len(v.shape) != dims + 1:
+        want = "(C, L)" if dims == 1 else "(C, H, W)"
+        raise InputError(f"{name} gets values of shape {v.shape}: it reads one sample of shape "
+                         f"{want}; pass input_shape accordingly")
+
+
+def max_pool(b: Builder, v: Value, name: str, dims: int, kernel, stride, padding, dilation,
+             ceil_mode: bool = False, return_indices: bool = False) -> Value:
+    """Max-pooling of ``v`` (C, L) or (C, H, W): each window's max by :meth:`Builder.maximum`.
+    Padding is -inf for max, so a padded position is left out of its window."""
+    if ceil_mode:
+        raise InputError(f"{name} with ceil_mode=True is not supported: use ceil_mode=False "
+                         f"(pad the input so the windows fit)")
+    if return_indices:
+        raise InputError(f"{name} with return_indices=True is not supported: indices are not "
+                         f"piecewise linear in the input")
+    _pool_input(v, name, dims)
+    kernel = _tuple(kernel, dims, "kernel_size", name)
+    stride = _tuple(stride if stride not in (None, ()) else kernel, dims, "stride", name)
+    padding = _tuple(padding, dims, "padding", name)
+    dilation = _tuple(dilation, dims, "dilation", name)
+    if any(2 * p > (k - 1) * d + 1 for p, k, d in zip(padding, kernel, dilation, strict=True)):
+        raise InputError(f"{name}: padding {padding} must be at most half the (dilated) kernel "
+                         f"{kernel}")
+    if dims == 1:  # as 2D on a height of 1
+        kernel, stride, padding, dilation = ((1, *kernel), (1, *stride), (0, *padding),
+                                             (1, *dilation))
+    channels, spatial = v.shape[0], v.shape[1:]
+    index = torch.arange(math.prod(v.shape), dtype=torch.float64).reshape(channels, -1,
+                                                                         spatial[-1])
+    padded = functional.pad(index, (padding[1], padding[1], padding[0], padding[0]), value=-1.0)
+    try:
+        cols = functional.unfold(padded[None], kernel, dilation=dilation, stride=stride)[0]
+    except RuntimeError as e:
+        raise InputError(f"{name} does not fit values of shape {v.shape}: "
+                         f"{str(e).splitlines()[0][:160]}") from None
+    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
+           zip(index.shape[1:], padding, dilation, kernel, stride, strict=True)]
+    cols = cols.reshape(channels, math.prod(kernel), -1).permute(0, 2, 1)
+    windows = [row[row >= 0].long().numpy() for row in cols.reshape(-1, cols.shape[-1])]
+    if not windows or any(w.size == 0 for w in windows):
+        raise InputError(f"{name} has windows with no input in them for values of shape "
+                         f"{v.shape}: use a smaller kernel, stride or padding")
+    pooled = b.maximum(Value(v.lin.reshape(v.lin.shape[0], -1), v.const.reshape(-1)), windows)
+    return _unflat(pooled, (channels, *out[2 - dims:]))
+
+
+def adaptive_max_pool(b: Builder, v: Value, name: str, dims: int, output_size,
+                      return_indices: bool = False) -> Value:
+    """Adaptive max-pooling: window i of a size-L axis into n spans
+    floor(i L / n) .. ceil((i + 1) L / n), as torch's."""
+    if return_indices:
+        raise InputError(f"{name} with return_indices=True is not supported: indices are not "
+                         f"piecewise linear in the input")
+    _pool_input(v, name, dims)
+    sizes = v.shape[1:]
+    outs = (output_size if isinstance(output_size, (tuple, list)) else (output_size,) * dims)
+    outs = tuple(s if o is None else int(o) for o, s in zip(outs, sizes, strict=True))
+    spans = [[np.arange((i * size) // o, -(-((i + 1) * size) // o)) for i in range(o)]
+             for size, o in zip(sizes, outs, strict=True)]
+    index = np.arange(math.prod(v.shape)).reshape(v.shape)
+    windows = []
+    for c in range(v.shape[0]):
+        if dims == 1:
+            windows += [index[c, span] for span in spans[0]]
+        else:
+            windows += [index[c][np.ix_(r, q)].reshape(-1) for r in spans[0] for q in spans[1]]
+    pooled = b.maximum(Value(v.lin.reshape(v.lin.shape[0], -1), v.const.reshape(-1)), windows)
+    return _unflat(pooled, (v.shape[0], *outs))
+
+
+def _unflat(v: Value, shape) -> Value:
+    return Value(v.lin.reshape(v.lin.shape[0], *shape), v.const.reshape(shape))
+
+
+def elementwise_max(b: Builder, x, y, label: str, sign: float = 1.0) -> Value:
+    """``torch.maximum(x, y)`` (``sign`` -1: ``torch.minimum``, as -max(-x, -y)) of two values
+    or a value and a constant, broadcast: a window of two per entry."""
+    n = next(v.lin.shape[0] for v in (x, y) if isinstance(v, Value))
+    rank = max(len(v.shape) for v in (x, y) if isinstance(v, Value))
+    values = []
+    for v in (x, y):
+        if not isinstance(v, Value):  # a constant: aligned at the right, as torch does
+            c = torch.as_tensor(v, dtype=torch.float64)
+            if c.dim() > rank:
+                raise InputError(f"{label} with a constant of shape {tuple(c.shape)} mixes "
+                                 f"samples of the batch")
+            c = c.reshape((1,) * (rank - c.dim()) + tuple(c.shape))
+            v = Value(torch.zeros(1, *c.shape, dtype=torch.float64), c)
+        values.append(v)
+    if len(values[0].shape) != len(values[1].shape):
+        raise InputError(f"{label} of values of shapes {values[0].shape} and {values[1].shape} "
+                         f"broadcasts across the batch: give them equal ranks")
+    try:
+        shape = torch.broadcast_shapes(values[0].shape, values[1].shape)
+    except RuntimeError:
+        raise InputError(f"{label} of values of shapes {values[0].shape} and {values[1].shape}:"
+                         f" they do not broadcast") from None
+    size = math.prod(shape)
+    lin = torch.cat([sign * v.lin.expand(n, *shape).reshape(n, -1) for v in values], 1)
+    const = torch.cat([sign * v.const.expand(shape).reshape(-1) for v in values])
+    windows = [np.array([i, size + i]) for i in range(size)]
+    out = b.maximum(Value(lin, const), windows)
+    return _unflat(Value(sign * out.lin, sign * out.const), shape)
 
 
 def apply_ops(b: Builder, ops, v: Value) -> Value:
@@ -276,7 +461,8 @@ def input_shape_of(model: nn.Module, input_shape, first: nn.Module | None):
 
 
 def lower_sequential(model: nn.Module, input_shape=None):
-    """(layers, leaks, notes, input_shape) of an ``nn.Sequential``, module by module."""
+    """(layers, leaks, notes, input_shape, max_nodes) of an ``nn.Sequential``, module by
+    module."""
     model, notes = prepare(model)
     mods = list(_flatten(model))
     for m in mods:  # an unreadable layer is named before a missing input shape
@@ -290,7 +476,7 @@ def lower_sequential(model: nn.Module, input_shape=None):
         for i, m in enumerate(mods):
             v = apply_module(b, m, v, last=i == len(mods) - 1)
     b.finish(v)
-    return b.layers, b.leaks, b.notes, shape
+    return b.layers, b.leaks, b.notes, shape, b.max_nodes
 
 
 def _flatten(seq):
@@ -302,8 +488,9 @@ def _flatten(seq):
 
 
 def lower_module(model: nn.Module, input_shape=None):
-    """(layers, leaks, notes, input_shape) of any module: an ``nn.Sequential`` (or a module with
-    ``as_sequential()`` / ``region_ops()``) read module by module, anything else traced."""
+    """(layers, leaks, notes, input_shape, max_nodes) of any module: an ``nn.Sequential`` (or a
+    module with ``as_sequential()`` / ``region_ops()``) read module by module, anything else
+    traced."""
     if hasattr(model, "as_sequential") and not hasattr(model, "region_ops"):
         model = model.as_sequential()
     if isinstance(model, nn.Sequential):
@@ -339,9 +526,12 @@ _FUNCTIONS = {
     functional.avg_pool1d: "pool", functional.avg_pool2d: "pool", functional.avg_pool3d: "pool",
     functional.adaptive_avg_pool1d: "pool", functional.adaptive_avg_pool2d: "pool",
     functional.adaptive_avg_pool3d: "pool", functional.pad: "pad",
-    functional.max_pool1d: "maxpool", functional.max_pool2d: "maxpool",
-    functional.max_pool3d: "maxpool", torch.maximum: "maximum", torch.max: "maximum",
-    torch.minimum: "maximum", torch.min: "maximum",
+    functional.max_pool1d: "max_pool1d", functional.max_pool2d: "max_pool2d",
+    functional.max_pool3d: "max_pool3d", functional.adaptive_max_pool1d: "adaptive_max_pool1d",
+    functional.adaptive_max_pool2d: "adaptive_max_pool2d",
+    functional.adaptive_max_pool3d: "adaptive_max_pool3d", torch.maximum: "maximum",
+    torch.max: "max", torch.minimum: "minimum", torch.min: "min", torch.amax: "amax",
+    torch.amin: "amin",
 }
 # Methods and functions that keep the batch dimension and are linear in their tensor argument.
 _SHAPE_OPS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "unsqueeze",
@@ -350,8 +540,8 @@ _SHAPE_OPS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous"
 
 
 def trace(model: nn.Module, input_shape=None):
-    """(layers, leaks, notes, input_shape) of a module through its ``torch.fx`` graph: values
-    affine in the input are tracked as :class:`Value`, the rest are constants."""
+    """(layers, leaks, notes, input_shape, max_nodes) of a module through its ``torch.fx``
+    graph: values affine in the input are tracked as :class:`Value`, the rest are constants."""
     from torch import fx  # only traced models pay for it
 
     model, notes = prepare(model)
@@ -414,7 +604,7 @@ def trace(model: nn.Module, input_shape=None):
             b.carry = []
             for n in [n for n in env if last_use.get(n, -1) <= i and n is not node]:
                 del env[n]  # dead: its coordinates would go stale at the next ReLU
-    return b.layers, b.leaks, b.notes, shape
+    return b.layers, b.leaks, b.notes, shape, b.max_nodes
 
 
 def _node_value(b: Builder, model: nn.Module, node, env, final: bool):
@@ -465,11 +655,18 @@ def _affine_op(b: Builder, name: str, label: str, fn, args, kwargs, final: bool)
                 "__pow__", "gelu", "silu", "elu", "softplus") or fn in NOT_PL_FUNCTIONS:
         raise InputError(f"{label} is not piecewise linear, so its regions are not defined: "
                          f"only ReLU-like activations can be counted")
-    if name in ("maxpool", "max_pool2d", "max_pool1d"):
-        raise InputError(f"{label}: MaxPool is not supported yet; use average pooling or "
-                         f"count the model without it")
-    if name in ("maximum", "max", "min", "minimum", "amax", "amin"):
-        raise InputError(f"{label} of input-dependent values is not supported yet")
+    if name in ("max_pool1d", "max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d"):
+        return _max_pool_call(b, name, label, args, kwargs)
+    if name in ("maximum", "max", "min", "minimum"):
+        y = args[1] if len(args) > 1 else kwargs.get("other")
+        if not isinstance(y, (Value, torch.Tensor)) or not isinstance(x, (Value, torch.Tensor)):
+            raise InputError(f"{label}(x) or {label}(x, dim) of an input-dependent value (a "
+                             f"reduction) cannot be read: use torch.maximum(a, b) / "
+                             f"torch.minimum(a, b) or max-pooling")
+        return elementwise_max(b, x, y, label, -1.0 if name in ("min", "minimum") else 1.0)
+    if name in ("amax", "amin", "max_pool3d", "adaptive_max_pool3d"):
+        raise InputError(f"{label} of an input-dependent value cannot be read: use "
+                         f"torch.maximum(a, b) or 1D / 2D max-pooling")
     if name == "size" or (name == "getattr" and args[1] == "shape"):
         full = (BATCH, *x.shape)
         if name == "size" and len(args) > 1:
@@ -569,6 +766,23 @@ def _affine_op(b: Builder, name: str, label: str, fn, args, kwargs, final: bool)
         return _batched(x, label, lambda t, batch: _call(fn, name, t, args, kwargs, batch))
     raise InputError(f"{label} on an input-dependent value cannot be read: use layers or "
                      f"ops listed in docs/models.md")
+
+
+def _max_pool_call(b: Builder, name: str, label: str, args, kwargs) -> Value:
+    """``F.max_pool1d/2d`` and ``F.adaptive_max_pool1d/2d`` by their arguments."""
+    names = (("output_size", "return_indices") if name.startswith("adaptive") else
+             ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"))
+    defaults = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+                "return_indices": False}
+    given = {**defaults, **dict(zip(names, args[1:], strict=False)), **kwargs}
+    if not isinstance(args[0], Value) or any(isinstance(v, Value) for v in given.values()):
+        raise InputError(f"{label} takes one input-dependent tensor, its first argument")
+    dims = int(name[-2])
+    if name.startswith("adaptive"):
+        return adaptive_max_pool(b, args[0], label, dims, given["output_size"],
+                                 given["return_indices"])
+    return max_pool(b, args[0], label, dims, *(given[k] for k in names[:-1]),
+                    given["return_indices"])
 
 
 def _call(fn, name, t, args, kwargs, batch):

@@ -79,12 +79,80 @@ class Lowered:
     """A model as the counters read it: ``layers`` the (W, b) pairs (float64, W (out, in); k
     outputs in the last), ``leaks`` one slope array per hidden layer, ``notes`` what the reading
     changed (a float32 model counted in float64, a final Softmax dropped), ``input_shape`` the
-    per-sample shape whose C-order flattening the first layer takes."""
+    per-sample shape whose C-order flattening the first layer takes.
+
+    ``max_nodes`` (None when the model takes no max): the tournament nodes of its max windows
+    (max-pooling, ``torch.maximum``; see :meth:`~relu_regions.nets.lowering.Builder.maximum`),
+    an int64 array of rows (hidden layer, unit, window, parent row or -1 at a window's root,
+    side: 0 when the node is its parent's ``a`` (the side that wins when the parent's unit is
+    on), 1 when it is its ``b``, -1 at a root). An activation region is a cell of constant
+    signs of the other units and constant winners of every window: :func:`region_keys`.
+    """
 
     layers: Layers
     leaks: list[np.ndarray]
     notes: list[str]
     input_shape: tuple[int, ...] | None = None
+    max_nodes: np.ndarray | None = None
+
+
+MAX_NODE_COLUMNS = ("layer", "unit", "window", "parent", "side")
+
+
+def region_keys(on: np.ndarray, max_nodes: np.ndarray, widths: Sequence[int],
+                rows: int = 1 << 16) -> np.ndarray:
+    """The activation-region keys of cells whose hidden units have the on-signs ``on`` (cells,
+    units; bool, hidden layer by hidden layer of ``widths``): ``on`` with every tree unit of
+    ``max_nodes`` that is off its window's winning root-to-leaf path set to False.
+
+    A window's max is its winner's value whatever its losers compare to each other, so two cells
+    that differ only in such units are one region of one affine map. The path is read from the
+    root down (a node's parents lie in later layers): a node is on it when its parent is and the
+    parent's unit picks its side (on: ``a``, off: ``b``). The masked bits of a window spell its
+    path, so equal keys are equal winners. A copy; ``rows`` cells at a time bound the memory.
+    """
+    keys = np.array(on, dtype=bool, copy=True)
+    start = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    col = start[max_nodes[:, 0]] + max_nodes[:, 1]
+    parent, side = max_nodes[:, 3], max_nodes[:, 4]
+    layers = np.unique(max_nodes[:, 0])[::-1]  # parents before their children
+    groups = [np.flatnonzero(max_nodes[:, 0] == layer) for layer in layers]
+    for a in range(0, keys.shape[0], rows):
+        part = keys[a:a + rows]
+        active = np.zeros((part.shape[0], max_nodes.shape[0]), dtype=bool)
+        for group in groups:
+            up = parent[group]
+            root = up < 0
+            picked = part[:, col[np.where(root, group, up)]] == (side[group] == 0)
+            active[:, group] = root | (active[:, np.where(root, group, up)] & picked)
+            part[:, col[group]] &= active[:, group]
+    return keys
+
+
+def check_max_nodes(nodes, widths: Sequence[int]) -> np.ndarray:
+    """``nodes`` as an int64 (N, 5) array of tree nodes (see :class:`Lowered`) that fits hidden
+    layers of ``widths``; InputError naming what is wrong otherwise (a malformed checkpoint)."""
+    nodes = np.asarray(nodes)
+    if nodes.ndim != 2 or nodes.shape[1] != 5 or nodes.dtype.kind not in "iu":
+        raise InputError(f"the model's max nodes must be an integer (N, 5) array, got shape "
+                         f"{nodes.shape}")
+    nodes = nodes.astype(np.int64)
+    layer, unit, _, parent, side = nodes.T
+    bad = None
+    if ((layer < 0) | (layer >= len(widths))).any():
+        bad = "a layer out of range"
+    elif (unit < 0).any() or (unit >= np.asarray(widths)[layer]).any():
+        bad = "a unit out of range"
+    elif ((parent < -1) | (parent >= len(nodes))).any():
+        bad = "a parent out of range"
+    elif ((parent < 0) != (side < 0)).any() or (side > 1).any():
+        bad = "a side that does not match its parent"
+    elif (layer[parent[parent >= 0]] <= layer[parent >= 0]).any():
+        bad = "a parent that is not in a later layer"
+    if bad:
+        columns = ", ".join(MAX_NODE_COLUMNS)
+        raise InputError(f"the model's max nodes are malformed: {bad} ({columns} per row)")
+    return nodes
 
 
 def lower(model: nn.Module | Sequence, input_shape: Sequence[int] | None = None, *,
@@ -138,8 +206,11 @@ def _read(model, input_shape, finite, notes) -> Lowered:
         if input_shape is not None and tuple(input_shape) != (layers[0][0].shape[1],):
             raise InputError(f"input_shape={tuple(input_shape)!r} does not match the model's "
                              f"{layers[0][0].shape[1]} inputs")
+        nodes = None
+        if type(model) is LoweredNet and model.has_max_nodes:  # a saved max-pooling model
+            nodes = check_max_nodes(model.max_nodes.numpy(), [w.shape[0] for w, _ in layers[:-1]])
         if not notes:
-            return Lowered(layers, leaks, [])
+            return Lowered(layers, leaks, [], max_nodes=nodes)
         # dtype objects, not their names: this runs on every count
         dtypes = {op.weight.dtype for op in ops if type(op) is Affine
                   and isinstance(op.weight, torch.Tensor)} - {torch.float64}
@@ -147,11 +218,12 @@ def _read(model, input_shape, finite, notes) -> Lowered:
         note = ([f"the model's weights are {', '.join(names)}: counted as the float64 model "
                  f"with the same weights"] if names else [])
         shape = _declared_shape(model) or (layers[0][0].shape[1],)
-        return Lowered(layers, leaks, note, tuple(shape))
+        return Lowered(layers, leaks, note, tuple(shape), nodes)
     from .lowering import lower_module  # conv nets, skip connections, traced forwards
 
-    layers, leaks, found, shape = lower_module(model, input_shape)
-    return Lowered(_check_layers(layers, finite), leaks, found, shape)
+    layers, leaks, found, shape, nodes = lower_module(model, input_shape)
+    return Lowered(_check_layers(layers, finite), leaks, found, shape,
+                   np.array(nodes, dtype=np.int64).reshape(-1, 5) if nodes else None)
 
 
 def model_ops(model: nn.Module) -> list[Affine | ReLU]:
@@ -333,26 +405,34 @@ class LoweredNet(nn.Module):
     buffer ``leak{i}`` per hidden layer (the negative-side slope per unit). What a checkpoint of
     kind ``"lowered"`` loads as: counting it needs none of the original model's code.
     ``input_shape`` is one sample's shape; the forward takes rows of its flattening or samples
-    of that shape."""
+    of that shape. A model with max windows has ``max_nodes``, an int64 buffer of ``n_max``
+    rows (:class:`Lowered`), so its count merges what the original's does."""
 
-    def __init__(self, widths: list[int], input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(self, widths: list[int], input_shape: tuple[int, ...] | None = None,
+                 n_max: int = 0) -> None:
         super().__init__()
         self.linears = nn.ModuleList(nn.Linear(a, b, dtype=torch.float64)
                                      for a, b in zip(widths[:-1], widths[1:], strict=True))
         for i, width in enumerate(widths[1:-1]):
             self.register_buffer(f"leak{i}", torch.zeros(width, dtype=torch.float64))
         self.input_shape = tuple(input_shape) if input_shape else (widths[0],)
+        self.has_max_nodes = n_max > 0
+        if n_max:
+            self.register_buffer("max_nodes", torch.zeros(n_max, 5, dtype=torch.int64))
 
     @classmethod
-    def from_layers(cls, layers, leaks, input_shape=None) -> LoweredNet:
+    def from_layers(cls, layers, leaks, input_shape=None, max_nodes=None) -> LoweredNet:
         widths = [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]
-        net = cls(widths, input_shape)
+        n_max = 0 if max_nodes is None else len(max_nodes)
+        net = cls(widths, input_shape, n_max)
         with torch.no_grad():
             for lin, (w, b) in zip(net.linears, layers, strict=True):
                 lin.weight.copy_(torch.as_tensor(w))
                 lin.bias.copy_(torch.as_tensor(b))
             for i, leak in enumerate(leaks):
                 getattr(net, f"leak{i}").copy_(torch.as_tensor(leak))
+            if n_max:
+                net.max_nodes.copy_(torch.as_tensor(max_nodes))
         return net
 
     @property

@@ -373,6 +373,11 @@ class TwoInputs(nn.Module):
         return self.a(x + y)
 
 
+class MaxReduction(nn.Module):
+    def forward(self, x):
+        return torch.max(x, 1, keepdim=True).values
+
+
 def _meta():
     with torch.device("meta"):
         return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
@@ -395,8 +400,15 @@ def _train_bn():
     (lambda: nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.1), nn.Linear(3, 1)), None,
      r"training mode .*call model.eval\(\)"),
     (_meta, None, "meta device"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 1, 2), nn.MaxPool2d(2)), (1, 4, 4),
-     "MaxPool is not supported yet"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 1, 2), nn.MaxPool2d(2, ceil_mode=True)), (1, 5, 5),
+     "ceil_mode=True is not supported"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 1, 2), nn.MaxPool2d(2, return_indices=True)),
+     (1, 5, 5), "return_indices=True is not supported"),
+    (lambda: nn.Sequential(nn.Conv3d(1, 1, 2), nn.MaxPool3d(2)), (1, 5, 5, 5),
+     "MaxPool3d is not supported"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.MaxPool1d(2)), (4,),
+     r"MaxPool1d gets values of shape \(4,\).*\(C, L\)"),
+    (MaxReduction, (3,), r"max\(x\) or max\(x, dim\).*torch.maximum"),
     (Product, (2,), r"x \* y"),
     (Branchy, (2,), "data-dependent control flow"),
     (TwoInputs, (2,), "takes 2 inputs"),

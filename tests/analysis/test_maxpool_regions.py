@@ -1,0 +1,154 @@
+"""Activation regions of max-pooling models: cells of constant ReLU signs and window argmaxes,
+checked against an explicit ReLU form written here, against the keys a fine grid sees and
+against torch's own argmax (max_pool's return_indices)."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional
+
+from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
+from relu_regions.analysis.regions import count_regions_segment
+
+
+def max_net(seed, hidden=5, length=8, kernel=4, stride=2, padding=0):
+    """2 -> hidden -> ReLU -> length -> MaxPool1d -> ReLU -> 1; the pooled values are affine in
+    the hidden layer, so windows never tie."""
+    torch.manual_seed(seed)
+    pool = nn.MaxPool1d(kernel, stride, padding)
+    n_out = (length + 2 * padding - kernel) // stride + 1
+    return nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, length),
+                         nn.Unflatten(1, (1, length)), pool, nn.Flatten(), nn.ReLU(),
+                         nn.Linear(n_out, 1)).double()
+
+
+def keys(model, x):
+    """(signs of the first layer, each window's argmax, signs after the pooling) at rows x, from
+    torch's max_pool1d with return_indices: written without the lowering."""
+    pool = model[4]
+    with torch.no_grad():
+        z = model[0](torch.as_tensor(x))
+        y = model[2](torch.relu(z))[:, None]
+        pooled, index = functional.max_pool1d(y, pool.kernel_size, pool.stride, pool.padding,
+                                              return_indices=True)
+    return np.concatenate([(z > 0).numpy(), index[:, 0].numpy(), (pooled[:, 0] > 0).numpy()],
+                          axis=1)
+
+
+class Explicit(nn.Module):
+    """max_net(seed, kernel=4, stride=4) written as b + relu(a - b) with nn.Linear layers: round
+    one compares y0:y1, y2:y3, ..., round two the winners of (y0, y1):(y2, y3), ..."""
+
+    def __init__(self, model):
+        super().__init__()
+        w, b = model[2].weight.detach(), model[2].bias.detach()
+        self.first, self.out = model[0], model[7]
+        self.diff, self.keep = nn.Linear(5, 4).double(), nn.Linear(5, 4).double()
+        with torch.no_grad():
+            self.diff.weight.copy_(w[0::2] - w[1::2])
+            self.diff.bias.copy_(b[0::2] - b[1::2])
+            self.keep.weight.copy_(w[1::2])
+            self.keep.bias.copy_(b[1::2])
+
+    def forward(self, x):
+        h = torch.relu(self.first(x))
+        m = torch.relu(self.diff(h)) + self.keep(h)  # max(y0, y1), max(y2, y3), ...
+        p = torch.relu(m[:, 0::2] - m[:, 1::2]) + m[:, 1::2]
+        return self.out(torch.relu(p))
+
+
+def test_max_pooling_equals_its_explicit_relu_form_piece_for_piece():
+    model = max_net(2, kernel=4, stride=4)
+    explicit = Explicit(model)
+    x = torch.randn(100, 2, dtype=torch.float64)
+    np.testing.assert_allclose(explicit(x).detach(), model(x).detach(), rtol=0, atol=1e-14)
+    x0, x1 = [-3.0, -2.0], [3.0, 2.5]
+    ours, theirs = count_regions_segment(model, x0, x1), count_regions_segment(explicit, x0, x1)
+    assert ours.linear_pieces == theirs.linear_pieces > 3
+    np.testing.assert_allclose(ours.knots, theirs.knots, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.slopes, theirs.slopes, rtol=1e-10, atol=1e-12)
+    # the explicit form splits where two losers swap; ours keeps those points out
+    assert ours.activation_regions < theirs.activation_regions
+    assert np.isin(ours.breakpoints, theirs.breakpoints).all()
+    box = (-3.0, 3.0, -3.0, 3.0)
+    ours, theirs = count_regions_2d(model, box), count_regions_2d(explicit, box)
+    assert ours.linear_pieces == theirs.linear_pieces and ours.resolved and theirs.resolved
+    assert ours.cells == theirs.cells == theirs.activation_regions > ours.activation_regions
+    np.testing.assert_allclose(np.sort(ours.areas), np.sort(theirs.areas), rtol=1e-9)
+    # a region is inside one piece: its cells share their piece
+    for region in range(ours.activation_regions):
+        assert len(set(ours.pieces[ours.regions == region])) == 1
+
+
+def test_plane_regions_are_the_distinct_keys_a_fine_grid_sees():
+    model = max_net(11)
+    r = count_regions_2d(model, (-1.0, 1.0, -1.0, 1.0))
+    grid = np.linspace(-1.0, 1.0, 801)
+    # a convex cell of thickness 2 area / perimeter > sqrt(2) spacing holds a grid point
+    assert r.resolved and r.min_cell_width > 1.5 * (grid[1] - grid[0])
+    u, v = np.meshgrid(grid, grid)
+    seen = keys(model, np.stack([u.ravel(), v.ravel()], axis=1))
+    assert len(np.unique(seen, axis=0)) == r.activation_regions
+    assert r.cells > r.activation_regions  # merging did something
+    bits = r.pattern_bits()  # one key per region, different across regions
+    assert len(np.unique(bits, axis=0)) == r.activation_regions
+    assert all(len(np.unique(bits[r.regions == i], axis=0)) == 1
+               for i in range(r.activation_regions))
+
+
+def test_line_regions_are_the_key_changes_a_fine_sampling_sees():
+    model = max_net(3)
+    x0, x1 = np.array([-2.0, -1.5]), np.array([2.0, 1.8])
+    r = count_regions_segment(model, x0, x1)
+    t = np.linspace(0.0, 1.0, 200_001)
+    assert r.resolved and r.min_region_width > 2 * (t[1] - t[0])
+    seen = keys(model, x0 + t[:, None] * (x1 - x0))
+    assert 1 + np.any(seen[1:] != seen[:-1], axis=1).sum() == r.activation_regions
+
+
+def test_max_pool_2d_on_a_conv_net_regions_follow_torchs_argmax():
+    torch.manual_seed(4)
+    conv, pool = nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2)
+    model = nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten(), nn.Linear(18, 3)).double().eval()
+    g = np.random.default_rng(0)
+    a, b, c = (g.uniform(size=(1, 6, 6)) for _ in range(3))
+    r = count_regions_segment(model, a, b)
+    t = np.linspace(0.0, 1.0, 200_001)
+    assert r.resolved and r.min_region_width > 2 * (t[1] - t[0]) and r.outputs == 3
+    x = torch.as_tensor(a + t[:, None, None, None] * (b - a))
+    with torch.no_grad():
+        z = conv(x)
+        _, index = functional.max_pool2d(torch.relu(z), 2, return_indices=True)
+    seen = np.concatenate([(z > 0).reshape(len(t), -1).numpy(),
+                           index.reshape(len(t), -1).numpy()], axis=1)
+    # windows of ReLU outputs tie at 0; any fixed tie rule gives the same cells as the signs
+    assert 1 + np.any(seen[1:] != seen[:-1], axis=1).sum() == r.activation_regions
+    plane = count_regions_plane(model, a, b, c)
+    assert plane.resolved and plane.outputs == 3
+    assert plane.activation_regions < plane.cells and plane.decision_length > 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), hidden=st.integers(2, 6), kernel=st.integers(2, 4),
+       stride=st.integers(1, 3), padding=st.integers(0, 1))
+def test_random_max_pool_nets_regions_are_distinct_keys(seed, hidden, kernel, stride, padding):
+    padding = min(padding, kernel // 2)
+    model = max_net(seed, hidden, 7, kernel, stride, padding)
+    x0, x1 = np.array([-2.0, 1.0]), np.array([2.5, -1.5])
+    r = count_regions_segment(model, x0, x1)
+    edges = np.concatenate([[0.0], r.breakpoints, [1.0]])
+    mid = keys(model, x0 + (0.5 * (edges[:-1] + edges[1:]))[:, None] * (x1 - x0))
+    assert np.any(mid[1:] != mid[:-1], axis=1).all()  # each kept breakpoint changes the key
+    wide = np.diff(edges) > 1e-6
+    for frac in (0.1, 0.9):  # and none is missed inside a region
+        inner = keys(model, x0 + (edges[:-1] + frac * np.diff(edges))[:, None] * (x1 - x0))
+        assert (inner[wide] == mid[wide]).all()
+    p = count_regions_2d(model, (-2.0, 2.0, -2.0, 2.0))
+    centre = np.add.reduceat(p.polygons, p.offsets[:-1], axis=0) / np.diff(p.offsets)[:, None]
+    cell_keys = keys(model, centre)
+    ok = p.areas > 1e-10
+    for region in np.unique(p.regions[ok]):
+        assert len(np.unique(cell_keys[ok & (p.regions == region)], axis=0)) == 1
+    assert len(np.unique(cell_keys[ok], axis=0)) == len(np.unique(p.regions[ok]))
