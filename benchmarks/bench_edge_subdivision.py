@@ -257,6 +257,9 @@ def main():
     if args.train:
         train_all(args.train)
         return
+    if args.berzins and not (Path(args.berzins) / "edge_subdivision.py").is_file():
+        sys.exit(f"--berzins {args.berzins}: no edge_subdivision.py there; give a checkout of "
+                 f"github.com/arturs-berzins/relu_edge_subdivision")
     theirs = import_berzins(args.berzins) if args.berzins else None
     models = nets(args.berzins)
     # Warm up both: our first count loads the numba kernels, theirs PyTorch's.
