@@ -154,13 +154,21 @@ class PlaneCount:
 
 def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 1.0), *,
                      zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL,
-                     per_output: bool = False, level: float | None = None) -> PlaneCount:
+                     per_output: bool = False, level: float | None = None,
+                     max_memory: int | str | None = None, workers: int = 1,
+                     scheduler: object = None, tiles: Sequence[int] | None = None,
+                     progress: bool | str = False) -> PlaneCount:
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
     ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs.
 
     A model with k > 1 outputs: pieces are the vector map's (all k gradients agree), the decision
     segments its argmax boundary; ``per_output=True`` adds each output's piece count. One output:
     the decision segments are its level set f = ``level`` (default 0).
+
+    Tiles (analysis/tiles.py): ``max_memory`` (bytes, or "2GB", "500MB"), ``tiles=(nx, ny)``,
+    ``workers=N`` local processes or ``scheduler="tcp://..."`` (Dask) count the box as a grid
+    of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
+    ``progress`` shows a bar (True, "bar" or "lines") on stderr.
     """
     lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
@@ -170,8 +178,15 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
                          f"needs 2: count it on a plane through three points with "
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
-    result = _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
-                    per_output, level)
+    args = (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None, per_output,
+            level)
+    if _tiled(max_memory, workers, scheduler, tiles):
+        from .tiles import count_tiled
+
+        result = count_tiled(*args, max_memory=max_memory, workers=workers,
+                             scheduler=scheduler, tiles=tiles, progress=progress)
+    else:
+        result = _count(*args)
     result.notes = lowered.notes
     return result
 
@@ -180,7 +195,10 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
                         extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
                         slope_tol: float = SLOPE_TOL, per_output: bool = False,
                         level: float | None = None,
-                        input_shape: Sequence[int] | None = None) -> PlaneCount:
+                        input_shape: Sequence[int] | None = None,
+                        max_memory: int | str | None = None, workers: int = 1,
+                        scheduler: object = None, tiles: Sequence[int] | None = None,
+                        progress: bool | str = False) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
     Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
@@ -190,7 +208,8 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     ``per_output`` and ``level``: as in :func:`count_regions_2d`. The points may be given in the
     model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
     ``input_shape``) or flattened; ``input_shape`` is one sample's shape where the model does not
-    say it (docs/models.md).
+    say it (docs/models.md). ``max_memory``, ``workers``, ``scheduler``, ``tiles``,
+    ``progress``: as in :func:`count_regions_2d`.
     """
     if input_shape is None and np.ndim(p0) > 1:
         input_shape = np.shape(p0)
@@ -206,10 +225,22 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
         extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
-    result = _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
-                    level)
+    args = (layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output, level)
+    if _tiled(max_memory, workers, scheduler, tiles):
+        from .tiles import count_tiled
+
+        result = count_tiled(*args, max_memory=max_memory, workers=workers,
+                             scheduler=scheduler, tiles=tiles, progress=progress)
+    else:
+        result = _count(*args)
     result.notes = lowered.notes
     return result
+
+
+def _tiled(max_memory, workers, scheduler, tiles) -> bool:
+    """Whether a tiling option is set (then tiles.py counts)."""
+    return (max_memory is not None or tiles is not None or scheduler is not None
+            or not (type(workers) is int and workers == 1))
 
 
 def plane_basis(p0: ArrayLike, p1: ArrayLike,
@@ -255,7 +286,9 @@ def _check_box(box, name="box"):
 # Driver
 
 def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
-           level=0.0) -> PlaneCount:
+           level=0.0, magnitudes=False) -> PlaneCount:
+    """The count on ``box``; ``magnitudes=True`` (tiles.py) keeps each cell's |W_out| |J|, the
+    scale of the slope rule, as ``result.magnitudes`` (cells, 2 k)."""
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
@@ -272,7 +305,7 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_ou
     stats = np.zeros(1, np.int64)  # snapped
     bit0 = np.cumsum([0] + widths)
     _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
-    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output)
+    return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output, magnitudes)
 
 
 def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
@@ -743,7 +776,8 @@ class _Accumulator:
         self.parts.append((rel[1:], ring[:, :2].copy(), pat.copy(), grads, mags, areas,
                            widths, values, segs))
 
-    def result(self, box, snapped, slope_tol, n_hidden, plane, per_output) -> PlaneCount:
+    def result(self, box, snapped, slope_tol, n_hidden, plane, per_output,
+               magnitudes=False) -> PlaneCount:
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
         offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
@@ -762,7 +796,7 @@ class _Accumulator:
         scale = max(scale, box[1] - box[0], box[3] - box[2])
         min_width = float(widths.min())
         segs = segs.reshape(-1, 2, 2)
-        return PlaneCount(
+        result = PlaneCount(
             box=tuple(box), activation_regions=n, linear_pieces=n_pieces,
             vertices=edges - n + 1, edges=edges, min_cell_area=float(areas.min()),
             min_cell_width=min_width, snapped=snapped, unmatched_edges=unmatched,
@@ -772,6 +806,9 @@ class _Accumulator:
             level=self.level, decision_segments=segs,
             decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
             pieces_per_output=own)
+        if magnitudes:
+            result.magnitudes = mags.reshape(n, -1)
+        return result
 
 
 @njit(cache=True)

@@ -29,12 +29,10 @@ row per cell, in grid order, a column per varied field), ``summary.csv`` (per gr
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import io
 import json
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -44,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import parallel
 from ..atomic import atomic_write_text
 from ..errors import InputError
-from ..validation import check_int, env_defaults, json_safe, one_line
+from ..validation import check_int, json_safe, one_line
 from .config import SweepConfig, load_config
-from .config import show as _show
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
@@ -215,106 +213,40 @@ def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: in
 
 
 def _run_local(cells, n_workers, bar) -> list:
-    """Cells in spawn process pools; rows in grid order.
+    """Cells in spawn process pools (parallel.run_local); rows in grid order.
 
     A cell's exception comes back as a row from run_cell. A worker that dies (segfault, out of
-    memory) breaks the whole pool and every unfinished cell with it, so those are run again in a
-    fresh pool; a round that finishes nothing is rerun with one worker, where the cells run in
-    order and the first unfinished one is the cell that killed it: that cell is reported as
-    failed, the rest go on. If workers never finish anything (they cannot start), every cell is
-    reported failed after a few tries.
+    memory) is retried in a fresh pool; the cell that killed it is reported as failed (DIED), the
+    rest go on. If workers never start, every cell is reported failed (BROKEN_POOL).
     """
     rows = [None] * len(cells)
-    todo = list(range(len(cells)))
-    width, ever_done, culprits = n_workers, False, 0
-    # One BLAS/OpenMP thread per worker (read by the children at start-up): n workers on n cores.
-    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
-        while todo:
-            done, broken = _pool_round(cells, todo, width, rows, bar)
-            ever_done = ever_done or bool(done)
-            dead = cf.process.BrokenProcessPool
-            for i in [i for i, e in broken.items() if not isinstance(e, dead)]:
-                rows[i] = _failed_row(cells[i], broken.pop(i))  # e.g. an unpicklable argument
-                if bar:
-                    bar.update(1)
-            if not broken:
-                break
-            todo = sorted(broken)
-            if width > 1:
-                width = n_workers if done else 1
-                continue
-            culprits += 1
-            if not ever_done and culprits >= 3:  # the workers cannot start at all
-                for i in todo:
-                    rows[i] = {**_failed_row(cells[i], broken[i]), "error": BROKEN_POOL}
-                    if bar:
-                        bar.update(1)
-                break
-            i = todo.pop(0)  # one worker, cells in order: the first unfinished one killed it
-            rows[i] = {**_failed_row(cells[i], broken[i]),
-                       "error": DIED if ever_done else BROKEN_POOL}
-            if bar:
-                bar.update(1)
-            width = n_workers
+
+    def done(i, row):
+        rows[i] = row
+        if bar:
+            bar.update(1)
+
+    def error(i, err, why):
+        message = {parallel.DIED: DIED, parallel.NO_START: BROKEN_POOL}.get(why)
+        row = _failed_row(cells[i], err)
+        done(i, {**row, "error": message} if message else row)
+
+    # run_cell looked up now (tests replace it with a crashing one)
+    parallel.run_local(run_cell, cells, n_workers, done, error)
     return rows
 
 
-def _pool_round(cells, todo, width, rows, bar):
-    """Submit ``todo`` to a fresh pool of ``width`` workers; fill rows; return (done, errors)."""
-    done, broken = [], {}
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, cells[i]): i for i in todo}
-        for fut in cf.as_completed(futures):
-            i = futures[fut]
-            try:
-                rows[i] = fut.result()
-            except Exception as err:  # BrokenProcessPool, pickling, ...
-                broken[i] = err
-                continue
-            done.append(i)
-            if bar:
-                bar.update(1)
-    return done, broken
-
-
 def _run_dask(cells, scheduler, bar) -> list:
-    try:
-        from dask.distributed import Client, as_completed
-    except ImportError:
-        raise InputError("Dask mode needs dask[distributed]: pip install 'relu-regions[sweep]'") \
-            from None
-    own = False
-    if isinstance(scheduler, Client):
-        client = scheduler
-    else:
-        address = getattr(scheduler, "scheduler_address", scheduler)
-        if not isinstance(address, str) or not address.strip():
-            raise InputError(f"scheduler must be an address like tcp://host:8786, got "
-                             f"{_show(scheduler)}")
-        try:
-            client = Client(address.strip(), timeout="20s")
-        except (OSError, TimeoutError, ValueError) as err:
-            raise InputError(f"cannot connect to the Dask scheduler {address.strip()!r}: "
-                             f"{one_line(err)}") from None
-        own = True
-    try:
-        rows = [None] * len(cells)
-        # pure=False: every cell is its own task even if two cells' arguments were equal.
-        futures = client.map(run_cell, cells, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in as_completed(futures):
-            i = index[fut.key]
-            try:
-                rows[i] = fut.result()
-            except Exception as err:  # e.g. KilledWorker: this cell only
-                rows[i] = _failed_row(cells[i], err)
-            if bar:
-                bar.update(1)
-        return rows
-    finally:
-        if own:
-            client.close()
+    rows = [None] * len(cells)
+
+    def done(i, row):
+        rows[i] = row
+        if bar:
+            bar.update(1)
+
+    parallel.run_dask(run_cell, cells, scheduler, done,
+                      lambda i, err, why: done(i, _failed_row(cells[i], err)))
+    return rows
 
 
 def _bar(total, enabled):
