@@ -85,7 +85,7 @@ class TaskProgress:
             self.bar.update(1)
         elif self.mode == "lines":
             now = time.monotonic()
-            if now - self.last >= LINE_EVERY or self.done == self.total:
+            if now - self.last >= LINE_EVERY:
                 self.last = now
                 print(f"{self.desc}: {self.done} of {self.total} {self.unit}s", file=self.stream,
                       flush=True)
