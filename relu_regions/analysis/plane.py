@@ -67,6 +67,7 @@ from ..nets.reader import lower
 from ..validation import check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
+from .tiles import count_tiled
 
 if TYPE_CHECKING:
     from torch import nn
@@ -149,6 +150,43 @@ class PlaneCount:
         return np.unpackbits(self.patterns, axis=1, count=self.hidden_neurons).astype(bool)
 
 
+@dataclass
+class TiledPlaneCount(PlaneCount):
+    """A :class:`~relu_regions.analysis.plane.PlaneCount` merged from a grid of tiles.
+
+    Equal to the untiled count (both resolved): ``activation_regions``, ``linear_pieces``,
+    ``pieces_per_output``, ``vertices``, ``edges``. Equal to rounding: ``min_cell_area`` and
+    ``min_cell_width`` (of the merged cells), ``decision_length``. Not the untiled values:
+    ``snapped`` (the tiles' sum: a border's snaps count on both sides) and the number of
+    ``decision_segments`` (a segment crossing a border is cut in two; a boundary lying exactly
+    along a tile border is not reported, as along a cell edge). ``unmatched_edges`` adds border
+    points seen from one side only; ``resolved`` needs none of them and merged cells wider than
+    the untiled threshold.
+
+    Per-cell arrays are per *tile piece* (a cell cut by tile borders has one piece in each tile
+    it meets): ``polygons`` / ``offsets``, ``patterns``, ``areas``, ``gradients``, ``values``
+    (the output at the mean of the piece's vertices) and ``pieces`` (the merged linear piece)
+    have one row per piece; ``regions`` is each piece's merged activation region
+    (0 .. activation_regions - 1) and ``tile_of`` its tile, ix + nx iy. A cell's area is
+    ``np.bincount(regions, areas)``.
+    """
+
+    regions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    tile_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    tiles: tuple = (1, 1)
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        """:meth:`PlaneCount.to_dict` with the grid and the number of tile pieces; ``arrays=True``
+        also gives ``regions`` and ``tile_of``."""
+        d = super().to_dict(arrays)
+        d["tiles"] = list(self.tiles)
+        d["tile_pieces"] = int(self.offsets.size - 1)
+        if arrays:
+            d.update(regions=self.regions.tolist(), tile_of=self.tile_of.tolist())
+        return d
+
+
+
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
@@ -181,9 +219,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     args = (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None, per_output,
             level)
     if _tiled(max_memory, workers, scheduler, tiles):
-        from .tiles import count_tiled
-
-        result = count_tiled(*args, max_memory=max_memory, workers=workers,
+        result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
                              scheduler=scheduler, tiles=tiles, progress=progress)
     else:
         result = _count(*args)
@@ -227,14 +263,19 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     plane = {"origin": origin, "basis": basis.T, "points": coords}
     args = (layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output, level)
     if _tiled(max_memory, workers, scheduler, tiles):
-        from .tiles import count_tiled
-
-        result = count_tiled(*args, max_memory=max_memory, workers=workers,
+        result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
                              scheduler=scheduler, tiles=tiles, progress=progress)
     else:
         result = _count(*args)
     result.notes = lowered.notes
     return result
+
+
+def _kernel() -> dict:
+    """What tiles.py uses of this module, passed in (tiles.py does not import plane.py, so
+    imports run one way)."""
+    return {"count": _count, "pieces": _pieces, "result": TiledPlaneCount, "z0": Z0,
+            "chunk_floats": CHUNK_FLOATS}
 
 
 def _tiled(max_memory, workers, scheduler, tiles) -> bool:

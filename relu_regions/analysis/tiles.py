@@ -32,7 +32,7 @@ estimated from the first layer, whose lines are straight in the plane: the cells
 arrangement inside the tile (1 + lines crossing + crossings inside, from all pairs of up to
 MAX_PLAN_LINES lines) times the bytes a cell takes while it is refined (its ring rows carry every
 unit of the widest layer), plus the weights and the chunks a depth-first pass holds
-(plane.CHUNK_FLOATS per layer). Deeper layers refine cells in bounded chunks; the merged map's
+(plane.py's CHUNK_FLOATS per layer). Deeper layers refine cells in bounded chunks; the merged map's
 arrays are measured as tiles come back, and the count stops with InputError when they exceed
 their half.
 """
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -51,7 +51,6 @@ from .. import parallel
 from ..errors import InputError
 from ..training.progress import TaskProgress
 from ..validation import check_int, one_line
-from .plane import CHUNK_FLOATS, Z0, PlaneCount, _count, _pieces
 from .regions import RESOLUTION_ULPS
 
 MAX_TILES_SIDE = 1024  # tiles along one side of the box
@@ -59,42 +58,6 @@ MAX_PLAN_LINES = 512  # first-layer lines the planner intersects (more: a seeded
 ROWS_PER_CELL = 6  # ring rows per cell, on average (each vertex is in about three rings)
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-@dataclass
-class TiledPlaneCount(PlaneCount):
-    """A :class:`~relu_regions.analysis.plane.PlaneCount` merged from a grid of tiles.
-
-    Equal to the untiled count (both resolved): ``activation_regions``, ``linear_pieces``,
-    ``pieces_per_output``, ``vertices``, ``edges``. Equal to rounding: ``min_cell_area`` and
-    ``min_cell_width`` (of the merged cells), ``decision_length``. Not the untiled values:
-    ``snapped`` (the tiles' sum: a border's snaps count on both sides) and the number of
-    ``decision_segments`` (a segment crossing a border is cut in two; a boundary lying exactly
-    along a tile border is not reported, as along a cell edge). ``unmatched_edges`` adds border
-    points seen from one side only; ``resolved`` needs none of them and merged cells wider than
-    the untiled threshold.
-
-    Per-cell arrays are per *tile piece* (a cell cut by tile borders has one piece in each tile
-    it meets): ``polygons`` / ``offsets``, ``patterns``, ``areas``, ``gradients``, ``values``
-    (the output at the mean of the piece's vertices) and ``pieces`` (the merged linear piece)
-    have one row per piece; ``regions`` is each piece's merged activation region
-    (0 .. activation_regions - 1) and ``tile_of`` its tile, ix + nx iy. A cell's area is
-    ``np.bincount(regions, areas)``.
-    """
-
-    regions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
-    tile_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
-    tiles: tuple = (1, 1)
-
-    def to_dict(self, arrays: bool = False) -> dict:
-        """:meth:`PlaneCount.to_dict` with the grid and the number of tile pieces; ``arrays=True``
-        also gives ``regions`` and ``tile_of``."""
-        d = super().to_dict(arrays)
-        d["tiles"] = list(self.tiles)
-        d["tile_pieces"] = int(self.offsets.size - 1)
-        if arrays:
-            d.update(regions=self.regions.tolist(), tile_of=self.tile_of.tolist())
-        return d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +111,7 @@ class MemoryModel:
     carries (u, v, max|h|) and every unit of the widest layer, 8 bytes each), its Jacobian in
     and out and the z-gradients (2 x width each), its pattern. ``piece``: what the merged map
     keeps per tile piece (ring, offsets, pattern, gradients, values, area, perimeter, labels).
-    ``fixed``: the weights and the depth-first chunks (plane.CHUNK_FLOATS floats, three arrays
+    ``fixed``: the weights and the depth-first chunks (plane.py's CHUNK_FLOATS floats, three arrays
     per hidden layer) a worker holds whatever the tile.
     """
 
@@ -157,15 +120,16 @@ class MemoryModel:
     fixed: int
 
     @classmethod
-    def of(cls, layers) -> MemoryModel:
+    def of(cls, layers, kernel: dict) -> MemoryModel:
+        """The model for ``layers`` [(W, b)], with plane.py's ``kernel`` (plane._kernel)."""
         widths = [w.shape[0] for w, _ in layers[:-1]] or [1]
         wmax, k = max(widths), layers[-1][0].shape[0]
         n_bytes = max(1, (sum(widths) + 7) // 8)
-        row = 8 * (Z0 + wmax)
+        row = 8 * (kernel["z0"] + wmax)
         cell_work = 3 * ROWS_PER_CELL * row + 3 * 16 * wmax + n_bytes
         piece = ROWS_PER_CELL * 16 + n_bytes + 8 * (3 * k + 6)
         weights = sum(8 * (w.size + b.size) for w, b in layers)
-        fixed = weights + 3 * 8 * CHUNK_FLOATS * (len(layers) - 1)
+        fixed = weights + 3 * 8 * kernel["chunk_floats"] * (len(layers) - 1)
         return cls(cell_work, piece, fixed)
 
 
@@ -202,13 +166,13 @@ def first_layer_cells(layers, leaks, origin, basis, xs, ys) -> np.ndarray:
     return 1.0 + scale * crossing + scale * scale * inside
 
 
-def check_least(layers, budget, concurrency) -> MemoryModel:
+def check_least(layers, budget, concurrency, kernel) -> MemoryModel:
     """The memory model; InputError when half the budget, shared by ``concurrency`` tiles
     counted at once, is less than a tile of a few cells needs."""
-    model = MemoryModel.of(layers)
+    model = MemoryModel.of(layers, kernel)
     least = model.fixed + 4 * ROWS_PER_CELL * model.cell_work
     if budget / 2 / concurrency < least:
-        per_vertex = 8 * (Z0 + max(w.shape[0] for w, _ in layers))
+        per_vertex = 8 * (kernel["z0"] + max(w.shape[0] for w, _ in layers))
         raise InputError(
             f"max_memory={_show_bytes(budget)} is too small for one tile of this model: a tile "
             f"counted alone needs at least {_show_bytes(least)} (weights, working chunks and "
@@ -224,11 +188,11 @@ def _edges(lo, hi, n):
     return out
 
 
-def plan_grid(layers, leaks, box, origin, basis, budget, concurrency):
+def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel):
     """(nx, ny): the coarsest square grid (1, 2, 4, ... MAX_TILES_SIDE per side, at least
     2 x concurrency tiles when several count at once) whose every tile's estimated work fits
     its share of half the budget; InputError when even one tile cannot."""
-    model = check_least(layers, budget, concurrency)
+    model = check_least(layers, budget, concurrency, kernel)
     share = budget / 2 / concurrency
     g = 1
     while g * g < (2 * concurrency if concurrency > 1 else 1):
@@ -257,7 +221,7 @@ class TilePart:
     merge needs from it."""
 
     index: int
-    count: PlaneCount
+    count: object  # the tile's PlaneCount
     own: np.ndarray | None  # (cells, k) each output's piece per cell, with per_output
     stretches: tuple  # (kind 0 vertical / 1 horizontal, line, side, lo, hi, cell) arrays
     points: np.ndarray  # (p, 2) border points, ...
@@ -283,9 +247,9 @@ def count_tile(shared: dict, task: tuple) -> TilePart:
     xs, ys = shared["xs"], shared["ys"]
     box = (float(xs[ix]), float(xs[ix + 1]), float(ys[iy]), float(ys[iy + 1]))
     slope_tol = shared["slope_tol"]
-    r = _count(shared["layers"], shared["leaks"], box, shared["origin"], shared["basis"],
-               shared["zero_tol"], slope_tol, None, shared["per_output"], shared["level"],
-               magnitudes=True)
+    r = shared["kernel"]["count"](shared["layers"], shared["leaks"], box, shared["origin"],
+                                  shared["basis"], shared["zero_tol"], slope_tol, None,
+                                  shared["per_output"], shared["level"], magnitudes=True)
     mags = r.magnitudes
     del r.magnitudes
     pts, off = r.polygons, r.offsets
@@ -327,7 +291,7 @@ def count_tile(shared: dict, task: tuple) -> TilePart:
         label = np.empty(n, np.int64)
         for k in range(r.outputs):
             cols = slice(2 * k, 2 * k + 2)
-            _pieces(off, pts, np.ascontiguousarray(grads[:, cols]),
+            shared["kernel"]["pieces"](off, pts, np.ascontiguousarray(grads[:, cols]),
                     np.ascontiguousarray(mags[:, cols]), slope_tol, np.array(box), label)
             own[:, k] = label
     return TilePart(index, r, own, stretches, points, point_edges, inner_vertices, perimeters,
@@ -338,12 +302,14 @@ def count_tile(shared: dict, task: tuple) -> TilePart:
 # Driver
 
 def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
-                level=0.0, *, max_memory=None, workers=1, scheduler=None, tiles=None,
-                progress=False) -> TiledPlaneCount:
+                level=0.0, *, kernel, max_memory=None, workers=1, scheduler=None, tiles=None,
+                progress=False):
     """The plane count of ``box`` on a grid of tiles, merged (module docstring): ``tiles=(nx,
     ny)`` forces the grid; else ``max_memory`` chooses it (plan_grid); else 2 x workers tiles or
     more (one tile with one worker). ``workers=N`` local processes, or ``scheduler`` (a Dask
-    address, Client or cluster); results identical to the serial count."""
+    address, Client or cluster); results identical to the serial count. ``kernel``: what this
+    module uses of plane.py (plane._kernel: the counter, the piece finder, the result class and
+    two sizes), passed in so that imports run one way. Returns a plane.TiledPlaneCount."""
     budget = None if max_memory is None else parse_memory(max_memory)
     if isinstance(workers, bool):
         raise InputError(f"workers must be an integer >= 1, got {workers!r}")
@@ -357,9 +323,9 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     if tiles is not None:
         nx, ny = check_tiles(tiles)
         if budget is not None:  # the grid is the user's; the least a tile needs still holds
-            check_least(layers, budget, concurrency)
+            check_least(layers, budget, concurrency, kernel)
     elif budget is not None:
-        nx, ny = plan_grid(layers, leaks, box, origin, basis, budget, concurrency)
+        nx, ny = plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel)
     else:
         g = 1
         while g * g < (2 * workers if workers > 1 or scheduler is not None else 1):
@@ -372,7 +338,7 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     shared = dict(layers=layers, leaks=[np.ascontiguousarray(x, np.float64) for x in leaks],
                   origin=np.asarray(origin, np.float64), basis=np.asarray(basis, np.float64),
                   zero_tol=zero_tol, slope_tol=slope_tol, per_output=per_output, level=level,
-                  xs=xs, ys=ys)
+                  xs=xs, ys=ys, kernel=kernel)
     tasks = [(ix + nx * iy, ix, iy) for iy in range(ny) for ix in range(nx)]
     parts: list = [None] * len(tasks)
     failures: list = []
@@ -410,7 +376,7 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
                                    "workers=1)"}.get(why, one_line(err))
         raise RuntimeError(f"{where} failed: {what}{more}")
     _check_held(held[0], budget, len(tasks), len(tasks))
-    return merge(parts, (nx, ny), xs, ys, box, slope_tol, per_output, plane, level)
+    return merge(parts, (nx, ny), xs, ys, box, slope_tol, per_output, plane, kernel["result"])
 
 
 def _check_held(held, budget, done, total):
@@ -486,8 +452,9 @@ def _stretch_pairs(parts, base, xs, ys):
     return a, b, s_hi - s_lo, p_lo, p_hi, unmatched
 
 
-def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, level) -> TiledPlaneCount:
-    """One count from the tiles' parts (module docstring); parts in grid order."""
+def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, result_type):
+    """One ``result_type`` (plane.TiledPlaneCount) from the tiles' parts (module docstring);
+    parts in grid order."""
     counts = [p.count for p in parts]
     sizes = np.array([c.offsets.size - 1 for c in counts])
     base = np.concatenate([[0], np.cumsum(sizes)])
@@ -555,7 +522,7 @@ def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, level) -> Tile
     polygons = np.concatenate([c.polygons for c in counts])
     values = np.concatenate([c.values for c in counts])
     gradients = np.concatenate([c.gradients for c in counts])
-    return TiledPlaneCount(
+    return result_type(
         box=tuple(box), activation_regions=n_regions, linear_pieces=n_pieces,
         vertices=vertices, edges=edges, min_cell_area=float(cell_area.min()),
         min_cell_width=min_width, snapped=sum(c.snapped for c in counts),

@@ -10,8 +10,13 @@ from torch import nn
 
 from relu_regions import InputError
 from relu_regions.analysis import tiles
-from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
-from relu_regions.analysis.tiles import TiledPlaneCount, parse_memory
+from relu_regions.analysis.plane import (
+    TiledPlaneCount,
+    _kernel,
+    count_regions_2d,
+    count_regions_plane,
+)
+from relu_regions.analysis.tiles import parse_memory
 
 EXACT = ("activation_regions", "linear_pieces", "vertices", "edges", "unmatched_edges",
          "resolved", "outputs", "hidden_neurons")
@@ -192,7 +197,7 @@ def test_the_budget_chooses_the_grid():
     whole = count_regions_2d(net, box)
     layers = [(m.weight.detach().numpy(), m.bias.detach().numpy())
               for m in net if isinstance(m, nn.Linear)]
-    model = tiles.MemoryModel.of(layers)
+    model = tiles.MemoryModel.of(layers, _kernel())
     big = count_regions_2d(net, box, max_memory="4GB")
     cells = tiles.first_layer_cells(layers, [np.zeros(48)], np.zeros(2), np.eye(2),
                                     np.array([-3.0, 3.0]), np.array([-3.0, 3.0]))[0, 0]
