@@ -326,11 +326,9 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
             check_least(layers, budget, concurrency, kernel)
     elif budget is not None:
         nx, ny = plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel)
-    else:
-        g = 1
-        while g * g < (2 * workers if workers > 1 or scheduler is not None else 1):
-            g *= 2
-        nx = ny = max(g, 2 if scheduler is not None else g)
+    else:  # at least two tiles per worker (2 x 2 on Dask); one tile serially
+        want = 2 * workers if workers > 1 else 4 if scheduler is not None else 1
+        nx = ny = next(g for g in (2 ** e for e in range(11)) if g * g >= want)
     xs, ys = _edges(box[0], box[1], nx), _edges(box[2], box[3], ny)
     if np.any(np.diff(xs) <= 0) or np.any(np.diff(ys) <= 0):
         raise InputError(f"tiles ({nx}, {ny}) are too many for the box {list(box)}: its sides "
