@@ -69,6 +69,32 @@ def test_count_2d_checkpoint_along_a_segment(capsys, tmp_path):
     assert json.loads(out)["activation_regions"] == expected.activation_regions
 
 
+def test_count_a_plane_in_tiles(capsys, tmp_path):
+    torch.manual_seed(0)
+    path = checkpoint.save(mlp(8, 3, in_features=2), tmp_path / "m.pt")
+    code, out, _ = run(capsys, "count", "--checkpoint", str(path), "--box=-1,1,-1,1", "--json")
+    whole = json.loads(out)
+    code, out, _ = run(capsys, "count", "--checkpoint", str(path), "--box=-1,1,-1,1", "--tiles",
+                       "3", "2", "--max-memory", "1GB", "--json")
+    tiled = json.loads(out)
+    assert code == 0 and tiled["tiles"] == [3, 2] and tiled["tile_pieces"] > 0
+    for key in ("activation_regions", "linear_pieces", "vertices", "edges", "resolved"):
+        assert tiled[key] == whole[key], key
+    code, out, _ = run(capsys, "count", "--checkpoint", str(path), "--tiles", "2", "2")
+    assert code == 0 and "2 x 2" in out
+    for argv, fragment in (
+            (["--max-memory", "lots"], "--max-memory must be"),
+            (["--max-memory", "10kB"], "too small for one tile"),
+            (["--workers", "0"], "--workers must be"),
+            (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "give one of them"),
+            (["--tiles", "0", "2"], "tiles nx"),
+            (["--from=-1,-1", "--to", "1,1", "--workers", "2"], "not tiled")):
+        code, _, err = run(capsys, "count", "--checkpoint", str(path), *argv)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, argv
+    code, _, err = run(capsys, "count", "--depth", "3", "--tiles", "2", "2")
+    assert code == 2 and "not tiled" in err
+
+
 def test_malicious_checkpoint_is_refused_without_running(tmp_path, capsys):
     marker = tmp_path / "pwned"
 

@@ -67,6 +67,7 @@ from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
+from .tiles import count_tiled
 
 if TYPE_CHECKING:
     from torch import nn
@@ -164,18 +165,63 @@ class PlaneCount:
         return np.unpackbits(self.patterns, axis=1, count=self.hidden_neurons).astype(bool)
 
 
+@dataclass
+class TiledPlaneCount(PlaneCount):
+    """A :class:`~relu_regions.analysis.plane.PlaneCount` merged from a grid of tiles.
+
+    Equal to the untiled count (both resolved): ``activation_regions``, ``linear_pieces``,
+    ``pieces_per_output``, ``vertices``, ``edges``. Equal to rounding: ``min_cell_area`` and
+    ``min_cell_width`` (of the merged cells), ``decision_length``. Not the untiled values:
+    ``snapped`` (the tiles' sum: a border's snaps count on both sides) and the number of
+    ``decision_segments`` (a segment crossing a border is cut in two; a boundary lying exactly
+    along a tile border is not reported, as along a cell edge). ``unmatched_edges`` adds border
+    points seen from one side only; ``resolved`` needs none of them and merged cells wider than
+    the untiled threshold.
+
+    Per-cell arrays are per *tile piece* (a cell cut by tile borders has one piece in each tile
+    it meets): ``polygons`` / ``offsets``, ``patterns``, ``areas``, ``gradients``, ``values``
+    (the output at the mean of the piece's vertices) and ``pieces`` (the merged linear piece)
+    have one row per piece; ``regions`` is each piece's merged activation region
+    (0 .. activation_regions - 1) and ``tile_of`` its tile, ix + nx iy. A cell's area is
+    ``np.bincount(regions, areas)``.
+    """
+
+    regions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    tile_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    tiles: tuple = (1, 1)
+
+    def to_dict(self, arrays: bool = False) -> dict:
+        """:meth:`PlaneCount.to_dict` with the grid and the number of tile pieces; ``arrays=True``
+        also gives ``regions`` and ``tile_of``."""
+        d = super().to_dict(arrays)
+        d["tiles"] = list(self.tiles)
+        d["tile_pieces"] = int(self.offsets.size - 1)
+        if arrays:
+            d.update(regions=self.regions.tolist(), tile_of=self.tile_of.tolist())
+        return d
+
+
+
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
 def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 1.0), *,
                      zero_tol: float = ZERO_TOL, slope_tol: float = SLOPE_TOL,
-                     per_output: bool = False, level: float | None = None) -> PlaneCount:
+                     per_output: bool = False, level: float | None = None,
+                     max_memory: int | str | None = None, workers: int = 1,
+                     scheduler: object = None, tiles: Sequence[int] | None = None,
+                     progress: bool | str = False) -> PlaneCount:
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
     ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs.
 
     A model with k > 1 outputs: pieces are the vector map's (all k gradients agree), the decision
     segments its argmax boundary; ``per_output=True`` adds each output's piece count. One output:
     the decision segments are its level set f = ``level`` (default 0).
+
+    Tiles (analysis/tiles.py): ``max_memory`` (bytes, or "2GB", "500MB"), ``tiles=(nx, ny)``,
+    ``workers=N`` local processes or ``scheduler="tcp://..."`` (Dask) count the box as a grid
+    of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
+    ``progress`` shows a bar (True, "bar" or "lines") on stderr.
     """
     lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
@@ -185,8 +231,14 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
                          f"needs 2: count it on a plane through three points with "
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
-    result = _count(layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None,
-                    per_output, level, lowered.max_nodes)
+    args = (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None, per_output,
+            level)
+    if _tiled(max_memory, workers, scheduler, tiles):
+        _check_untiled_windows(lowered)
+        result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
+                             scheduler=scheduler, tiles=tiles, progress=progress)
+    else:
+        result = _count(*args, max_nodes=lowered.max_nodes)
     result.notes = lowered.notes
     return result
 
@@ -195,7 +247,10 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
                         extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
                         slope_tol: float = SLOPE_TOL, per_output: bool = False,
                         level: float | None = None,
-                        input_shape: Sequence[int] | None = None) -> PlaneCount:
+                        input_shape: Sequence[int] | None = None,
+                        max_memory: int | str | None = None, workers: int = 1,
+                        scheduler: object = None, tiles: Sequence[int] | None = None,
+                        progress: bool | str = False) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
     Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
@@ -205,18 +260,24 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     ``per_output`` and ``level``: as in :func:`count_regions_2d`. The points may be given in the
     model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
     ``input_shape``) or flattened; ``input_shape`` is one sample's shape where the model does not
-    say it (docs/models.md).
+    say it (docs/models.md). ``max_memory``, ``workers``, ``scheduler``, ``tiles``,
+    ``progress``: as in :func:`count_regions_2d`.
     """
     if input_shape is None and np.ndim(p0) > 1:
         input_shape = np.shape(p0)
     return count_lowered_plane(lower(model, input_shape), p0, p1, p2, extent, zero_tol=zero_tol,
-                               slope_tol=slope_tol, per_output=per_output, level=level)
+                               slope_tol=slope_tol, per_output=per_output, level=level,
+                               max_memory=max_memory, workers=workers, scheduler=scheduler,
+                               tiles=tiles, progress=progress)
 
 
 def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
                         extent: Sequence[float] | None = None, *, zero_tol: float = ZERO_TOL,
                         slope_tol: float = SLOPE_TOL, per_output: bool = False,
-                        level: float | None = None) -> PlaneCount:
+                        level: float | None = None, max_memory: int | str | None = None,
+                        workers: int = 1, scheduler: object = None,
+                        tiles: Sequence[int] | None = None,
+                        progress: bool | str = False) -> PlaneCount:
     """:func:`count_regions_plane` of a model already read by
     :func:`~relu_regions.nets.reader.lower`: a caller counting many planes of one model reads it
     once."""
@@ -231,10 +292,28 @@ def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: Arra
         extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
-    result = _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output,
-                    level, lowered.max_nodes)
+    args = (layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output, level)
+    if _tiled(max_memory, workers, scheduler, tiles):
+        _check_untiled_windows(lowered)
+        result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
+                             scheduler=scheduler, tiles=tiles, progress=progress)
+    else:
+        result = _count(*args, max_nodes=lowered.max_nodes)
     result.notes = lowered.notes
     return result
+
+
+def _kernel() -> dict:
+    """What tiles.py uses of this module, passed in (tiles.py does not import plane.py, so
+    imports run one way)."""
+    return {"count": _count, "pieces": _pieces, "result": TiledPlaneCount, "z0": Z0,
+            "chunk_floats": CHUNK_FLOATS}
+
+
+def _tiled(max_memory, workers, scheduler, tiles) -> bool:
+    """Whether a tiling option is set (then tiles.py counts)."""
+    return (max_memory is not None or tiles is not None or scheduler is not None
+            or not (type(workers) is int and workers == 1))
 
 
 def plane_basis(p0: ArrayLike, p1: ArrayLike,
@@ -261,6 +340,15 @@ def plane_basis(p0: ArrayLike, p1: ArrayLike,
     return p0, basis, coords
 
 
+def _check_untiled_windows(lowered: Lowered) -> None:
+    """Tiles merge across borders by activation pattern; a model with max windows also merges
+    cells inside a tile by region key, which the tile merge does not do yet."""
+    if lowered.max_nodes is not None:
+        raise InputError("a model with max-pooling (or torch.maximum) is counted untiled: drop "
+                         "tiles=, max_memory=, workers= and scheduler= (or --tiles, "
+                         "--max-memory, --workers, --scheduler)")
+
+
 def _check_box(box, name="box"):
     try:
         vals = [float(v) for v in box]
@@ -280,7 +368,10 @@ def _check_box(box, name="box"):
 # Driver
 
 def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
-           level=0.0, max_nodes=None) -> PlaneCount:
+           level=0.0, max_nodes=None, magnitudes=False) -> PlaneCount:
+    """The count on ``box``; ``max_nodes``: a model's max windows (``Lowered.max_nodes``), whose
+    cells of equal region keys merge; ``magnitudes=True`` (tiles.py) keeps each cell's |W_out|
+    |J|, the scale of the slope rule, as ``result.magnitudes`` (cells, 2 k)."""
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
@@ -298,7 +389,7 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_ou
     bit0 = np.cumsum([0] + widths)
     _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
     return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output,
-                      None if max_nodes is None else (max_nodes, widths))
+                      None if max_nodes is None else (max_nodes, widths), magnitudes)
 
 
 def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
@@ -770,9 +861,10 @@ class _Accumulator:
                            widths, values, segs))
 
     def result(self, box, snapped, slope_tol, n_hidden, plane, per_output,
-               windows=None) -> PlaneCount:
+               windows=None, magnitudes=False) -> PlaneCount:
         """The PlaneCount; ``windows`` (max_nodes, hidden widths) of a model with max windows:
-        its patterns become region keys and cells of equal keys that share an edge merge."""
+        its patterns become region keys and cells of equal keys that share an edge merge;
+        ``magnitudes``: keep each cell's |W_out| |J| (tiles.py)."""
         lens = [p[0][-1] for p in self.parts]
         shift = np.cumsum([0] + lens[:-1])
         offsets = np.concatenate([[0]] + [p[0] + s for p, s in zip(self.parts, shift, strict=True)])
@@ -796,7 +888,7 @@ class _Accumulator:
         scale = max(scale, box[1] - box[0], box[3] - box[2])
         min_width = float(widths.min())
         segs = segs.reshape(-1, 2, 2)
-        return PlaneCount(
+        result = PlaneCount(
             box=tuple(box), activation_regions=n_regions, linear_pieces=n_pieces,
             vertices=edges - n + 1, edges=edges, min_cell_area=float(areas.min()),
             min_cell_width=min_width, snapped=snapped, unmatched_edges=unmatched,
@@ -806,6 +898,9 @@ class _Accumulator:
             level=self.level, decision_segments=segs,
             decision_length=float(np.hypot(*(segs[:, 1] - segs[:, 0]).T).sum()),
             pieces_per_output=own, cells=n, regions=regions)
+        if magnitudes:
+            result.magnitudes = mags.reshape(n, -1)
+        return result
 
 
 def _row_ids(rows: np.ndarray) -> np.ndarray:

@@ -344,8 +344,8 @@ def track_checkpoints(tracker: RegionTracker, tasks: Sequence[dict], *,
     """Record ``tracker``'s probes for each checkpoint of ``tasks`` (dicts with ``path``,
     ``step`` and optional ``tags``), in task order whatever the scheduling: here
     (``workers=0``), on local processes or on a Dask cluster
-    (:func:`~relu_regions.sweep.backend.run_tasks`). Returns (mode, workers)."""
-    from ..sweep.backend import run_tasks
+    (:func:`~relu_regions.parallel.run_tasks`). Returns (mode, workers)."""
+    from ..parallel import run_tasks
 
     probes = tracker.to_dict() | {"records": []}
     jobs = [{"probes": probes, "path": str(t["path"]), "step": t["step"],

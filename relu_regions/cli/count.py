@@ -19,6 +19,7 @@ from ..analysis.pieces import PIECE_COLUMNS, pieces_rows, pieces_table, write_pi
 from ..analysis.plane import count_regions_2d, count_regions_plane
 from ..analysis.regions import count_regions, count_regions_segment
 from ..analysis.sampling import sample_regions
+from ..analysis.tiles import check_tiles, parse_memory
 from ..errors import InputError, read_user_file
 from ..nets.composite import random_peaks
 from ..nets.parametrize import ConstructionNet
@@ -78,6 +79,10 @@ def run(args: argparse.Namespace) -> dict:
                                       interval=(lo, hi), concave=args.concave)
         info.update(depth=args.depth, thm31=args.thm31,
                     peaks=[round(v, 6) for v in model.construction.peaks().tolist()])
+    if _tiling(args):
+        raise InputError("--max-memory, --workers, --scheduler and --tiles tile a plane count "
+                         "(--box or --through, or a 2-input checkpoint); a count along an "
+                         "interval or a segment is not tiled: drop them")
     start = time.perf_counter()
     if args.segment_from is not None or args.segment_to is not None:
         if args.segment_from is None or args.segment_to is None:
@@ -123,11 +128,12 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
     if args.interval or args.sample is not None or args.pieces:
         raise InputError("--interval, --sample and --pieces are for 1D inputs; a plane takes "
                          "--box")
+    tiling = _tiling_options(args)
     if args.through:
         points = parse_points(args.through, n_in, args.data)
         start = time.perf_counter()
         say_if_compiling(plane)
-        result = count_regions_plane(model, *points, extent=args.box)
+        result = count_regions_plane(model, *points, extent=args.box, **tiling)
         marks = result.plane["points"]
     else:
         if n_in != 2:
@@ -138,7 +144,8 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
             box = [saved[0][0], saved[0][1], saved[1][0], saved[1][1]]  # its training domain
         start = time.perf_counter()
         say_if_compiling(plane)
-        result = count_regions_2d(model, box if box is not None else (0.0, 1.0, 0.0, 1.0))
+        result = count_regions_2d(model, box if box is not None else (0.0, 1.0, 0.0, 1.0),
+                                  **tiling)
         marks = None
     out = {**info, **result.to_dict(), "seconds": round(time.perf_counter() - start, 4)}
     if args.plot:
@@ -146,6 +153,27 @@ def _count_plane(args, model, n_in, saved, info) -> dict:
 
         out["plot"] = str(plot_region_map(result, args.plot, points=marks))
     return out
+
+
+def _tiling(args) -> bool:
+    return any(getattr(args, k) is not None for k in ("max_memory", "workers", "scheduler",
+                                                       "tiles"))
+
+
+def _tiling_options(args) -> dict:
+    """count_regions_2d / count_regions_plane's tiling keywords from the options, checked."""
+    if not _tiling(args):
+        return {}
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError("--workers counts on local processes and --scheduler on a Dask "
+                         "cluster (whose workers the cluster sets): give one of them")
+    return {"max_memory": (None if args.max_memory is None
+                           else parse_memory(args.max_memory, "--max-memory")),
+            "workers": 1 if args.workers is None else check_int(args.workers, "--workers",
+                                                                 low=1),
+            "scheduler": args.scheduler,
+            "tiles": None if args.tiles is None else check_tiles(args.tiles),
+            "progress": not args.json}
 
 
 def parse_points(specs: Sequence[str], n_in: int,
@@ -223,6 +251,9 @@ def show(out: dict) -> str:
             _row("rounding snaps", f"{out['snapped']} (touching zeros / concurrent lines)"),
             _row("time", f"{out['seconds']:.3f} s"),
         ]
+        if "tiles" in out:
+            nx, ny = out["tiles"]
+            lines.insert(-1, _row("tiles", f"{nx} x {ny}, {out['tile_pieces']} pieces merged"))
         lines += [_row("note", note) for note in out.get("notes", [])]
         if "plot" in out:
             lines.append(_row("plot", out["plot"]))

@@ -55,6 +55,16 @@ def build_parser() -> Parser:
     c.add_argument("--pieces", type=Path, metavar="FILE.csv",
                    help="write one row per linear piece: start,end,slope,value_start,value_end "
                         "(with --json also listed in the output)")
+    c.add_argument("--max-memory", metavar="SIZE",
+                   help="a plane count in tiles within this memory, e.g. 2GB or 500MB (the "
+                        "grid is chosen from the model's widths; the counts are the untiled "
+                        "ones)")
+    c.add_argument("--workers", type=int, metavar="N",
+                   help="count a plane's tiles on N local processes")
+    c.add_argument("--scheduler", metavar="ADDR",
+                   help="count a plane's tiles on a Dask cluster, e.g. tcp://host:8786")
+    c.add_argument("--tiles", type=int, nargs=2, metavar=("NX", "NY"),
+                   help="count a plane on this grid of tiles")
     c.add_argument("--json", action="store_true", help="print JSON")
 
     t = sub.add_parser(
@@ -185,7 +195,9 @@ EXAMPLES = {
               "relu-regions count --depth 4 --a 0.3,0.6,0.4,0.5 --sample 100001 --plot c.png",
               "relu-regions count --checkpoint run1/checkpoints/seed-0000.pt --pieces p.csv",
               "relu-regions count --checkpoint run2d/checkpoints/seed-0000.pt --from -1,-1 "
-              "--to 1,1"],
+              "--to 1,1",
+              "relu-regions count --checkpoint clf.pt --through 0 1 2 --data points.csv "
+              "--max-memory 2GB --workers 2"],
     "train": ["relu-regions train --target 'x**3' --out run1"],
     "sweep": ["relu-regions sweep experiments/sweep_example.toml --out sweep1"],
     "track": ["relu-regions track --checkpoints 'ckpts/*.pt' --data test.csv --lines 100 "

@@ -42,9 +42,17 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..parallel import DIED as WORKER_DIED
+from ..parallel import NO_START, run_tasks
 from ..validation import json_safe, one_line
-from .backend import run_tasks
 from .config import SweepConfig, load_config
+
+# a failed cell's error when its worker process died, or the workers never started
+DIED = ("BrokenProcessPool: the worker process died while running this cell (a crash or out "
+        "of memory)")
+BROKEN_POOL = ("BrokenProcessPool: a worker process died; if every cell failed so, the workers "
+               "could not start: call run_sweep from a script file under "
+               "`if __name__ == '__main__':` (spawn re-imports it), or use workers=0")
 
 ROW_FIELDS = ("target", "depth", "method", "seed", "mse", "train_mse", "pieces", "seconds",
               "trained", "status", "error")
@@ -178,7 +186,8 @@ def run_sweep(config: SweepConfig | Path | str, out_dir: Path | str, workers: in
     start = time.perf_counter()
     try:
         rows, mode, n_workers = run_tasks(run_cell, cells, _failed_row, workers=workers,
-                                          scheduler=scheduler, bar=bar)
+                                          scheduler=scheduler, bar=bar,
+                                          texts={WORKER_DIED: DIED, NO_START: BROKEN_POOL})
     finally:
         if bar:
             bar.close()

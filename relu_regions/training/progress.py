@@ -63,3 +63,39 @@ def _isatty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class TaskProgress:
+    """``update()`` after each of ``total`` tasks (a tiled map's tiles): a bar on a terminal, else
+    a line every ~10 s; ``enabled`` as in :class:`Progress`."""
+
+    def __init__(self, total: int, desc: str, unit: str, enabled=False, stream=None):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.stream = stream or sys.stderr
+        self.bar, self.done, self.last = None, 0, time.monotonic()
+        mode = enabled
+        if enabled is True:
+            mode = "bar" if _isatty(self.stream) else "lines"
+        self.mode = mode if mode in ("bar", "lines") else None
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=self.stream)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if now - self.last >= LINE_EVERY:
+                self.last = now
+                print(f"{self.desc}: {self.done} of {self.total} {self.unit}s", file=self.stream,
+                      flush=True)

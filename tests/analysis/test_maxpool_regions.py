@@ -3,6 +3,7 @@ checked against an explicit ReLU form written here, against the keys a fine grid
 against torch's own argmax (max_pool's return_indices)."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,3 +153,11 @@ def test_random_max_pool_nets_regions_are_distinct_keys(seed, hidden, kernel, st
     for region in np.unique(p.regions[ok]):
         assert len(np.unique(cell_keys[ok & (p.regions == region)], axis=0)) == 1
     assert len(np.unique(cell_keys[ok], axis=0)) == len(np.unique(p.regions[ok]))
+
+
+def test_a_tiled_count_of_a_max_pool_model_is_refused_with_the_fix():
+    from relu_regions import InputError
+
+    model = max_net(0)
+    with pytest.raises(InputError, match="counted untiled: drop tiles="):
+        count_regions_2d(model, (-1, 1, -1, 1), tiles=(2, 2))

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from relu_regions import InputError
-from relu_regions.sweep import backend as sweep_backend
 from relu_regions.sweep import config as sweep_config
 from relu_regions.sweep import grid as sweep_grid
 from relu_regions.training.config import Phase
@@ -259,7 +258,7 @@ def test_a_worker_that_dies_fails_only_its_cell(tmp_path, monkeypatch):
     res = sweep_grid.run_sweep(small(depths=[2], methods=["raai"], seeds=3), tmp_path / "out",
                                workers=2)
     assert [r["status"] for r in res.rows] == ["ok", "failed", "ok"]
-    assert res.rows[1]["error"] == sweep_backend.DIED
+    assert res.rows[1]["error"] == sweep_grid.DIED
 
 
 def test_the_trained_column_shows_what_fit_chose(tmp_path):

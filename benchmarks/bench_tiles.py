@@ -1,0 +1,91 @@
+"""Benchmark: tiled plane counts (analysis/tiles.py) of a 10-class classifier against the untiled
+count: equal counts, peak memory, seconds, 1 and 2 workers.
+
+The net and the plane are bench_classifier.py's: the mlp 784 -> 256 x 3 -> 10 (PyTorch's
+default init, torch.manual_seed(0)), the plane through three inputs drawn from [0, 1]^784
+(numpy seed 0), the square of half-width h around their centroid (h = 3.9, 8.9, 44.5 give about
+1e4, 5e4 and 2e5 regions; ``--half`` any other, e.g. one found with ``bench_classifier.py
+--search 1e6``).
+
+Modes, each in its own spawned process after an untimed warm-up count that loads the numba
+kernels: ``untiled`` (count_regions_plane as is), ``tiled`` (max_memory, one process) and
+``tiled-2`` (max_memory, workers=2; the workers are spawned inside the timed call, so their
+start-up, about a second each, is in its time). Peak MB: the process's ``ru_maxrss``, and for
+``tiled-2`` also the largest worker's (RUSAGE_CHILDREN). The tiled counts must equal the
+untiled one: regions, pieces, vertices, edges, and decision length to 1e-9 (relative).
+
+    python benchmarks/bench_tiles.py --sizes 1e4                    # the small size
+    python benchmarks/bench_tiles.py --sizes 1e4 5e4 2e5 --max-memory 2GB --json
+    python benchmarks/bench_tiles.py --half 120 --modes tiled tiled-2   # a large square
+"""
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+from bench_classifier import build, plane
+from bench_count import measure  # a fresh spawned process per measurement
+
+HALF = {"1e4": 3.9, "5e4": 8.9, "2e5": 44.5}
+MODES = ("untiled", "tiled", "tiled-2")
+
+
+def _run(mode, half, max_memory, queue):
+    from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
+    from relu_regions.nets.parametrize import linear_relu_stack
+
+    count_regions_2d(linear_relu_stack([2, 8, 8, 3]))  # loads the compiled kernels
+    model = build("mlp")
+    p0, p1, p2, _, _, extent = plane(half)
+    options = {} if mode == "untiled" else {"max_memory": max_memory}
+    if mode == "tiled-2":
+        options["workers"] = 2
+    t = time.perf_counter()
+    r = count_regions_plane(model, p0, p1, p2, extent=extent, **options)
+    seconds = time.perf_counter() - t
+    queue.put(dict(mode=mode, regions=r.activation_regions, pieces=r.linear_pieces,
+                   vertices=r.vertices, edges=r.edges, decision_length=r.decision_length,
+                   resolved=r.resolved, tiles=list(getattr(r, "tiles", (1, 1))),
+                   seconds=round(seconds, 3),
+                   peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   worker_peak_mb=round(
+                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="*", choices=sorted(HALF), default=["1e4"])
+    ap.add_argument("--half", type=float, nargs="*", default=[], help="other half-widths")
+    ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    ap.add_argument("--max-memory", default="2GB")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows, unequal = [], []
+    for half in [HALF[s] for s in args.sizes] + args.half:
+        runs = [measure(_run, mode, half, args.max_memory) for mode in args.modes]
+        ref = runs[0]
+        for r in runs:
+            r["half"] = half
+            same = all(r[k] == ref[k] for k in ("regions", "pieces", "vertices", "edges")) \
+                and abs(r["decision_length"] - ref["decision_length"]) \
+                <= 1e-9 * ref["decision_length"]
+            if not same:
+                unequal.append(f"h={half} {r['mode']}")
+            rows.append(r)
+            if not args.json:
+                workers = f" workers {r['worker_peak_mb']:5d} MB" if r["mode"] == "tiled-2" else ""
+                print(f"h={half:6.2f} {r['mode']:8s} {r['tiles'][0]:>3d}x{r['tiles'][1]:<3d} "
+                      f"{r['regions']:>8d} regions {r['pieces']:>8d} pieces "
+                      f"{r['vertices']:>8d} vertices decision {r['decision_length']:10.4f} "
+                      f"{r['seconds']:8.2f} s peak {r['peak_mb']:5d} MB{workers}"
+                      f"{'' if same else ' UNEQUAL'}", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    if unequal:
+        sys.exit(f"tiled counts differ from the first mode's: {', '.join(unequal)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Independent tasks here, on local processes or on a Dask cluster, shared by sweeps
+(sweep/grid.py), tiled plane counts (analysis/tiles.py) and the tracker over checkpoints
+(analysis/tracking.py). :func:`run_tasks` returns the results in task order; :func:`run_local`
+and :func:`run_dask` report each task through callbacks.
+
+``fn`` is a top-level function (workers import it by name); it is called as ``fn(task)``, or
+``fn(shared, task)`` when ``shared`` is given: data every task reads (a model's weights), sent
+once per worker process (a pool initializer; on Dask, one scatter) rather than with every task.
+Each task ends in exactly one callback: ``on_done(i, value)`` or ``on_error(i, err, why)`` with
+``why`` one of RAISED (``fn`` raised; on Dask also a worker lost more often than the scheduler
+retries), DIED (its worker process died while running it, e.g. out of memory) or NO_START (the
+worker processes could not start).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import InputError
+from .validation import check_int, env_defaults, one_line
+
+RAISED, DIED, NO_START = "raised", "died", "cannot-start"
+START_TRIES = 3  # rounds in which no worker finishes anything before giving up
+
+_SHARED: Any = None  # ``shared`` in a local worker process, set by its initializer
+
+# run_tasks: what a task whose worker died, or whose workers never started, reports
+DIED_TEXT = ("BrokenProcessPool: the worker process died while running this task (a crash or "
+             "out of memory)")
+NO_START_TEXT = ("BrokenProcessPool: a worker process died; if every task failed so, the workers "
+                 "could not start: run from a script file under `if __name__ == '__main__':` "
+                 "(spawn re-imports it), or use workers=0")
+
+
+def run_tasks(fn: Callable[[Any], Any], tasks: Sequence, failed: Callable[[Any, str], Any], *,
+              workers: int | None = None, scheduler: Any = None, bar: Any = None,
+              texts: dict | None = None) -> tuple[list, str, int | None]:
+    """``[fn(task) for task in tasks]``, run as asked; returns (results, mode, workers).
+
+    ``scheduler`` (as in :func:`run_dask`): mode "dask". Else ``workers=0``: one by one here,
+    mode "inline"; else a spawn pool of ``workers`` processes (default: all cores, at most one
+    per task), mode "local". A task that raises or whose worker dies gives ``failed(task,
+    text)``, the one-line error (``texts`` maps DIED / NO_START to the caller's wording), and the
+    rest go on. ``bar`` (anything with ``update(n)``) advances once per finished task.
+    """
+    if scheduler is not None and workers is not None:
+        raise InputError("workers applies to local runs; a Dask cluster's workers are set by "
+                         "the cluster")
+    if workers is not None:
+        check_int(workers, "workers", low=0)
+    texts = {DIED: DIED_TEXT, NO_START: NO_START_TEXT, **(texts or {})}
+    results = [None] * len(tasks)
+
+    def done(i, value):
+        results[i] = value
+        if bar:
+            bar.update(1)
+
+    def error(i, err, why):
+        done(i, failed(tasks[i], texts.get(why) or one_line(err)))
+
+    if scheduler is not None:
+        run_dask(fn, tasks, scheduler, done, error)
+        return results, "dask", None
+    if workers == 0:
+        for i, task in enumerate(tasks):
+            done(i, fn(task))
+        return results, "inline", 0
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    run_local(fn, tasks, n_workers, done, error)
+    return results, "local", n_workers
+
+
+def run_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
+              on_error: Callable, shared: Any = None) -> None:
+    """Tasks in spawn process pools of ``n_workers``, one BLAS thread each (n workers on n
+    cores).
+
+    A task's exception goes to ``on_error(i, err, RAISED)``. A worker that dies (segfault, out of
+    memory) breaks the pool and every unfinished task with it, so those run again in a fresh
+    pool; a round that finishes nothing is run again with one worker, where tasks run in order
+    and the first unfinished one is the task that killed it (DIED); the others go on. If workers
+    never finish anything (they cannot start), every task ends in NO_START after a few rounds.
+    """
+    todo = list(range(len(tasks)))
+    width, ever_done, culprits = n_workers, False, 0
+    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+        while todo:
+            done, broken = _pool_round(fn, tasks, todo, width, on_done, shared)
+            ever_done = ever_done or bool(done)
+            dead = cf.process.BrokenProcessPool
+            for i in [i for i, e in broken.items() if not isinstance(e, dead)]:
+                on_error(i, broken.pop(i), RAISED)  # e.g. an unpicklable argument
+            if not broken:
+                break
+            todo = sorted(broken)
+            if width > 1:
+                width = n_workers if done else 1
+                continue
+            culprits += 1
+            if not ever_done and culprits >= START_TRIES:
+                for i in todo:
+                    on_error(i, broken[i], NO_START)
+                break
+            i = todo.pop(0)  # one worker, tasks in order: the first unfinished one killed it
+            on_error(i, broken[i], DIED if ever_done else NO_START)
+            width = n_workers
+
+
+def _init_worker(shared):
+    global _SHARED
+    _SHARED = shared
+
+
+def _call_shared(fn, task):
+    return fn(_SHARED, task)
+
+
+def _pool_round(fn, tasks, todo, width, on_done, shared):
+    """Submit ``todo`` to a fresh pool of ``width`` workers; return (done, errors by task)."""
+    done, broken = [], {}
+    ctx = multiprocessing.get_context("spawn")
+    extra = {} if shared is None else {"initializer": _init_worker, "initargs": (shared,)}
+    with cf.ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=ctx,
+                                **extra) as pool:
+        if shared is None:
+            futures = {pool.submit(fn, tasks[i]): i for i in todo}
+        else:
+            futures = {pool.submit(_call_shared, fn, tasks[i]): i for i in todo}
+        for fut in cf.as_completed(futures):
+            i = futures[fut]
+            try:
+                value = fut.result()
+            except Exception as err:  # BrokenProcessPool, pickling, the task's own error
+                broken[i] = err
+                continue
+            done.append(i)
+            on_done(i, value)
+    return done, broken
+
+
+def _call_with(task, fn, shared):
+    return fn(shared, task)
+
+
+def run_dask(fn: Callable, tasks: Sequence, scheduler: Any, on_done: Callable,
+             on_error: Callable, shared: Any = None) -> None:
+    """Tasks on a Dask cluster: ``scheduler`` an address ("tcp://host:8786"), a
+    ``dask.distributed`` Client, or a cluster object with ``scheduler_address``. The scheduler
+    reruns a task whose worker died (its ``allowed-failures`` setting) before reporting it."""
+    client, own = connect(scheduler)
+    try:
+        # pure=False: every task is its own, even if two tasks' arguments were equal.
+        if shared is None:
+            futures = client.map(fn, tasks, pure=False)
+        else:
+            data = client.scatter(shared, broadcast=True)
+            futures = client.map(_call_with, tasks, fn=fn, shared=data, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        from dask.distributed import as_completed
+
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            try:
+                value = fut.result()
+            except Exception as err:  # e.g. KilledWorker: this task only
+                on_error(i, err, RAISED)
+                continue
+            on_done(i, value)
+    finally:
+        if own:
+            client.close()
+
+
+def connect(scheduler: Any):
+    """(a dask.distributed Client for ``scheduler``, whether we opened it and must close it)."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise InputError("Dask mode needs dask[distributed]: pip install 'relu-regions[sweep]'") \
+            from None
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    address = getattr(scheduler, "scheduler_address", scheduler)
+    if not isinstance(address, str) or not address.strip():
+        shown = repr(scheduler) if len(repr(scheduler)) <= 60 else repr(scheduler)[:57] + "..."
+        raise InputError(f"scheduler must be an address like tcp://host:8786, got {shown}")
+    try:
+        return Client(address.strip(), timeout="20s"), True
+    except (OSError, TimeoutError, ValueError) as err:
+        raise InputError(f"cannot connect to the Dask scheduler {address.strip()!r}: "
+                         f"{one_line(err)}") from None
