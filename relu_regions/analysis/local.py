@@ -1,6 +1,6 @@
 """Local complexity: the activation regions and the neurons near each point of a data set.
 
-Humayun, Balestriero & Baraniuk (arXiv:2402.15555, Sec. 3; arXiv:2310.12977) measure how
+Humayun, Balestriero & Baraniuk (arXiv:2402.15555, Fig. 4; arXiv:2310.12977) measure how
 finely a net partitions its input around a point by the neurons whose zero set passes through a
 small neighbourhood of it. Here the neighbourhood is the disc of radius r around the point in a
 plane through it: the model's input plane when it has two inputs, else ``n_planes`` random planes
@@ -25,7 +25,9 @@ and are not neurons here.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -108,8 +110,8 @@ class LocalComplexity:
 # Public entry points
 
 def local_complexity(model: nn.Module, points: ArrayLike, radius: float, n_planes: int = 1,
-                     seed: int = 0, *,
-                     input_shape: Sequence[int] | None = None) -> LocalComplexity:
+                     seed: int = 0, *, input_shape: Sequence[int] | None = None,
+                     workers: int | None = None) -> LocalComplexity:
     """Exact local complexity: for each point, the activation regions and the hidden neurons
     whose zero set meets the disc of ``radius`` around it, in float64.
 
@@ -118,18 +120,20 @@ def local_complexity(model: nn.Module, points: ArrayLike, radius: float, n_plane
     lies in its input plane (``n_planes`` 1, ``seed`` 0). More inputs: in ``n_planes`` random
     planes through each point, seeded by ``seed`` (the same as :func:`sampled_local_complexity`
     draws). Each disc is the square [-r, r]^2 counted by the plane counter, of which the cells
-    meeting the disc are kept; many squares are counted in one pass. Returns a
-    :class:`LocalComplexity` with ``method="exact"``.
+    meeting the disc are kept; many squares are counted in one pass, on ``workers`` threads (by
+    default one per core; the result does not depend on it). Returns a :class:`LocalComplexity`
+    with ``method="exact"``.
     """
     lowered, pts, radius, planes = _setup(model, points, radius, n_planes, seed, input_shape)
-    regions, bits, snapped = _exact(lowered.layers, lowered.leaks, pts, planes, radius)
+    workers = (os.cpu_count() or 1) if workers is None else check_int(workers, "workers", low=1)
+    regions, bits, snapped = _exact(lowered.layers, lowered.leaks, pts, planes, radius, workers)
     return _result("exact", lowered, radius, planes, regions, bits, None, snapped)
 
 
 def sampled_local_complexity(model: nn.Module, points: ArrayLike, radius: float,
                              n_planes: int = 1, seed: int = 0, *, dims: int = 2,
                              input_shape: Sequence[int] | None = None) -> LocalComplexity:
-    """The sampled measure of arXiv:2402.15555 (Sec. 3): the pre-activations at the 2 ``dims``
+    """The sampled measure of arXiv:2402.15555 (Fig. 4): the pre-activations at the 2 ``dims``
     vertices x +- r d_k of a cross-polytope around each point; ``neurons`` counts those with
     strictly opposite signs at two vertices, ``activation_regions`` the distinct activation
     patterns (z > 0 per unit) among the vertices, where a unit without opposite signs has one
@@ -246,7 +250,7 @@ def _result(method, lowered, radius, planes, regions, bits, samples, snapped):
 # ---------------------------------------------------------------------------------------------
 # Exact: squares through the plane kernel, cells meeting the disc
 
-def _exact(layers, leaks, pts, planes, r):
+def _exact(layers, leaks, pts, planes, r, workers):
     """(regions per disc, (discs, hidden) bool of the neurons whose bit varies among the cells
     meeting the disc, snapped crossings). Discs are (point, plane) pairs in C order.
 
@@ -254,7 +258,9 @@ def _exact(layers, leaks, pts, planes, r):
     (+-r, +-r) in its own plane coordinates, its first-layer inputs x + U c there and its
     Jacobian U (the plane's directions). Cells refine independently, so each square is
     partitioned as if counted alone; its index rides in trailing pattern bytes the kernel copies
-    and never sets.
+    and never sets. Batches run on ``workers`` threads (the kernels release the GIL), each into
+    its own tallies, merged at the end: sums, ORs and ANDs, so the result is the same for any
+    number of threads.
     """
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
@@ -268,21 +274,37 @@ def _exact(layers, leaks, pts, planes, r):
     n = origins.shape[0]
     corners = np.array([[-r, -r], [r, -r], [r, r], [-r, r]])
     box = np.array([-r, r, -r, r])
-    disc = _Disc(n, n_bytes, r)
-    stats = np.zeros(1, np.int64)  # snapped
-    for s in range(0, n, BATCH):
-        e = min(n, s + BATCH)
-        b = e - s
-        ring = np.empty((4 * b, 2 + n_in))
-        ring[:, :2] = np.tile(corners, (b, 1))
-        ring[:, 2:] = (origins[s:e, None, :] + corners @ bases[s:e]).reshape(4 * b, n_in)
-        pat = np.zeros((b, n_bytes + ID_BYTES), np.uint8)
-        pat[:, n_bytes:] = np.arange(s, e, dtype="<u4").view(np.uint8).reshape(b, ID_BYTES)
-        chunk = (np.arange(0, 4 * b + 1, 4), ring, np.ascontiguousarray(bases[s:e]), pat)
-        _propagate(layers, leaks, bit0, chunk, box, ZERO_TOL, stats, disc)
+
+    def run(starts):
+        disc = _Disc(n, n_bytes, r)
+        stats = np.zeros(1, np.int64)  # snapped
+        for s in starts:
+            e = min(n, s + BATCH)
+            b = e - s
+            ring = np.empty((4 * b, 2 + n_in))
+            ring[:, :2] = np.tile(corners, (b, 1))
+            ring[:, 2:] = (origins[s:e, None, :] + corners @ bases[s:e]).reshape(4 * b, n_in)
+            pat = np.zeros((b, n_bytes + ID_BYTES), np.uint8)
+            pat[:, n_bytes:] = np.arange(s, e, dtype="<u4").view(np.uint8).reshape(b, ID_BYTES)
+            chunk = (np.arange(0, 4 * b + 1, 4), ring, np.ascontiguousarray(bases[s:e]), pat)
+            _propagate(layers, leaks, bit0, chunk, box, ZERO_TOL, stats, disc)
+        return disc, int(stats[0])
+
+    starts = list(range(0, n, BATCH))
+    workers = min(workers, len(starts))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run, [starts[i::workers] for i in range(workers)]))
+    else:
+        parts = [run(starts)]
+    disc = parts[0][0]
+    for other, _ in parts[1:]:
+        disc.regions += other.regions
+        disc.any_on |= other.any_on
+        disc.all_on &= other.all_on
     varying = disc.any_on & ~disc.all_on
     bits = np.unpackbits(varying, axis=1, count=n_hidden).astype(bool)
-    return disc.regions, bits, int(stats[0])
+    return disc.regions, bits, sum(p[1] for p in parts)
 
 
 class _Disc:

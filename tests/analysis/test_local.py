@@ -149,10 +149,13 @@ def test_batches_are_counted_as_alone(monkeypatch):
     pts = np.random.default_rng(2).uniform(-1, 1, (7, 3))
     together = local_complexity(net, pts, 0.5, n_planes=3)
     monkeypatch.setattr(local, "BATCH", 1)
-    alone = local_complexity(net, pts, 0.5, n_planes=3)
-    for name in ("activation_regions", "neurons", "neurons_per_layer"):
-        np.testing.assert_array_equal(getattr(together, name), getattr(alone, name))
-    assert together.snapped == alone.snapped
+    alone = local_complexity(net, pts, 0.5, n_planes=3, workers=1)
+    threads = local_complexity(net, pts, 0.5, n_planes=3, workers=3)
+    for other in (alone, threads):
+        for name in ("activation_regions", "neurons", "neurons_per_layer"):
+            np.testing.assert_array_equal(getattr(together, name), getattr(other, name))
+        assert together.snapped == other.snapped
+    assert together.neurons.max() > 0
 
 
 def test_meets_disc_geometry():
@@ -294,6 +297,7 @@ def test_to_dict_and_export():
     (lambda n2, n3: local_complexity(n2, [["a", "b"]], 0.1), "points"),
     (lambda n2, n3: local_complexity(n3, [[0, 0, 0]], 0.1, n_planes=0), "n_planes"),
     (lambda n2, n3: local_complexity(n3, [[0, 0, 0]], 0.1, seed=-1), "seed"),
+    (lambda n2, n3: local_complexity(n3, [[0, 0, 0]], 0.1, workers=0), "workers"),
     (lambda n2, n3: local_complexity(n2, [[0, 0]], 0.1, n_planes=2), "n_planes must be 1"),
     (lambda n2, n3: sampled_local_complexity(n2, [[0, 0]], 0.1, seed=3), "seed must be 0"),
     (lambda n2, n3: sampled_local_complexity(n3, [[0, 0, 0]], 0.1, dims=4), "dims"),
