@@ -4,8 +4,10 @@ The net: 64 -> 256 x 3 -> 10 with PyTorch's default nn.Linear init (torch.manual
 float64; the points uniform in [0, 1]^64 (numpy seed 0); radius 0.1, one random plane per point
 (seed 0). Rows, all in this process after one untimed call that loads the compiled kernels:
 
-  * the exact count, batched (local_complexity as shipped: BATCH squares per kernel call);
-  * the same with one square per kernel call (BATCH = 1), on the first --alone points;
+  * the exact count, batched (local_complexity as shipped: BATCH squares per kernel call, one
+    thread per core), and the same on one thread;
+  * the same with one square per kernel call (BATCH = 1, one thread), on the first --alone
+    points;
   * count_regions_plane on each square (the public per-point route, cells filtered to the
     disc afterwards), on the first --alone points;
   * the sampled proxy (2D cross-polytope, the same planes), and with dims=25 (50 samples, as the
@@ -58,14 +60,18 @@ def main():
 
     exact, wall, cpu = timed(local.local_complexity, net, pts, r)
     rows["exact"] = dict(points=len(pts), wall=wall, cpu=cpu, batch=local.BATCH,
+                         workers=os.cpu_count(),
                          mean_regions=exact.mean_activation_regions,
                          mean_neurons=exact.mean_neurons,
                          max_regions=int(exact.activation_regions.max()))
+    one, wall, cpu = timed(local.local_complexity, net, pts, r, workers=1)
+    assert np.array_equal(one.neurons, exact.neurons)
+    rows["exact_one_thread"] = dict(points=len(pts), wall=wall, cpu=cpu)
     if args.alone:
         sub = pts[:args.alone]
         batch, local.BATCH = local.BATCH, 1
         try:
-            alone, wall, cpu = timed(local.local_complexity, net, sub, r)
+            alone, wall, cpu = timed(local.local_complexity, net, sub, r, workers=1)
         finally:
             local.BATCH = batch
         assert np.array_equal(alone.activation_regions, exact.activation_regions[:len(sub)])
