@@ -165,6 +165,8 @@ def _setup(model, points, radius, n_planes, seed, input_shape):
                          hint="the radius of the disc around each point")
     n_planes = check_int(n_planes, "n_planes", low=1)
     seed = check_int(seed, "seed", low=0)
+    if hasattr(points, "detach"):  # a torch tensor, perhaps with a gradient or on a GPU
+        points = points.detach().cpu()
     try:
         pts = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):

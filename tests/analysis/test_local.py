@@ -257,6 +257,9 @@ def test_one_point_and_no_hidden_layer():
     one = local_complexity(net, x, 0.5, n_planes=2)
     assert one.neurons.shape == (1, 2)
     np.testing.assert_array_equal(one.neurons, local_complexity(net, [x], 0.5, n_planes=2).neurons)
+    tensor = torch.tensor(x[None], requires_grad=True)
+    np.testing.assert_array_equal(one.neurons,
+                                  local_complexity(net, tensor, 0.5, n_planes=2).neurons)
     linear = nn.Linear(3, 2, dtype=torch.float64)
     for fn in (local_complexity, sampled_local_complexity):
         res = fn(linear, [x, -x], 0.5)
