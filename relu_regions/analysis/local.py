@@ -175,6 +175,11 @@ def _setup(model, points, radius, n_planes, seed, input_shape):
     if input_shape is None and pts.ndim > 2:
         input_shape = pts.shape[1:]
     lowered = lower(model, input_shape)
+    if lowered.max_nodes is not None:
+        # its regions merge cells (nets.reader.region_keys) and its tournament units are no
+        # neurons of the model's own: not defined here yet
+        raise InputError("local complexity of a model with max-pooling (or torch.maximum) is "
+                         "not supported: count its planes with count_regions_plane")
     n_in = lowered.layers[0][0].shape[1]
     if pts.ndim == 1 and pts.size == n_in:
         pts = pts[None]  # one point

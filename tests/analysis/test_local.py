@@ -306,6 +306,9 @@ def test_to_dict_and_export():
     (lambda n2, n3: sampled_local_complexity(n3, [[0, 0, 0]], 0.1, dims=4), "dims"),
     (lambda n2, n3: sampled_local_complexity(n3, [[0, 0, 0]], 0.1, dims=1), "dims"),
     (lambda n2, n3: local_complexity(nn.Linear(1, 1), [[0.0]], 0.1), "at least 2 inputs"),
+    (lambda n2, n3: local_complexity(nn.Sequential(nn.Linear(3, 4), nn.Unflatten(1, (1, 4)),
+                                                   nn.MaxPool1d(2), nn.Flatten()),
+                                     [[0, 0, 0]], 0.1), "max-pooling"),
 ])
 def test_bad_input_one_line(call, words):
     n2, n3 = random_net([3], 0, n_in=2), random_net([3], 0, n_in=3)
