@@ -20,6 +20,7 @@ _EXPORTS = {
     "sample_regions": "analysis.sampling", "sample_regions_segment": "analysis.sampling",
     "pieces_table": "analysis.pieces", "lower": "nets.reader",
     "count_regions_2d": "analysis.plane", "count_regions_plane": "analysis.plane",
+    "local_complexity": "analysis.local", "sampled_local_complexity": "analysis.local",
     "optimal_pwl": "analysis.limits", "efficiency": "analysis.limits",
     "GmPLinear": "gmp.layers", "to_gmp": "gmp.layers", "from_gmp": "gmp.layers",
     "characteristic_activation": "gmp.cab",

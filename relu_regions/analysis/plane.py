@@ -461,7 +461,7 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
 # ---------------------------------------------------------------------------------------------
 # The layer kernel
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, zero_tol,
                  interp_tol, bit0, box, cell0, o_off, o_ring, o_jac, o_pat, counters):
     """Refine cells cell0.. by one Linear + ReLU into the ``o_`` arrays; return the first cell
@@ -649,7 +649,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     return n_cells
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
     """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
     ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
