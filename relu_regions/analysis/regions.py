@@ -394,15 +394,21 @@ def _preactivations_body(values, w, b, leak, zero_tol, z, leaky):
             w_abs_sum[c] += abs(w[c, j])
     raw_prev = np.zeros(width)  # previous point's z before snapping
     snap_prev = np.zeros(width, dtype=np.bool_)
+    wide, wt, acc = _wide(w)
     removed = crossings = 0
     for i in range(m):
         h_max = 0.0
         for j in range(n_in):
             h_max = max(h_max, abs(values[i, j]))
+        if wide:
+            _times(values[i], wt, acc)
         for c in range(width):
-            raw = 0.0
-            for j in range(n_in):
-                raw += values[i, j] * w[c, j]
+            if wide:
+                raw = acc[c]
+            else:
+                raw = 0.0
+                for j in range(n_in):
+                    raw += values[i, j] * w[c, j]
             raw += b[c]
             snap = False
             if leaky and leak[c] == 1.0:
@@ -422,6 +428,31 @@ def _preactivations_body(values, w, b, leak, zero_tol, z, leaky):
                     crossings += 1
             raw_prev[c], snap_prev[c] = raw, snap
     return removed, crossings
+
+
+# From this many inputs per unit on, W h is summed input by input into a row of all units (the
+# compiler vectorizes that loop over the units; a unit's own sum, a dependent chain, it does
+# not). Each unit's terms are added in the same order either way: the same sums, bit for bit.
+WIDE_INPUTS = 16
+
+
+@njit(inline="always")
+def _wide(w):
+    """(whether W is wide enough for the row-wise product, W^T as a C array, a row buffer)."""
+    width, n_in = w.shape
+    if n_in < WIDE_INPUTS:
+        return False, np.empty((0, width)), np.empty(width)
+    return True, np.ascontiguousarray(w.T), np.empty(width)
+
+
+@njit(inline="always")
+def _times(h, wt, out):
+    """out = h W^T (W^T as ``wt``), each unit's terms summed in input order from 0.0."""
+    out[:] = 0.0
+    for j in range(wt.shape[0]):
+        hj = h[j]
+        for c in range(wt.shape[1]):
+            out[c] += hj * wt[j, c]
 
 
 @njit(cache=True)
@@ -460,13 +491,17 @@ def _refine_body(points, z, slopes, w, leak, merge_tol, out_points, out_values, 
     snapped = 0
     _emit(out_points, out_values, out_slopes, 0, points[0], z[0], z[0], z_last, z_slopes, leak,
           leaky)
+    wide, wt, _ = _wide(w)
     at = 0
     for i in range(m - 1):
-        for c in range(width):
-            s = 0.0
-            for j in range(n_in):
-                s += slopes[i, j] * w[c, j]
-            z_slopes[c] = s
+        if wide:
+            _times(slopes[i], wt, z_slopes)
+        else:
+            for c in range(width):
+                s = 0.0
+                for j in range(n_in):
+                    s += slopes[i, j] * w[c, j]
+                z_slopes[c] = s
         # Crossings sorted by lam, stable (ties keep neuron order). At most `width` of them, so
         # an insertion sort.
         n_cross = 0

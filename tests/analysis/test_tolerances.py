@@ -272,3 +272,22 @@ def test_the_last_piece_can_be_the_narrowest():
     r = assert_exact(model, 0, 1)
     assert r.min_piece_width == pytest.approx(0.1, rel=1e-12)
     assert r.min_region_width == pytest.approx(0.1, rel=1e-12)
+
+
+def test_the_row_wise_product_of_wide_layers_sums_each_unit_in_input_order():
+    """Wide layers (WIDE_INPUTS inputs or more) sum W h input by input into a row of all units;
+    each unit's sum must be the one the unit-by-unit loop gives, bit for bit (no fused or
+    reordered additions), so a count does not depend on the layer's width."""
+    from relu_regions.analysis.regions import WIDE_INPUTS, _times, _wide
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((37, WIDE_INPUTS + 5))
+    h = rng.standard_normal(w.shape[1]) * 10.0 ** rng.integers(-8, 8, w.shape[1])
+    wide, wt, out = _wide(w)
+    assert wide and not _wide(w[:, :WIDE_INPUTS - 1])[0]
+    _times(h, wt, out)
+    for c in range(w.shape[0]):
+        total = 0.0
+        for j in range(w.shape[1]):
+            total += h[j] * w[c, j]
+        assert out[c] == total
