@@ -213,6 +213,92 @@ def count_lowered_segment(lowered: Lowered, x0: ArrayLike, x1: ArrayLike, *,
     return result
 
 
+def count_lowered_segments(lowered: Lowered, starts: ArrayLike, ends: ArrayLike, *,
+                           level: float | None = None, per_output: bool = False,
+                           zero_tol: float = ZERO_TOL,
+                           slope_tol: float = SLOPE_TOL) -> list[RegionCount]:
+    """:func:`count_lowered_segment` of each segment ``(starts[i], ends[i])`` (rows of the
+    model's input size), the same results bit for bit, in one compiled call where every layer
+    of a segment stays small (the per-call Python work would cost as much as the count of a
+    short segment of a small net; the tracker counts hundreds per record)."""
+    layers, leaks = lowered.layers, lowered.leaks
+    n_in = layers[0][0].shape[1]
+    starts = np.ascontiguousarray(starts, dtype=np.float64)
+    ends = np.ascontiguousarray(ends, dtype=np.float64)
+    if starts.ndim != 2 or starts.shape != ends.shape or starts.shape[1] != n_in:
+        raise InputError(f"starts and ends must be arrays of the same shape (segments, {n_in}), "
+                         f"got {starts.shape} and {ends.shape}")
+    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        raise InputError("the segments' ends must be finite numbers")
+    if (starts == ends).all(axis=1).any():
+        raise InputError("a segment is empty: its x0 equals its x1")
+    decide_w, decide_b = decision_map(layers, level)
+    packed = np.concatenate([a.reshape(-1) for pair in layers for a in pair])
+    widths = np.array([w.shape[0] for w, _ in layers])
+    all_leaks = np.concatenate(leaks) if leaks else np.zeros(0)
+    merge_tol = MERGE_ULPS * math.ulp(1.0)  # _count's rule on [0, 1]
+    head, flat, offsets = _count_many(packed, widths, all_leaks, decide_w, decide_b, starts,
+                                      ends, zero_tol, merge_tol, slope_tol, CHUNK)
+    k = layers[-1][0].shape[0]
+    results = []
+    for i, (status, n_regions, n_pieces, n_dec, snapped) in enumerate(head):
+        if status == NOT_FINITE:
+            raise InputError("the model has non-finite weights")
+        if status == TOO_LARGE:
+            results.append(count_lowered_segment(lowered, starts[i], ends[i], level=level,
+                                                 per_output=per_output, zero_tol=zero_tol,
+                                                 slope_tol=slope_tol))
+            continue
+        out = flat[offsets[i]:offsets[i + 1]]
+        knots_at = n_regions - 1
+        slopes_at = knots_at + n_pieces - 1
+        dec_at = slopes_at + n_pieces * k
+        state_at = dec_at + n_dec
+        r = _region_count(0.0, 1.0, out[:knots_at], out[knots_at:slopes_at],
+                          out[slopes_at:dec_at], out[dec_at:state_at], out[state_at:],
+                          int(snapped), k, per_output)
+        r.notes = lowered.notes
+        if lowered.max_nodes is not None:
+            _merge_windows(r, layers, leaks, lowered.max_nodes, starts[i], ends[i] - starts[i],
+                           zero_tol)
+        results.append(r)
+    return results
+
+
+@njit(cache=True)
+def _count_many(packed, widths, leaks, decide_w, decide_b, starts, ends, zero_tol, merge_tol,
+                slope_tol, chunk):
+    """_count_small on each segment (t in [0, 1] from starts[i] to ends[i]): per segment
+    (status, regions, pieces, decisions, snapped), and the outputs one after another with their
+    offsets (empty for a segment not counted here)."""
+    n, n_in = starts.shape
+    head = np.zeros((n, 5), np.int64)
+    sizes = np.zeros(n + 1, np.int64)
+    parts = []
+    points = np.array([0.0, 1.0])
+    for i in range(n):
+        values = np.empty((2, n_in))
+        values[0] = starts[i]
+        values[1] = ends[i]
+        slopes = np.empty((1, n_in))
+        slopes[0] = ends[i] - starts[i]
+        status, n_regions, n_pieces, n_dec, snapped, out = _count_small(
+            packed, widths, leaks, decide_w, decide_b, points, values, slopes, zero_tol,
+            merge_tol, slope_tol, chunk)
+        head[i, 0], head[i, 1], head[i, 2] = status, n_regions, n_pieces
+        head[i, 3], head[i, 4] = n_dec, snapped
+        if status == COUNTED:
+            parts.append(out)
+            sizes[i + 1] = out.size
+        else:
+            parts.append(np.empty(0))
+    offsets = np.cumsum(sizes)
+    flat = np.empty(offsets[-1])
+    for i in range(n):
+        flat[offsets[i]:offsets[i + 1]] = parts[i]
+    return head, flat, offsets
+
+
 def _merge_windows(result: RegionCount, layers, leaks, max_nodes, origin, direction,
                    zero_tol) -> None:
     """Merge the adjacent intervals of ``result`` whose region keys are equal (a model with max

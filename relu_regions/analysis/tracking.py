@@ -160,7 +160,7 @@ class RegionTracker:
 
         from ..nets.reader import lower
         from .plane import count_lowered_plane
-        from .regions import count_lowered_segment
+        from .regions import count_lowered_segments
 
         step = check_int(step, "step", low=0)
         tags = _check_tags(tags)
@@ -172,9 +172,12 @@ class RegionTracker:
                              f"{n_in}: build the tracker from points of the model's input space")
         check_level(self.level, lowered.layers[-1][0].shape[0])
         counts = []
-        for (x0, x1), length in zip(self._segments, self._lengths, strict=True):
-            r = count_lowered_segment(lowered, x0, x1, level=self.level)
-            counts.append(_segment_counts(r, length))
+        if self._segments:
+            starts = np.array([x0 for x0, _ in self._segments])
+            ends = np.array([x1 for _, x1 in self._segments])
+            lines = count_lowered_segments(lowered, starts, ends, level=self.level)
+            counts += [_segment_counts(r, length)
+                       for r, length in zip(lines, self._lengths, strict=True)]
         for p0, p1, p2 in self._planes:
             c = count_lowered_plane(lowered, p0, p1, p2, self.extent, level=self.level)
             x0, x1, y0, y1 = c.box
