@@ -2,6 +2,8 @@
 checked against an explicit ReLU form written here, against the keys a fine grid sees and
 against torch's own argmax (max_pool's return_indices)."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from hypothesis import assume, given, settings
@@ -12,6 +14,7 @@ from torch.nn import functional
 from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
 from relu_regions.analysis.regions import count_regions, count_regions_segment
 from relu_regions.analysis.sampling import sample_regions, sample_regions_segment
+from relu_regions.plots import plot_region_map, region_edges, subplots
 
 
 def max_net(seed, hidden=5, length=8, kernel=4, stride=2, padding=0, inputs=2):
@@ -97,6 +100,40 @@ def test_plane_regions_are_the_distinct_keys_a_fine_grid_sees():
     assert len(np.unique(bits, axis=0)) == r.activation_regions
     assert all(len(np.unique(bits[r.regions == i], axis=0)) == 1
                for i in range(r.activation_regions))
+
+
+def test_region_map_draws_only_the_edges_between_regions():
+    model = max_net(11)
+    box = (-1.0, 1.0, -1.0, 1.0)
+    r = count_regions_2d(model, box)
+    assert r.resolved and r.cells > r.activation_regions
+    every = region_edges(replace(r, regions=np.arange(r.cells)))  # as if nothing merged
+    drawn = region_edges(r)
+    assert len(every) == r.edges > len(drawn)
+    kept = {s.tobytes() for s in drawn}
+    assert kept < {s.tobytes() for s in every}
+    dropped = np.array([s for s in every if s.tobytes() not in kept])
+
+    def sides(segs):
+        """The region keys just off both sides of each segment's midpoint."""
+        mid, d = segs.mean(axis=1), segs[:, 1] - segs[:, 0]
+        normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.hypot(d[:, 0], d[:, 1])[:, None]
+        return keys(model, mid + 1e-7 * normal), keys(model, mid - 1e-7 * normal)
+
+    border = np.zeros(len(drawn), dtype=bool)
+    for axis, bound in ((0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)):
+        border |= (drawn[:, :, axis] == bound).all(axis=1)
+    assert 0 < border.sum() < len(drawn)
+    left, right = sides(drawn[~border])
+    assert np.any(left != right, axis=1).all()  # each drawn inner edge separates two regions
+    left, right = sides(dropped)
+    assert (left == right).all()  # each left-out edge lies inside one region
+    fig, ax = subplots()
+    plot_region_map(r, None, ax=ax)
+    assert [len(c.get_segments()) for c in ax.collections[1:]] == [len(drawn)]
+    fig, ax = subplots()
+    plot_region_map(count_regions_2d(Explicit(max_net(3, kernel=4, stride=4)), box), None, ax=ax)
+    assert len(ax.collections) == 1  # no max windows: the cells' own edges, as before
 
 
 def test_line_regions_are_the_key_changes_a_fine_sampling_sees():
