@@ -232,6 +232,34 @@ def plot_surface(model: nn.Module, data: Dataset, path: Path | str, title: str |
 MAP_EDGE_LIMIT = 60_000  # up to this many cells every edge is drawn; beyond, the fill alone
 
 
+def region_edges(count: PlaneCount) -> np.ndarray:
+    """The edges of a plane count's map as segments (m, 2, 2): every edge of the cells' graph
+    once, except those shared by two cells of one activation region (``count.regions``; a model
+    with max windows, where cells that differ only in how two losers of a window compare are one
+    region). Box-border edges are kept. Shared edges are bit-identical in both cells (the plane
+    counter's rule), so they are matched by their end points' bits."""
+    pts = np.ascontiguousarray(count.polygons, dtype=np.float64)
+    off = np.asarray(count.offsets, dtype=np.int64)
+    if pts.shape[0] == 0:
+        return np.empty((0, 2, 2))
+    nxt = np.arange(1, pts.shape[0] + 1)
+    nxt[off[1:] - 1] = off[:-1]  # each ring closes on its first vertex
+    p, q = pts.view(np.uint64), pts[nxt].view(np.uint64)
+    swap = (p[:, 0] > q[:, 0]) | ((p[:, 0] == q[:, 0]) & (p[:, 1] > q[:, 1]))
+    key = np.concatenate([np.where(swap[:, None], q, p), np.where(swap[:, None], p, q)], axis=1)
+    order = np.lexsort(key.T[::-1])
+    key = key[order]
+    start = np.flatnonzero(np.concatenate([[True], np.any(key[1:] != key[:-1], axis=1)]))
+    labels = np.repeat(np.arange(off.size - 1), np.diff(off))
+    if getattr(count, "regions", None) is not None:
+        labels = np.asarray(count.regions)[labels]
+    labels = labels[order]
+    one_region = ((np.diff(np.append(start, order.size)) > 1)
+                  & (np.minimum.reduceat(labels, start) == np.maximum.reduceat(labels, start)))
+    first = order[start[~one_region]]
+    return np.stack([pts[first], pts[nxt[first]]], axis=1)
+
+
 def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gradient",
                     points: np.ndarray | None = None, title: str | None = None,
                     ax: Axes | None = None, boundary: bool | None = None) -> Path | None:
@@ -240,10 +268,12 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
     ``color="gradient"``: hue = the output gradient's direction, brightness = its size (log
     scale), so neighbouring linear pieces differ; ``color="output"``: the output at the cell
     (viridis). With k > 1 outputs, the gradient is the winning output's and ``"output"`` colors
-    the winning class. Edges are drawn up to MAP_EDGE_LIMIT cells; the decision boundary in red
-    (the argmax's; for one output its level set, with ``boundary=True``; ``boundary=False``
+    the winning class. Edges are drawn up to MAP_EDGE_LIMIT regions; the decision boundary in
+    red (the argmax's; for one output its level set, with ``boundary=True``; ``boundary=False``
     draws none), and ``points`` ((n, 2) plane coordinates) on top. PNG, SVG, PDF... by the
-    suffix of ``path`` (with ``ax`` given, draws there and writes nothing).
+    suffix of ``path`` (with ``ax`` given, draws there and writes nothing). With max windows
+    (``count.cells`` > ``count.activation_regions``) each region is drawn as one: coloured as its
+    largest cell, with only the edges between regions (:func:`region_edges`).
     """
     if color not in ("gradient", "output"):
         raise InputError(f"color must be 'gradient' or 'output', got {color!r}")
@@ -251,9 +281,16 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
         check_figure_path(path, "the map")
     polys = np.split(count.polygons, count.offsets[1:-1])
     k = getattr(count, "outputs", 1)
-    winner = np.argmax(count.values, axis=1) if k > 1 else None
+    values, gradients = count.values, count.gradients
+    regions = getattr(count, "regions", None)
+    merged = regions is not None and count.activation_regions < regions.size
+    if merged:  # max windows: each region drawn as one, coloured as its largest cell
+        order = np.lexsort((-count.areas, regions))
+        first = order[np.concatenate([[True], np.diff(regions[order]) != 0])]
+        values, gradients = values[first[regions]], gradients[first[regions]]
+    winner = np.argmax(values, axis=1) if k > 1 else None
     if color == "gradient":
-        g = count.gradients if k == 1 else count.gradients[np.arange(winner.size), winner]
+        g = gradients if k == 1 else gradients[np.arange(winner.size), winner]
         size = np.log10(np.hypot(g[:, 0], g[:, 1]) + 1e-300)
         finite = size[size > -300]
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -262,18 +299,23 @@ def plot_region_map(count: PlaneCount, path: Path | str | None, color: str = "gr
         rgb = hsv_to_rgb(np.stack([hue, np.full_like(hue, 0.65), np.clip(value, 0, 1)], 1))
         coll = PolyCollection(polys, facecolors=rgb)
     elif k == 1:
-        coll = PolyCollection(polys, array=count.values, cmap="viridis")
+        coll = PolyCollection(polys, array=values, cmap="viridis")
     else:
         coll = PolyCollection(polys, array=winner, cmap="tab10" if k <= 10 else "tab20",
                               clim=(-0.5, k - 0.5))
     many = count.activation_regions > MAP_EDGE_LIMIT
-    coll.set_edgecolor("none" if many else (0, 0, 0, 0.6))
-    coll.set_linewidth(0.0 if many else 0.25)
+    # merged regions: cells filled without seams (face-coloured edges wide enough to cover the
+    # antialiased fills' light seams), the edges between regions drawn on top
+    coll.set_edgecolor("none" if many else "face" if merged else (0, 0, 0, 0.6))
+    coll.set_linewidth(0.0 if many else 0.8 if merged else 0.25)
     coll.set_rasterized(many)  # an SVG of 10^6 polygons would be hundreds of MB
     own = ax is None
     if own:
         fig, ax = subplots(figsize=(6.4, 6.0))
     ax.add_collection(coll)
+    if merged and not many:  # alpha 0.84: a cell edge above is drawn twice at 0.6
+        ax.add_collection(LineCollection(region_edges(count), colors=[(0, 0, 0, 0.84)],
+                                         linewidths=0.25, zorder=coll.get_zorder()))
     if color == "output":
         ax.figure.colorbar(coll, ax=ax, shrink=0.8, label="output" if k == 1 else "argmax")
     segments = getattr(count, "decision_segments", None)

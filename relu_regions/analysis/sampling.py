@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
-from ..nets.reader import layer_stack
+from ..nets.reader import lower, region_keys
 from ..validation import check_int, check_interval, check_point
 from .regions import MERGE_ULPS, ZERO_TOL, rows_times
 
@@ -53,15 +53,22 @@ def sample_regions(model: nn.Module, lo: float, hi: float, samples: int = 100_00
     rounding never adds a piece). Each counted event has its own interval (cells, shared points)
     containing a true boundary, so no count exceeds the truth. Leaky units switch like ReLUs;
     units with negative slope 1 never switch.
+
+    A model with max windows (max-pooling, ``torch.maximum``) compares region keys
+    (:func:`~relu_regions.nets.reader.region_keys`) instead of patterns, as the exact counter
+    does: a cell is crossed for regions when the keys of the signs just inside its two ends
+    differ, and two losers of a window swapping order is no change.
     """
-    layers, leaks = layer_stack(model)
+    lowered = lower(model)
+    layers = lowered.layers
     if layers[0][0].shape[1] != 1:
         raise InputError(f"the model takes {layers[0][0].shape[1]} inputs; sample it along a "
                          "segment with sample_regions_segment(model, x0, x1)")
     lo, hi = check_interval((lo, hi), "(lo, hi)")
     samples = check_int(samples, "samples", low=3)
     x = np.linspace(lo, hi, samples)
-    return _sample(layers, leaks, x, x[:, None], np.ones(1), slope_tol, zero_tol, chunk)
+    return _sample(layers, lowered.leaks, x, x[:, None], np.ones(1), slope_tol, zero_tol, chunk,
+                   max_nodes=lowered.max_nodes)
 
 
 def sample_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike,
@@ -69,19 +76,23 @@ def sample_regions_segment(model: nn.Module, x0: ArrayLike, x1: ArrayLike,
                            zero_tol: float = ZERO_TOL, chunk: int = 1 << 16) -> SampledCount:
     """:func:`sample_regions` along the segment x0 + t (x1 - x0), a uniform grid of t in
     [0, 1]: at most the counts of :func:`count_regions_segment`."""
-    layers, leaks = layer_stack(model)
+    lowered = lower(model)
+    layers = lowered.layers
     n_in = layers[0][0].shape[1]
     x0, x1 = check_point(x0, n_in, "x0"), check_point(x1, n_in, "x1")
     if np.array_equal(x0, x1):
         raise InputError("the segment is empty: x0 equals x1")
     samples = check_int(samples, "samples", low=3)
     t = np.linspace(0.0, 1.0, samples)
-    return _sample(layers, leaks, t, None, x1 - x0, slope_tol, zero_tol, chunk, x0=x0)
+    return _sample(layers, lowered.leaks, t, None, x1 - x0, slope_tol, zero_tol, chunk, x0=x0,
+                   max_nodes=lowered.max_nodes)
 
 
-def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=None):
+def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=None,
+            max_nodes=None):
     """The grid estimate at positions ``x``: the rows of ``inputs`` (a view of x, so the inset
-    below moves them too), or x0 + x * direction."""
+    below moves them too), or x0 + x * direction. ``max_nodes`` (a model with max windows):
+    regions are counted where region keys change (:func:`_end_signs`)."""
     lo, hi, samples = float(x[0]), float(x[-1]), x.size
     # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
     # place); sampling just inside the ends ignores those too.
@@ -99,6 +110,7 @@ def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=
         cell_slopes = np.broadcast_to(direction, (h.shape[0] - 1, direction.size))
         crossed = np.zeros(h.shape[0] - 1, dtype=bool)
         patterns = []
+        ends = []  # with max windows: each cell's signs at its left and right end
         for (w, b), leak in zip(layers[:-1], leaks, strict=True):
             z = rows_times(h, w) + b
             switches = leak != 1.0  # pass-through units are never snapped, never switch
@@ -106,21 +118,30 @@ def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=
             z[small & switches] = 0.0
             crossed |= np.any((z[:-1] * z[1:] < 0)[:, switches], axis=1)
             on = z[:-1] + z[1:] > 0
-            patterns.append(on[:, switches])
+            if max_nodes is None:
+                patterns.append(on[:, switches])
+            else:
+                ends.append(_end_signs(z, switches))
             cell_slopes = rows_times(cell_slopes, w) * np.where(on, 1.0, leak)
             h = np.where(z > 0, z, leak * z)
-        pattern = np.concatenate(patterns, axis=1)
         clean = ~crossed
-        regions += int(crossed.sum())
+        if max_nodes is None:
+            pattern, region_clean = np.concatenate(patterns, axis=1), clean
+        else:  # for regions, a cell is crossed where the region key changes inside it
+            widths = [w.shape[0] for w, _ in layers[:-1]]
+            pattern, right = (region_keys(np.concatenate([e[i] for e in ends], axis=1),
+                                          max_nodes, widths) for i in (0, 1))
+            region_clean = np.all(pattern == right, axis=1)
+        regions += int(region_clean.size - region_clean.sum())
         # Adjacent clean cells with different patterns, including across the chunk boundary.
         if last is not None:
-            clean_prev = np.concatenate([[last[0]], clean[:-1]])
+            clean_prev = np.concatenate([[last[0]], region_clean[:-1]])
             pattern_prev = np.vstack([last[1], pattern[:-1]])
         else:
-            clean_prev, pattern_prev = np.concatenate([[False], clean[:-1]]), np.vstack(
+            clean_prev, pattern_prev = np.concatenate([[False], region_clean[:-1]]), np.vstack(
                 [pattern[:1], pattern[:-1]])
-        regions += int((clean & clean_prev & np.any(pattern != pattern_prev, axis=1)).sum())
-        last = (bool(clean[-1]), pattern[-1:])
+        regions += int((region_clean & clean_prev & np.any(pattern != pattern_prev, axis=1)).sum())
+        last = (bool(region_clean[-1]), pattern[-1:])
         # Consecutive clean cells (crossed ones between them skipped) where an output's slope
         # differs.
         slope = rows_times(cell_slopes, w_out)[clean]
@@ -132,3 +153,17 @@ def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=
             pieces += int(differ.any(axis=1).sum())
             last_slope = (slope[-1:], mag[-1:])
     return SampledCount(samples=int(samples), linear_pieces=pieces, activation_regions=regions)
+
+
+def _end_signs(z, switches):
+    """(left, right): each grid cell's on-signs just inside its left and right end, from the
+    snapped pre-activations ``z`` at the grid points. A unit at exactly 0 at one end takes the
+    sign of the other end (the cell's side of a touching zero), so a unit that does not change
+    sign strictly inside the cell has the pattern z_i + z_i+1 > 0 at both ends; pass-through
+    units are on. Region keys of the two ends differ iff a region boundary lies inside the cell
+    (a unit changing sign there moves a window's winner, not just two losers)."""
+    z0, z1 = z[:-1], z[1:]
+    fixed = ~switches
+    left = (z0 > 0) | ((z0 == 0) & (z1 > 0)) | fixed
+    right = (z1 > 0) | ((z1 == 0) & (z0 > 0)) | fixed
+    return left, right

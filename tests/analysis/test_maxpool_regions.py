@@ -2,25 +2,29 @@
 checked against an explicit ReLU form written here, against the keys a fine grid sees and
 against torch's own argmax (max_pool's return_indices)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional
 
 from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
-from relu_regions.analysis.regions import count_regions_segment
+from relu_regions.analysis.regions import count_regions, count_regions_segment
+from relu_regions.analysis.sampling import sample_regions, sample_regions_segment
+from relu_regions.plots import plot_region_map, region_edges, subplots
 
 
-def max_net(seed, hidden=5, length=8, kernel=4, stride=2, padding=0):
-    """2 -> hidden -> ReLU -> length -> MaxPool1d -> ReLU -> 1; the pooled values are affine in
-    the hidden layer, so windows never tie."""
+def max_net(seed, hidden=5, length=8, kernel=4, stride=2, padding=0, inputs=2):
+    """inputs -> hidden -> ReLU -> length -> MaxPool1d -> ReLU -> 1; the pooled values are
+    affine in the hidden layer, so windows never tie."""
     torch.manual_seed(seed)
     pool = nn.MaxPool1d(kernel, stride, padding)
     n_out = (length + 2 * padding - kernel) // stride + 1
-    return nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, length),
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, length),
                          nn.Unflatten(1, (1, length)), pool, nn.Flatten(), nn.ReLU(),
                          nn.Linear(n_out, 1)).double()
 
@@ -99,6 +103,40 @@ def test_plane_regions_are_the_distinct_keys_a_fine_grid_sees():
                for i in range(r.activation_regions))
 
 
+def test_region_map_draws_only_the_edges_between_regions():
+    model = max_net(11)
+    box = (-1.0, 1.0, -1.0, 1.0)
+    r = count_regions_2d(model, box)
+    assert r.resolved and r.cells > r.activation_regions
+    every = region_edges(replace(r, regions=np.arange(r.cells)))  # as if nothing merged
+    drawn = region_edges(r)
+    assert len(every) == r.edges > len(drawn)
+    kept = {s.tobytes() for s in drawn}
+    assert kept < {s.tobytes() for s in every}
+    dropped = np.array([s for s in every if s.tobytes() not in kept])
+
+    def sides(segs):
+        """The region keys just off both sides of each segment's midpoint."""
+        mid, d = segs.mean(axis=1), segs[:, 1] - segs[:, 0]
+        normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.hypot(d[:, 0], d[:, 1])[:, None]
+        return keys(model, mid + 1e-7 * normal), keys(model, mid - 1e-7 * normal)
+
+    border = np.zeros(len(drawn), dtype=bool)
+    for axis, bound in ((0, -1.0), (0, 1.0), (1, -1.0), (1, 1.0)):
+        border |= (drawn[:, :, axis] == bound).all(axis=1)
+    assert 0 < border.sum() < len(drawn)
+    left, right = sides(drawn[~border])
+    assert np.any(left != right, axis=1).all()  # each drawn inner edge separates two regions
+    left, right = sides(dropped)
+    assert (left == right).all()  # each left-out edge lies inside one region
+    fig, ax = subplots()
+    plot_region_map(r, None, ax=ax)
+    assert [len(c.get_segments()) for c in ax.collections[1:]] == [len(drawn)]
+    fig, ax = subplots()
+    plot_region_map(count_regions_2d(Explicit(max_net(3, kernel=4, stride=4)), box), None, ax=ax)
+    assert len(ax.collections) == 1  # no max windows: the cells' own edges, as before
+
+
 def test_line_regions_are_the_key_changes_a_fine_sampling_sees():
     model = max_net(3)
     x0, x1 = np.array([-2.0, -1.5]), np.array([2.0, 1.8])
@@ -107,6 +145,47 @@ def test_line_regions_are_the_key_changes_a_fine_sampling_sees():
     assert r.resolved and r.min_region_width > 2 * (t[1] - t[0])
     seen = keys(model, x0 + t[:, None] * (x1 - x0))
     assert 1 + np.any(seen[1:] != seen[:-1], axis=1).sum() == r.activation_regions
+
+
+def test_sampling_sees_the_exact_regions_on_a_grid_finer_than_every_region():
+    model = max_net(3)
+    x0, x1 = np.array([-2.0, -1.5]), np.array([2.0, 1.8])
+    r = count_regions_segment(model, x0, x1)
+    samples = 20_001
+    assert r.resolved and r.min_region_width > 10 / (samples - 1)
+    est = sample_regions_segment(model, x0, x1, samples=samples)
+    assert (est.activation_regions, est.linear_pieces) == (r.activation_regions, r.linear_pieces)
+    assert sample_regions_segment(model, x0, x1, samples=samples, chunk=7) == est
+    # the unmerged sign patterns change more often: swaps of two losers are no region change
+    bits = keys(model, x0 + np.linspace(0, 1, samples)[:, None] * (x1 - x0))
+    signs = np.concatenate([bits[:, :5], bits[:, -3:]], axis=1)  # first layer, after the pool
+    assert 1 + np.any(signs[1:] != signs[:-1], axis=1).sum() < r.activation_regions
+    explicit = Explicit(max_net(3, kernel=4, stride=4))  # no max windows: every sign counts
+    ours = sample_regions_segment(max_net(3, kernel=4, stride=4), x0, x1, samples=samples)
+    theirs = sample_regions_segment(explicit, x0, x1, samples=samples)
+    assert ours.activation_regions < theirs.activation_regions
+    assert theirs.activation_regions == count_regions_segment(explicit, x0, x1).activation_regions
+
+
+@st.composite
+def sampled_max_nets(draw):
+    """Small random 1-input max-pool nets on grids that may be coarse or fine."""
+    kernel = draw(st.integers(2, 4))
+    model = max_net(draw(st.integers(0, 10_000)), draw(st.integers(2, 6)), 7, kernel,
+                    draw(st.integers(1, 3)), draw(st.integers(0, kernel // 2)), inputs=1)
+    samples = draw(st.one_of(st.integers(3, 3000), st.integers(2, 13).map(lambda k: 2**k + 1)))
+    return model, samples
+
+
+@settings(max_examples=40, deadline=None)
+@given(sampled_max_nets())
+def test_sampling_a_max_pool_net_never_reports_more_than_exist(case):
+    model, samples = case
+    exact = count_regions(model, -3.0, 3.0)
+    assume(exact.resolved and exact.min_region_width > 1e-9)
+    est = sample_regions(model, -3.0, 3.0, samples=samples, chunk=257)  # chunk edges crossed
+    assert 1 <= est.activation_regions <= exact.activation_regions
+    assert 1 <= est.linear_pieces <= exact.linear_pieces
 
 
 def test_max_pool_2d_on_a_conv_net_regions_follow_torchs_argmax():
