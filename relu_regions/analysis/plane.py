@@ -231,16 +231,9 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
                          f"needs 2: count it on a plane through three points with "
                          f"count_regions_plane(model, p0, p1, p2)")
     box = _check_box(box)
-    args = (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol, slope_tol, None, per_output,
-            level)
-    if _tiled(max_memory, workers, scheduler, tiles):
-        _check_untiled_windows(lowered)
-        result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
-                             scheduler=scheduler, tiles=tiles, progress=progress)
-    else:
-        result = _count(*args, max_nodes=lowered.max_nodes)
-    result.notes = lowered.notes
-    return result
+    return _count_or_tile(lowered, (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol,
+                                    slope_tol, None, per_output, level),
+                          max_memory, workers, scheduler, tiles, progress)
 
 
 def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
@@ -292,7 +285,13 @@ def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: Arra
         extent = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
     box = _check_box(extent, "extent")
     plane = {"origin": origin, "basis": basis.T, "points": coords}
-    args = (layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output, level)
+    return _count_or_tile(lowered, (layers, leaks, box, origin, basis, zero_tol, slope_tol,
+                                    plane, per_output, level),
+                          max_memory, workers, scheduler, tiles, progress)
+
+
+def _count_or_tile(lowered, args, max_memory, workers, scheduler, tiles, progress) -> PlaneCount:
+    """``_count(*args)``, or tiles.py's count when a tiling option is set; the reader's notes."""
     if _tiled(max_memory, workers, scheduler, tiles):
         _check_untiled_windows(lowered)
         result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 import sys
 import textwrap
@@ -205,3 +206,22 @@ def option_names(message: str) -> str:
     names = [f.name for f in dataclasses.fields(config.FitConfig) if "_" in f.name]
     return re.sub(r"(?<![\w-])(" + "|".join(names) + r")\b",
                   lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def progress_mode(args: argparse.Namespace) -> bool | str:
+    """How a long command shows progress: none with --quiet, a line every ~10 s when stderr is
+    piped, else a bar (none with --json on a terminal, whose output is the JSON)."""
+    if args.quiet:
+        return False
+    if not sys.stderr.isatty():
+        return "lines"
+    return not args.json
+
+
+def finite_numbers(cells: Sequence[str]) -> list[float] | None:
+    """CSV cells as finite floats, or None if one is not a finite number."""
+    try:
+        values = [float(c) for c in cells]
+    except ValueError:
+        return None
+    return values if all(math.isfinite(v) for v in values) else None

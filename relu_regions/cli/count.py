@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..nets.composite import random_peaks
 from ..nets.parametrize import ConstructionNet
 from ..training.config import MAX_DEPTH
 from ..validation import check_int, check_point, plural
-from .common import say_if_compiling
+from .common import finite_numbers, say_if_compiling
 
 MAX_COUNT_DEPTH = MAX_DEPTH  # one limit for count, train and sweep (training.config)
 MAX_JSON_PIECES = 1_000_000  # a JSON list of rows costs ~0.5 KB a row in Python
@@ -194,32 +193,24 @@ def parse_points(specs: Sequence[str], n_in: int,
                 _, content = read_user_file(csv_path, "CSV file", MAX_POINTS_CSV_BYTES)
                 rows = [r for r in csv.reader(io.StringIO(content))
                         if any(c.strip() for c in r) and not r[0].strip().startswith("#")]
-                if rows and not _numbers(rows[0]):
+                if rows and not finite_numbers(rows[0]):
                     rows = rows[1:]  # a header
             k = int(text)
             if not 0 <= k < len(rows):
                 raise InputError(f"row {k} is not in the CSV file ({len(rows)} data rows, "
                                  f"numbered from 0)")
-            values = _numbers(rows[k][:n_in])
+            values = finite_numbers(rows[k][:n_in])
             if values is None or len(values) != n_in:
                 raise InputError(f"CSV row {k} does not start with {n_in} numbers (the model's "
                                  f"inputs)")
         else:
-            values = _numbers(text.split(","))
+            values = finite_numbers(text.split(","))
             if values is None or len(values) != n_in:
                 raise InputError(f"point {text!r} must be {n_in} comma-separated numbers (the "
                                  f"model's inputs) or a row number of --data")
         out.append(values)
     return out
 
-
-def _numbers(cells):
-    """The cells as finite floats, or None."""
-    try:
-        values = [float(c) for c in cells]
-    except ValueError:
-        return None
-    return values if all(math.isfinite(v) for v in values) else None
 
 
 def _row(label: str, value: object) -> str:

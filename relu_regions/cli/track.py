@@ -7,9 +7,7 @@ import argparse
 import csv
 import glob
 import io
-import math
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from ..nets.reader import lower
 from ..training.progress import Progress
 from ..training.run_folder import check_out_dir
 from ..validation import check_float, check_int, is_int, plural
-from .common import say_if_compiling
+from .common import finite_numbers, progress_mode, say_if_compiling
 
 MAX_POINTS_CSV_BYTES = 256 * 2**20
 FILES = ("track.csv", "track.json", "counts.png", "density.png")
@@ -60,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
         say_if_compiling(plane)
     start = time.perf_counter()
     workers = args.workers if args.workers is not None or args.scheduler else 0
-    with Progress(len(tasks), 0, _progress_mode(args), desc="tracking",
+    with Progress(len(tasks), 0, progress_mode(args), desc="tracking",
                   unit="checkpoint") as progress:
         mode, n_workers = track_checkpoints(
             tracker, tasks, workers=workers, scheduler=args.scheduler,
@@ -120,7 +118,7 @@ def read_points(path: Path | str, n_in: int) -> np.ndarray:
     except csv.Error as err:
         raise InputError(f"CSV file {str(p)!r} cannot be read: {err}") from None
     rows = [(i, r) for i, r in enumerate(rows, start=1) if any(r) and not r[0].startswith("#")]
-    if rows and not _numbers(rows[0][1]):
+    if rows and not finite_numbers(rows[0][1]):
         rows = rows[1:]  # a header
     if not rows:
         raise InputError(f"CSV file {str(p)!r} has no data rows")
@@ -131,7 +129,7 @@ def read_points(path: Path | str, n_in: int) -> np.ndarray:
                          f"and a last column, e.g. the label, which is ignored)")
     points = []
     for line, row in rows:
-        values = _numbers(row)
+        values = finite_numbers(row)
         if values is None or len(values) != width:
             raise InputError(f"CSV file {str(p)!r} line {line}: need {width} finite numbers "
                              f"like the first row, got {','.join(row)[:80]!r}")
@@ -153,21 +151,6 @@ def per_step(tracker: RegionTracker) -> list[dict]:
     return out
 
 
-def _progress_mode(args):
-    if args.quiet:
-        return False
-    if not sys.stderr.isatty():
-        return "lines"
-    return not args.json
-
-
-def _numbers(cells):
-    """The cells as finite floats, or None."""
-    try:
-        values = [float(c) for c in cells]
-    except ValueError:
-        return None
-    return values if all(math.isfinite(v) for v in values) else None
 
 
 def show(out: dict) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from .. import targets
@@ -15,11 +14,11 @@ from ..training.auto import describe_training
 from ..training.run_folder import check_out_dir
 from ..training.stages import load_train_state
 from ..validation import check_device, plural
-from .common import fit_overrides, option_names
+from .common import fit_overrides, option_names, progress_mode
 
 
 def run(args: argparse.Namespace) -> dict:
-    progress = _progress_mode(args)
+    progress = progress_mode(args)
     if args.resume is not None:
         return _resume_train(args, progress)
     if args.checkpoint_every is not None and not args.out:
@@ -43,13 +42,6 @@ def run(args: argparse.Namespace) -> dict:
     # --out was checked before training; since then it may hold this run's own state.pt
     return _train_output(result, out_dir, True, ["relu-regions", *args.argv])
 
-
-def _progress_mode(args):
-    if args.quiet:
-        return False
-    if not sys.stderr.isatty():
-        return "lines"
-    return not args.json
 
 
 def _resume_train(args, progress) -> dict:

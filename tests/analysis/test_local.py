@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_nets import random_net
 from torch import nn
 
 import relu_regions
@@ -21,23 +22,6 @@ from relu_regions.analysis.local import (
 )
 from relu_regions.analysis.plane import count_regions_plane
 from relu_regions.nets.reader import LoweredNet, lower
-
-
-def random_net(widths, seed, n_in=2, outputs=1, leak=0.0):
-    """Gaussian weights (variance 2 / fan-in), uniform biases in [-0.8, 0.8], float64."""
-    g = torch.Generator().manual_seed(seed)
-    mods, prev = [], n_in
-    for i, w in enumerate(list(widths) + [outputs]):
-        lin = nn.Linear(prev, w, dtype=torch.float64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(w, prev, generator=g, dtype=torch.float64)
-                             * (2.0 / prev) ** 0.5)
-            lin.bias.copy_(torch.rand(w, generator=g, dtype=torch.float64) * 1.6 - 0.8)
-        mods.append(lin)
-        if i < len(widths):
-            mods.append(nn.LeakyReLU(leak) if leak else nn.ReLU())
-        prev = w
-    return nn.Sequential(*mods)
 
 
 def lines_net(w, b):

@@ -6,6 +6,7 @@ import torch
 from exact_plane import exact_plane
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_nets import random_net
 from torch import nn
 
 from relu_regions import InputError
@@ -16,23 +17,6 @@ from relu_regions.nets.blockdiag import BlockDiagonalLinear
 from relu_regions.nets.composite import side_by_side
 from relu_regions.nets.construction import Construction
 from relu_regions.nets.reader import layer_stack
-
-
-def random_net(widths, seed, leak=0.0, n_in=2):
-    """Kaiming-normal weights, nonzero uniform biases, from a seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    mods, prev = [], n_in
-    for i, w in enumerate(list(widths) + [1]):
-        lin = nn.Linear(prev, w, dtype=torch.float64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(w, prev, generator=g, dtype=torch.float64)
-                             * (2.0 / prev) ** 0.5)
-            lin.bias.copy_(torch.rand(w, generator=g, dtype=torch.float64) * 1.6 - 0.8)
-        mods.append(lin)
-        if i < len(widths):
-            mods.append(nn.LeakyReLU(leak) if leak else nn.ReLU())
-        prev = w
-    return nn.Sequential(*mods)
 
 
 def construction_layers(depth, seed, directions, intervals=None):
@@ -66,7 +50,7 @@ def centroids(r):
 @given(seed=st.integers(0, 10**6), width=st.integers(3, 5), depth=st.integers(2, 3),
        leak=st.sampled_from([0.0, 0.0, 0.1]))
 def test_matches_exact_rational_reference(seed, width, depth, leak):
-    net = random_net([width] * depth, seed, leak)
+    net = random_net([width] * depth, seed, leak=leak)
     box = (-1.0, 1.0, -1.0, 1.0)
     layers, leaks = layer_stack(net)
     regions, pieces, vertices, cells = exact_plane(layers, box, leaks)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_nets import random_net
 from torch import nn
 
 from relu_regions import InputError
@@ -21,22 +22,6 @@ from relu_regions.analysis.tiles import parse_memory
 EXACT = ("activation_regions", "linear_pieces", "vertices", "edges", "unmatched_edges",
          "resolved", "outputs", "hidden_neurons")
 
-
-def random_net(widths, seed, n_in=2, k=1):
-    """Kaiming-normal weights, nonzero uniform biases, from a seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    mods, prev = [], n_in
-    for i, w in enumerate(list(widths) + [k]):
-        lin = nn.Linear(prev, w, dtype=torch.float64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(w, prev, generator=g, dtype=torch.float64)
-                             * (2.0 / prev) ** 0.5)
-            lin.bias.copy_(torch.rand(w, generator=g, dtype=torch.float64) * 1.6 - 0.8)
-        mods.append(lin)
-        if i < len(widths):
-            mods.append(nn.ReLU())
-        prev = w
-    return nn.Sequential(*mods)
 
 
 def hand_net(rows, out):
@@ -83,7 +68,7 @@ def assert_same(tiled, whole):
 @given(seed=st.integers(0, 10**6), width=st.integers(3, 6), depth=st.integers(1, 3),
        k=st.sampled_from([1, 3]), nx=st.integers(1, 4), ny=st.integers(1, 4))
 def test_tiled_equals_untiled_on_random_nets(seed, width, depth, k, nx, ny):
-    net = random_net([width] * depth, seed, k=k)
+    net = random_net([width] * depth, seed, outputs=k)
     box = (-1.5, 1.0, -1.0, 1.25)
     whole = count_regions_2d(net, box, per_output=True)
     assert_same(count_regions_2d(net, box, per_output=True, tiles=(nx, ny)), whole)
@@ -92,7 +77,7 @@ def test_tiled_equals_untiled_on_random_nets(seed, width, depth, k, nx, ny):
 @settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 10**6), nx=st.integers(2, 3), ny=st.integers(1, 3))
 def test_tiled_equals_untiled_on_a_plane(seed, nx, ny):
-    net = random_net([8, 8], seed, n_in=5, k=4)
+    net = random_net([8, 8], seed, n_in=5, outputs=4)
     p0, p1, p2 = np.random.default_rng(seed).normal(size=(3, 5))
     whole = count_regions_plane(net, p0, p1, p2, per_output=True)
     tiled = count_regions_plane(net, p0, p1, p2, per_output=True, tiles=(nx, ny))
@@ -150,7 +135,7 @@ def test_a_linear_piece_across_a_border_line_of_different_patterns():
 def test_a_linear_piece_spanning_cells_and_tiles():
     """A dead second output and an output reading two units: one output's pieces span many
     cells; the per-output counts still match across a 3 x 3 grid."""
-    net = random_net([5, 5], 7, k=2)
+    net = random_net([5, 5], 7, outputs=2)
     with torch.no_grad():
         net[-1].weight[1] = 0.0
     whole = count_regions_2d(net, per_output=True)
@@ -240,7 +225,7 @@ def test_bad_tiling_options():
 # Workers and Dask
 
 def test_two_workers_equal_serial():
-    net = random_net([8, 8], 11, k=3)
+    net = random_net([8, 8], 11, outputs=3)
     serial = count_regions_2d(net, per_output=True, tiles=(3, 2))
     par = count_regions_2d(net, per_output=True, tiles=(3, 2), workers=2)
     assert_same(par, count_regions_2d(net, per_output=True))
@@ -251,7 +236,7 @@ def test_two_workers_equal_serial():
 
 def test_dask_local_cluster_equals_serial():
     distributed = pytest.importorskip("dask.distributed")
-    net = random_net([6, 6], 5, k=2)
+    net = random_net([6, 6], 5, outputs=2)
     serial = count_regions_2d(net, tiles=(2, 2))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
