@@ -19,7 +19,7 @@ gets a new vertex at the convex combination lambda = z_n / (z_n - z_p) of its en
 from the negative end (so both cells sharing the edge compute the same vertex, bit for bit), where
 every other neuron's value is interpolated the same way; the sub-cell is then cut along the chord
 between its two zeros. Cells refine independently, so the network runs depth first on chunks of
-cells and memory stays bounded.
+cells and memory stays bounded, and large chunks run as parts on worker threads (``threads``).
 
 Exactness rules (the 1D counter's, carried to the plane):
 
@@ -218,8 +218,7 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     the (u0, u1, v0, v1) box counted; by default the three points' bounding box grown by a quarter
     of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
     ``per_output``, ``level`` and ``threads``: as in :func:`count_regions_2d`. The points may be
-    given in the
-    model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
+    given in the model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
     ``input_shape``) or flattened; ``input_shape`` is one sample's shape where the model does not
     say it (docs/models.md).
     """
