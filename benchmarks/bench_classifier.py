@@ -21,9 +21,10 @@ to give about 1e4, 5e4 and 2e5 regions, and are fixed below.
 
 Timed, each count in its own spawned process after an untimed warm-up count of a small net (for
 us that loads the numba kernels): ours with the decision boundary (computed for every k-output
-model); regioncam's ``Regioncam(size=h)``, its layers and ``decision_boundary()``. Peak MB is that
-process's ``ru_maxrss``. The tools alternate (ours, regioncam, ours, ...) over the repeats, and the
-table gives medians.
+model), on ``--threads`` worker threads (default: ours, one per usable core; several values give
+one row each); regioncam's ``Regioncam(size=h)``, its layers and ``decision_boundary()``. Peak MB
+is that process's ``ru_maxrss``. The tools alternate (ours at each thread count, regioncam, ours,
+...) over the repeats, and the table gives medians.
 
 Counts: regioncam's ``decision_boundary()`` splits its faces along the argmax boundary, so its
 activation regions are its faces *before* that call; those must equal our regions. After it,
@@ -32,6 +33,7 @@ edges is compared with our ``decision_length`` (float32: to 1e-3 relative).
 
     python benchmarks/bench_classifier.py                  # both nets, three sizes
     python benchmarks/bench_classifier.py --sizes 1e4 5e4 --repeats 5 --nets mlp --json
+    python benchmarks/bench_classifier.py --nets mlp --sizes 1e4 5e4 --threads 1 2
 
 regioncam (PyPI, float32) is optional: without it the script says so and times ours only.
 Target: equal counts; ours at least 2x faster from 5e4 regions, the decision boundary included.
@@ -40,6 +42,7 @@ Target: equal counts; ours at least 2x faster from 5e4 regions, the decision bou
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import sys
@@ -101,8 +104,8 @@ def plane(half):
     return p0, p1, p2, origin, basis, (c[0] - half, c[0] + half, c[1] - half, c[1] + half)
 
 
-def _ours(kind, half, queue):
-    from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
+def _ours(kind, half, threads, queue):
+    from relu_regions.analysis.plane import MAX_THREADS, count_regions_2d, count_regions_plane
     from relu_regions.nets.parametrize import linear_relu_stack
 
     t = time.perf_counter()
@@ -111,9 +114,10 @@ def _ours(kind, half, queue):
     model = build(kind)
     p0, p1, p2, _, _, extent = plane(half)
     t = time.perf_counter()
-    r = count_regions_plane(model, p0, p1, p2, extent=extent)
+    r = count_regions_plane(model, p0, p1, p2, extent=extent, threads=threads)
     seconds = time.perf_counter() - t
-    queue.put(dict(regions=r.activation_regions, pieces=r.linear_pieces,
+    used = threads or min(len(os.sched_getaffinity(0)), MAX_THREADS)
+    queue.put(dict(regions=r.activation_regions, pieces=r.linear_pieces, threads=used,
                    decision_segments=int(r.decision_segments.shape[0]),
                    decision_length=r.decision_length, resolved=r.resolved, seconds=seconds,
                    first_call=first_call,
@@ -197,6 +201,42 @@ def _median(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def _row(kind, size, half, repeats, ours, theirs, unequal):
+    """A table row: the medians of our runs at one thread count beside regioncam's, and its
+    printed line under "line"."""
+    o = ours[0]
+    row = dict(net=kind, size=size, half=half, repeats=repeats, threads=o["threads"],
+               ours=dict(regions=o["regions"], pieces=o["pieces"],
+                         decision_segments=o["decision_segments"],
+                         decision_length=o["decision_length"], resolved=o["resolved"],
+                         seconds=_median(ours, "seconds"),
+                         peak_mb=_median(ours, "peak_mb"),
+                         first_call=_median(ours, "first_call"),
+                         all_seconds=[r["seconds"] for r in ours]))
+    line = (f"{kind:8s} h={half:5.2f} threads={o['threads']} | ours {o['regions']:>7d} regions "
+            f"{o['pieces']:>7d} pieces decision {o['decision_length']:8.3f} "
+            f"{row['ours']['seconds']:7.3f} s peak {row['ours']['peak_mb']:5.0f} MB")
+    if theirs:
+        t = theirs[0]
+        rc = dict(faces=t["regions"], faces_after=t["faces_after"],
+                  decision_length=t["decision_length"],
+                  seconds=_median(theirs, "seconds"),
+                  peak_mb=_median(theirs, "peak_mb"),
+                  all_seconds=[r["seconds"] for r in theirs])
+        rc["ratio"] = rc["seconds"] / row["ours"]["seconds"]
+        row["regioncam"] = rc
+        equal = (t["regions"] == o["regions"] and abs(t["decision_length"]
+                 - o["decision_length"]) <= 1e-3 * o["decision_length"])
+        if not equal:
+            unequal.append(f"{kind} {size}")
+        line += (f" | regioncam {rc['faces']:>7d} faces (+{rc['faces_after'] - rc['faces']}"
+                 f" by argmax) decision {rc['decision_length']:8.3f} "
+                 f"{rc['seconds']:7.3f} s peak {rc['peak_mb']:5.0f} MB"
+                 f" | ours {rc['ratio']:.2f}x faster{'' if equal else ' UNEQUAL'}")
+    row["line"] = line
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", nargs="*", choices=sorted(HALF), default=sorted(HALF))
@@ -206,6 +246,8 @@ def main():
                     help="interleaved runs per tool below 2e5 regions (default 3)")
     ap.add_argument("--repeats-large", type=int, default=1,
                     help="runs per tool at 2e5 regions (default 1)")
+    ap.add_argument("--threads", nargs="*", type=int, default=[None],
+                    help="our worker threads, one row each (default: one per usable core)")
     ap.add_argument("--no-regioncam", action="store_true")
     ap.add_argument("--search", type=float, metavar="REGIONS",
                     help="only find the half-width giving about this many regions, per net")
@@ -229,43 +271,18 @@ def main():
                 continue
             half = HALF[kind][size]
             repeats = args.repeats_large if size == "2e5" else args.repeats
-            ours, theirs = [], []
+            ours, theirs = {t: [] for t in args.threads}, []
             for _ in range(repeats):
-                ours.append(measure(_ours, kind, half))
+                for threads in args.threads:
+                    ours[threads].append(measure(_ours, kind, half, threads))
                 if have_rc:
                     theirs.append(measure(_regioncam, kind, half))
-            o = ours[0]
-            row = dict(net=kind, size=size, half=half, repeats=repeats,
-                       ours=dict(regions=o["regions"], pieces=o["pieces"],
-                                 decision_segments=o["decision_segments"],
-                                 decision_length=o["decision_length"], resolved=o["resolved"],
-                                 seconds=_median(ours, "seconds"),
-                                 peak_mb=_median(ours, "peak_mb"),
-                                 first_call=_median(ours, "first_call"),
-                                 all_seconds=[r["seconds"] for r in ours]))
-            line = (f"{kind:8s} h={half:5.2f} | ours {o['regions']:>7d} regions "
-                    f"{o['pieces']:>7d} pieces decision {o['decision_length']:8.3f} "
-                    f"{row['ours']['seconds']:7.3f} s peak {row['ours']['peak_mb']:5.0f} MB")
-            if have_rc:
-                t = theirs[0]
-                rc = dict(faces=t["regions"], faces_after=t["faces_after"],
-                          decision_length=t["decision_length"],
-                          seconds=_median(theirs, "seconds"),
-                          peak_mb=_median(theirs, "peak_mb"),
-                          all_seconds=[r["seconds"] for r in theirs])
-                rc["ratio"] = rc["seconds"] / row["ours"]["seconds"]
-                row["regioncam"] = rc
-                equal = (t["regions"] == o["regions"] and abs(t["decision_length"]
-                         - o["decision_length"]) <= 1e-3 * o["decision_length"])
-                if not equal:
-                    unequal.append(f"{kind} {size}")
-                line += (f" | regioncam {rc['faces']:>7d} faces (+{rc['faces_after'] - rc['faces']}"
-                         f" by argmax) decision {rc['decision_length']:8.3f} "
-                         f"{rc['seconds']:7.3f} s peak {rc['peak_mb']:5.0f} MB"
-                         f" | ours {rc['ratio']:.2f}x faster{'' if equal else ' UNEQUAL'}")
-            rows.append(row)
-            if not args.json:
-                print(line, flush=True)
+            for threads in args.threads:
+                row = _row(kind, size, half, repeats, ours[threads], theirs, unequal)
+                line = row.pop("line")
+                rows.append(row)
+                if not args.json:
+                    print(line, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     if unequal:

@@ -19,7 +19,7 @@ gets a new vertex at the convex combination lambda = z_n / (z_n - z_p) of its en
 from the negative end (so both cells sharing the edge compute the same vertex, bit for bit), where
 every other neuron's value is interpolated the same way; the sub-cell is then cut along the chord
 between its two zeros. Cells refine independently, so the network runs depth first on chunks of
-cells and memory stays bounded.
+cells and memory stays bounded, and large chunks run as parts on worker threads (``threads``).
 
 Exactness rules (the 1D counter's, carried to the plane):
 
@@ -54,8 +54,12 @@ Vertices and edges are those of the planar graph of all cells (box corners inclu
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -64,7 +68,7 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..nets.reader import Lowered, lower, region_keys
-from ..validation import check_level, check_point
+from ..validation import check_int, check_level, check_point
 from .jit import njit
 from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
 from .tiles import count_tiled
@@ -73,6 +77,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
+# A chunk over FORK_FLOATS (the first on its path) runs the rest of the net as FORK_PARTS tasks,
+# with threads or without: the partition must not depend on the thread count, since BLAS's
+# W J product is not bit-identical row by row across different row counts.
+FORK_FLOATS = 1 << 18
+FORK_PARTS = 16
+MAX_THREADS = 8  # the default's cap (FORK_PARTS tasks keep this many busy)
 Z0 = 3  # first pre-activation column of a pool row (u, v, max|h|, z...)
 # Slots of _split_cells' counters: cells and rows written, snapped crossings, and the cells and
 # rows a part that did not fit needs.
@@ -210,7 +220,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
                      per_output: bool = False, level: float | None = None,
                      max_memory: int | str | None = None, workers: int = 1,
                      scheduler: object = None, tiles: Sequence[int] | None = None,
-                     progress: bool | str = False) -> PlaneCount:
+                     progress: bool | str = False, threads: int | None = None) -> PlaneCount:
     """Exact activation regions, linear pieces, vertices and edges of a 2-input model on the box
     ``(x0, x1, y0, y1)``; the plane's coordinates are the inputs.
 
@@ -222,6 +232,9 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     ``workers=N`` local processes or ``scheduler="tcp://..."`` (Dask) count the box as a grid
     of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
     ``progress`` shows a bar (True, "bar" or "lines") on stderr.
+    ``threads``: worker threads of one untiled count (default: the usable cores, at most 8; 1:
+    no pool). The result is the same, bit for bit, for every value; small counts never start a
+    pool.
     """
     lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
@@ -233,7 +246,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     box = _check_box(box)
     return _count_or_tile(lowered, (layers, leaks, box, np.zeros(2), np.eye(2), zero_tol,
                                     slope_tol, None, per_output, level),
-                          max_memory, workers, scheduler, tiles, progress)
+                          max_memory, workers, scheduler, tiles, progress, threads)
 
 
 def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
@@ -243,15 +256,15 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
                         input_shape: Sequence[int] | None = None,
                         max_memory: int | str | None = None, workers: int = 1,
                         scheduler: object = None, tiles: Sequence[int] | None = None,
-                        progress: bool | str = False) -> PlaneCount:
+                        progress: bool | str = False, threads: int | None = None) -> PlaneCount:
     """Exact counts on the plane through the input points p0, p1, p2.
 
     Plane coordinates (u, v): x = p0 + u e1 + v e2 with e1 = (p1 - p0) / |p1 - p0| and e2 the unit
     vector of p2 - p0 orthogonal to e1, so lengths and areas are the input space's. ``extent`` is
     the (u0, u1, v0, v1) box counted; by default the three points' bounding box grown by a quarter
     of its size on each side. ``result.plane`` holds origin, basis and the points' coordinates.
-    ``per_output`` and ``level``: as in :func:`count_regions_2d`. The points may be given in the
-    model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
+    ``per_output``, ``level`` and ``threads``: as in :func:`count_regions_2d`. The points may be
+    given in the model's input shape (e.g. three images (C, H, W) for a conv net, which then sets
     ``input_shape``) or flattened; ``input_shape`` is one sample's shape where the model does not
     say it (docs/models.md). ``max_memory``, ``workers``, ``scheduler``, ``tiles``,
     ``progress``: as in :func:`count_regions_2d`.
@@ -261,7 +274,7 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     return count_lowered_plane(lower(model, input_shape), p0, p1, p2, extent, zero_tol=zero_tol,
                                slope_tol=slope_tol, per_output=per_output, level=level,
                                max_memory=max_memory, workers=workers, scheduler=scheduler,
-                               tiles=tiles, progress=progress)
+                               tiles=tiles, progress=progress, threads=threads)
 
 
 def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: ArrayLike,
@@ -270,7 +283,7 @@ def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: Arra
                         level: float | None = None, max_memory: int | str | None = None,
                         workers: int = 1, scheduler: object = None,
                         tiles: Sequence[int] | None = None,
-                        progress: bool | str = False) -> PlaneCount:
+                        progress: bool | str = False, threads: int | None = None) -> PlaneCount:
     """:func:`count_regions_plane` of a model already read by
     :func:`~relu_regions.nets.reader.lower`: a caller counting many planes of one model reads it
     once."""
@@ -287,17 +300,22 @@ def count_lowered_plane(lowered: Lowered, p0: ArrayLike, p1: ArrayLike, p2: Arra
     plane = {"origin": origin, "basis": basis.T, "points": coords}
     return _count_or_tile(lowered, (layers, leaks, box, origin, basis, zero_tol, slope_tol,
                                     plane, per_output, level),
-                          max_memory, workers, scheduler, tiles, progress)
+                          max_memory, workers, scheduler, tiles, progress, threads)
 
 
-def _count_or_tile(lowered, args, max_memory, workers, scheduler, tiles, progress) -> PlaneCount:
-    """``_count(*args)``, or tiles.py's count when a tiling option is set; the reader's notes."""
+def _count_or_tile(lowered, args, max_memory, workers, scheduler, tiles, progress,
+                   threads) -> PlaneCount:
+    """``_count(*args)`` on ``threads`` threads, or tiles.py's count when a tiling option is set
+    (its tiles run on ``workers``); the reader's notes."""
     if _tiled(max_memory, workers, scheduler, tiles):
         _check_untiled_windows(lowered)
+        if threads not in (None, 1):
+            raise InputError("threads is for an untiled count; a tiled one runs its tiles on "
+                             "worker processes (workers=, scheduler=): drop threads")
         result = count_tiled(*args, kernel=_kernel(), max_memory=max_memory, workers=workers,
                              scheduler=scheduler, tiles=tiles, progress=progress)
     else:
-        result = _count(*args, max_nodes=lowered.max_nodes)
+        result = _count(*args, max_nodes=lowered.max_nodes, threads=_check_threads(threads))
     result.notes = lowered.notes
     return result
 
@@ -348,6 +366,20 @@ def _check_untiled_windows(lowered: Lowered) -> None:
                          "--max-memory, --workers, --scheduler)")
 
 
+def _check_threads(threads) -> int:
+    """The worker threads of one count: ``threads``, or by default the usable cores (at most
+    MAX_THREADS)."""
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # no affinity on this platform (macOS, Windows)
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_THREADS))
+    return check_int(threads, "threads", low=1,
+                     hint="give the worker threads of one count (1: serial), or leave it out "
+                          "for one per core")
+
+
 def _check_box(box, name="box"):
     try:
         vals = [float(v) for v in box]
@@ -367,10 +399,11 @@ def _check_box(box, name="box"):
 # Driver
 
 def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_output=False,
-           level=0.0, max_nodes=None, magnitudes=False) -> PlaneCount:
+           level=0.0, max_nodes=None, magnitudes=False, threads=1) -> PlaneCount:
     """The count on ``box``; ``max_nodes``: a model's max windows (``Lowered.max_nodes``), whose
     cells of equal region keys merge; ``magnitudes=True`` (tiles.py) keeps each cell's |W_out|
-    |J|, the scale of the slope rule, as ``result.magnitudes`` (cells, 2 k)."""
+    |J|, the scale of the slope rule, as ``result.magnitudes`` (cells, 2 k); ``threads``: worker
+    threads of this count."""
     x0, x1, y0, y1 = box
     layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
@@ -386,37 +419,137 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_ou
     acc = _Accumulator(layers[-1], np.array(box), level)
     stats = np.zeros(1, np.int64)  # snapped
     bit0 = np.cumsum([0] + widths)
-    _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc)
+    _propagate(layers, leaks, bit0, chunk, np.array(box), zero_tol, stats, acc, threads)
     return acc.result(box, int(stats[0]), slope_tol, n_hidden, plane, per_output,
                       None if max_nodes is None else (max_nodes, widths), magnitudes)
 
 
-def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc):
+def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, threads=1):
     """Run the hidden layers on a chunk of cells, depth first, then hand the cells to ``acc``.
 
     Cells refine independently, so a chunk holding more than CHUNK_FLOATS runs the rest of the
     network on each half, and a layer's output comes in pieces that each go on alone: the
-    working arrays stay bounded and nothing is copied to grow them.
+    working arrays stay bounded and nothing is copied to grow them. The first chunk on a path
+    holding more than FORK_FLOATS runs the rest as FORK_PARTS tasks: in order here with
+    ``threads=1``, else on a pool of ``threads`` workers whose cells ``acc`` receives in the same
+    order. Both partition alike, so the counts are the same bit for bit.
     """
-    for depth in range(len(layers) - 1):
+    if threads == 1:
+        def fork(layers, leaks, bit0, part):
+            _walk(layers, leaks, bit0, part, box, zero_tol, stats, acc, None)
+
+        _walk(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, fork)
+        return
+    with _Tasks(threads, acc, stats, box, zero_tol) as tasks:
+        _walk(layers, leaks, bit0, chunk, box, zero_tol, stats, tasks, tasks.fork)
+
+
+def _walk(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, fork):
+    """:func:`_propagate`'s depth-first recursion; ``fork(layers, leaks, bit0, part)`` runs the
+    rest of the network on a part of a chunk over FORK_FLOATS (None: no forking on this path)."""
+    for depth in range(len(layers)):
         off, ring = chunk[0], chunk[1]
+        if fork is not None and ring.size > FORK_FLOATS and off.size > FORK_PARTS:
+            for part in _parts(chunk, FORK_PARTS):
+                fork(layers[depth:], leaks[depth:], bit0[depth:], part)
+            return
+        if depth == len(layers) - 1:
+            break
         if ring.size > CHUNK_FLOATS and off.size > 2:
             mid = (off.size - 1) // 2
             for part in (slice(0, mid), slice(mid, off.size - 1)):
                 a, e = off[part.start], off[part.stop]
                 sub = (off[part.start:part.stop + 1] - a, ring[a:e], chunk[2][part], chunk[3][part])
-                _propagate(layers[depth:], leaks[depth:], bit0[depth:], sub, box, zero_tol,
-                           stats, acc)
+                _walk(layers[depth:], leaks[depth:], bit0[depth:], sub, box, zero_tol, stats, acc,
+                      fork)
             return
         w, b = layers[depth]
         outs = _layer(chunk, w, b, leaks[depth], int(bit0[depth]), box, zero_tol, stats)
         if len(outs) > 1:
             for out in outs:
-                _propagate(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
-                           zero_tol, stats, acc)
+                _walk(layers[depth + 1:], leaks[depth + 1:], bit0[depth + 1:], out, box,
+                      zero_tol, stats, acc, fork)
             return
         chunk = outs[0]
     acc.add(*chunk)
+
+
+def _parts(chunk, n):
+    """``chunk`` cut between cells into at most ``n`` parts of about equal rows."""
+    off, ring, jac, pat = chunk
+    n_cells = off.size - 1
+    cuts = np.searchsorted(off, np.arange(1, n) * (off[-1] / n))
+    cuts = np.unique(np.concatenate([[0], np.clip(cuts, 1, n_cells - 1), [n_cells]]))
+    for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True):
+        a, e = off[c0], off[c1]
+        yield off[c0:c1 + 1] - a, ring[a:e], jac[c0:c1], pat[c0:c1]
+
+
+class _Tasks:
+    """A pool for one count: forked parts, and the cells the main walk finishes once a fork is
+    pending, run as tasks whose cells go to ``acc`` in submission order (each task collects its
+    own, with its own ``snapped`` counter). At most 2 x threads tasks wait unmerged, so memory
+    stays bounded as in the serial walk; the pool starts at the first fork, so a count too small
+    to fork never starts one."""
+
+    def __init__(self, threads, acc, stats, box, zero_tol):
+        self.threads, self.acc, self.stats = threads, acc, stats
+        self.box, self.zero_tol = box, zero_tol
+        self.pool = None
+        self.pending = deque()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, trace):
+        if self.pool is None:
+            return
+        if kind is None:
+            while self.pending:
+                self._merge()
+        self.pool.shutdown(cancel_futures=kind is not None)
+
+    def fork(self, layers, leaks, bit0, part):
+        self._submit(_rest_task, layers, leaks, bit0, part, self.box, self.zero_tol)
+
+    def add(self, *chunk):
+        if self.pending:
+            self._submit(_leaf_task, *chunk)
+        else:  # nothing before it is pending: in order as it is
+            self.acc.add(*chunk)
+
+    def _submit(self, fn, *args):
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="plane-count")
+        self.pending.append(self.pool.submit(fn, self.acc, *args))
+        while len(self.pending) > 2 * self.threads:
+            self._merge()
+
+    def _merge(self):
+        parts, snapped = self.pending.popleft().result()
+        self.acc.parts.extend(parts)
+        self.stats += snapped
+
+
+def _rest_task(acc, layers, leaks, bit0, part, box, zero_tol):
+    """The rest of the network on ``part``, into a copy of ``acc`` of its own: (its cells' parts,
+    its snapped counter)."""
+    own, stats = _own(acc), np.zeros(1, np.int64)
+    _walk(layers, leaks, bit0, part, box, zero_tol, stats, own, None)
+    return own.parts, stats
+
+
+def _leaf_task(acc, *chunk):
+    own = _own(acc)
+    own.add(*chunk)
+    return own.parts, np.zeros(1, np.int64)
+
+
+def _own(acc):
+    """``acc`` sharing its output layer, with no cells yet."""
+    own = copy.copy(acc)
+    own.parts = []
+    return own
 
 
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
@@ -730,7 +863,7 @@ def _canonical(rows, i, j, box):
     return xi < xj or (xi == xj and yi < yj)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _crossing(pool, i1, i2, c, dst, interp_tol, zero_tol, w_abs_sum, b, leak, box):
     """Write at row ``dst`` the point where neuron c crosses zero on edge i1-i2 (strictly
     opposite signs). Computed from the negative end, whichever way the ring runs, so the two
@@ -917,7 +1050,7 @@ def _row_ids(rows: np.ndarray) -> np.ndarray:
     return ids
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values, y_out):
     """Per cell: output gradient (W_out J), its magnitude |W_out| |J|, area (shoelace), thickness
     2 area / perimeter, and the output at the mean of the vertices; the output at every ring
@@ -947,7 +1080,7 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values, y_
         values[cell] = val / (e - a)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shape(off, ring, areas, widths):
     """Per cell (offsets from 0): area (shoelace) and thickness 2 area / perimeter."""
     for cell in range(off.size - 1):
@@ -961,7 +1094,7 @@ def _shape(off, ring, areas, widths):
         widths[cell] = area / perim if perim > 0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decision(off, ring, y):
     """Segments (m, 4: u0, v0, u1, v1) of the argmax boundary of the columns of ``y`` (outputs
     at every ring vertex; offsets from 0), ties to the lowest index as np.argmax.
