@@ -59,7 +59,7 @@ class AffineOperator:
     """
 
     def __init__(self, steps: Sequence[dict], in_shape: Sequence[int]):
-        self.steps = [dict(s) for s in steps]
+        self.steps = _fuse(steps)
         self.in_shape = tuple(int(s) for s in in_shape)
         with torch.no_grad():
             out = self._run(torch.zeros(1, *self.in_shape, dtype=torch.float64), False)
@@ -148,6 +148,22 @@ class AffineOperator:
             raise InputError(f"{self!r} is too large to make dense "
                              f"({self.shape[0] * self.shape[1]} entries)")
         return np.ascontiguousarray(self.apply(np.eye(self.shape[1])).T)
+
+
+def _fuse(steps: Sequence[dict]) -> list[dict]:
+    """The steps with each per-channel scale that follows a conv folded into its kernel (one
+    pass less per batch; |s W| = |s| |W|, so the absolute chain is unchanged)."""
+    out = []
+    for step in steps:
+        step = dict(step)
+        if step["op"] == "scale" and out and out[-1]["op"] == "conv":
+            conv = dict(out[-1])
+            w = conv["weight"]
+            conv["weight"] = w * step["scale"].reshape(-1, *[1] * (w.ndim - 1))
+            out[-1] = conv
+            continue
+        out.append(step)
+    return out
 
 
 def _step(x: torch.Tensor, step: dict, absolute: bool) -> torch.Tensor:
