@@ -75,11 +75,13 @@ def main():
                         help="grow the square from --start by 1.5x until it holds this many "
                              "regions")
     parser.add_argument("--start", type=float, default=0.01)
-    parser.add_argument("--max-memory", default="2GB")
+    parser.add_argument("--max-memory", default="2GB", help='a budget, or "none" (untiled)')
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     half = args.start if args.search else args.half
+    if args.max_memory.lower() == "none":
+        args.max_memory = None
     while True:
         row = measure(_run, half, args.max_memory, args.workers)
         if args.json:
