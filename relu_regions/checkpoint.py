@@ -32,6 +32,7 @@ from torch import nn
 from .atomic import atomic_write
 from .errors import InputError
 from .nets.construction import Construction
+from .nets.operators import check_dense
 from .nets.parametrize import ConstructionNet, linear_relu_stack
 from .nets.reader import LoweredNet, check_max_nodes, layer_stack, lower
 from .validation import is_int, one_line
@@ -54,6 +55,9 @@ def _stored(model: nn.Module) -> tuple[dict, nn.Module]:
         return {"kind": "mlp", "widths": [layers[0][0].shape[1]]
                 + [w.shape[0] for w, _ in layers]}, model
     lowered = lower(model)
+    check_dense(lowered.layers, "a lowered checkpoint",
+                "save the model's own state_dict (torch.save(model.state_dict(), path)) and "
+                "count the model itself")
     net = LoweredNet.from_layers(lowered.layers, lowered.leaks, lowered.input_shape,
                                  lowered.max_nodes)
     config = {"kind": "lowered", "widths": net.widths, "input_shape": list(net.input_shape),

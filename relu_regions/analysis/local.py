@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
+from ..nets.operators import check_dense, is_operator
 from ..nets.reader import lower
 from ..validation import check_float, check_int
 from .plane import _propagate
@@ -269,7 +270,8 @@ def _exact(layers, leaks, pts, planes, r, workers):
     its own tallies, merged at the end: sums, ORs and ANDs, so the result is the same for any
     number of threads.
     """
-    layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
+    layers = [(w if is_operator(w) else np.ascontiguousarray(w), np.ascontiguousarray(b))
+              for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
     widths = [w.shape[0] for w, _ in layers[:-1]]
     n_hidden = sum(widths)
@@ -355,6 +357,8 @@ def meets_disc(off: np.ndarray, uv: np.ndarray, r: float) -> np.ndarray:
 def _sampled(layers, leaks, pts, directions, r):
     """(distinct patterns per disc, (discs, hidden) bool of the neurons with strictly opposite
     signs at two of its 2 dims vertices)."""
+    check_dense(layers, "sampled local complexity", "use local_complexity (exact, by the "
+                "plane counter), or lower it with operators=False if its dense matrices fit")
     n_planes, dims, n_in = directions.shape[1:]
     n = pts.shape[0] * n_planes
     k = 2 * dims

@@ -67,6 +67,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
+from ..nets.operators import AffineOperator, is_operator
 from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_int, check_level, check_point
 from .jit import njit
@@ -405,7 +406,8 @@ def _count(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, per_ou
     |J|, the scale of the slope rule, as ``result.magnitudes`` (cells, 2 k); ``threads``: worker
     threads of this count."""
     x0, x1, y0, y1 = box
-    layers = [(np.ascontiguousarray(w), np.ascontiguousarray(b)) for w, b in layers]
+    layers = [(w if is_operator(w) else np.ascontiguousarray(w), np.ascontiguousarray(b))
+              for w, b in layers]
     leaks = [np.ascontiguousarray(leak, np.float64) for leak in leaks]
     widths = [w.shape[0] for w, _ in layers[:-1]]
     n_hidden = sum(widths)
@@ -554,8 +556,10 @@ def _own(acc):
 
 def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     """One Linear + ReLU (negative-side slope ``leak[c]`` per unit) on a chunk: a list of output
-    chunks (one unless the first arrays
-    filled up; then the remaining cells go to fresh arrays rather than grown ones)."""
+    chunks (one unless the first arrays filled up; then the remaining cells go to fresh arrays
+    rather than grown ones)."""
+    if isinstance(w, AffineOperator):
+        return _layer_operator(chunk, w, b, leak, bit0, box, zero_tol, stats)
     off, ring, jac, pat = chunk
     width = w.shape[0]
     wt = np.ascontiguousarray(w.T)
@@ -565,6 +569,45 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
     # so the product's summation order does not matter for the partition.
     grads = (jac.reshape(2 * n_cells, -1) @ wt).reshape(n_cells, 2, width)
+    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, bit0,
+                      box, zero_tol, stats)
+
+
+def _layer_operator(chunk, op, b, leak, bit0, box, zero_tol, stats):
+    """:func:`_layer` for a layer whose map is an
+    :class:`~relu_regions.nets.operators.AffineOperator` (a large conv stage): z = W h + b and
+    the bound |W| |h| + |b| of the zero-snap by the operator's ops, in batches, on the chunk's
+    distinct vertices (found as :func:`_vertex_preactivations` finds them), snapped by the same
+    rule; the gradients W J by its bias-free map; row sums of |W| by :meth:`row_abs_sum` (upper
+    bounds, which only widen the rounding bounds). The cells then split as a dense layer's."""
+    off, ring, jac, pat = chunk
+    width = op.shape[0]
+    uid, first = _distinct_vertices(ring)
+    n_u = first.size
+    zs = np.empty((n_u, Z0 + width))
+    raw_sign = np.empty((n_u, width), np.int8)
+    b_abs = np.abs(b)
+    for s in range(0, n_u, op.batch_rows):
+        e = min(n_u, s + op.batch_rows)
+        h = ring[first[s:e], 2:]
+        zs[s:e, :2] = ring[first[s:e], :2]
+        zs[s:e, 2] = np.abs(h).max(1) if h.shape[1] else 0.0
+        zs[s:e, Z0:] = op.apply(h) + b
+        _snap(zs[s:e], op.apply_abs(h) + b_abs, raw_sign[s:e], leak, zero_tol)
+    n_cells = off.size - 1
+    grads = op.linear(jac.reshape(2 * n_cells, -1)).reshape(n_cells, 2, width)
+    w, wt = np.empty((width, 0)), np.empty((0, width))  # _split_cells reads only the width
+    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, op.row_abs_sum(),
+                      leak, bit0, box, zero_tol, stats)
+
+
+def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, bit0, box,
+               zero_tol, stats):
+    """:func:`_split_cells` over all cells of a chunk, into fresh arrays as they fill up; the rest
+    of the cells go on at the rate the first part grew (at least what the cell that did not fit
+    needs)."""
+    width = w.shape[0]
+    n_cells = off.size - 1
     need_cells, need_rows = 2 * n_cells, 2 * ring.shape[0]
     outs, cell = [], 0
     while cell < n_cells:
@@ -581,13 +624,63 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
         nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc:
             outs.append((o_off[:nc + 1], o_ring[:nr], o_jac[:nc], o_pat[:nc]))
-        # The rest, at the rate this part grew (at least what the cell that did not fit needs).
         left = n_cells - cell
         grow = max(nc, 1) / max(cell, 1)
         need_cells = max(int(counters[CELLS_NEEDED]), int(1.25 * grow * left) + 16)
         need_rows = max(int(counters[ROWS_NEEDED]),
                         int(1.25 * max(nr, 1) / max(cell, 1) * left) + 64)
     return outs
+
+
+@njit(cache=True, nogil=True)
+def _distinct_vertices(ring):
+    """(each ring row's vertex id, a ring row holding each distinct vertex): rows equal in
+    (u, v) and every carried value are one vertex (the hash of :func:`_vertex_preactivations`)."""
+    rows, cols = ring.shape
+    size = 1
+    while size < 2 * rows + 2:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, np.int64)
+    bits = ring[:, :2].copy().view(np.uint64)
+    uid = np.empty(rows, np.int64)
+    first = np.empty(rows, np.int64)
+    n_u = 0
+    for i in range(rows):
+        h = _mix(_mix(bits[i, 0]) ^ bits[i, 1]) & mask
+        found = -1
+        while table[h] >= 0:
+            r = first[table[h]]
+            same = True
+            for col in range(cols):
+                if ring[r, col] != ring[i, col]:
+                    same = False
+                    break
+            if same:
+                found = table[h]
+                break
+            h = (h + np.uint64(1)) & mask
+        if found < 0:
+            found = n_u
+            first[n_u] = i
+            table[h] = n_u
+            n_u += 1
+        uid[i] = found
+    return uid, first[:n_u].copy()
+
+
+@njit(cache=True, nogil=True)
+def _snap(zs, bound, raw_sign, leak, zero_tol):
+    """The zero rule of :func:`_vertex_preactivations` on pool rows ``zs`` (u, v, max|h|, z...)
+    with a given bound of |W| |h| + |b| per entry: |z| <= zero_tol bound is exactly 0 (units of
+    slope 1 are never snapped); ``raw_sign`` the signs before."""
+    width = zs.shape[1] - Z0
+    for u in range(zs.shape[0]):
+        for c in range(width):
+            z = zs[u, Z0 + c]
+            raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
+            if abs(z) <= zero_tol * bound[u, c] and leak[c] != 1.0:
+                zs[u, Z0 + c] = 0.0
 
 
 # ---------------------------------------------------------------------------------------------

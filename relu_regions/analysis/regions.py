@@ -48,6 +48,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
+from ..nets.operators import check_dense
 from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_interval, check_level, check_point
 from .jit import njit
@@ -232,6 +233,7 @@ def count_lowered_segments(lowered: Lowered, starts: ArrayLike, ends: ArrayLike,
         raise InputError("the segments' ends must be finite numbers")
     if (starts == ends).all(axis=1).any():
         raise InputError("a segment is empty: its x0 equals its x1")
+    check_dense(layers, "the line counter")
     decide_w, decide_b = decision_map(layers, level)
     packed = np.concatenate([a.reshape(-1) for pair in layers for a in pair])
     widths = np.array([w.shape[0] for w, _ in layers])
@@ -347,6 +349,7 @@ def decision_map(layers, level: float | None) -> tuple[np.ndarray, np.ndarray]:
 
 def _count(layers, leaks, points, values, slopes, zero_tol, slope_tol, level,
            per_output) -> RegionCount:
+    check_dense(layers, "the line counter")
     lo, hi = float(points[0]), float(points[-1])
     merge_tol = MERGE_ULPS * math.ulp(max(abs(lo), abs(hi), hi - lo))
     # One memory layout for the kernels' arguments: each other layout would compile anew.

@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from ..errors import InputError
+from ..nets.operators import check_dense
 from ..nets.reader import lower, region_keys
 from ..validation import check_int, check_interval, check_point
 from .regions import MERGE_ULPS, ZERO_TOL, rows_times
@@ -93,6 +94,7 @@ def _sample(layers, leaks, x, inputs, direction, slope_tol, zero_tol, chunk, x0=
     """The grid estimate at positions ``x``: the rows of ``inputs`` (a view of x, so the inset
     below moves them too), or x0 + x * direction. ``max_nodes`` (a model with max windows):
     regions are counted where region keys change (:func:`_end_signs`)."""
+    check_dense(layers, "the sampling estimator")
     lo, hi, samples = float(x[0]), float(x[-1]), x.size
     # The exact counter drops a switch within MERGE_ULPS of the ends (a sliver float64 cannot
     # place); sampling just inside the ends ignores those too.

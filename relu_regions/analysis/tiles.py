@@ -49,6 +49,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .. import parallel
 from ..errors import InputError
+from ..nets.operators import is_operator
 from ..training.progress import TaskProgress
 from ..validation import check_int, one_line
 from .regions import RESOLUTION_ULPS
@@ -128,7 +129,8 @@ class MemoryModel:
         row = 8 * (kernel["z0"] + wmax)
         cell_work = 3 * ROWS_PER_CELL * row + 3 * 16 * wmax + n_bytes
         piece = ROWS_PER_CELL * 16 + n_bytes + 8 * (3 * k + 6)
-        weights = sum(8 * (w.size + b.size) for w, b in layers)
+        weights = sum(w.nbytes + b.nbytes + (w.work_bytes if is_operator(w) else 0)
+                      for w, b in layers)  # an operator: its kernels and a batch's work
         fixed = weights + 3 * 8 * kernel["chunk_floats"] * (len(layers) - 1)
         return cls(cell_work, piece, fixed)
 
@@ -138,8 +140,12 @@ def first_layer_cells(layers, leaks, origin, basis, xs, ys) -> np.ndarray:
     crossing the tile + their crossings inside it (exact for lines in general position when the
     layer has at most MAX_PLAN_LINES splitting units; else from a seeded sample, scaled)."""
     w, b = layers[0]
-    a = w @ basis  # z = a (u, v) + c on the plane
-    c = w @ origin + b
+    if is_operator(w):  # a conv stage kept as its ops: W applied to the plane's directions
+        a = w.apply(basis.T).T
+        c = w.apply(origin[None])[0] + b
+    else:
+        a = w @ basis  # z = a (u, v) + c on the plane
+        c = w @ origin + b
     keep = np.asarray(leaks[0]) != 1.0
     a, c = a[keep], c[keep]
     keep = np.abs(a).sum(1) > 0  # a constant unit never splits
@@ -317,8 +323,8 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     if scheduler is not None and workers != 1:
         raise InputError("workers applies to local processes; a Dask cluster's workers are set "
                          "by the cluster: give workers or scheduler, not both")
-    layers = [(np.ascontiguousarray(w, np.float64), np.ascontiguousarray(b, np.float64))
-              for w, b in layers]
+    layers = [(w if is_operator(w) else np.ascontiguousarray(w, np.float64),
+               np.ascontiguousarray(b, np.float64)) for w, b in layers]
     concurrency = workers if scheduler is None else 1
     if tiles is not None:
         nx, ny = check_tiles(tiles)

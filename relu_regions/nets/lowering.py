@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional
 
 from ..errors import InputError
+from .operators import DENSE_ENTRIES, AffineOperator
 
 NOT_PL = (nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus,
           nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign, nn.LogSigmoid)
@@ -75,16 +76,81 @@ class Value:
         return Value(fn_lin(self.lin), fn_const(self.const[None])[0])
 
 
-class Builder:
-    """Collects the (W, b) layers and per-unit slopes as ops are read."""
+# Dense entries (stage inputs x values) above which a value kept as operator steps is not made
+# dense for an op that needs it (a skip connection, max-pooling): 2^26 float64 are 512 MB.
+DENSE_CAP = 1 << 26
 
-    def __init__(self, input_shape: tuple[int, ...]):
+
+class OpValue(Value):
+    """A value of the stage kept as the steps that compute it from the stage input (shape
+    ``in_shape``): ``steps`` plain data for :class:`~relu_regions.nets.operators.AffineOperator`,
+    ``fns`` the same linear maps as closures on a batch. Reading ``lin`` makes it dense by
+    applying ``fns`` to the identity, the very ops the dense path applies, in the same order
+    (so a layer made dense is the dense path's bit for bit); refused above DENSE_CAP entries."""
+
+    def __init__(self, steps: list, fns: list, in_shape: tuple[int, ...],
+                 const: torch.Tensor):
+        self.steps, self.fns, self.in_shape, self.const = steps, fns, in_shape, const
+        self._lin = None
+
+    def __repr__(self) -> str:
+        return f"OpValue({self.in_shape} -> {self.shape}, {len(self.steps)} steps)"
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def lin(self) -> torch.Tensor:
+        if self._lin is None:
+            n = self.n_in
+            widest = max(n, math.prod(self.shape))
+            if n * widest > DENSE_CAP:
+                raise InputError(
+                    f"a value of shape {self.shape} computed from a stage of {n} units would "
+                    f"need a dense {n} x {widest} matrix: only conv, BatchNorm, average "
+                    f"pooling, padding, reshapes and Linear layers (and ReLU-like activations "
+                    f"after them) are kept as operators, not skip connections, max-pooling, "
+                    f"Hardtanh or other ops on so wide a stage; use a smaller model, or "
+                    f"operators=False if the dense matrices fit in memory")
+            with torch.no_grad():
+                lin = torch.eye(n, dtype=torch.float64).reshape(n, *self.in_shape)
+                for fn in self.fns:
+                    lin = fn(lin)
+            self._lin = lin
+        return self._lin
+
+    def then(self, step: dict, fn_lin, fn_const=None) -> OpValue:
+        """This value followed by a linear step (plain data, and its closure for ``lin``)."""
+        fn_const = fn_const or fn_lin
+        return OpValue([*self.steps, step], [*self.fns, fn_lin], self.in_shape,
+                       fn_const(self.const[None])[0])
+
+
+def _identity(shape: tuple[int, ...]) -> OpValue:
+    return OpValue([], [], tuple(shape), torch.zeros(shape, dtype=torch.float64))
+
+
+class Builder:
+    """Collects the (W, b) layers and per-unit slopes as ops are read.
+
+    ``operators``: False, every layer a dense matrix (each op applied to an identity basis);
+    True, every stage that ends at a ReLU without carried values is an
+    :class:`~relu_regions.nets.operators.AffineOperator`; None, those whose dense matrix would
+    have more than DENSE_ENTRIES entries. Stage values are then :class:`OpValue`, made dense
+    where an op needs it (and for the last layer)."""
+
+    def __init__(self, input_shape: tuple[int, ...], operators: bool | None = False):
         n = math.prod(input_shape)
-        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+        self.layers: list[tuple[np.ndarray | AffineOperator, np.ndarray]] = []
         self.leaks: list[np.ndarray] = []
         self.notes: list[str] = []
-        self.input = Value(torch.eye(n, dtype=torch.float64).reshape(n, *input_shape),
-                           torch.zeros(input_shape, dtype=torch.float64))
+        self.operators = operators
+        if operators is False:
+            self.input = Value(torch.eye(n, dtype=torch.float64).reshape(n, *input_shape),
+                               torch.zeros(input_shape, dtype=torch.float64))
+        else:
+            self.input = _identity(tuple(input_shape))
         self.carry: list[Value] = []  # live values that must ride through the next ReLU layer
         # Tournament nodes of max windows: rows (layer, unit, window, parent row, side).
         self.max_nodes: list[list[int]] = []
@@ -95,12 +161,20 @@ class Builder:
         of pre's shape); returns relu(pre) and the carried values in the new stage's units."""
         values = [pre, *self.carry]
         sizes = [math.prod(v.shape) for v in values]
+        slope = np.broadcast_to(np.asarray(slopes, dtype=np.float64), pre.shape).reshape(-1)
+        if (isinstance(pre, OpValue) and not self.carry
+                and (self.operators or pre.n_in * sizes[0] > DENSE_ENTRIES)):
+            b = pre.const.reshape(-1).numpy().copy()
+            self.layers.append((AffineOperator(pre.steps, pre.in_shape), b))
+            self.leaks.append(slope.copy())
+            return _identity(pre.shape), []
         n = pre.lin.shape[0]
         w = torch.cat([v.lin.reshape(n, -1) for v in values], 1).T
         b = torch.cat([v.const.reshape(-1) for v in values])
-        slope = np.broadcast_to(np.asarray(slopes, dtype=np.float64), pre.shape).reshape(-1)
         self.layers.append((w.numpy().copy(), b.numpy().copy()))
         self.leaks.append(np.concatenate([slope, np.ones(sum(sizes[1:]))]))
+        if self.operators is not False and not self.carry:
+            return _identity(pre.shape), []
         eye = torch.eye(sum(sizes), dtype=torch.float64)
         out, start = [], 0
         for v, size in zip(values, sizes, strict=True):
@@ -231,6 +305,9 @@ def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Valu
         if v.shape[-1:] != (m.in_features,):
             raise InputError(f"nn.Linear({m.in_features}, ...) gets values of shape {v.shape}: "
                              f"add nn.Flatten() before it, or pass the right input_shape")
+        if isinstance(v, OpValue):
+            return v.then({"op": "linear", "weight": _array(m.weight)},
+                          lambda t: functional.linear(t, m.weight), m)
         return v.map(lambda t: functional.linear(t, m.weight), m)
     if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[next(k for k in (nn.Conv1d, nn.Conv2d,
@@ -240,6 +317,8 @@ def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Valu
             want = "(C, L)" if dims == 1 else "(C, H, W)" if dims == 2 else "(C, D, H, W)"
             raise InputError(f"{name} with {m.in_channels} input channels gets values of shape "
                              f"{v.shape}: pass input_shape={want} with C = {m.in_channels}")
+        if isinstance(v, OpValue):
+            return v.then(_conv_step(m, v), lambda t: m._conv_forward(t, m.weight, None), m)
         return v.map(lambda t: m._conv_forward(t, m.weight, None), m)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         check_eval(m)
@@ -248,13 +327,23 @@ def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Valu
         scale = torch.rsqrt(m.running_var + m.eps)
         if m.weight is not None:
             scale = scale * m.weight
+        step = {"op": "scale", "scale": _array(scale)}
         scale = scale.reshape(-1, *[1] * (len(v.shape) - 1))
+        if isinstance(v, OpValue):
+            return v.then(step, lambda t: t * scale, m)
         return v.map(lambda t: t * scale, m)
     if isinstance(m, DROPOUT):
         check_eval(m)
         return v
     if isinstance(m, nn.ConstantPad1d | nn.ConstantPad2d | nn.ConstantPad3d):
+        if isinstance(v, OpValue):
+            return v.then({"op": "pad", "pad": tuple(m.padding), "mode": "constant"},
+                          lambda t: functional.pad(t, m.padding, value=0.0), m)
         return v.map(lambda t: functional.pad(t, m.padding, value=0.0), m)
+    if isinstance(m, LINEAR) and isinstance(v, OpValue):
+        step = _linear_step(m, v)
+        if step is not None:
+            return v.then(step, m)
     if isinstance(m, LINEAR):
         out = v.map(m)
         if out.lin.shape[0] != v.lin.shape[0]:
@@ -295,6 +384,50 @@ def apply_module(b: Builder, m: nn.Module, v: Value, last: bool = False) -> Valu
                          f"can be counted")
     raise InputError(f"{name} cannot be read: give it a region_ops() method (see "
                      f"relu_regions.nets.reader), or use supported layers")
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float64).numpy().copy()
+
+
+def _conv_step(m: nn.Module, v: Value) -> dict:
+    """The operator step of a conv module (its ``_conv_forward`` without the bias)."""
+    dims = len(v.shape) - 1
+    step = {"op": "conv", "weight": _array(m.weight), "stride": tuple(m.stride),
+            "dilation": tuple(m.dilation), "groups": int(m.groups),
+            "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding)}
+    if m.padding_mode != "zeros":  # torch pads first, then convolves without padding
+        step["pad"] = tuple(m._reversed_padding_repeated_twice)
+        step["pad_mode"] = m.padding_mode
+        step["padding"] = (0,) * dims
+    return step
+
+
+_PAD_MODES = {"Zero": "constant", "Reflection": "reflect", "Replication": "replicate",
+              "Circular": "circular"}
+
+
+def _linear_step(m: nn.Module, v: Value) -> dict | None:
+    """The operator step of a module of LINEAR (pooling, padding, reshape), None for one kept
+    dense."""
+    name = type(m).__name__
+    out = m(v.const[None])
+    if out.shape[0] != 1:
+        return None  # the dense path names the error
+    if isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity)):
+        return {"op": "reshape", "shape": tuple(out.shape[1:])}
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        dims = len(out.shape) - 2
+        return {"op": "avg_pool", "dims": dims, "kernel": m.kernel_size,
+                "stride": m.stride, "padding": m.padding, "ceil_mode": bool(m.ceil_mode),
+                "count_include_pad": bool(m.count_include_pad),
+                "divisor_override": getattr(m, "divisor_override", None)}
+    if name.startswith("AdaptiveAvgPool"):
+        return {"op": "adaptive_avg_pool", "output_size": tuple(out.shape[2:])}
+    for prefix, mode in _PAD_MODES.items():
+        if name.startswith(prefix + "Pad"):
+            return {"op": "pad", "pad": tuple(m.padding), "mode": mode}
+    return None
 
 
 def _tuple(v, dims: int, what: str, name: str) -> tuple[int, ...]:
@@ -460,16 +593,16 @@ def input_shape_of(model: nn.Module, input_shape, first: nn.Module | None):
     return shape
 
 
-def lower_sequential(model: nn.Module, input_shape=None):
+def lower_sequential(model: nn.Module, input_shape=None, operators: bool | None = False):
     """(layers, leaks, notes, input_shape, max_nodes) of an ``nn.Sequential``, module by
-    module."""
+    module; ``operators`` as in :class:`Builder`."""
     model, notes = prepare(model)
     mods = list(_flatten(model))
     for m in mods:  # an unreadable layer is named before a missing input shape
         if not (hasattr(m, "region_ops") or isinstance(m, KNOWN)):
             apply_module(None, m, None)  # raises, naming it
     shape = input_shape_of(model, input_shape, mods[0] if mods else None)
-    b = Builder(shape)
+    b = Builder(shape, operators)
     b.notes += notes
     v = b.input
     with torch.no_grad():
@@ -487,17 +620,17 @@ def _flatten(seq):
             yield m
 
 
-def lower_module(model: nn.Module, input_shape=None):
+def lower_module(model: nn.Module, input_shape=None, operators: bool | None = False):
     """(layers, leaks, notes, input_shape, max_nodes) of any module: an ``nn.Sequential`` (or a
     module with ``as_sequential()`` / ``region_ops()``) read module by module, anything else
-    traced."""
+    traced; ``operators`` as in :class:`Builder`."""
     if hasattr(model, "as_sequential") and not hasattr(model, "region_ops"):
         model = model.as_sequential()
     if isinstance(model, nn.Sequential):
-        return lower_sequential(model, input_shape)
+        return lower_sequential(model, input_shape, operators)
     if hasattr(model, "region_ops") or type(model).__module__.startswith("torch.nn."):
-        return lower_sequential(nn.Sequential(model), input_shape)  # one layer
-    return trace(model, input_shape)
+        return lower_sequential(nn.Sequential(model), input_shape, operators)  # one layer
+    return trace(model, input_shape, operators)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,7 +672,7 @@ _SHAPE_OPS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous"
               "double", "to", "type_as"}
 
 
-def trace(model: nn.Module, input_shape=None):
+def trace(model: nn.Module, input_shape=None, operators: bool | None = False):
     """(layers, leaks, notes, input_shape, max_nodes) of a module through its ``torch.fx``
     graph: values affine in the input are tracked as :class:`Value`, the rest are constants."""
     from torch import fx  # only traced models pay for it
@@ -572,7 +705,7 @@ def trace(model: nn.Module, input_shape=None):
         if user.op == "call_module":
             first = model.get_submodule(user.target)
     shape = input_shape_of(model, input_shape, first)
-    b = Builder(shape)
+    b = Builder(shape, operators)
     b.notes += notes
     last_use = {}
     for i, node in enumerate(nodes):
@@ -757,6 +890,11 @@ def _affine_op(b: Builder, name: str, label: str, fn, args, kwargs, final: bool)
         extra = {"value": value} if mode == "constant" else {}
         return Value(functional.pad(x.lin, pad, mode=mode),
                      functional.pad(x.const[None], pad, mode=mode, **extra)[0])
+    if isinstance(x, OpValue) and name in ("view", "reshape", "flatten", "contiguous"):
+        out = _call(fn, name, x.const[None], args, kwargs, 1)
+        if out.dim() and out.shape[0] == 1:
+            return x.then({"op": "reshape", "shape": tuple(out.shape[1:])},
+                          lambda t: _call(fn, name, t, args, kwargs, t.shape[0]))
     if name in _SHAPE_OPS or (fn is not None and name in ("flatten", "reshape", "mean", "sum")):
         if name == "getitem":
             index = args[1]

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import InputError
+from .operators import AffineOperator, check_dense
 
 Layers = list[tuple[np.ndarray, np.ndarray]]
 
@@ -77,9 +78,10 @@ def check_one_output(layers: Layers) -> Layers:
 @dataclass(frozen=True)
 class Lowered:
     """A model as the counters read it: ``layers`` the (W, b) pairs (float64, W (out, in); k
-    outputs in the last), ``leaks`` one slope array per hidden layer, ``notes`` what the reading
-    changed (a float32 model counted in float64, a final Softmax dropped), ``input_shape`` the
-    per-sample shape whose C-order flattening the first layer takes.
+    outputs in the last; a W may be an :class:`~relu_regions.nets.operators.AffineOperator`, a
+    large conv stage kept as its ops), ``leaks`` one slope array per hidden layer, ``notes``
+    what the reading changed (a float32 model counted in float64, a final Softmax dropped),
+    ``input_shape`` the per-sample shape whose C-order flattening the first layer takes.
 
     ``max_nodes`` (None when the model takes no max): the tournament nodes of its max windows
     (max-pooling, ``torch.maximum``; see :meth:`~relu_regions.nets.lowering.Builder.maximum`),
@@ -156,11 +158,17 @@ def check_max_nodes(nodes, widths: Sequence[int]) -> np.ndarray:
 
 
 def lower(model: nn.Module | Sequence, input_shape: Sequence[int] | None = None, *,
-          finite: bool = True) -> Lowered:
+          finite: bool = True, operators: bool | None = None) -> Lowered:
     """``model`` as a :class:`Lowered` chain: what :func:`layer_stack` returns, plus the notes
     and the input shape. ``input_shape`` is one sample's shape (e.g. ``(1, 8, 8)`` for a conv
-    net); by default ``model.input_shape`` or the first linear layer's ``in_features``."""
-    return _read(model, input_shape, finite, notes=True)
+    net); by default ``model.input_shape`` or the first linear layer's ``in_features``.
+
+    ``operators`` (shaped models: conv, BatchNorm, pooling, padding, reshapes): a stage of
+    these ending at a ReLU-like layer, with no skip connection across it, is kept as an
+    :class:`~relu_regions.nets.operators.AffineOperator` when its dense matrix would have more
+    than 2^22 entries (None), always (True), or never (False: every layer dense). The last
+    layer is always dense."""
+    return _read(model, input_shape, finite, notes=True, operators=operators)
 
 
 def layer_stack(model: nn.Module | Sequence, *, finite: bool = True,
@@ -184,17 +192,17 @@ def layer_stack(model: nn.Module | Sequence, *, finite: bool = True,
 
 def forward(layers: Layers, leaks: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
     """The lowered chain's function at the rows of ``x`` (n, n_in), float64: for each hidden
-    layer ``z = x W^T + b``, then ``z`` where ``z >= 0`` else ``leak * z``; the last layer
-    affine."""
+    layer ``z = x W^T + b`` (by its ops for an operator layer), then ``z`` where ``z >= 0`` else
+    ``leak * z``; the last layer affine."""
     x = np.asarray(x, dtype=np.float64)
     for (w, b), leak in zip(layers[:-1], leaks, strict=True):
-        z = x @ w.T + b
+        z = (w.apply(x) if isinstance(w, AffineOperator) else x @ w.T) + b
         x = np.where(z >= 0, z, leak * z)
     w, b = layers[-1]
     return x @ w.T + b
 
 
-def _read(model, input_shape, finite, notes) -> Lowered:
+def _read(model, input_shape, finite, notes, operators=None) -> Lowered:
     if isinstance(model, (list, tuple)):
         layers = _raw_layers(model, finite)
         return Lowered(layers, [np.zeros(w.shape[0]) for w, _ in layers[:-1]], [])
@@ -221,7 +229,7 @@ def _read(model, input_shape, finite, notes) -> Lowered:
         return Lowered(layers, leaks, note, tuple(shape), nodes)
     from .lowering import lower_module  # conv nets, skip connections, traced forwards
 
-    layers, leaks, found, shape, nodes = lower_module(model, input_shape)
+    layers, leaks, found, shape, nodes = lower_module(model, input_shape, operators)
     return Lowered(_check_layers(layers, finite), leaks, found, shape,
                    np.array(nodes, dtype=np.int64).reshape(-1, 5) if nodes else None)
 
@@ -379,7 +387,9 @@ def _check_layers(layers, finite=True) -> Layers:
             raise InputError(f"layer widths do not chain: {w1.shape[0]} outputs feed "
                              f"{w2.shape[1]} inputs")
     if finite:
-        _check_finite(np.concatenate([a.reshape(-1) for pair in layers for a in pair]))
+        _check_finite(np.concatenate([a.reshape(-1) for w, b in layers for a in
+                                      (w.parameters() if isinstance(w, AffineOperator)
+                                       else [w]) + [b]]))
     return layers
 
 
@@ -422,6 +432,7 @@ class LoweredNet(nn.Module):
 
     @classmethod
     def from_layers(cls, layers, leaks, input_shape=None, max_nodes=None) -> LoweredNet:
+        check_dense(layers, "a lowered checkpoint (LoweredNet)")
         widths = [layers[0][0].shape[1]] + [w.shape[0] for w, _ in layers]
         n_max = 0 if max_nodes is None else len(max_nodes)
         net = cls(widths, input_shape, n_max)
