@@ -72,6 +72,9 @@ CASES = [
     (["report", "no-such-run"], "no run folder at no-such-run"),
     (["train", "--resume", "."], "no training state"),
     (["sweep", "missing.toml", "--out", "sweep-out"], "missing.toml"),
+    # a misspelt required option is the typo, not a missing option
+    (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--lenght", "0.5"],
+     "unrecognized arguments: --lenght 0.5 (did you mean --length?)"),
     (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--length", "0.5"],
      "matches no files"),
     (["track", "--checkpoints", "none/*.pt", "--data", "x.csv", "--length", "0"],

@@ -5,6 +5,7 @@ Torch-free: building the parser imports this module."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -35,11 +36,15 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None,
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        """As argparse, but an unknown option names the command and the closest known one."""
-        args, extras = self.parse_known_args(args, namespace)
+        """As argparse, but an unknown option names the command and the closest known one, also
+        when a required option is missing (a misspelt required option is the typo it is, not a
+        missing option)."""
+        args = sys.argv[1:] if args is None else list(args)
+        with _nothing_required(self):
+            lenient, extras = self.parse_known_args(args, argparse.Namespace())
         if extras:
-            sub = self._subparsers._group_actions[0].choices.get(getattr(args, "command", None)) \
-                if self._subparsers else None
+            sub = self._subparsers._group_actions[0].choices.get(
+                getattr(lenient, "command", None)) if self._subparsers else None
             parser = sub or self
             known = [s for a in parser._actions for s in a.option_strings]
             first = extras[0].split("=")[0]
@@ -47,7 +52,7 @@ class Parser(argparse.ArgumentParser):
             hint = f" (did you mean {close[0]}?)" if close and first.startswith("-") else ""
             parser.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: "
                          f"{' '.join(extras)}{hint}")
-        return args
+        return self.parse_known_args(args, namespace)[0]
 
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None
@@ -225,3 +230,24 @@ def finite_numbers(cells: Sequence[str]) -> list[float] | None:
     except ValueError:
         return None
     return values if all(math.isfinite(v) for v in values) else None
+
+
+@contextlib.contextmanager
+def _nothing_required(parser: argparse.ArgumentParser):
+    """Every option of ``parser`` and its commands optional for a while (to find unknown ones
+    before argparse reports a missing required one)."""
+    actions = []
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if action.required:
+                actions.append(action)
+                action.required = False
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    try:
+        yield
+    finally:
+        for action in actions:
+            action.required = True
