@@ -568,7 +568,7 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     n_cells = off.size - 1
     # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
     # so the product's summation order does not matter for the partition.
-    grads = (jac.reshape(2 * n_cells, -1) @ wt).reshape(n_cells, 2, width)
+    grads = _rows_times(jac.reshape(2 * n_cells, -1), wt).reshape(n_cells, 2, width)
     return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, bit0,
                       box, zero_tol, stats)
 
@@ -630,6 +630,23 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
         need_rows = max(int(counters[ROWS_NEEDED]),
                         int(1.25 * max(nr, 1) / max(cell, 1) * left) + 64)
     return outs
+
+
+@njit(cache=True, nogil=True)
+def _rows_times(rows, wt):
+    """rows @ wt, each row summed input by input into a row of all units (a loop the compiler
+    vectorizes): the same sums whatever rows are beside it, unlike BLAS (whose rounding of a row
+    depends on the block it is in), and no BLAS threads, which cost more than they gain on
+    these many small products when the cores are busy."""
+    n, n_in = rows.shape
+    out = np.zeros((n, wt.shape[1]))
+    for i in range(n):
+        for j in range(n_in):
+            r = rows[i, j]
+            if r != 0.0:
+                for c in range(wt.shape[1]):
+                    out[i, c] += r * wt[j, c]
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -1052,6 +1069,7 @@ class _Accumulator:
         else:
             self.w, self.b = np.ascontiguousarray(w), np.ascontiguousarray(b)
             self.w_abs, self.wt = np.abs(self.w), np.ascontiguousarray(self.w.T)
+            self.w_abs_t = np.ascontiguousarray(self.w_abs.T)
             self.affine = np.ones(self.k)  # slope 1: the outputs are never snapped
         self.level = level
         self.box = box
@@ -1068,14 +1086,14 @@ class _Accumulator:
                     y)
             y[:, 0] = self.level  # the level set is where f = level overtakes the constant
         else:
-            # W_out J and |W_out| |J| per cell by BLAS; y once per distinct vertex (a vertex is
-            # in ~3 rings), exactly as a hidden layer's z.
+            # W_out J and |W_out| |J| per cell (_rows_times, as a hidden layer's gradients); y
+            # once per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
             width = jac.shape[2]
             flat = jac.reshape(2 * n, width)
-            grads = np.ascontiguousarray((flat @ self.w.T).reshape(n, 2, self.k)
+            grads = np.ascontiguousarray(_rows_times(flat, self.wt).reshape(n, 2, self.k)
                                          .transpose(0, 2, 1))
-            mags = np.ascontiguousarray((np.abs(flat) @ self.w_abs.T).reshape(n, 2, self.k)
-                                        .transpose(0, 2, 1))
+            mags = np.ascontiguousarray(_rows_times(np.abs(flat), self.w_abs_t)
+                                        .reshape(n, 2, self.k).transpose(0, 2, 1))
             uid, zs, _ = _vertex_preactivations(ring, self.w, self.wt, self.b,
                                                 self.w_abs.sum(1), self.affine, 0.0)
             y = zs[uid, Z0:]
