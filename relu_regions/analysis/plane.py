@@ -902,37 +902,10 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
     vertex's own data enter, so every cell holding a vertex sees the same values. Units with
     slope 1 (affine) are never snapped: their value is carried, not a sign.
     """
-    rows, n_prev = ring.shape[0], ring.shape[1] - 2
+    n_prev = ring.shape[1] - 2
     width = w.shape[0]
-    size = 1
-    while size < 2 * rows + 2:
-        size *= 2
-    mask = np.uint64(size - 1)
-    table = np.full(size, -1, np.int64)
-    bits = ring[:, :2].copy().view(np.uint64)
-    uid = np.empty(rows, np.int64)
-    first = np.empty(rows, np.int64)  # a ring row holding each vertex
-    n_u = 0
-    for i in range(rows):
-        h = _mix(_mix(bits[i, 0]) ^ bits[i, 1]) & mask
-        found = -1
-        while table[h] >= 0:
-            r = first[table[h]]
-            same = True
-            for col in range(2 + n_prev):
-                if ring[r, col] != ring[i, col]:
-                    same = False
-                    break
-            if same:
-                found = table[h]
-                break
-            h = (h + np.uint64(1)) & mask
-        if found < 0:
-            found = n_u
-            first[n_u] = i
-            table[h] = n_u
-            n_u += 1
-        uid[i] = found
+    uid, first = _distinct_vertices(ring)
+    n_u = first.size
     zs = np.empty((n_u, Z0 + width))
     raw_sign = np.empty((n_u, width), np.int8)
     acc = np.empty(width)
