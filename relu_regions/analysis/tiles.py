@@ -144,7 +144,8 @@ class MemoryModel:
 
 
 def _plane_lines(layers, leaks, origin, basis, box) -> tuple[np.ndarray, np.ndarray]:
-    """The first layer's units as lines a (u, v) + c = 0 of the plane: those crossing ``box``."""
+    """The first layer's units as lines a (u, v) + c = 0 of the plane: those crossing ``box``,
+    each line once."""
     w, b = layers[0]
     if is_operator(w):  # a conv stage kept as its ops: W applied to the plane's directions
         a = w.apply(basis.T).T
@@ -157,7 +158,14 @@ def _plane_lines(layers, leaks, origin, basis, box) -> tuple[np.ndarray, np.ndar
     corners = a @ np.array([[box[0], box[1], box[0], box[1]],
                             [box[2], box[2], box[3], box[3]]]) + c[:, None]
     keep = (corners.min(1) < 0) & (corners.max(1) > 0)
-    return np.ascontiguousarray(a[keep]), c[keep]
+    a, c = a[keep], c[keep]
+    # Units with one line (a conv's equal patches, e.g. of images with flat areas) cut the
+    # plane once: one line each, from the normalized (a, c) with a's first nonzero entry > 0.
+    line = np.column_stack([a, c]) / np.hypot(a[:, 0], a[:, 1])[:, None]
+    line *= np.where(line[:, 0] != 0, np.sign(line[:, 0]), np.sign(line[:, 1]))[:, None]
+    _, first = np.unique(np.round(line, 12), axis=0, return_index=True)
+    first.sort()
+    return np.ascontiguousarray(a[first]), c[first]
 
 
 def _lines_per_tile(a, c, xs, ys) -> np.ndarray:
@@ -281,8 +289,16 @@ def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel):
     first = FirstLayerPlan(layers, leaks, origin, basis, box)
     while True:
         xs, ys = _edges(box[0], box[1], g), _edges(box[2], box[3], g)
-        need = model.fixed + first.cells(xs, ys).max() * model.first_cell
+        cells = first.cells(xs, ys)
+        need = model.fixed + cells.max() * model.first_cell
         if need <= share:
+            held = cells.sum() * model.piece  # the merged map keeps at least these pieces
+            if held > budget / 2:  # and a finer grid cuts more: refused now, not at the end
+                raise InputError(
+                    f"max_memory={_show_bytes(budget)} is too small for this map: its tiles "
+                    f"fit at {g} x {g}, but the region map of their pieces needs at least "
+                    f"{_show_bytes(held)}, more than the half of the budget it may use; raise "
+                    f"max_memory, use fewer workers or count a smaller box")
             return g, g
         if g >= PLAN_SIDE:  # the planner's last grid: beyond, tiles reach rounding
             raise InputError(

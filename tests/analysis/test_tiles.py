@@ -202,6 +202,12 @@ def test_first_layer_cells_counts_the_arrangement():
     cells = tiles.first_layer_cells([(w, b), (np.ones((1, 3)), np.zeros(1))], [np.zeros(3)],
                                     np.zeros(2), np.eye(2), edges, edges)
     assert cells[0, 0] == 7
+    # Units on one line (equal rows, or scaled by a positive or negative factor) cut it once.
+    same = tiles.first_layer_cells([(np.vstack([w, w, 2 * w[:1], -w[1:2]]),
+                                     np.r_[b, b, 2 * b[:1], -b[1:2]]),
+                                    (np.ones((1, 8)), np.zeros(1))], [np.zeros(8)],
+                                   np.zeros(2), np.eye(2), edges, edges)
+    assert same[0, 0] == 7
     four = np.array([-1.0, 0.1 + 1e-9, 1.0])
     per_tile = tiles.first_layer_cells([(w[:2], b[:2]), (np.ones((1, 2)), np.zeros(1))],
                                        [np.zeros(2)], np.zeros(2), np.eye(2), four,
