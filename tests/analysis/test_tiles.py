@@ -284,6 +284,23 @@ def test_the_planner_keeps_a_wide_first_layer_to_its_budget():
         assert getattr(tiled, name) == getattr(whole, name), name
 
 
+def test_a_budget_whose_map_cannot_hold_the_tiles_pieces_is_refused_before_counting(
+        monkeypatch):
+    """Tiles that fit, but more first-layer cells in all than the merged map's half holds: one
+    InputError from the planner (not after counting every tile)."""
+    net = random_net([8], 0)
+    layers = _dense_layers(net)
+    plan = tiles.FirstLayerPlan(layers, [np.zeros(8)], np.zeros(2), np.eye(2), (-1, 1, -1, 1))
+    cells = plan.cells(np.array([-1.0, 1.0]), np.array([-1.0, 1.0]))[0, 0]
+    piece = 10**6
+    monkeypatch.setattr(tiles.MemoryModel, "of",
+                        classmethod(lambda cls, layers, kernel: cls(1, 1, piece, 0)))
+    budget = int(2 * piece * (cells - 1))  # the pieces of the first layer's cells: one too many
+    with pytest.raises(InputError, match="region map of their pieces needs at least"):
+        count_regions_2d(net, max_memory=budget)
+    assert count_regions_2d(net, max_memory=int(2 * piece * cells)).tiles == (1, 1)
+
+
 def test_bad_tiling_options():
     net = random_net([4], 0)
     for kwargs, match in (({"tiles": (0, 2)}, "tiles nx"), ({"tiles": 3}, "two integers"),
