@@ -27,6 +27,7 @@ counted in float64 on the plane through the first 0, 1 and 2 of the digits.
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -174,10 +175,18 @@ def main():
     if args.trained:
         import tempfile
 
-        weights = tempfile.NamedTemporaryFile(suffix=".pt", delete=False).name
-        seconds, accuracy = train(weights)
-        print(f"trained on digits: {seconds:.1f} s, training accuracy {accuracy:.3f}",
-              flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = os.path.join(tmp, "trained.pt")
+            seconds, accuracy = train(weights)
+            print(f"trained on digits: {seconds:.1f} s, training accuracy {accuracy:.3f}",
+                  flush=True)
+            _count(args, half, weights)
+        return
+    _count(args, half, None)
+
+
+def _count(args, half, weights):
+    """The counts main() asks for, of the net with ``weights`` (None: default init)."""
     if args.compare:
         rows, same = compare(half, args.max_memory or "2GB", args.workers, weights)
         for row in rows:
