@@ -17,11 +17,19 @@ net (loading the compiled kernels); peak MB is that process's ``ru_maxrss``.
     python benchmarks/bench_cifar_cnn.py --search 1e5 --start 0.01 # grow the square 1.5x per
                                                                   # step until 1e5 regions
     python benchmarks/bench_cifar_cnn.py --half 0.02 --max-memory 2GB --workers 2
+    python benchmarks/bench_cifar_cnn.py --half 0.15 --compare    # untiled against 2GB tiles
+    python benchmarks/bench_cifar_cnn.py --trained --half 0.5     # trained briefly on digits
+
+``--trained``: the net trained for 3 epochs (Adam, float32, seeded) on sklearn's 8 x 8 digits,
+each pixel a 4 x 4 block in all three channels (1,797 images of 3 x 32 x 32, 10 classes), then
+counted in float64 on the plane through the first 0, 1 and 2 of the digits.
 """
 
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 
 import numpy as np
@@ -43,28 +51,102 @@ def points():
     return np.random.default_rng(0).uniform(0.0, 1.0, (3, 3, 32, 32))
 
 
-def _run(half, max_memory, workers, queue):
+def digits():
+    """sklearn's 8 x 8 digits (1,797 images, 10 classes) as 3 x 32 x 32 images in [0, 1]: each
+    pixel a 4 x 4 block, the same in the three channels; (images, labels)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.kron(data.images / 16.0, np.ones((4, 4)))  # (n, 32, 32)
+    return np.repeat(images[:, None], 3, axis=1), data.target
+
+
+def train(path, epochs=3):
+    """The net trained briefly on digits() (Adam, lr 1e-3, batches of 64, float32, seeded),
+    saved as a state dict at ``path``; (seconds, training accuracy)."""
+    import torch
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = build().float().train()
+    images, labels = digits()
+    x = torch.tensor(images, dtype=torch.float32)
+    y = torch.tensor(labels)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=gen).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())
+    torch.save(model.state_dict(), path)
+    return time.perf_counter() - start, accuracy
+
+
+def digit_points():
+    """The first image of the digits 0, 1 and 2."""
+    images, labels = digits()
+    return np.stack([images[np.flatnonzero(labels == d)[0]] for d in (0, 1, 2)])
+
+
+def _model_and_points(weights):
+    import torch
+
+    model = build()
+    if weights is None:
+        return model, points()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.double().eval(), digit_points()
+
+
+def _run(half, max_memory, workers, weights, arrays, progress, queue):
     from relu_regions.analysis.plane import count_lowered_plane, count_regions_2d, plane_basis
     from relu_regions.nets.parametrize import linear_relu_stack
     from relu_regions.nets.reader import lower
 
     count_regions_2d(linear_relu_stack([2, 8, 8, 3]))  # loads the compiled kernels
     start = time.perf_counter()
-    lowered = lower(build(), (3, 32, 32))
-    pts = points()
+    model, pts = _model_and_points(weights)
+    lowered = lower(model, (3, 32, 32))
     _, _, coords = plane_basis(*(p.reshape(-1) for p in pts))
     cu, cv = coords.mean(0)
     extent = (cu - half, cu + half, cv - half, cv + half)
-    r = count_lowered_plane(lowered, *pts, extent, max_memory=max_memory, workers=workers)
+    r = count_lowered_plane(lowered, *pts, extent, max_memory=max_memory, workers=workers,
+                            progress=progress and max_memory is not None)
     seconds = time.perf_counter() - start
+    extra = {}
+    if arrays:  # each region's and each piece's area, sorted (a tiled count's from its pieces)
+        regions = getattr(r, "regions", np.arange(r.areas.size))
+        extra = dict(region_areas=np.sort(np.bincount(regions, r.areas)),
+                     piece_areas=np.sort(np.bincount(r.pieces, r.areas)))
     queue.put(dict(half=half, regions=r.activation_regions, pieces=r.linear_pieces,
-                   vertices=r.vertices, decision_length=r.decision_length,
-                   resolved=r.resolved, tiles=list(getattr(r, "tiles", (1, 1))),
+                   vertices=r.vertices, edges=r.edges, decision_length=r.decision_length,
+                   resolved=r.resolved, unmatched_edges=r.unmatched_edges,
+                   min_cell_width=r.min_cell_width, snapped=r.snapped,
+                   tiles=list(getattr(r, "tiles", (1, 1))),
                    operators=[type(w).__name__ for w, _ in lowered.layers],
                    seconds=seconds, max_memory=max_memory, workers=workers,
                    peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    children_peak_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                   / 1024))
+                   / 1024, **extra))
+
+
+def compare(half, budget, workers, weights):
+    """The count untiled and tiled on one square: equal regions, pieces, vertices, edges, each
+    region's and each piece's area (sorted; to 1e-9 relative) and decision length (1e-9)."""
+    rows = [measure(_run, half, None, 1, weights, True, False),
+            measure(_run, half, budget, workers, weights, True, False)]
+    whole, tiled = rows
+    same = {k: whole[k] == tiled[k] for k in ("regions", "pieces", "vertices", "edges")}
+    for k in ("region_areas", "piece_areas"):
+        a, b = whole[k], tiled[k]
+        same[k] = a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-9, atol=1e-12 * a.sum()))
+    same["decision_length"] = abs(whole["decision_length"] - tiled["decision_length"]) \
+        <= 1e-9 * max(whole["decision_length"], 1e-300)
+    return rows, same
 
 
 def main():
@@ -77,13 +159,48 @@ def main():
     parser.add_argument("--start", type=float, default=0.01)
     parser.add_argument("--max-memory", default="2GB", help='a budget, or "none" (untiled)')
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--trained", action="store_true",
+                        help="train the net briefly on sklearn's digits (as 3 x 32 x 32 "
+                             "images) first; the plane then goes through the digits 0, 1, 2")
+    parser.add_argument("--compare", action="store_true",
+                        help="count the square untiled and with --max-memory; check they agree")
+    parser.add_argument("--progress", action="store_true",
+                        help="the tiles' progress on stderr (a line every ~10 s when piped)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     half = args.start if args.search else args.half
     if args.max_memory.lower() == "none":
         args.max_memory = None
+    weights = None
+    if args.trained:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = os.path.join(tmp, "trained.pt")
+            seconds, accuracy = train(weights)
+            print(f"trained on digits: {seconds:.1f} s, training accuracy {accuracy:.3f}",
+                  flush=True)
+            _count(args, half, weights)
+        return
+    _count(args, half, None)
+
+
+def _count(args, half, weights):
+    """The counts main() asks for, of the net with ``weights`` (None: default init)."""
+    if args.compare:
+        rows, same = compare(half, args.max_memory or "2GB", args.workers, weights)
+        for row in rows:
+            print(f"half {half:.4g} {'tiled' if row['max_memory'] else 'untiled'}: tiles "
+                  f"{row['tiles']}, {row['regions']} regions, {row['pieces']} pieces, "
+                  f"{row['vertices']} vertices, {row['edges']} edges, decision length "
+                  f"{row['decision_length']:.10g}, {row['seconds']:.1f} s, peak "
+                  f"{row['peak_mb']:.0f} MB", flush=True)
+        print("equal: " + ", ".join(f"{k} {v}" for k, v in same.items()))
+        if not all(same.values()):
+            sys.exit("the tiled count differs from the untiled one")
+        return
     while True:
-        row = measure(_run, half, args.max_memory, args.workers)
+        row = measure(_run, half, args.max_memory, args.workers, weights, False, args.progress)
         if args.json:
             print(json.dumps(row))
         else:

@@ -28,13 +28,14 @@ Between consecutive cut points, a *stretch* of border has one tile piece on each
 
 The memory budget (``max_memory``) is split in two halves: one for the tiles being counted
 (shared by the workers), one for the per-piece arrays of the merged map. A tile's work is
-estimated from the first layer, whose lines are straight in the plane: the cells of their
-arrangement inside the tile (1 + lines crossing + crossings inside, from all pairs of up to
-MAX_PLAN_LINES lines) times the bytes a cell takes while it is refined (its ring rows carry every
-unit of the widest layer), plus the weights and the chunks a depth-first pass holds
-(plane.py's CHUNK_FLOATS per layer). Deeper layers refine cells in bounded chunks; the merged map's
-arrays are measured as tiles come back, and the count stops with InputError when they exceed
-their half.
+estimated from the first layer, which refines a tile (one cell) into its whole arrangement at
+once. Its lines are straight in the plane, so the cells of their arrangement in each tile are
+computed, not sampled: 1 + lines crossing the tile + their crossings inside it (FirstLayerPlan:
+the lines crossing the box, each pair intersected once, in blocks). They are multiplied by the
+bytes such a cell takes (its ring rows carry every unit of the widest layer), plus the weights, an
+operator batch and the chunks a depth-first pass holds (plane.py's CHUNK_FLOATS per layer).
+Deeper layers refine cells in bounded chunks; the merged map's arrays are measured as tiles come
+back, and the count stops with InputError when they exceed their half.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from ..validation import check_int, one_line
 from .regions import RESOLUTION_ULPS
 
 MAX_TILES_SIDE = 1024  # tiles along one side of the box
-MAX_PLAN_LINES = 512  # first-layer lines the planner intersects (more: a seeded sample, scaled)
+PLAN_SIDE = MAX_TILES_SIDE // 4  # the planner's finest grid per side (beyond: tiles at rounding)
+MAX_PLAN_PAIRS = 1 << 28  # first-layer line pairs the planner intersects (more: a bound)
 ROWS_PER_CELL = 6  # ring rows per cell, on average (each vertex is in about three rings)
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -110,13 +112,18 @@ class MemoryModel:
 
     ``cell_work``: a cell while a layer refines it: its ring rows in, out and pooled (each row
     carries (u, v, max|h|) and every unit of the widest layer, 8 bytes each), its Jacobian in
-    and out and the z-gradients (2 x width each), its pattern. ``piece``: what the merged map
-    keeps per tile piece (ring, offsets, pattern, gradients, values, area, perimeter, labels).
-    ``fixed``: the weights and the depth-first chunks (plane.py's CHUNK_FLOATS floats, three arrays
-    per hidden layer) a worker holds whatever the tile.
+    and out and the z-gradients (2 x width each), its pattern. ``first_cell``: a cell of the
+    first layer's arrangement in a tile, which the first layer writes all at once (the tile is
+    one cell before it): its ring rows out, its share of the split's vertex rows (about one
+    vertex per cell; rows as above), its Jacobian (2 x width) and the piece the tile's count
+    keeps of it. ``piece``: what the merged map keeps per tile piece (ring, offsets, pattern,
+    gradients, values, area, perimeter, labels). ``fixed``: the weights, one operator batch's
+    work (layers run one at a time) and the depth-first chunks (plane.py's CHUNK_FLOATS floats,
+    three arrays per hidden layer) a worker holds whatever the tile.
     """
 
     cell_work: int
+    first_cell: int
     piece: int
     fixed: int
 
@@ -129,16 +136,16 @@ class MemoryModel:
         row = 8 * (kernel["z0"] + wmax)
         cell_work = 3 * ROWS_PER_CELL * row + 3 * 16 * wmax + n_bytes
         piece = ROWS_PER_CELL * 16 + n_bytes + 8 * (3 * k + 6)
-        weights = sum(w.nbytes + b.nbytes + (w.work_bytes if is_operator(w) else 0)
-                      for w, b in layers)  # an operator: its kernels and a batch's work
-        fixed = weights + 3 * 8 * kernel["chunk_floats"] * (len(layers) - 1)
-        return cls(cell_work, piece, fixed)
+        first_cell = (ROWS_PER_CELL + 1) * row + 16 * wmax + piece
+        weights = sum(w.nbytes + b.nbytes for w, b in layers)  # an operator: its kernels
+        work = max((w.work_bytes for w, _ in layers if is_operator(w)), default=0)
+        fixed = weights + work + 3 * 8 * kernel["chunk_floats"] * (len(layers) - 1)
+        return cls(cell_work, first_cell, piece, fixed)
 
 
-def first_layer_cells(layers, leaks, origin, basis, xs, ys) -> np.ndarray:
-    """(nx, ny) estimates of the cells the first layer's arrangement has in each tile: 1 + lines
-    crossing the tile + their crossings inside it (exact for lines in general position when the
-    layer has at most MAX_PLAN_LINES splitting units; else from a seeded sample, scaled)."""
+def _plane_lines(layers, leaks, origin, basis, box) -> tuple[np.ndarray, np.ndarray]:
+    """The first layer's units as lines a (u, v) + c = 0 of the plane: those crossing ``box``,
+    each line once."""
     w, b = layers[0]
     if is_operator(w):  # a conv stage kept as its ops: W applied to the plane's directions
         a = w.apply(basis.T).T
@@ -146,30 +153,106 @@ def first_layer_cells(layers, leaks, origin, basis, xs, ys) -> np.ndarray:
     else:
         a = w @ basis  # z = a (u, v) + c on the plane
         c = w @ origin + b
-    keep = np.asarray(leaks[0]) != 1.0
+    keep = (np.asarray(leaks[0]) != 1.0) & (np.abs(a).sum(1) > 0)  # these never split
     a, c = a[keep], c[keep]
-    keep = np.abs(a).sum(1) > 0  # a constant unit never splits
+    corners = a @ np.array([[box[0], box[1], box[0], box[1]],
+                            [box[2], box[2], box[3], box[3]]]) + c[:, None]
+    keep = (corners.min(1) < 0) & (corners.max(1) > 0)
     a, c = a[keep], c[keep]
-    scale = 1.0
-    if a.shape[0] > MAX_PLAN_LINES:
-        pick = np.random.default_rng(0).choice(a.shape[0], MAX_PLAN_LINES, replace=False)
-        scale = a.shape[0] / MAX_PLAN_LINES
-        a, c = a[pick], c[pick]
+    # Units with one line (a conv's equal patches, e.g. of images with flat areas) cut the
+    # plane once: one line each, from the normalized (a, c) with a's first nonzero entry > 0.
+    line = np.column_stack([a, c]) / np.hypot(a[:, 0], a[:, 1])[:, None]
+    line *= np.where(line[:, 0] != 0, np.sign(line[:, 0]), np.sign(line[:, 1]))[:, None]
+    _, first = np.unique(np.round(line, 12), axis=0, return_index=True)
+    first.sort()
+    return np.ascontiguousarray(a[first]), c[first]
+
+
+def _lines_per_tile(a, c, xs, ys) -> np.ndarray:
+    """(nx, ny) the number of lines crossing each tile, O(lines x tiles per side): a line
+    steeper in v spans, in each column of tiles, the v between its values at the column's
+    sides, so it crosses a run of that column's tiles (a difference array); the others likewise
+    by rows. A line touching a tile's border counts for it (an upper bound)."""
     nx, ny = xs.size - 1, ys.size - 1
-    crossing = np.zeros((nx, ny))
-    for s in range(0, a.shape[0], 64):
-        z = (a[s:s + 64, 0, None, None] * xs[None, :, None]
-             + a[s:s + 64, 1, None, None] * ys[None, None, :] + c[s:s + 64, None, None])
-        corners = np.stack([z[:, :-1, :-1], z[:, 1:, :-1], z[:, :-1, 1:], z[:, 1:, 1:]])
-        crossing += ((corners.min(0) < 0) & (corners.max(0) > 0)).sum(0)
-    i, j = np.triu_indices(a.shape[0], 1)
-    det = a[i, 0] * a[j, 1] - a[i, 1] * a[j, 0]
-    ok = det != 0
-    i, j, det = i[ok], j[ok], det[ok]
-    pu = (-c[i] * a[j, 1] + c[j] * a[i, 1]) / det
-    pv = (-a[i, 0] * c[j] + a[j, 0] * c[i]) / det
-    inside, _, _ = np.histogram2d(pu, pv, bins=[xs, ys])
-    return 1.0 + scale * crossing + scale * scale * inside
+    out = np.zeros((nx, ny), np.int64)
+    by_col = np.abs(a[:, 1]) >= np.abs(a[:, 0])
+    for sel, t, o, runs, across in ((by_col, 0, 1, xs, ys), (~by_col, 1, 0, ys, xs)):
+        if not sel.any():
+            continue
+        ends = -(a[sel, t, None] * runs[None, :] + c[sel, None]) / a[sel, o, None]
+        lo, hi = np.minimum(ends[:, :-1], ends[:, 1:]), np.maximum(ends[:, :-1], ends[:, 1:])
+        ok = (hi >= across[0]) & (lo <= across[-1])
+        n_across = across.size - 1
+        first = np.clip(np.searchsorted(across, lo[ok], "right") - 1, 0, n_across - 1)
+        last = np.clip(np.searchsorted(across, hi[ok], "left") - 1, 0, n_across - 1)
+        run = np.broadcast_to(np.arange(runs.size - 1), lo.shape)[ok]
+        diff = np.zeros((runs.size - 1, n_across + 1), np.int64)
+        np.add.at(diff, (run, first), 1)
+        np.add.at(diff, (run, last + 1), -1)
+        tiles = np.cumsum(diff, 1)[:, :n_across]
+        out += tiles if t == 0 else tiles.T
+    return out
+
+
+def _crossings(a, c, xs, ys) -> np.ndarray:
+    """(nx, ny) the lines' pairwise crossings inside each tile: all pairs, in blocks."""
+    n, nx, ny = a.shape[0], xs.size - 1, ys.size - 1
+    counts = np.zeros(nx * ny, np.int64)
+    block = max(1, (1 << 20) // max(n, 1))
+    for s in range(0, n - 1, block):
+        e = min(n - 1, s + block)
+        ai, ci = a[s:e, None, :], c[s:e, None]
+        aj, cj = a[None, s + 1:], c[None, s + 1:]
+        det = ai[..., 0] * aj[..., 1] - ai[..., 1] * aj[..., 0]
+        upper = np.arange(s + 1, n)[None, :] > np.arange(s, e)[:, None]  # each pair once
+        ok = upper & (det != 0)
+        det = np.where(ok, det, 1.0)
+        pu = (-ci * aj[..., 1] + cj * ai[..., 1]) / det
+        pv = (-ai[..., 0] * cj + aj[..., 0] * ci) / det
+        ok &= (pu >= xs[0]) & (pu <= xs[-1]) & (pv >= ys[0]) & (pv <= ys[-1])
+        iu = np.clip(np.searchsorted(xs, pu[ok], "right") - 1, 0, nx - 1)
+        iv = np.clip(np.searchsorted(ys, pv[ok], "right") - 1, 0, ny - 1)
+        counts += np.bincount(iu * ny + iv, minlength=nx * ny)
+    return counts.reshape(nx, ny)
+
+
+class FirstLayerPlan:
+    """The first layer's lines crossing ``box`` (straight in the plane) and the cells of their
+    arrangement per tile: 1 + lines crossing the tile + their crossings inside it, exact for
+    lines in general position. The crossings are found once, on the planner's finest grid
+    (PLAN_SIDE per side), whose tiles the coarser power-of-two grids sum; over MAX_PLAN_PAIRS
+    pairs, a tile's crossings are bounded by its lines' pairs instead."""
+
+    def __init__(self, layers, leaks, origin, basis, box):
+        self.box = tuple(float(x) for x in box)
+        self.a, self.c = _plane_lines(layers, leaks, origin, basis, self.box)
+        n = self.a.shape[0]
+        self.exact = n * (n - 1) // 2 <= MAX_PLAN_PAIRS
+        self.fine = None
+        if self.exact:
+            self.fine = _crossings(self.a, self.c, _edges(*self.box[:2], PLAN_SIDE),
+                                   _edges(*self.box[2:], PLAN_SIDE))
+
+    def cells(self, xs, ys) -> np.ndarray:
+        """(nx, ny) cells per tile of the grid with edges ``xs``, ``ys`` (on ``box``)."""
+        crossing = _lines_per_tile(self.a, self.c, xs, ys)
+        nx, ny = crossing.shape
+        if not self.exact:
+            inside = crossing * (crossing - 1) // 2
+        elif (PLAN_SIDE % nx == 0 and PLAN_SIDE % ny == 0
+              and np.array_equal(xs, _edges(*self.box[:2], nx))
+              and np.array_equal(ys, _edges(*self.box[2:], ny))):  # nested in the fine grid
+            inside = self.fine.reshape(nx, PLAN_SIDE // nx, ny, PLAN_SIDE // ny).sum((1, 3))
+        else:
+            inside = _crossings(self.a, self.c, xs, ys)
+        return 1.0 + crossing + inside
+
+
+def first_layer_cells(layers, leaks, origin, basis, xs, ys) -> np.ndarray:
+    """(nx, ny) the cells of the first layer's arrangement in each tile of the grid with edges
+    ``xs``, ``ys`` (FirstLayerPlan)."""
+    box = (xs[0], xs[-1], ys[0], ys[-1])
+    return FirstLayerPlan(layers, leaks, origin, basis, box).cells(xs, ys)
 
 
 def check_least(layers, budget, concurrency, kernel) -> MemoryModel:
@@ -203,13 +286,21 @@ def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel):
     g = 1
     while g * g < (2 * concurrency if concurrency > 1 else 1):
         g *= 2
+    first = FirstLayerPlan(layers, leaks, origin, basis, box)
     while True:
         xs, ys = _edges(box[0], box[1], g), _edges(box[2], box[3], g)
-        need = model.fixed + first_layer_cells(layers, leaks, origin, basis, xs, ys).max() \
-            * model.cell_work
+        cells = first.cells(xs, ys)
+        need = model.fixed + cells.max() * model.first_cell
         if need <= share:
+            held = cells.sum() * model.piece  # the merged map keeps at least these pieces
+            if held > budget / 2:  # and a finer grid cuts more: refused now, not at the end
+                raise InputError(
+                    f"max_memory={_show_bytes(budget)} is too small for this map: its tiles "
+                    f"fit at {g} x {g}, but the region map of their pieces needs at least "
+                    f"{_show_bytes(held)}, more than the half of the budget it may use; raise "
+                    f"max_memory, use fewer workers or count a smaller box")
             return g, g
-        if g >= MAX_TILES_SIDE // 4:  # the planner's last grid: beyond, tiles reach rounding
+        if g >= PLAN_SIDE:  # the planner's last grid: beyond, tiles reach rounding
             raise InputError(
                 f"max_memory={_show_bytes(budget)} is too small for this map: at {g} x {g} "
                 f"tiles, a tile's first layer still needs about {_show_bytes(need)} and its "

@@ -186,7 +186,7 @@ def test_the_budget_chooses_the_grid():
     big = count_regions_2d(net, box, max_memory="4GB")
     cells = tiles.first_layer_cells(layers, [np.zeros(48)], np.zeros(2), np.eye(2),
                                     np.array([-3.0, 3.0]), np.array([-3.0, 3.0]))[0, 0]
-    tight = 2 * (model.fixed + cells * model.cell_work / 3)  # a third of one tile's work
+    tight = 2 * (model.fixed + cells * model.first_cell / 3)  # a third of one tile's work
     small = count_regions_2d(net, box, max_memory=int(tight))
     assert big.tiles == (1, 1) and small.tiles[0] >= 2
     assert_same(big, whole)
@@ -202,11 +202,103 @@ def test_first_layer_cells_counts_the_arrangement():
     cells = tiles.first_layer_cells([(w, b), (np.ones((1, 3)), np.zeros(1))], [np.zeros(3)],
                                     np.zeros(2), np.eye(2), edges, edges)
     assert cells[0, 0] == 7
+    # Units on one line (equal rows, or scaled by a positive or negative factor) cut it once.
+    same = tiles.first_layer_cells([(np.vstack([w, w, 2 * w[:1], -w[1:2]]),
+                                     np.r_[b, b, 2 * b[:1], -b[1:2]]),
+                                    (np.ones((1, 8)), np.zeros(1))], [np.zeros(8)],
+                                   np.zeros(2), np.eye(2), edges, edges)
+    assert same[0, 0] == 7
     four = np.array([-1.0, 0.1 + 1e-9, 1.0])
     per_tile = tiles.first_layer_cells([(w[:2], b[:2]), (np.ones((1, 2)), np.zeros(1))],
                                        [np.zeros(2)], np.zeros(2), np.eye(2), four,
                                        np.array([-1.0, 0.2 - 1e-9, 1.0]))
     assert per_tile.tolist() == [[2.0, 4.0], [1.0, 2.0]]  # [ix][iy]
+
+
+def _dense_layers(net):
+    return [(m.weight.detach().numpy(), m.bias.detach().numpy())
+            for m in net if isinstance(m, nn.Linear)]
+
+
+WIDE_BOX = (2.92, 3.08, 2.92, 3.08)  # far from the origin: a few dozen of 4,096 lines cross it
+
+
+def test_first_layer_cells_of_a_wide_layer_are_its_regions_per_tile():
+    """A first layer of 4,096 units (far more than one could intersect pair by pair in one
+    array): on each tile of a 2 x 2 grid the planner's cells are the regions that layer alone
+    has there, as counted."""
+    net = random_net([4096], 3)
+    layers = _dense_layers(net)
+    xs, ys = tiles._edges(*WIDE_BOX[:2], 2), tiles._edges(*WIDE_BOX[2:], 2)
+    plan = tiles.FirstLayerPlan(layers, [np.zeros(4096)], np.zeros(2), np.eye(2), WIDE_BOX)
+    cells = plan.cells(xs, ys)
+    assert 10 < plan.a.shape[0] < 200  # lines crossing the box, a real arrangement
+    for ix in range(2):
+        for iy in range(2):
+            tile = (xs[ix], xs[ix + 1], ys[iy], ys[iy + 1])
+            assert cells[ix, iy] == count_regions_2d(net, tile).activation_regions
+    whole = plan.cells(xs[[0, -1]], ys[[0, -1]])
+    assert whole[0, 0] == count_regions_2d(net, WIDE_BOX).activation_regions
+    # Over MAX_PLAN_PAIRS pairs, a tile's crossings are bounded by its lines' pairs: never less.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiles, "MAX_PLAN_PAIRS", 0)
+        bound = tiles.FirstLayerPlan(layers, [np.zeros(4096)], np.zeros(2), np.eye(2),
+                                     WIDE_BOX).cells(xs, ys)
+    assert (bound >= cells).all() and (bound > cells).any()
+
+
+def test_lines_per_tile_are_the_lines_whose_corners_differ_in_sign():
+    rng = np.random.default_rng(5)
+    a, c = rng.normal(size=(300, 2)), rng.uniform(-1, 1, 300)
+    a[:20, 1] = 0.0  # vertical lines, and horizontal ones
+    a[20:40, 0] = 0.0
+    xs, ys = np.linspace(-1, 1, 6), np.linspace(-0.5, 1, 8)
+    z = a[:, 0, None, None] * xs[None, :, None] + a[:, 1, None, None] * ys[None, None, :] \
+        + c[:, None, None]
+    corners = np.stack([z[:, :-1, :-1], z[:, 1:, :-1], z[:, :-1, 1:], z[:, 1:, 1:]])
+    crossing = ((corners.min(0) < 0) & (corners.max(0) > 0)).sum(0)
+    assert tiles._lines_per_tile(a, c, xs, ys).tolist() == crossing.tolist()
+
+
+def test_the_planner_keeps_a_wide_first_layer_to_its_budget():
+    """A budget that one tile of the box's first-layer cells exceeds: the planner cuts the
+    coarsest grid whose every tile fits, and the count equals the untiled one."""
+    net = random_net([4096, 8], 3, outputs=3)
+    layers, leaks = _dense_layers(net), [np.zeros(4096), np.zeros(8)]
+    model = tiles.MemoryModel.of(layers, _kernel())
+    plan = tiles.FirstLayerPlan(layers, leaks, np.zeros(2), np.eye(2), WIDE_BOX)
+
+    def need(g):
+        cells = plan.cells(tiles._edges(*WIDE_BOX[:2], g), tiles._edges(*WIDE_BOX[2:], g))
+        return model.fixed + cells.max() * model.first_cell
+
+    budget = int(need(1) + need(2))  # half of it: more than a 2 x 2 tile, less than the box
+    grid = tiles.plan_grid(layers, leaks, WIDE_BOX, np.zeros(2), np.eye(2), budget, 1,
+                           _kernel())
+    assert grid == (2, 2)
+    assert need(1) > budget / 2 >= need(2)
+    tiled, whole = count_regions_2d(net, WIDE_BOX, max_memory=budget), \
+        count_regions_2d(net, WIDE_BOX)
+    assert tiled.tiles == grid
+    for name in EXACT:  # (the widths of cells 1e-6 wide, far from the origin: to 1e-5 only)
+        assert getattr(tiled, name) == getattr(whole, name), name
+
+
+def test_a_budget_whose_map_cannot_hold_the_tiles_pieces_is_refused_before_counting(
+        monkeypatch):
+    """Tiles that fit, but more first-layer cells in all than the merged map's half holds: one
+    InputError from the planner (not after counting every tile)."""
+    net = random_net([8], 0)
+    layers = _dense_layers(net)
+    plan = tiles.FirstLayerPlan(layers, [np.zeros(8)], np.zeros(2), np.eye(2), (-1, 1, -1, 1))
+    cells = plan.cells(np.array([-1.0, 1.0]), np.array([-1.0, 1.0]))[0, 0]
+    piece = 10**6
+    monkeypatch.setattr(tiles.MemoryModel, "of",
+                        classmethod(lambda cls, layers, kernel: cls(1, 1, piece, 0)))
+    budget = int(2 * piece * (cells - 1))  # the pieces of the first layer's cells: one too many
+    with pytest.raises(InputError, match="region map of their pieces needs at least"):
+        count_regions_2d(net, max_memory=budget)
+    assert count_regions_2d(net, max_memory=int(2 * piece * cells)).tiles == (1, 1)
 
 
 def test_bad_tiling_options():
