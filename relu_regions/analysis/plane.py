@@ -1149,10 +1149,12 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values, y_
             m1 += abs(w_out[c] * jac[cell, 1, c])
         grads[cell, 0], grads[cell, 1], mags[cell, 0], mags[cell, 1] = g0, g1, m0, m1
         a, e = off[cell] - off[0], off[cell + 1] - off[0]
+        u0, v0 = ring[a, 0], ring[a, 1]  # shoelace about the first vertex, as in _shape
         area = perim = val = 0.0
         for i in range(a, e):
             i2 = i + 1 if i + 1 < e else a
-            area += ring[i, 0] * ring[i2, 1] - ring[i2, 0] * ring[i, 1]
+            area += ((ring[i, 0] - u0) * (ring[i2, 1] - v0)
+                     - (ring[i2, 0] - u0) * (ring[i, 1] - v0))
             perim += math.hypot(ring[i2, 0] - ring[i, 0], ring[i2, 1] - ring[i, 1])
             y = b_out
             for c in range(width):
@@ -1166,13 +1168,17 @@ def _finish(off, ring, jac, w_out, b_out, grads, mags, areas, widths, values, y_
 
 @njit(cache=True, nogil=True)
 def _shape(off, ring, areas, widths):
-    """Per cell (offsets from 0): area (shoelace) and thickness 2 area / perimeter."""
+    """Per cell (offsets from 0): area (shoelace, about the cell's first vertex: a cell 1e-7
+    across far from the origin keeps its area instead of cancelling to 0) and thickness
+    2 area / perimeter."""
     for cell in range(off.size - 1):
         a, e = off[cell], off[cell + 1]
+        u0, v0 = ring[a, 0], ring[a, 1]
         area = perim = 0.0
         for i in range(a, e):
             i2 = i + 1 if i + 1 < e else a
-            area += ring[i, 0] * ring[i2, 1] - ring[i2, 0] * ring[i, 1]
+            area += ((ring[i, 0] - u0) * (ring[i2, 1] - v0)
+                     - (ring[i2, 0] - u0) * (ring[i, 1] - v0))
             perim += math.hypot(ring[i2, 0] - ring[i, 0], ring[i2, 1] - ring[i, 1])
         areas[cell] = 0.5 * area
         widths[cell] = area / perim if perim > 0 else 0.0

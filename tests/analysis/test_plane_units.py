@@ -133,3 +133,16 @@ def test_one_output_keeps_its_fields():
     assert d["outputs"] == 1 and d["decision_segment_count"] == len(r.decision_segments)
     assert "decision_segments" not in d
     assert len(r.to_dict(arrays=True)["decision_segments"]) == len(r.decision_segments)
+
+
+def test_a_tiny_cell_far_from_the_origin_keeps_its_area():
+    """The shoelace sums about the cell's first vertex: a triangle 1e-7 across at (11, 11) has
+    area 5e-15, where products of coordinates near 11 would cancel it to about 0."""
+    from relu_regions.analysis.plane import _shape
+
+    h = 1e-7
+    ring = np.array([[11.0, 11.0], [11.0 + h, 11.0], [11.0, 11.0 + h]])
+    areas, widths = np.empty(1), np.empty(1)
+    _shape(np.array([0, 3]), ring, areas, widths)
+    assert abs(areas[0] - h * h / 2) <= 1e-6 * h * h
+    assert widths[0] > 0.25 * h
