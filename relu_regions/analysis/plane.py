@@ -71,7 +71,7 @@ from ..nets.operators import AffineOperator, is_operator
 from ..nets.reader import Lowered, lower, region_keys
 from ..validation import check_int, check_level, check_point
 from .jit import njit
-from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
+from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, _times
 from .tiles import count_tiled
 
 if TYPE_CHECKING:
@@ -638,14 +638,9 @@ def _rows_times(rows, wt):
     vectorizes): the same sums whatever rows are beside it, unlike BLAS (whose rounding of a row
     depends on the block it is in), and no BLAS threads, which cost more than they gain on
     these many small products when the cores are busy."""
-    n, n_in = rows.shape
-    out = np.zeros((n, wt.shape[1]))
-    for i in range(n):
-        for j in range(n_in):
-            r = rows[i, j]
-            if r != 0.0:
-                for c in range(wt.shape[1]):
-                    out[i, c] += r * wt[j, c]
+    out = np.empty((rows.shape[0], wt.shape[1]))
+    for i in range(rows.shape[0]):
+        _times(rows[i], wt, out[i])  # the line counter's row product
     return out
 
 

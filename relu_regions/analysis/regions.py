@@ -536,12 +536,15 @@ def _wide(w):
 
 @njit(inline="always")
 def _times(h, wt, out):
-    """out = h W^T (W^T as ``wt``), each unit's terms summed in input order from 0.0."""
+    """out = h W^T (W^T as ``wt``), each unit's terms summed in input order from 0.0. A zero
+    input's terms are skipped: they add +0.0 or -0.0 to a sum that is never -0.0, so the sums
+    are the same (dead units' slopes are zeros)."""
     out[:] = 0.0
     for j in range(wt.shape[0]):
         hj = h[j]
-        for c in range(wt.shape[1]):
-            out[c] += hj * wt[j, c]
+        if hj != 0.0:
+            for c in range(wt.shape[1]):
+                out[c] += hj * wt[j, c]
 
 
 @njit(cache=True)
