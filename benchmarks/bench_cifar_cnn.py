@@ -102,7 +102,11 @@ def _model_and_points(weights):
     return model.double().eval(), digit_points()
 
 
-def _run(half, max_memory, workers, weights, arrays, progress, queue):
+def _run(half, max_memory, workers, weights, arrays, progress, queue, threads=None):
+    if threads is not None:  # torch's intra-op threads in this process (its conv operators)
+        import torch
+
+        torch.set_num_threads(threads)
     from relu_regions.analysis.plane import count_lowered_plane, count_regions_2d, plane_basis
     from relu_regions.nets.parametrize import linear_relu_stack
     from relu_regions.nets.reader import lower
@@ -128,7 +132,7 @@ def _run(half, max_memory, workers, weights, arrays, progress, queue):
                    min_cell_width=r.min_cell_width, snapped=r.snapped,
                    tiles=list(getattr(r, "tiles", (1, 1))),
                    operators=[type(w).__name__ for w, _ in lowered.layers],
-                   seconds=seconds, max_memory=max_memory, workers=workers,
+                   seconds=seconds, max_memory=max_memory, workers=workers, threads=threads,
                    peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    children_peak_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                    / 1024, **extra))
@@ -158,7 +162,14 @@ def main():
                              "regions")
     parser.add_argument("--start", type=float, default=0.01)
     parser.add_argument("--max-memory", default="2GB", help='a budget, or "none" (untiled)')
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="local tile workers; several values are run in turn (--repeats "
+                             "rounds) and compared to the first")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the counting process (its conv operators; tile "
+                             "workers always use one); default: torch's own")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of the --workers values, alternating (default 1)")
     parser.add_argument("--trained", action="store_true",
                         help="train the net briefly on sklearn's digits (as 3 x 32 x 32 "
                              "images) first; the plane then goes through the digits 0, 1, 2")
@@ -187,8 +198,11 @@ def main():
 
 def _count(args, half, weights):
     """The counts main() asks for, of the net with ``weights`` (None: default init)."""
+    if len(args.workers) > 1 or args.repeats > 1:
+        _workers(args, half, weights)
+        return
     if args.compare:
-        rows, same = compare(half, args.max_memory or "2GB", args.workers, weights)
+        rows, same = compare(half, args.max_memory or "2GB", args.workers[0], weights)
         for row in rows:
             print(f"half {half:.4g} {'tiled' if row['max_memory'] else 'untiled'}: tiles "
                   f"{row['tiles']}, {row['regions']} regions, {row['pieces']} pieces, "
@@ -200,7 +214,8 @@ def _count(args, half, weights):
             sys.exit("the tiled count differs from the untiled one")
         return
     while True:
-        row = measure(_run, half, args.max_memory, args.workers, weights, False, args.progress)
+        row = measure(_run, half, args.max_memory, args.workers[0], weights, False,
+                      args.progress, args.threads)
         if args.json:
             print(json.dumps(row))
         else:
@@ -212,6 +227,31 @@ def _count(args, half, weights):
         if not args.search or row["regions"] >= args.search:
             break
         half *= 1.5
+
+
+def _workers(args, half, weights):
+    """The --workers values in turn, --repeats rounds, each count in a fresh process; the median
+    seconds of each and its speed-up over the first value's; exits non-zero if counts differ."""
+    runs = {w: [] for w in args.workers}
+    for _ in range(args.repeats):
+        for w in args.workers:
+            row = measure(_run, half, args.max_memory, w, weights, False, args.progress,
+                          args.threads)
+            runs[w].append(row)
+            print(json.dumps(row) if args.json else
+                  f"workers {w}: {row['regions']} regions, {row['pieces']} pieces, tiles "
+                  f"{row['tiles']}, {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB "
+                  f"(workers {row['children_peak_mb']:.0f} MB)", flush=True)
+    keys = ("regions", "pieces", "vertices", "edges")
+    first = runs[args.workers[0]][0]
+    same = all(r[k] == first[k] for rows in runs.values() for r in rows for k in keys)
+    base = np.median([r["seconds"] for r in runs[args.workers[0]]])
+    for w, rows in runs.items():
+        s = np.median([r["seconds"] for r in rows])
+        print(f"workers {w}: median {s:.1f} s over {len(rows)} run(s), {base / s:.2f}x the "
+              f"speed of workers {args.workers[0]} (threads {args.threads or 'default'})")
+    if not same:
+        sys.exit("counts differ between runs")
 
 
 if __name__ == "__main__":

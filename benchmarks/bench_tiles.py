@@ -5,7 +5,8 @@ The net and the plane are bench_classifier.py's: the mlp 784 -> 256 x 3 -> 10 (P
 default init, torch.manual_seed(0)), the plane through three inputs drawn from [0, 1]^784
 (numpy seed 0), the square of half-width h around their centroid (h = 3.9, 8.9, 44.5 give about
 1e4, 5e4 and 2e5 regions; ``--half`` any other, e.g. one found with ``bench_classifier.py
---search 1e6``).
+--search 1e6``). ``--width``: the hidden layers' width (256 by default; the 256-wide net's
+whole plane holds about 2.8e5 regions, so a 1e6-region square needs a wider one, e.g. 512).
 
 Modes, each in its own spawned process after an untimed warm-up count that loads the numba
 kernels: ``untiled`` (count_regions_plane as is), ``tiled`` (max_memory, one process),
@@ -23,6 +24,7 @@ counts must equal the first mode's: regions, pieces, vertices, edges, and decisi
     python benchmarks/bench_tiles.py --half 120 --modes tiled tiled-2   # a large square
     python benchmarks/bench_tiles.py --sizes 2e5 --modes tiled tiled-2 --repeats 3
     python benchmarks/bench_tiles.py --sizes 1e4 --modes untiled dask-2  # a real Dask cluster
+    python benchmarks/bench_tiles.py --sizes --width 512 --half 300 --modes tiled --regioncam
 """
 
 import argparse
@@ -31,6 +33,7 @@ import resource
 import sys
 import time
 
+import bench_classifier
 from bench_classifier import _regioncam, build, plane
 from bench_count import measure  # a fresh spawned process per measurement
 
@@ -43,7 +46,8 @@ def _load():
         return " ".join(f.read().split()[:3])
 
 
-def _run(mode, half, max_memory, queue):
+def _run(mode, half, max_memory, width, queue):
+    bench_classifier.WIDTH = width  # this spawned process's net (build reads it)
     from relu_regions.analysis.plane import count_regions_2d, count_regions_plane
     from relu_regions.nets.parametrize import linear_relu_stack
 
@@ -76,9 +80,10 @@ def _run(mode, half, max_memory, queue):
                        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))
 
 
-def _regioncam_limited(half, limit_gb, queue):
+def _regioncam_limited(half, limit_gb, width, queue):
     """bench_classifier's regioncam count of the mlp on the square, under an address-space limit
     of ``limit_gb`` GB (0: none), so that a map too large for the machine fails alone."""
+    bench_classifier.WIDTH = width
     if limit_gb:
         limit = int(limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -97,11 +102,14 @@ def main():
                     help="also count each square with regioncam (bench_classifier.py's way)")
     ap.add_argument("--regioncam-limit", type=float, default=16.0, metavar="GB",
                     help="regioncam's address-space limit (default 16 GB; 0: none)")
+    ap.add_argument("--width", type=int, default=bench_classifier.WIDTH,
+                    help="the hidden layers' width (default %(default)s; the --sizes' h values "
+                         "are for that width)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows, unequal = [], []
     for half in [HALF[s] for s in args.sizes] + args.half:
-        runs = [measure(_run, mode, half, args.max_memory)
+        runs = [measure(_run, mode, half, args.max_memory, args.width)
                 for _ in range(args.repeats) for mode in args.modes]
         ref = runs[0]
         for r in runs:
@@ -121,7 +129,7 @@ def main():
                       f"load {r['load']}{'' if same else ' UNEQUAL'}", flush=True)
         if args.regioncam:
             try:
-                rc = measure(_regioncam_limited, half, args.regioncam_limit)
+                rc = measure(_regioncam_limited, half, args.regioncam_limit, args.width)
             except RuntimeError as err:
                 rc = dict(failed=str(err))
             rc.update(mode="regioncam", half=half)

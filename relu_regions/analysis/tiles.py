@@ -547,16 +547,33 @@ def _stretch_pairs(parts, base, xs, ys):
     return a, b, s_hi - s_lo, p_lo, p_hi, unmatched
 
 
+def _take(counts, name) -> np.ndarray:
+    """The tiles' ``name`` arrays concatenated, each dropped from its count once copied: the
+    merge then holds the tiles' per-cell arrays and the merged ones about once, not twice."""
+    first = getattr(counts[0], name)
+    out = np.empty((sum(getattr(c, name).shape[0] for c in counts),) + first.shape[1:],
+                   first.dtype)
+    at = 0
+    for c in counts:
+        a = getattr(c, name)
+        out[at:at + a.shape[0]] = a
+        at += a.shape[0]
+        setattr(c, name, None)
+    return out
+
+
 def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, result_type):
     """One ``result_type`` (plane.TiledPlaneCount) from the tiles' parts (module docstring);
-    parts in grid order."""
+    parts in grid order. The parts' large arrays are moved into the result (``_take``)."""
     counts = [p.count for p in parts]
     sizes = np.array([c.offsets.size - 1 for c in counts])
     base = np.concatenate([[0], np.cumsum(sizes)])
     n = int(base[-1])
     k = counts[0].outputs
-    patterns = np.concatenate([c.patterns for c in counts])
-    grads = np.concatenate([c.gradients.reshape(c.offsets.size - 1, -1) for c in counts])
+    decision = [c.decision_segments for c in counts]
+    patterns = _take(counts, "patterns")
+    gradients = _take(counts, "gradients")
+    grads = gradients.reshape(n, -1)  # a view: (cells, 2 k)
     a, b, length, p_lo, p_hi, unmatched = _stretch_pairs(parts, base, xs, ys)
     unmatched += sum(c.unmatched_edges for c in counts)
     same = (patterns[a] == patterns[b]).all(1)
@@ -601,7 +618,7 @@ def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, result_type):
     vertices = sum(p.inner_vertices for p in parts) + int((degree >= 3).sum())
     edges = vertices + n_regions - 1
     # Merged cells: areas, perimeters (less the stretches inside a cell, on both sides).
-    areas = np.concatenate([c.areas for c in counts])
+    areas = _take(counts, "areas")
     cell_area = np.bincount(regions, areas, minlength=n_regions)
     perimeter = (np.bincount(regions, np.concatenate([p.perimeters for p in parts]),
                              minlength=n_regions)
@@ -609,14 +626,13 @@ def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, result_type):
     widths = 2 * cell_area / perimeter
     scale = max(max(abs(v) for v in box), box[1] - box[0], box[3] - box[2])
     min_width = float(widths.min())
-    segs = np.concatenate([c.decision_segments for c in counts])
+    segs = np.concatenate(decision)
     shift = np.repeat(np.concatenate([[0], np.cumsum([c.offsets[-1] for c in counts])[:-1]]),
                       sizes)
     offsets = np.concatenate([[0]] + [c.offsets[1:] for c in counts])
     offsets[1:] += shift
-    polygons = np.concatenate([c.polygons for c in counts])
-    values = np.concatenate([c.values for c in counts])
-    gradients = np.concatenate([c.gradients for c in counts])
+    polygons = _take(counts, "polygons")
+    values = _take(counts, "values")
     return result_type(
         box=tuple(box), activation_regions=n_regions, linear_pieces=n_pieces,
         vertices=vertices, edges=edges, min_cell_area=float(cell_area.min()),
