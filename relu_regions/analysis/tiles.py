@@ -58,6 +58,11 @@ from .regions import RESOLUTION_ULPS
 MAX_TILES_SIDE = 1024  # tiles along one side of the box
 PLAN_SIDE = MAX_TILES_SIDE // 4  # the planner's finest grid per side (beyond: tiles at rounding)
 MAX_PLAN_PAIRS = 1 << 28  # first-layer line pairs the planner intersects (more: a bound)
+# Tiles counted in parallel: the grid is refined (up to BALANCE_SIDE per side) until no tile's
+# estimated work exceeds 1 / (BALANCE_SHARE x workers) of the whole, since maps are often dense
+# in a few tiles and the last of them would keep one worker busy alone.
+BALANCE_SHARE = 4
+BALANCE_SIDE = 64
 ROWS_PER_CELL = 6  # ring rows per cell, on average (each vertex is in about three rings)
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -277,16 +282,17 @@ def _edges(lo, hi, n):
     return out
 
 
-def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel):
+def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel, first=None):
     """(nx, ny): the coarsest square grid (1, 2, 4, ... MAX_TILES_SIDE per side, at least
     2 x concurrency tiles when several count at once) whose every tile's estimated work fits
-    its share of half the budget; InputError when even one tile cannot."""
+    its share of half the budget; InputError when even one tile cannot. ``first``: the box's
+    FirstLayerPlan, if made already."""
     model = check_least(layers, budget, concurrency, kernel)
     share = budget / 2 / concurrency
     g = 1
     while g * g < (2 * concurrency if concurrency > 1 else 1):
         g *= 2
-    first = FirstLayerPlan(layers, leaks, origin, basis, box)
+    first = first or FirstLayerPlan(layers, leaks, origin, basis, box)
     while True:
         xs, ys = _edges(box[0], box[1], g), _edges(box[2], box[3], g)
         cells = first.cells(xs, ys)
@@ -417,15 +423,21 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     layers = [(w if is_operator(w) else np.ascontiguousarray(w, np.float64),
                np.ascontiguousarray(b, np.float64)) for w, b in layers]
     concurrency = workers if scheduler is None else 1
+    spread = scheduler is not None or workers > 1
+    first = (FirstLayerPlan(layers, leaks, origin, basis, box)
+             if spread or (budget is not None and tiles is None) else None)
     if tiles is not None:
         nx, ny = check_tiles(tiles)
         if budget is not None:  # the grid is the user's; the least a tile needs still holds
             check_least(layers, budget, concurrency, kernel)
     elif budget is not None:
-        nx, ny = plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel)
+        nx, ny = plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel,
+                           first)
     else:  # at least two tiles per worker (2 x 2 on Dask); one tile serially
         want = 2 * workers if workers > 1 else 4 if scheduler is not None else 1
         nx = ny = next(g for g in (2 ** e for e in range(11)) if g * g >= want)
+    if spread and tiles is None:
+        nx = ny = _balanced(first, box, nx, max(workers, 2))
     xs, ys = _edges(box[0], box[1], nx), _edges(box[2], box[3], ny)
     if np.any(np.diff(xs) <= 0) or np.any(np.diff(ys) <= 0):
         raise InputError(f"tiles ({nx}, {ny}) are too many for the box {list(box)}: its sides "
@@ -435,12 +447,15 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
                   zero_tol=zero_tol, slope_tol=slope_tol, per_output=per_output, level=level,
                   xs=xs, ys=ys, kernel=kernel)
     tasks = [(ix + nx * iy, ix, iy) for iy in range(ny) for ix in range(nx)]
+    if spread:  # the largest first, so that no large tile starts last (the order is free:
+        work = first.cells(xs, ys)  # parts go back to grid order by their index)
+        tasks.sort(key=lambda t: -work[t[1], t[2]])
     parts: list = [None] * len(tasks)
     failures: list = []
     held = [0]
 
     def done(i, part):
-        parts[i] = part
+        parts[part.index] = part
         held[0] += part.nbytes()
         bar.update()
 
@@ -472,6 +487,17 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
         raise RuntimeError(f"{where} failed: {what}{more}")
     _check_held(held[0], budget, len(tasks), len(tasks))
     return merge(parts, (nx, ny), xs, ys, box, slope_tol, per_output, plane, kernel["result"])
+
+
+def _balanced(first, box, g, workers) -> int:
+    """Tiles per side from ``g`` on (doubling, up to BALANCE_SIDE unless ``g`` is more) until no
+    tile holds more than 1 / (BALANCE_SHARE x workers) of the first layer's cells in ``box``."""
+    while g < BALANCE_SIDE:
+        cells = first.cells(_edges(box[0], box[1], g), _edges(box[2], box[3], g))
+        if cells.max() * BALANCE_SHARE * workers <= cells.sum():
+            break
+        g *= 2
+    return g
 
 
 def _check_held(held, budget, done, total):

@@ -326,6 +326,30 @@ def test_two_workers_equal_serial():
         assert np.array_equal(getattr(par, name), getattr(serial, name)), name
 
 
+class _Work:
+    """A FirstLayerPlan stand-in: ``dense`` cells in the tile at the box's lower-left corner
+    (of any grid) and one in every other tile."""
+
+    def __init__(self, dense):
+        self.dense = dense
+
+    def cells(self, xs, ys):
+        out = np.ones((xs.size - 1, ys.size - 1))
+        out[0, 0] = self.dense
+        return out
+
+
+@pytest.mark.parametrize("dense, start, want", [
+    (1, 2, 4),  # even work: at least BALANCE_SHARE tiles per worker
+    (1, 8, 8),
+    (30, 2, 16),  # 30 x 4 x 2 <= 30 + 255 first at 16 x 16
+    (10**6, 2, tiles.BALANCE_SIDE),  # never balanced: refined up to the cap
+    (10**6, 2 * tiles.BALANCE_SIDE, 2 * tiles.BALANCE_SIDE),  # a finer grid is kept
+])
+def test_parallel_grids_are_refined_until_no_tile_dominates(dense, start, want):
+    assert tiles._balanced(_Work(dense), (0.0, 1.0, 0.0, 1.0), start, 2) == want
+
+
 def test_dask_local_cluster_equals_serial():
     distributed = pytest.importorskip("dask.distributed")
     net = random_net([6, 6], 5, outputs=2)
