@@ -424,20 +424,22 @@ def figure(rows, args):
                        if (r["target"], r["form"], r["points_asked"], r["method"]) == combo),
                       key=lambda r: r["depth"])
         t, form, asked, m = combo
-        label = ", ".join(([t] if several else []) + [form, f"points {asked}", m])
+        pts = "max(4096, 4 * 2^d) points" if asked == BENCHMARK else f"points {asked}"
+        label = ", ".join(([t] if several else []) + [form, pts, m])
         depths = [r["depth"] for r in mine]
         ax.plot(depths, [r["mean"] for r in mine], "o-", color=f"C{i % 10}", label=label,
                 markersize=4)
         if len(combos) == 1:
             ax.plot(depths, [r["min"] for r in mine], ".:", color=f"C{i % 10}", alpha=0.6,
                     label=f"{label} (min)")
-    for t in args.targets:
+    for j, t in enumerate(args.targets):  # each target's optima in its own grey
+        grey = str(round(0.6 * j / len(args.targets), 2))
         mine = {r["depth"]: r for r in rows if r["target"] == t}
         depths = sorted(mine)
         tail = f" ({t})" if several else ""
-        ax.plot(depths, [mine[d]["opt_2d"] for d in depths], "k--", linewidth=0.8,
+        ax.plot(depths, [mine[d]["opt_2d"] for d in depths], "--x", color=grey, linewidth=0.8,
                 label=f"optimum, 2^d free pieces{tail}")
-        ax.plot(depths, [mine[d]["opt_matched"] for d in depths], "k-.", linewidth=0.8,
+        ax.plot(depths, [mine[d]["opt_matched"] for d in depths], "-.+", color=grey, linewidth=0.8,
                 label=f"optimum, as many numbers as parameters{tail}")
     ax.set_yscale("log")
     ax.set_xlabel(f"depth (hidden layers of width {args.width})")
