@@ -69,9 +69,9 @@ from numpy.typing import ArrayLike
 from ..errors import InputError
 from ..nets.operators import AffineOperator, is_operator
 from ..nets.reader import Lowered, lower, region_keys
-from ..validation import check_int, check_level, check_point
+from ..validation import check_int, check_level, check_point, torch_threads
 from .jit import njit
-from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, _times
+from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
 from .tiles import count_tiled
 
 if TYPE_CHECKING:
@@ -234,10 +234,11 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
     ``progress`` shows a bar (True, "bar" or "lines") on stderr.
     ``threads``: worker threads of one untiled count (default: the usable cores, at most 8; 1:
-    no pool). The result is the same, bit for bit, for every value; small counts never start a
-    pool.
+    no pool, and the model is read on one torch thread). The result is the same, bit for bit,
+    for every value; small counts never start a pool.
     """
-    lowered = lower(model)
+    with torch_threads(_read_threads(threads)):
+        lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
     level = check_level(level, layers[-1][0].shape[0])
     if layers[0][0].shape[1] != 2:
@@ -272,7 +273,9 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     """
     if input_shape is None and np.ndim(p0) > 1:
         input_shape = np.shape(p0)
-    return count_lowered_plane(lower(model, input_shape), p0, p1, p2, extent, zero_tol=zero_tol,
+    with torch_threads(_read_threads(threads)):
+        lowered = lower(model, input_shape)
+    return count_lowered_plane(lowered, p0, p1, p2, extent, zero_tol=zero_tol,
                                slope_tol=slope_tol, per_output=per_output, level=level,
                                max_memory=max_memory, workers=workers, scheduler=scheduler,
                                tiles=tiles, progress=progress, threads=threads)
@@ -381,6 +384,13 @@ def _check_threads(threads) -> int:
                           "for one per core")
 
 
+def _read_threads(threads) -> int | None:
+    """torch's intra-op threads for reading the model of a count on ``threads``: one for a
+    one-thread count (its small products gain nothing from a second thread, and on a busy
+    machine OpenMP's spinning cost a residual net's reading 10x), else torch's own setting."""
+    return 1 if type(threads) is int and threads == 1 else None
+
+
 def _check_box(box, name="box"):
     try:
         vals = [float(v) for v in box]
@@ -436,6 +446,8 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, threads=1)
     ``threads=1``, else on a pool of ``threads`` workers whose cells ``acc`` receives in the same
     order. Both partition alike, so the counts are the same bit for bit.
     """
+    layers = [(_dense(w, leak) if isinstance(w, np.ndarray) else w, b)
+              for (w, b), leak in zip(layers[:-1], leaks, strict=True)] + [layers[-1]]
     if threads == 1:
         def fork(layers, leaks, bit0, part):
             _walk(layers, leaks, bit0, part, box, zero_tol, stats, acc, None)
@@ -560,17 +572,62 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     rather than grown ones)."""
     if isinstance(w, AffineOperator):
         return _layer_operator(chunk, w, b, leak, bit0, box, zero_tol, stats)
+    if not isinstance(w, _Dense):
+        w = _dense(w, leak)
     off, ring, jac, pat = chunk
-    width = w.shape[0]
-    wt = np.ascontiguousarray(w.T)
-    w_abs_sum = np.abs(w).sum(1)
-    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol)
+    width = w.w.shape[0]
+    uid, zs, raw_sign = _vertex_preactivations(ring, w.w, w.wt, b, w.w_abs_sum, leak, zero_tol,
+                                               w.hi, w.ex)
     n_cells = off.size - 1
-    # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
-    # so the product's summation order does not matter for the partition.
-    grads = _rows_times(jac.reshape(2 * n_cells, -1), wt).reshape(n_cells, 2, width)
-    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, bit0,
-                      box, zero_tol, stats)
+    # Gradients of z per cell, W J, row by row (they do not steer any split).
+    grads = _pair_times(jac.reshape(2 * n_cells, -1), w.wt, w.hi, w.ex).reshape(n_cells, 2,
+                                                                               width)
+    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w.w, w.wt, b, w.w_abs_sum, leak,
+                      bit0, box, zero_tol, stats)
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """A dense hidden layer's map, prepared once per count: ``w`` (out, in), ``wt`` its
+    transpose, ``w_abs_sum`` the row sums of |W|, and per input j the units its weights reach:
+    ``0:hi[j]`` and ``ex[j]`` (-1: none), all other weights being zeros.
+
+    A layer with carried values (units of slope 1, a skip connection's ``x``) feeds each of them
+    from one input with weight 1 (``[W1; I]``, ``[W1 W2, W1; W2, I]``): there an input's
+    weights are the first units and one more, which the products skip to (a third to a half of
+    the width^2 work of a residual block). A layer without carried values keeps every input's
+    full row: its sums are the plain products'."""
+
+    w: np.ndarray
+    wt: np.ndarray
+    w_abs_sum: np.ndarray
+    hi: np.ndarray
+    ex: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.w.shape
+
+
+def _dense(w, leak) -> _Dense:
+    """:class:`_Dense` of the layer matrix ``w`` whose units have negative-side slopes
+    ``leak``."""
+    w = np.ascontiguousarray(w, np.float64)
+    wt = np.ascontiguousarray(w.T)
+    n_in, width = wt.shape
+    hi = np.full(n_in, width, np.int64)
+    ex = np.full(n_in, -1, np.int64)
+    if width and n_in and (np.asarray(leak) == 1.0).any():
+        nz = wt != 0.0
+        cols = np.arange(width)
+        some = nz.any(1)
+        last = width - 1 - np.argmax(nz[:, ::-1], 1)
+        before = nz & (cols < last[:, None])  # the nonzeros before the last one
+        prev = np.where(before.any(1), width - 1 - np.argmax(before[:, ::-1], 1), -1)
+        alone = (prev >= 0) & (last - prev > 1)  # the last weight stands apart: ex
+        hi = np.where(some, np.where(alone, prev + 1, last + 1), 0)
+        ex = np.where(alone, last, -1)
+    return _Dense(w, wt, np.abs(w).sum(1), hi.astype(np.int64), ex.astype(np.int64))
 
 
 def _layer_operator(chunk, op, b, leak, bit0, box, zero_tol, stats):
@@ -633,15 +690,54 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
 
 
 @njit(cache=True, nogil=True)
-def _rows_times(rows, wt):
-    """rows @ wt, each row summed input by input into a row of all units (a loop the compiler
-    vectorizes): the same sums whatever rows are beside it, unlike BLAS (whose rounding of a row
-    depends on the block it is in), and no BLAS threads, which cost more than they gain on
-    these many small products when the cores are busy."""
-    out = np.empty((rows.shape[0], wt.shape[1]))
-    for i in range(rows.shape[0]):
-        _times(rows[i], wt, out[i])  # the line counter's row product
+def _pair_times(rows, wt, hi, ex):
+    """rows @ wt for an even number of rows (a cell's two Jacobian rows), each row summed input
+    by input into a row of all units (a loop the compiler vectorizes): the line counter's
+    :func:`~relu_regions.analysis.regions._times` sums, whatever rows are beside them, unlike
+    BLAS (whose rounding of a row depends on the block it is in), and no BLAS threads, which
+    cost more than they gain on these many small products when the cores are busy.
+
+    Two rows at a time read each row of wt once (a wide layer's W^T does not fit in cache).
+    Skipped terms: inputs zero in both rows, and weights outside 0:hi[j] and ex[j] (zeros, see
+    :class:`_Dense`; a loop from 0 has no negative index to wrap, so it vectorizes). A skipped
+    or a kept zero term adds +-0 to a sum that starts at +0.0 and is never -0.0, so the sums
+    are _times' bit for bit."""
+    out = np.zeros((rows.shape[0], wt.shape[1]))
+    for i in range(0, rows.shape[0], 2):
+        r0, r1, o0, o1 = rows[i], rows[i + 1], out[i], out[i + 1]
+        for j in range(wt.shape[0]):
+            h0, h1 = r0[j], r1[j]
+            if h0 != 0.0 or h1 != 0.0:
+                for c in range(hi[j]):
+                    o0[c] += h0 * wt[j, c]
+                    o1[c] += h1 * wt[j, c]
+                e = ex[j]
+                if e >= 0:
+                    o0[e] += h0 * wt[j, e]
+                    o1[e] += h1 * wt[j, e]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _pair_times_abs(rows, wt, wt_abs):
+    """(rows @ wt, |rows| @ wt_abs) for an even number of rows, in one pass: the output layer's
+    gradients W_out J and their magnitudes |W_out| |J|, each summed as :func:`_pair_times`
+    sums it."""
+    k = wt.shape[1]
+    out = np.zeros((rows.shape[0], k))
+    mag = np.zeros((rows.shape[0], k))
+    for i in range(0, rows.shape[0], 2):
+        r0, r1, o0, o1, m0, m1 = rows[i], rows[i + 1], out[i], out[i + 1], mag[i], mag[i + 1]
+        for j in range(wt.shape[0]):
+            h0, h1 = r0[j], r1[j]
+            if h0 != 0.0 or h1 != 0.0:
+                a0, a1 = abs(h0), abs(h1)
+                for c in range(k):
+                    o0[c] += h0 * wt[j, c]
+                    o1[c] += h1 * wt[j, c]
+                    m0[c] += a0 * wt_abs[j, c]
+                    m1[c] += a1 * wt_abs[j, c]
+    return out, mag
 
 
 @njit(cache=True, nogil=True)
@@ -717,6 +813,8 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     spare = np.empty(1024, np.int64)
     p_start = np.empty(64, np.int64)
     p_len = np.empty(64, np.int64)
+    p_next = np.empty(64, np.int64)
+    due = np.empty(64, np.int64)
     alive = np.empty(64, np.int64)
     nxt = np.empty(64, np.int64)
     cuts = np.empty(64, np.int64)
@@ -762,22 +860,29 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
             if has_pos[c] and has_neg[c] and leak[c] != 1.0:
                 cross[n_cross] = c
                 n_cross += 1
-        # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]].
+        # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]]. A sub-cell is split
+        # by the neurons of ``cross`` in order, each one that has both signs at its vertices:
+        # ``p_next[p]`` is the first such position after the neuron that made it, found once
+        # from its vertices' rows (neighbouring columns, so in cache) rather than by reading
+        # every alive ring for every neuron; ``due[q]``: the alive sub-cells split at q.
+        if n_cross > due.size:
+            due = np.empty(2 * n_cross, np.int64)
+        due[:n_cross] = 0
         p_start[0], p_len[0] = 0, k
+        p_next[0] = _next_cross(vert, idx, 0, k, cross, 0, n_cross)
+        if p_next[0] < n_cross:
+            due[p_next[0]] += 1
         n_poly, n_alive, top = 1, 1, k
         alive[0] = 0
         for q in range(n_cross):
+            if due[q] == 0:
+                continue  # no alive sub-cell changes
             c = cross[q]
             n_next = 0
             for ai in range(n_alive):
                 p = alive[ai]
                 s, L = p_start[p], p_len[p]
-                pos = neg = False
-                for i in range(s, s + L):
-                    z = vert[idx[i], Z0 + c]
-                    pos |= z > 0
-                    neg |= z < 0
-                if not (pos and neg):
+                if p_next[p] != q:
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = p
@@ -824,7 +929,12 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     if n_poly >= p_start.size:
                         p_start = _grow_ints(p_start, 2 * p_start.size)
                         p_len = _grow_ints(p_len, 2 * p_len.size)
+                        p_next = _grow_ints(p_next, 2 * p_next.size)
                     p_start[n_poly], p_len[n_poly] = start, top - start
+                    p_next[n_poly] = _next_cross(vert, idx, start, top - start, cross, q + 1,
+                                                 n_cross)
+                    if p_next[n_poly] < n_cross:
+                        due[p_next[n_poly]] += 1
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = n_poly
@@ -886,11 +996,33 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     return n_cells
 
 
+@njit(inline="always")
+def _next_cross(vert, idx, s, L, cross, q0, n_cross):
+    """The first position q >= q0 of ``cross`` whose neuron has strictly opposite signs at two
+    vertices of the ring idx[s:s + L] (n_cross if none)."""
+    for q in range(q0, n_cross):
+        col = Z0 + cross[q]
+        pos = neg = False
+        for i in range(s, s + L):
+            z = vert[idx[i], col]
+            pos |= z > 0
+            neg |= z < 0
+        if pos and neg:
+            return q
+    return n_cross
+
+
 @njit(cache=True, nogil=True)
-def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
+def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol, hi, ex):
     """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
     ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
-    snapping.
+    snapping. Input j's terms go to units 0:hi[j] and ex[j] (:class:`_Dense`: the others'
+    weights are zeros).
+
+    Vertices go in pairs, so that each row of wt is read once per pair (a wide layer's W^T does
+    not fit in cache). Each unit's terms are summed from b in input order; a term of a zero
+    input (kept for its pair's other vertex) adds +-0, which changes no sum that starts from b
+    with -0.0 read as +0.0: the sums of one vertex at a time, but for the sign of a zero.
 
     Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
     cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
@@ -903,31 +1035,48 @@ def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
     n_u = first.size
     zs = np.empty((n_u, Z0 + width))
     raw_sign = np.empty((n_u, width), np.int8)
-    acc = np.empty(width)
-    for u in range(n_u):
-        src = ring[first[u]]
-        zs[u, 0], zs[u, 1] = src[0], src[1]
-        h_max = 0.0
-        acc[:] = b
+    acc0 = np.empty(width)
+    acc1 = np.empty(width)
+    b0 = b + 0.0  # -0.0 as +0.0
+    for u0 in range(0, n_u, 2):
+        u1 = min(u0 + 1, n_u - 1)  # an odd last vertex pairs with itself
+        src0, src1 = ring[first[u0]], ring[first[u1]]
+        h_max0 = h_max1 = 0.0
+        acc0[:] = b0
+        acc1[:] = b0
         for j in range(n_prev):
-            hj = src[2 + j]
-            if hj != 0.0:
-                h_max = max(h_max, abs(hj))
-                for c in range(width):
-                    acc[c] += hj * wt[j, c]
-        zs[u, 2] = h_max
-        for c in range(width):
-            z = acc[c]
-            raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
-            if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
-                    and leak[c] != 1.0):
-                bound = abs(b[c])
-                for j in range(n_prev):
-                    bound += abs(src[2 + j]) * abs(w[c, j])
-                if abs(z) <= zero_tol * bound:
-                    z = 0.0
-            zs[u, Z0 + c] = z
+            h0, h1 = src0[2 + j], src1[2 + j]
+            if h0 != 0.0 or h1 != 0.0:
+                h_max0 = max(h_max0, abs(h0))
+                h_max1 = max(h_max1, abs(h1))
+                for c in range(hi[j]):
+                    acc0[c] += h0 * wt[j, c]
+                    acc1[c] += h1 * wt[j, c]
+                e = ex[j]
+                if e >= 0:
+                    acc0[e] += h0 * wt[j, e]
+                    acc1[e] += h1 * wt[j, e]
+        _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+        _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
     return uid, zs, raw_sign
+
+
+@njit(inline="always")
+def _vertex_row(zs, raw_sign, u, src, acc, h_max, w, b, w_abs_sum, leak, zero_tol):
+    """Vertex u's pool row from its sums ``acc``: the signs, then the zero rule."""
+    zs[u, 0], zs[u, 1], zs[u, 2] = src[0], src[1], h_max
+    n_prev = src.size - 2
+    for c in range(acc.size):
+        z = acc[c]
+        raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
+        if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
+                and leak[c] != 1.0):
+            bound = abs(b[c])
+            for j in range(n_prev):
+                bound += abs(src[2 + j]) * abs(w[c, j])
+            if abs(z) <= zero_tol * bound:
+                z = 0.0
+        zs[u, Z0 + c] = z
 
 
 @njit(inline="always")
@@ -1039,6 +1188,9 @@ class _Accumulator:
             self.w_abs, self.wt = np.abs(self.w), np.ascontiguousarray(self.w.T)
             self.w_abs_t = np.ascontiguousarray(self.w_abs.T)
             self.affine = np.ones(self.k)  # slope 1: the outputs are never snapped
+            n_in = w.shape[1]  # every input reaches every output
+            self.hi = np.full(n_in, self.k, np.int64)
+            self.ex = np.full(n_in, -1, np.int64)
         self.level = level
         self.box = box
         self.parts = []
@@ -1054,16 +1206,15 @@ class _Accumulator:
                     y)
             y[:, 0] = self.level  # the level set is where f = level overtakes the constant
         else:
-            # W_out J and |W_out| |J| per cell (_rows_times, as a hidden layer's gradients); y
-            # once per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
+            # W_out J and |W_out| |J| per cell (summed as a hidden layer's gradients); y once
+            # per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
             width = jac.shape[2]
-            flat = jac.reshape(2 * n, width)
-            grads = np.ascontiguousarray(_rows_times(flat, self.wt).reshape(n, 2, self.k)
-                                         .transpose(0, 2, 1))
-            mags = np.ascontiguousarray(_rows_times(np.abs(flat), self.w_abs_t)
-                                        .reshape(n, 2, self.k).transpose(0, 2, 1))
+            grads, mags = _pair_times_abs(jac.reshape(2 * n, width), self.wt, self.w_abs_t)
+            grads = np.ascontiguousarray(grads.reshape(n, 2, self.k).transpose(0, 2, 1))
+            mags = np.ascontiguousarray(mags.reshape(n, 2, self.k).transpose(0, 2, 1))
             uid, zs, _ = _vertex_preactivations(ring, self.w, self.wt, self.b,
-                                                self.w_abs.sum(1), self.affine, 0.0)
+                                                self.w_abs.sum(1), self.affine, 0.0, self.hi,
+                                                self.ex)
             y = zs[uid, Z0:]
             _shape(rel, ring, areas, widths)
             values = np.add.reduceat(y, rel[:-1], axis=0) / np.diff(rel)[:, None]
