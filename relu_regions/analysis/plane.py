@@ -718,26 +718,85 @@ def _pair_times(rows, wt, hi, ex):
     return out
 
 
+BLOCK = 32  # rows of an output product's block: its inner loop runs over them
+
+
 @njit(cache=True, nogil=True)
-def _pair_times_abs(rows, wt, wt_abs):
-    """(rows @ wt, |rows| @ wt_abs) for an even number of rows, in one pass: the output layer's
-    gradients W_out J and their magnitudes |W_out| |J|, each summed as :func:`_pair_times`
-    sums it."""
+def _out_grads(rows, wt, wt_abs):
+    """(W_out J, |W_out| |J|) per cell, (cells, k, 2) each, from the cells' Jacobian rows (cell
+    i's are rows 2i, 2i + 1) and W_out^T, |W_out|^T as ``wt``, ``wt_abs``.
+
+    k outputs (10, say) are too few for the vector unit, so rows go in blocks of BLOCK,
+    transposed, and the inner loop runs over the block's rows. Each output's terms are still
+    summed in input order from +0.0, as :func:`_pair_times` sums them: inputs zero in every row
+    of the block are skipped, and a zero input's term in a row adds +-0 to a sum that is never
+    -0.0."""
+    n_rows, n_in = rows.shape
     k = wt.shape[1]
-    out = np.zeros((rows.shape[0], k))
-    mag = np.zeros((rows.shape[0], k))
-    for i in range(0, rows.shape[0], 2):
-        r0, r1, o0, o1, m0, m1 = rows[i], rows[i + 1], out[i], out[i + 1], mag[i], mag[i + 1]
-        for j in range(wt.shape[0]):
-            h0, h1 = r0[j], r1[j]
-            if h0 != 0.0 or h1 != 0.0:
-                a0, a1 = abs(h0), abs(h1)
+    grads = np.empty((n_rows // 2, k, 2))
+    mags = np.empty((n_rows // 2, k, 2))
+    t = np.empty((n_in, BLOCK))
+    live = np.empty(n_in, np.bool_)
+    og = np.empty((k, BLOCK))
+    om = np.empty((k, BLOCK))
+    for r0 in range(0, n_rows, BLOCK):
+        m = min(BLOCK, n_rows - r0)
+        live[:] = False
+        for i in range(m):
+            for j in range(n_in):
+                v = rows[r0 + i, j]
+                t[j, i] = v
+                live[j] |= v != 0.0
+        og[:, :m] = 0.0
+        om[:, :m] = 0.0
+        for j in range(n_in):
+            if live[j]:
                 for c in range(k):
-                    o0[c] += h0 * wt[j, c]
-                    o1[c] += h1 * wt[j, c]
-                    m0[c] += a0 * wt_abs[j, c]
-                    m1[c] += a1 * wt_abs[j, c]
-    return out, mag
+                    w, wa = wt[j, c], wt_abs[j, c]
+                    for i in range(m):
+                        og[c, i] += t[j, i] * w
+                        om[c, i] += abs(t[j, i]) * wa
+        for i in range(m):
+            cell, side = (r0 + i) // 2, (r0 + i) % 2
+            for c in range(k):
+                grads[cell, c, side] = og[c, i]
+                mags[cell, c, side] = om[c, i]
+    return grads, mags
+
+
+@njit(cache=True, nogil=True)
+def _vertex_outputs(ring, wt, b):
+    """(each ring row's vertex id, y = W_out h + b at each distinct vertex, (vertices, k)): the
+    sums of :func:`_vertex_preactivations` (from b, -0.0 as +0.0, in input order) in blocks of
+    BLOCK vertices, as :func:`_out_grads` runs them."""
+    uid, first = _distinct_vertices(ring)
+    n_u, n_in, k = first.size, ring.shape[1] - 2, wt.shape[1]
+    y = np.empty((n_u, k))
+    t = np.empty((n_in, BLOCK))
+    live = np.empty(n_in, np.bool_)
+    acc = np.empty((k, BLOCK))
+    b0 = b + 0.0
+    for u0 in range(0, n_u, BLOCK):
+        m = min(BLOCK, n_u - u0)
+        live[:] = False
+        for i in range(m):
+            src = ring[first[u0 + i]]
+            for j in range(n_in):
+                v = src[2 + j]
+                t[j, i] = v
+                live[j] |= v != 0.0
+        for c in range(k):
+            acc[c, :m] = b0[c]
+        for j in range(n_in):
+            if live[j]:
+                for c in range(k):
+                    w = wt[j, c]
+                    for i in range(m):
+                        acc[c, i] += t[j, i] * w
+        for i in range(m):
+            for c in range(k):
+                y[u0 + i, c] = acc[c, i]
+    return uid, y
 
 
 @njit(cache=True, nogil=True)
@@ -1184,13 +1243,8 @@ class _Accumulator:
         if self.k == 1:
             self.w_out, self.b_out = np.ascontiguousarray(w[0]), float(b[0])
         else:
-            self.w, self.b = np.ascontiguousarray(w), np.ascontiguousarray(b)
-            self.w_abs, self.wt = np.abs(self.w), np.ascontiguousarray(self.w.T)
-            self.w_abs_t = np.ascontiguousarray(self.w_abs.T)
-            self.affine = np.ones(self.k)  # slope 1: the outputs are never snapped
-            n_in = w.shape[1]  # every input reaches every output
-            self.hi = np.full(n_in, self.k, np.int64)
-            self.ex = np.full(n_in, -1, np.int64)
+            self.b, self.wt = np.ascontiguousarray(b), np.ascontiguousarray(w.T)
+            self.w_abs_t = np.abs(self.wt)
         self.level = level
         self.box = box
         self.parts = []
@@ -1208,14 +1262,9 @@ class _Accumulator:
         else:
             # W_out J and |W_out| |J| per cell (summed as a hidden layer's gradients); y once
             # per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
-            width = jac.shape[2]
-            grads, mags = _pair_times_abs(jac.reshape(2 * n, width), self.wt, self.w_abs_t)
-            grads = np.ascontiguousarray(grads.reshape(n, 2, self.k).transpose(0, 2, 1))
-            mags = np.ascontiguousarray(mags.reshape(n, 2, self.k).transpose(0, 2, 1))
-            uid, zs, _ = _vertex_preactivations(ring, self.w, self.wt, self.b,
-                                                self.w_abs.sum(1), self.affine, 0.0, self.hi,
-                                                self.ex)
-            y = zs[uid, Z0:]
+            grads, mags = _out_grads(jac.reshape(2 * n, jac.shape[2]), self.wt, self.w_abs_t)
+            uid, y = _vertex_outputs(ring, self.wt, self.b)
+            y = y[uid]
             _shape(rel, ring, areas, widths)
             values = np.add.reduceat(y, rel[:-1], axis=0) / np.diff(rel)[:, None]
         segs = _decision(rel, ring, y)
