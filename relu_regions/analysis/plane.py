@@ -77,6 +77,7 @@ from .tiles import count_tiled
 if TYPE_CHECKING:
     from torch import nn
 
+AHEAD_CROSSINGS = 8  # neurons crossing a cell from which its sub-cells find their next split
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
 # A chunk over FORK_FLOATS (the first on its path) runs the rest of the net as FORK_PARTS tasks,
 # with threads or without: the partition must not depend on the thread count, since BLAS's
@@ -920,28 +921,38 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                 cross[n_cross] = c
                 n_cross += 1
         # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]]. A sub-cell is split
-        # by the neurons of ``cross`` in order, each one that has both signs at its vertices:
-        # ``p_next[p]`` is the first such position after the neuron that made it, found once
-        # from its vertices' rows (neighbouring columns, so in cache) rather than by reading
-        # every alive ring for every neuron; ``due[q]``: the alive sub-cells split at q.
+        # by the neurons of ``cross`` in order, each one that has both signs at its vertices.
+        # Many neurons (``ahead``): ``p_next[p]`` is the first such position after the neuron
+        # that made the sub-cell, found once from its vertices' rows (neighbouring columns, so
+        # in cache) rather than by reading every alive ring at every neuron; ``due[q]``: the
+        # alive sub-cells split at q. Few: each alive ring is read at each neuron.
+        ahead = n_cross >= AHEAD_CROSSINGS
         if n_cross > due.size:
             due = np.empty(2 * n_cross, np.int64)
         due[:n_cross] = 0
-        p_start[0], p_len[0] = 0, k
-        p_next[0] = _next_cross(vert, idx, 0, k, cross, 0, n_cross)
-        if p_next[0] < n_cross:
-            due[p_next[0]] += 1
+        p_start[0], p_len[0], p_next[0] = 0, k, 0  # cross[0] splits the cell
+        if n_cross:
+            due[0] = 1
         n_poly, n_alive, top = 1, 1, k
         alive[0] = 0
         for q in range(n_cross):
-            if due[q] == 0:
+            if ahead and due[q] == 0:
                 continue  # no alive sub-cell changes
             c = cross[q]
             n_next = 0
             for ai in range(n_alive):
                 p = alive[ai]
                 s, L = p_start[p], p_len[p]
-                if p_next[p] != q:
+                if ahead:
+                    split = p_next[p] == q
+                else:
+                    pos = neg = False
+                    for i in range(s, s + L):
+                        z = vert[idx[i], Z0 + c]
+                        pos |= z > 0
+                        neg |= z < 0
+                    split = pos and neg
+                if not split:
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = p
@@ -990,10 +1001,11 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                         p_len = _grow_ints(p_len, 2 * p_len.size)
                         p_next = _grow_ints(p_next, 2 * p_next.size)
                     p_start[n_poly], p_len[n_poly] = start, top - start
-                    p_next[n_poly] = _next_cross(vert, idx, start, top - start, cross, q + 1,
-                                                 n_cross)
-                    if p_next[n_poly] < n_cross:
-                        due[p_next[n_poly]] += 1
+                    if ahead:
+                        p_next[n_poly] = _next_cross(vert, idx, start, top - start, cross,
+                                                     q + 1, n_cross)
+                        if p_next[n_poly] < n_cross:
+                            due[p_next[n_poly]] += 1
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = n_poly
