@@ -77,6 +77,7 @@ from .tiles import count_tiled
 if TYPE_CHECKING:
     from torch import nn
 
+MIN_CELLS = 16  # the fewest cells a layer's output arrays are made for
 AHEAD_CROSSINGS = 8  # neurons crossing a cell from which its sub-cells find their next split
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
 # A chunk over FORK_FLOATS (the first on its path) runs the rest of the net as FORK_PARTS tasks,
@@ -663,21 +664,28 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
                zero_tol, stats):
     """:func:`_split_cells` over all cells of a chunk, into fresh arrays as they fill up; the rest
     of the cells go on at the rate the first part grew (at least what the cell that did not fit
-    needs)."""
+    needs, whose sub-cells, split once, are written first)."""
     width = w.shape[0]
     n_cells = off.size - 1
     need_cells, need_rows = 2 * n_cells, 2 * ring.shape[0]
-    outs, cell = [], 0
+    outs, cell, pending = [], 0, None
     while cell < n_cells:
-        cap_cells, cap_rows = max(16, need_cells), max(64, need_rows)
+        cap_cells, cap_rows = max(MIN_CELLS, need_cells), max(4 * MIN_CELLS, need_rows)
         o_off = np.zeros(cap_cells + 1, np.int64)
         o_ring = np.empty((cap_rows, 2 + width))
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
         counters = np.zeros(5, np.int64)
-        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
-                            zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
-                            o_pat, counters)
+        if pending is not None:  # the cell that did not fit
+            vert, idx, alive, p_start, p_len = pending
+            _write_cells(vert, idx, alive, alive.size, p_start, p_len, grads[cell], pat[cell],
+                         leak, bit0, np.empty(width), np.empty(width, np.bool_), o_off, o_ring,
+                         o_jac, o_pat, counters)
+            cell += 1
+        cell, *rest = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
+                                   zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring,
+                                   o_jac, o_pat, counters)
+        pending = rest if cell < n_cells else None
         stats[0] += counters[SNAPPED]
         nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc:
@@ -1028,43 +1036,56 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     at += p_len[p]
                 idx, spare = spare, idx
                 top = at
-        # Write the sub-cells; stop (to go on in fresh arrays) if they do not fit.
+        # Write the sub-cells; stop if they do not fit, handing them back to be written into
+        # fresh arrays (:func:`_write_cells`) rather than split again.
         rows = 0
         for ai in range(n_alive):
             rows += p_len[alive[ai]]
         nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
             counters[CELLS_NEEDED], counters[ROWS_NEEDED] = nc + n_alive, nr + rows
-            return cell
-        for ai in range(n_alive):
-            p = alive[ai]
-            s, L = p_start[p], p_len[p]
-            tot[:] = 0.0
-            for i in range(s, s + L):
-                row = vert[idx[i]]
-                for c in range(width):
-                    tot[c] += row[Z0 + c]
+            return cell, vert, idx, alive[:n_alive].copy(), p_start, p_len
+        _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat[cell], leak, bit0, tot,
+                     on, o_off, o_ring, o_jac, o_pat, counters)
+    return n_cells, vert, idx, alive[:0].copy(), p_start, p_len
+
+
+@njit(cache=True, nogil=True)
+def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak, bit0, tot, on,
+                 o_off, o_ring, o_jac, o_pat, counters):
+    """Write a cell's sub-cells (rings of vertex rows, see :func:`_split_cells`) after those
+    the ``o_`` arrays hold: the ReLU'd values, the masked gradient ``grad`` (W J), the pattern
+    ``pat_row`` with the units that are on set; ``tot`` and ``on``: scratch of the width."""
+    width = grad.shape[1]
+    nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
+    for ai in range(n_alive):
+        p = alive[ai]
+        s, L = p_start[p], p_len[p]
+        tot[:] = 0.0
+        for i in range(s, s + L):
+            row = vert[idx[i]]
             for c in range(width):
-                on[c] = tot[c] > 0 or leak[c] == 1.0
-            for i in range(s, s + L):
-                row = vert[idx[i]]
-                o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
-                for c in range(width):
-                    z = row[Z0 + c]
-                    o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
-                nr += 1
+                tot[c] += row[Z0 + c]
+        for c in range(width):
+            on[c] = tot[c] > 0 or leak[c] == 1.0
+        for i in range(s, s + L):
+            row = vert[idx[i]]
+            o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
             for c in range(width):
-                f = 1.0 if on[c] else leak[c]
-                o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
-            o_pat[nc] = pat[cell]
-            for c in range(width):
-                if on[c]:
-                    bit = bit0 + c
-                    o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
-            nc += 1
-            o_off[nc] = nr
-        counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
-    return n_cells
+                z = row[Z0 + c]
+                o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
+            nr += 1
+        for c in range(width):
+            f = 1.0 if on[c] else leak[c]
+            o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
+        o_pat[nc] = pat_row
+        for c in range(width):
+            if on[c]:
+                bit = bit0 + c
+                o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
+        nc += 1
+        o_off[nc] = nr
+    counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
 
 
 @njit(inline="always")

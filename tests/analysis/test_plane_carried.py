@@ -178,6 +178,20 @@ def test_skip_written_densely_counts_the_same():
     assert np.allclose(np.sort(got.values), np.sort(want.values), rtol=1e-9, atol=1e-12)
 
 
+def test_counts_do_not_depend_on_the_output_arrays_size(monkeypatch):
+    """The first layer's one cell fills the smallest output arrays: its sub-cells, split once,
+    go to larger ones, so ``snapped`` (bias-free lines through one point) counts each snap
+    once, as when the arrays are large enough from the start."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(2, 48, bias=False), nn.ReLU(), nn.Linear(48, 48, bias=False),
+                        nn.ReLU(), nn.Linear(48, 2)).double()
+    small = count_regions_2d(net, threads=1)
+    assert small.activation_regions > 2 * plane.MIN_CELLS and small.snapped > 0
+    monkeypatch.setattr(plane, "MIN_CELLS", 1 << 12)
+    large = count_regions_2d(net, threads=1)
+    assert_same_counts(small, large)
+
+
 def test_one_thread_count_reads_on_one_torch_thread(monkeypatch):
     """threads=1: the model is read on one torch thread, and torch's setting is restored."""
     seen = []
