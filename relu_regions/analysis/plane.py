@@ -448,7 +448,7 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, threads=1)
     ``threads=1``, else on a pool of ``threads`` workers whose cells ``acc`` receives in the same
     order. Both partition alike, so the counts are the same bit for bit.
     """
-    layers = [(_dense(w, leak) if isinstance(w, np.ndarray) else w, b)
+    layers = [(_dense(w, b, leak) if isinstance(w, np.ndarray) else w, b)
               for (w, b), leak in zip(layers[:-1], leaks, strict=True)] + [layers[-1]]
     if threads == 1:
         def fork(layers, leaks, bit0, part):
@@ -575,15 +575,21 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     if isinstance(w, AffineOperator):
         return _layer_operator(chunk, w, b, leak, bit0, box, zero_tol, stats)
     if not isinstance(w, _Dense):
-        w = _dense(w, leak)
+        w = _dense(w, b, leak)
     off, ring, jac, pat = chunk
     width = w.w.shape[0]
-    uid, zs, raw_sign = _vertex_preactivations(ring, w.w, w.wt, b, w.w_abs_sum, leak, zero_tol,
-                                               w.hi, w.ex)
     n_cells = off.size - 1
-    # Gradients of z per cell, W J, row by row (they do not steer any split).
-    grads = _pair_times(jac.reshape(2 * n_cells, -1), w.wt, w.hi, w.ex).reshape(n_cells, 2,
-                                                                               width)
+    rows = jac.reshape(2 * n_cells, -1)
+    if w.at is None:
+        uid, zs, raw_sign = _vertex_preactivations(ring, w.w, w.wt, b, w.w_abs_sum, leak,
+                                                   zero_tol, w.hi, w.ex)
+        # Gradients of z per cell, W J, row by row (they do not steer any split).
+        grads = _pair_times(rows, w.wt, w.hi, w.ex)
+    else:
+        uid, zs, raw_sign = _vertex_preactivations_carried(
+            ring, w.w, w.ct, w.hi_c, w.ex_c, w.b_c, w.at, w.b_r, b, w.w_abs_sum, leak, zero_tol)
+        grads = _pair_times_carried(rows, w.ct, w.hi_c, w.ex_c, w.at)
+    grads = grads.reshape(n_cells, 2, width)
     return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w.w, w.wt, b, w.w_abs_sum, leak,
                       bit0, box, zero_tol, stats)
 
@@ -598,38 +604,88 @@ class _Dense:
     from one input with weight 1 (``[W1; I]``, ``[W1 W2, W1; W2, I]``): there an input's
     weights are the first units and one more, which the products skip to (a third to a half of
     the width^2 work of a residual block). A layer without carried values keeps every input's
-    full row: its sums are the plain products'."""
+    full row: its sums are the plain products'.
+
+    ``at`` (not None): the layer is r ReLU units then carried ones, y = C h + b_c, with the ReLU
+    units' map A y + b_r (:func:`_factors`): the products compute y first (by ``ct``'s spans
+    ``hi_c``, ``ex_c``), then A y, as the model does (a residual block's ``W1 (x + W2 h)``),
+    instead of the composed W_R h; the ReLU units' values then differ from W_R h + b by
+    rounding only."""
 
     w: np.ndarray
     wt: np.ndarray
     w_abs_sum: np.ndarray
     hi: np.ndarray
     ex: np.ndarray
+    at: np.ndarray | None = None
+    ct: np.ndarray | None = None
+    hi_c: np.ndarray | None = None
+    ex_c: np.ndarray | None = None
+    b_c: np.ndarray | None = None
+    b_r: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.w.shape
 
 
-def _dense(w, leak) -> _Dense:
-    """:class:`_Dense` of the layer matrix ``w`` whose units have negative-side slopes
+def _dense(w, b, leak) -> _Dense:
+    """:class:`_Dense` of the layer ``w``, ``b`` whose units have negative-side slopes
     ``leak``."""
     w = np.ascontiguousarray(w, np.float64)
     wt = np.ascontiguousarray(w.T)
     n_in, width = wt.shape
     hi = np.full(n_in, width, np.int64)
     ex = np.full(n_in, -1, np.int64)
-    if width and n_in and (np.asarray(leak) == 1.0).any():
-        nz = wt != 0.0
-        cols = np.arange(width)
-        some = nz.any(1)
-        last = width - 1 - np.argmax(nz[:, ::-1], 1)
-        before = nz & (cols < last[:, None])  # the nonzeros before the last one
-        prev = np.where(before.any(1), width - 1 - np.argmax(before[:, ::-1], 1), -1)
-        alone = (prev >= 0) & (last - prev > 1)  # the last weight stands apart: ex
-        hi = np.where(some, np.where(alone, prev + 1, last + 1), 0)
-        ex = np.where(alone, last, -1)
-    return _Dense(w, wt, np.abs(w).sum(1), hi.astype(np.int64), ex.astype(np.int64))
+    leak = np.asarray(leak)
+    if not (width and n_in and (leak == 1.0).any()):
+        return _Dense(w, wt, np.abs(w).sum(1), hi, ex)
+    hi, ex = _spans(wt)
+    factors = _factors(w, np.asarray(b, np.float64), leak, int(hi.sum() + (ex >= 0).sum()))
+    return _Dense(w, wt, np.abs(w).sum(1), hi, ex, *(factors or ()))
+
+
+def _spans(wt):
+    """(hi, ex) of :class:`_Dense` for the weights ``wt`` (in, out): per input, the units up to
+    its last nonzero weight, or up to the one before when the last stands apart (ex)."""
+    n_in, width = wt.shape
+    nz = wt != 0.0
+    cols = np.arange(width)
+    some = nz.any(1)
+    last = width - 1 - np.argmax(nz[:, ::-1], 1)
+    before = nz & (cols < last[:, None])  # the nonzeros before the last one
+    prev = np.where(before.any(1), width - 1 - np.argmax(before[:, ::-1], 1), -1)
+    alone = (prev >= 0) & (last - prev > 1)  # the last weight stands apart: ex
+    hi = np.where(some, np.where(alone, prev + 1, last + 1), 0)
+    return hi.astype(np.int64), np.where(alone, last, -1).astype(np.int64)
+
+
+def _factors(w, b, leak, cost):
+    """The carried-first form of a layer whose units are r ReLU units, then carried ones (slope
+    1) with values y = C h + b_C, where the ReLU units' map is a map of y: W_R = A C (a residual
+    block's next pre-activation, W1 (x + W2 h)). A is read off W_R's columns at the inputs that
+    reach one carried unit each, with weight 1 (exactly: those columns of A C are A's); the
+    form is used only if A C equals W_R to rounding and it takes fewer products than ``cost``.
+    Returns (A^T, C^T, its hi and ex, b_C, b_R - A b_C) or None."""
+    carried = leak == 1.0
+    r = int((~carried).sum())
+    if r == 0 or not carried[r:].all():
+        return None
+    c = w[r:]
+    one_hot = ((c != 0.0).sum(0) == 1) & (c.max(0) == 1.0)
+    cols = np.full(c.shape[0], -1)
+    for j in np.flatnonzero(one_hot)[::-1]:  # the first such input of each carried unit
+        cols[np.argmax(c[:, j])] = j
+    if (cols < 0).any():
+        return None
+    ct = np.ascontiguousarray(c.T)
+    hi_c, ex_c = _spans(ct)
+    if r * c.shape[0] + hi_c.sum() + (ex_c >= 0).sum() > 0.85 * cost:
+        return None
+    a = w[:r][:, cols]
+    if not (np.abs(w[:r] - a @ c) <= 1e-9 * (np.abs(a) @ np.abs(c)) + 1e-300).all():
+        return None
+    return (np.ascontiguousarray(a.T), ct, hi_c, ex_c, b[r:].copy(), b[:r] - a @ b[r:])
 
 
 def _layer_operator(chunk, op, b, leak, bit0, box, zero_tol, stats):
@@ -725,6 +781,70 @@ def _pair_times(rows, wt, hi, ex):
                     o0[e] += h0 * wt[j, e]
                     o1[e] += h1 * wt[j, e]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _pair_times_carried(rows, ct, hi_c, ex_c, at):
+    """:func:`_pair_times` of a layer in carried-first form (:class:`_Dense`): the carried
+    units' C J, then the ReLU units' A (C J), as (rows, r + carried) like W J."""
+    y = _pair_times(rows, ct, hi_c, ex_c)
+    r = at.shape[1]
+    out = np.empty((rows.shape[0], r + y.shape[1]))
+    out[:, r:] = y
+    out[:, :r] = _pair_times(y, at, np.full(at.shape[0], r, np.int64),
+                             np.full(at.shape[0], -1, np.int64))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _vertex_preactivations_carried(ring, w, ct, hi_c, ex_c, b_c, at, b_r, b, w_abs_sum, leak,
+                                   zero_tol):
+    """:func:`_vertex_preactivations` of a layer in carried-first form (:class:`_Dense`): per
+    pair of vertices the carried values y = C h + b_c, then the ReLU units' A y + b_r, each
+    summed as there (from the bias, -0.0 as +0.0, in input order); the same zero rule, with the
+    bounds of the composed W."""
+    n_prev = ring.shape[1] - 2
+    r, n_c = at.shape[1], ct.shape[1]
+    width = r + n_c
+    uid, first = _distinct_vertices(ring)
+    n_u = first.size
+    zs = np.empty((n_u, Z0 + width))
+    raw_sign = np.empty((n_u, width), np.int8)
+    y0, y1 = np.empty(n_c), np.empty(n_c)
+    z0, z1 = np.empty(r), np.empty(r)
+    acc0, acc1 = np.empty(width), np.empty(width)
+    bc, br = b_c + 0.0, b_r + 0.0  # -0.0 as +0.0
+    for u0 in range(0, n_u, 2):
+        u1 = min(u0 + 1, n_u - 1)  # an odd last vertex pairs with itself
+        src0, src1 = ring[first[u0]], ring[first[u1]]
+        h_max0 = h_max1 = 0.0
+        y0[:] = bc
+        y1[:] = bc
+        for j in range(n_prev):
+            h0, h1 = src0[2 + j], src1[2 + j]
+            if h0 != 0.0 or h1 != 0.0:
+                h_max0 = max(h_max0, abs(h0))
+                h_max1 = max(h_max1, abs(h1))
+                for c in range(hi_c[j]):
+                    y0[c] += h0 * ct[j, c]
+                    y1[c] += h1 * ct[j, c]
+                e = ex_c[j]
+                if e >= 0:
+                    y0[e] += h0 * ct[j, e]
+                    y1[e] += h1 * ct[j, e]
+        z0[:] = br
+        z1[:] = br
+        for p in range(n_c):
+            v0, v1 = y0[p], y1[p]
+            if v0 != 0.0 or v1 != 0.0:
+                for c in range(r):
+                    z0[c] += v0 * at[p, c]
+                    z1[c] += v1 * at[p, c]
+        acc0[:r], acc0[r:] = z0, y0
+        acc1[:r], acc1[r:] = z1, y1
+        _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+        _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
+    return uid, zs, raw_sign
 
 
 BLOCK = 32  # rows of an output product's block: its inner loop runs over them

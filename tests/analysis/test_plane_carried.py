@@ -1,6 +1,9 @@
 """The plane counter on layers with carried values (units of slope 1: a skip connection's x):
-the products that skip the zero weights of carried units (plane._Dense) against full rows and
-against the exact rational reference; reading the model on one torch thread for threads=1."""
+the products that skip the zero weights of carried units and the carried-first form of a
+residual block (plane._Dense) against full rows and against the exact rational reference;
+output arrays that fill up; reading the model on one torch thread for threads=1."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -49,11 +52,16 @@ class ResidualNet(nn.Module):
 SPARSE_ROWS = plane._dense
 
 
-def full_rows(w, leak):
+def full_rows(w, b, leak):
     """plane._Dense with every input's full row: the plain products."""
-    d = SPARSE_ROWS(w, np.zeros_like(leak))
-    assert (d.hi == w.shape[0]).all() and (d.ex == -1).all()
+    d = SPARSE_ROWS(w, b, np.zeros_like(leak))
+    assert (d.hi == w.shape[0]).all() and (d.ex == -1).all() and d.at is None
     return d
+
+
+def spans_only(w, b, leak):
+    """plane._Dense without the carried-first form."""
+    return dataclasses.replace(SPARSE_ROWS(w, b, leak), at=None)
 
 
 def assert_same_counts(a, b):
@@ -68,10 +76,10 @@ def test_carried_units_make_sparse_rows():
     """A residual block's lowered layers: each carried unit is fed by one input with weight 1,
     which the products reach as ``ex`` past the block of the ReLU units' weights."""
     lowered = lower(ResidualNet(6, 2, seed=0))
-    (w1, _), (w2, _) = lowered.layers[1:3]
+    (w1, b1), (w2, b2) = lowered.layers[1:3]
     leak1, leak2 = lowered.leaks[1:3]
     assert w1.shape == (12, 6) and (leak1 == 1.0).sum() == 6
-    d1, d2 = plane._dense(w1, leak1), plane._dense(w2, leak2)
+    d1, d2 = plane._dense(w1, b1, leak1), plane._dense(w2, b2, leak2)
     for d, w in ((d1, w1), (d2, w2)):  # every nonzero weight is reached
         for j in range(w.shape[1]):
             reached = set(range(d.hi[j])) | ({d.ex[j]} if d.ex[j] >= 0 else set())
@@ -81,11 +89,19 @@ def test_carried_units_make_sparse_rows():
     assert (d2.hi[:6] == 12).all() and (d2.ex[:6] == -1).all()  # the ReLU units: W1 W2 and W2
     assert list(d2.hi[6:]) == [7, 6, 6, 6, 6, 6]  # x: W1 and I
     assert list(d2.ex[6:]) == [-1, 7, 8, 9, 10, 11]
+    # the second block's W1 (x + W2 h): carried first, A = W1 read off the identity columns
+    assert d1.at is None and d2.at is not None
+    assert np.array_equal(d2.at.T, w2[:6, 6:]) and np.array_equal(d2.ct.T, w2[6:])
+    assert np.allclose(d2.at.T @ d2.b_c + d2.b_r, b2[:6], rtol=1e-12, atol=1e-14)
     # no carried units: full rows, whatever the zeros
     w = w1.copy()
     w[:, 3] = 0.0
-    d = plane._dense(w, np.zeros(12))
-    assert (d.hi == 12).all() and (d.ex == -1).all()
+    d = plane._dense(w, b1, np.zeros(12))
+    assert (d.hi == 12).all() and (d.ex == -1).all() and d.at is None
+    # a ReLU unit that is not a map of the carried values: no carried-first form
+    w = w2.copy()
+    w[0, 0] += 1e-3
+    assert plane._dense(w, b2, leak2).at is None
 
 
 @settings(max_examples=30, deadline=None)
@@ -101,7 +117,7 @@ def test_sparse_products_equal_full_rows_bit_for_bit(seed, n_in, width, density,
         w[c] = 0.0
         w[c, rng.integers(n_in)] = rng.choice([1.0, 0.5])
     b = rng.standard_normal(width) * (rng.random(width) < 0.7)
-    sparse, full = plane._dense(w, leak), full_rows(w, leak)
+    sparse, full = plane._dense(w, b, leak), full_rows(w, b, leak)
     rows = rng.standard_normal((6, n_in)) * (rng.random((6, n_in)) < 0.6)
     if zero_rows:
         rows[:2] = 0.0
@@ -122,17 +138,61 @@ def test_sparse_products_equal_full_rows_bit_for_bit(seed, n_in, width, density,
     assert np.allclose(zs[uid, plane.Z0:], ring[:, 2:] @ w.T + b, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), r=st.integers(1, 8), n_c=st.integers(1, 8),
+       m=st.integers(0, 8), density=st.sampled_from([0.3, 1.0]))
+def test_carried_first_products_equal_the_composed_ones(seed, r, n_c, m, density):
+    """A layer [A C; C] with C = [M I] (a residual block's): W J and the vertices' z by the
+    carried-first form equal the composed products to rounding, the carried units' bit for
+    bit."""
+    rng = np.random.default_rng(seed)
+    c = np.concatenate([rng.standard_normal((n_c, m)) * (rng.random((n_c, m)) < density),
+                        np.eye(n_c)], 1)
+    a = rng.standard_normal((r, n_c))
+    w = np.concatenate([a @ c, c])
+    b = rng.standard_normal(r + n_c)
+    leak = np.concatenate([np.zeros(r), np.ones(n_c)])
+    d = plane._dense(w, b, leak)
+    factors = plane._factors(w, b, leak, cost=10**9)
+    assert factors is not None and np.array_equal(factors[0].T, a)
+    d = dataclasses.replace(d, **dict(zip(("at", "ct", "hi_c", "ex_c", "b_c", "b_r"), factors,
+                                          strict=True)))
+    rows = rng.standard_normal((6, m + n_c)) * (rng.random((6, m + n_c)) < 0.7)
+    got = plane._pair_times_carried(rows, d.ct, d.hi_c, d.ex_c, d.at)
+    want = plane._pair_times(rows, d.wt, d.hi, d.ex)
+    scale = np.abs(rows) @ np.abs(w).T
+    assert np.all(np.abs(got - want) <= 1e-12 * scale + 1e-300)
+    assert np.array_equal(got[:, r:], want[:, r:])
+    ring = np.concatenate([rng.standard_normal((5, 2)), rows[:5]], 1)
+    args = (b, d.w_abs_sum, leak, 2.0 ** -40)
+    uid, zs, _ = plane._vertex_preactivations_carried(ring, w, d.ct, d.hi_c, d.ex_c, d.b_c,
+                                                      d.at, d.b_r, *args)
+    uid_w, zs_w, _ = plane._vertex_preactivations(ring, w, d.wt, *args, d.hi, d.ex)
+    assert np.array_equal(uid, uid_w) and np.array_equal(zs[:, :plane.Z0], zs_w[:, :plane.Z0])
+    scale = np.abs(ring[:, 2:]) @ np.abs(w).T + np.abs(b)
+    assert np.all(np.abs(zs[uid, plane.Z0:] - zs_w[uid_w, plane.Z0:]) <= 1e-12 * scale)
+    assert np.array_equal(zs[:, plane.Z0 + r:], zs_w[:, plane.Z0 + r:])
+
+
 @pytest.mark.parametrize("outputs", [1, 3])
 def test_residual_counts_equal_full_rows(monkeypatch, outputs):
-    """A residual net counted with the sparse rows and with full rows: the same cells, pieces,
-    values and decision boundary, bit for bit."""
+    """A residual net counted with the sparse rows and the carried-first form, with the sparse
+    rows only, and with full rows: the same regions, pieces, vertices and decision boundary;
+    without the carried-first form the same cells bit for bit."""
     net = ResidualNet(24, 2, seed=5, outputs=outputs)
     box = (-2.0, 2.0, -2.0, 2.0)
+    fast = count_regions_2d(net, box, threads=1)
+    monkeypatch.setattr(plane, "_dense", spans_only)
     sparse = count_regions_2d(net, box, threads=1)
     monkeypatch.setattr(plane, "_dense", full_rows)
     full = count_regions_2d(net, box, threads=1)
-    assert sparse.activation_regions > 300
+    assert fast.activation_regions > 300
     assert_same_counts(sparse, full)
+    assert (fast.activation_regions, fast.linear_pieces, fast.vertices) == \
+        (full.activation_regions, full.linear_pieces, full.vertices)
+    assert np.allclose(fast.polygons, full.polygons, rtol=1e-9, atol=1e-12)
+    assert np.allclose(fast.values, full.values, rtol=1e-9, atol=1e-12)
+    assert np.isclose(fast.decision_length, full.decision_length, rtol=1e-9)
 
 
 @settings(max_examples=12, deadline=None)
@@ -141,7 +201,9 @@ def test_residual_matches_exact_rational_reference(seed, width, blocks):
     net = ResidualNet(width, blocks, seed)
     box = (-1.5, 1.5, -1.5, 1.5)
     layers, leaks = layer_stack(net)
+    forms = [plane._dense(w, b, leak) for (w, b), leak in zip(layers, leaks, strict=False)]
     assert any((leak == 1.0).any() for leak in leaks)
+    assert (blocks == 2) == any(d.at is not None for d in forms)  # the second block's W1
     regions, pieces, vertices, _ = exact_plane(layers, box, leaks)
     r = count_regions_2d(net, box, threads=1)
     assert (r.activation_regions, r.linear_pieces, r.vertices) == (regions, pieces, vertices)
@@ -164,7 +226,7 @@ def test_skip_written_densely_counts_the_same():
             layers[i][0][carried] = q @ layers[i][0][carried]
             layers[i][1][carried] = q @ layers[i][1][carried]
             layers[i + 1][0][:, carried] = layers[i + 1][0][:, carried] @ q.T
-            d = plane._dense(layers[i][0], leak)
+            d = plane._dense(layers[i][0], layers[i][1], leak)
             assert (d.ex == -1).all() and (d.hi == leak.size).all()
             mixed += 1
     assert mixed == 2
