@@ -77,6 +77,7 @@ from .tiles import count_tiled
 if TYPE_CHECKING:
     from torch import nn
 
+NO_FACTOR, NO_BIAS = np.empty((0, 0)), np.empty(0)  # a _Dense layer that is not carried-first
 MIN_CELLS = 16  # the fewest cells a layer's output arrays are made for
 AHEAD_CROSSINGS = 8  # neurons crossing a cell from which its sub-cells find their next split
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
@@ -580,16 +581,14 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     width = w.w.shape[0]
     n_cells = off.size - 1
     rows = jac.reshape(2 * n_cells, -1)
+    # one compiled kernel for both forms (each costs its first count a load from the cache)
     if w.at is None:
-        uid, zs, raw_sign = _vertex_preactivations(ring, w.w, w.wt, b, w.w_abs_sum, leak,
-                                                   zero_tol, w.hi, w.ex)
-        # Gradients of z per cell, W J, row by row (they do not steer any split).
-        grads = _pair_times(rows, w.wt, w.hi, w.ex)
+        form = (w.wt, w.hi, w.ex, b, NO_FACTOR, NO_BIAS)
     else:
-        uid, zs, raw_sign = _vertex_preactivations_carried(
-            ring, w.w, w.ct, w.hi_c, w.ex_c, w.b_c, w.at, w.b_r, b, w.w_abs_sum, leak, zero_tol)
-        grads = _pair_times_carried(rows, w.ct, w.hi_c, w.ex_c, w.at)
-    grads = grads.reshape(n_cells, 2, width)
+        form = (w.ct, w.hi_c, w.ex_c, w.b_c, w.at, w.b_r)
+    uid, zs, raw_sign = _vertex_preactivations(ring, w.w, *form, b, w.w_abs_sum, leak, zero_tol)
+    # Gradients of z per cell, W J, row by row (they do not steer any split).
+    grads = _pair_times(rows, form[0], form[1], form[2], form[4]).reshape(n_cells, 2, width)
     return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w.w, w.wt, b, w.w_abs_sum, leak,
                       bit0, box, zero_tol, stats)
 
@@ -665,7 +664,8 @@ def _factors(w, b, leak, cost):
     1) with values y = C h + b_C, where the ReLU units' map is a map of y: W_R = A C (a residual
     block's next pre-activation, W1 (x + W2 h)). A is read off W_R's columns at the inputs that
     reach one carried unit each, with weight 1 (exactly: those columns of A C are A's); the
-    form is used only if A C equals W_R to rounding and it takes fewer products than ``cost``.
+    form is used only if A C equals W_R to rounding and it takes fewer products than ``cost``
+    (0.85 of it).
     Returns (A^T, C^T, its hi and ex, b_C, b_R - A b_C) or None."""
     carried = leak == 1.0
     r = int((~carried).sum())
@@ -683,9 +683,14 @@ def _factors(w, b, leak, cost):
     if r * c.shape[0] + hi_c.sum() + (ex_c >= 0).sum() > 0.85 * cost:
         return None
     a = w[:r][:, cols]
-    if not (np.abs(w[:r] - a @ c) <= 1e-9 * (np.abs(a) @ np.abs(c)) + 1e-300).all():
-        return None
-    return (np.ascontiguousarray(a.T), ct, hi_c, ex_c, b[r:].copy(), b[:r] - a @ b[r:])
+    # A C = W_R to rounding, on two fixed random vectors, by elementwise sums: a BLAS product
+    # would start its threads, which spin on a busy machine.
+    for v in np.random.default_rng(0).standard_normal((2, c.shape[1])):
+        got, want = (a * (c * v).sum(1)).sum(1), (w[:r] * v).sum(1)
+        scale = (np.abs(a) * (np.abs(c) * np.abs(v)).sum(1)).sum(1)
+        if not (np.abs(got - want) <= 1e-9 * scale + 1e-300).all():
+            return None
+    return (np.ascontiguousarray(a.T), ct, hi_c, ex_c, b[r:].copy(), b[:r] - (a * b[r:]).sum(1))
 
 
 def _layer_operator(chunk, op, b, leak, bit0, box, zero_tol, stats):
@@ -755,7 +760,7 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
 
 
 @njit(cache=True, nogil=True)
-def _pair_times(rows, wt, hi, ex):
+def _pair_sums(rows, wt, hi, ex):
     """rows @ wt for an even number of rows (a cell's two Jacobian rows), each row summed input
     by input into a row of all units (a loop the compiler vectorizes): the line counter's
     :func:`~relu_regions.analysis.regions._times` sums, whatever rows are beside them, unlike
@@ -784,25 +789,41 @@ def _pair_times(rows, wt, hi, ex):
 
 
 @njit(cache=True, nogil=True)
-def _pair_times_carried(rows, ct, hi_c, ex_c, at):
-    """:func:`_pair_times` of a layer in carried-first form (:class:`_Dense`): the carried
-    units' C J, then the ReLU units' A (C J), as (rows, r + carried) like W J."""
-    y = _pair_times(rows, ct, hi_c, ex_c)
+def _pair_times(rows, ct, hi_c, ex_c, at):
+    """W J of a layer as :class:`_Dense` has it (see :func:`_vertex_preactivations`): C J by
+    :func:`_pair_sums`, and with ``at`` (r columns) the first r units' A (C J) before it."""
+    y = _pair_sums(rows, ct, hi_c, ex_c)
     r = at.shape[1]
+    if r == 0:
+        return y
     out = np.empty((rows.shape[0], r + y.shape[1]))
     out[:, r:] = y
-    out[:, :r] = _pair_times(y, at, np.full(at.shape[0], r, np.int64),
-                             np.full(at.shape[0], -1, np.int64))
+    out[:, :r] = _pair_sums(y, at, np.full(at.shape[0], r, np.int64),
+                            np.full(at.shape[0], -1, np.int64))
     return out
 
 
 @njit(cache=True, nogil=True)
-def _vertex_preactivations_carried(ring, w, ct, hi_c, ex_c, b_c, at, b_r, b, w_abs_sum, leak,
-                                   zero_tol):
-    """:func:`_vertex_preactivations` of a layer in carried-first form (:class:`_Dense`): per
-    pair of vertices the carried values y = C h + b_c, then the ReLU units' A y + b_r, each
-    summed as there (from the bias, -0.0 as +0.0, in input order); the same zero rule, with the
-    bounds of the composed W."""
+def _vertex_preactivations(ring, w, ct, hi_c, ex_c, b_c, at, b_r, b, w_abs_sum, leak, zero_tol):
+    """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
+    ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
+    snapping.
+
+    The layer as :class:`_Dense` has it: y = C h + b_c for its units, C^T as ``ct`` (input j's
+    terms go to units 0:hi_c[j] and ex_c[j], the others' weights being zeros), and with ``at``
+    (r columns; none: (0, 0)) a carried-first layer, whose first r units are A y + b_r and the
+    rest y. Vertices go in pairs, so that each row of ``ct`` is read once per pair (a wide
+    layer's W^T does not fit in cache). Each unit's terms are summed from its bias in input
+    order; a term of a zero input (kept for its pair's other vertex) adds +-0, which changes no
+    sum that starts from the bias with -0.0 read as +0.0: the sums of one vertex at a time, but
+    for the sign of a zero.
+
+    Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound (W, b: the layer's
+    composed map), becomes exactly 0; a cheap upper bound (max|h| sum|W| + |b|) skips the exact
+    one for most entries. Only the vertex's own data enter, so every cell holding a vertex sees
+    the same values. Units with slope 1 (affine) are never snapped: their value is carried, not
+    a sign.
+    """
     n_prev = ring.shape[1] - 2
     r, n_c = at.shape[1], ct.shape[1]
     width = r + n_c
@@ -832,18 +853,22 @@ def _vertex_preactivations_carried(ring, w, ct, hi_c, ex_c, b_c, at, b_r, b, w_a
                 if e >= 0:
                     y0[e] += h0 * ct[j, e]
                     y1[e] += h1 * ct[j, e]
-        z0[:] = br
-        z1[:] = br
-        for p in range(n_c):
-            v0, v1 = y0[p], y1[p]
-            if v0 != 0.0 or v1 != 0.0:
-                for c in range(r):
-                    z0[c] += v0 * at[p, c]
-                    z1[c] += v1 * at[p, c]
-        acc0[:r], acc0[r:] = z0, y0
-        acc1[:r], acc1[r:] = z1, y1
-        _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
-        _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
+        if r:
+            z0[:] = br
+            z1[:] = br
+            for p in range(n_c):
+                v0, v1 = y0[p], y1[p]
+                if v0 != 0.0 or v1 != 0.0:
+                    for c in range(r):
+                        z0[c] += v0 * at[p, c]
+                        z1[c] += v1 * at[p, c]
+            acc0[:r], acc0[r:] = z0, y0
+            acc1[:r], acc1[r:] = z1, y1
+            _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+            _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
+        else:
+            _vertex_row(zs, raw_sign, u0, src0, y0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+            _vertex_row(zs, raw_sign, u1, src1, y1, h_max1, w, b, w_abs_sum, leak, zero_tol)
     return uid, zs, raw_sign
 
 
@@ -857,7 +882,7 @@ def _out_grads(rows, wt, wt_abs):
 
     k outputs (10, say) are too few for the vector unit, so rows go in blocks of BLOCK,
     transposed, and the inner loop runs over the block's rows. Each output's terms are still
-    summed in input order from +0.0, as :func:`_pair_times` sums them: inputs zero in every row
+    summed in input order from +0.0, as :func:`_pair_sums` sums them: inputs zero in every row
     of the block are skipped, and a zero input's term in a row adds +-0 to a sum that is never
     -0.0."""
     n_rows, n_in = rows.shape
@@ -1222,55 +1247,6 @@ def _next_cross(vert, idx, s, L, cross, q0, n_cross):
         if pos and neg:
             return q
     return n_cross
-
-
-@njit(cache=True, nogil=True)
-def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol, hi, ex):
-    """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
-    ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
-    snapping. Input j's terms go to units 0:hi[j] and ex[j] (:class:`_Dense`: the others'
-    weights are zeros).
-
-    Vertices go in pairs, so that each row of wt is read once per pair (a wide layer's W^T does
-    not fit in cache). Each unit's terms are summed from b in input order; a term of a zero
-    input (kept for its pair's other vertex) adds +-0, which changes no sum that starts from b
-    with -0.0 read as +0.0: the sums of one vertex at a time, but for the sign of a zero.
-
-    Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
-    cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
-    vertex's own data enter, so every cell holding a vertex sees the same values. Units with
-    slope 1 (affine) are never snapped: their value is carried, not a sign.
-    """
-    n_prev = ring.shape[1] - 2
-    width = w.shape[0]
-    uid, first = _distinct_vertices(ring)
-    n_u = first.size
-    zs = np.empty((n_u, Z0 + width))
-    raw_sign = np.empty((n_u, width), np.int8)
-    acc0 = np.empty(width)
-    acc1 = np.empty(width)
-    b0 = b + 0.0  # -0.0 as +0.0
-    for u0 in range(0, n_u, 2):
-        u1 = min(u0 + 1, n_u - 1)  # an odd last vertex pairs with itself
-        src0, src1 = ring[first[u0]], ring[first[u1]]
-        h_max0 = h_max1 = 0.0
-        acc0[:] = b0
-        acc1[:] = b0
-        for j in range(n_prev):
-            h0, h1 = src0[2 + j], src1[2 + j]
-            if h0 != 0.0 or h1 != 0.0:
-                h_max0 = max(h_max0, abs(h0))
-                h_max1 = max(h_max1, abs(h1))
-                for c in range(hi[j]):
-                    acc0[c] += h0 * wt[j, c]
-                    acc1[c] += h1 * wt[j, c]
-                e = ex[j]
-                if e >= 0:
-                    acc0[e] += h0 * wt[j, e]
-                    acc1[e] += h1 * wt[j, e]
-        _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
-        _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
-    return uid, zs, raw_sign
 
 
 @njit(inline="always")

@@ -121,7 +121,7 @@ def test_sparse_products_equal_full_rows_bit_for_bit(seed, n_in, width, density,
     rows = rng.standard_normal((6, n_in)) * (rng.random((6, n_in)) < 0.6)
     if zero_rows:
         rows[:2] = 0.0
-    got = plane._pair_times(rows, sparse.wt, sparse.hi, sparse.ex)
+    got = plane._pair_sums(rows, sparse.wt, sparse.hi, sparse.ex)
     want = np.empty_like(got)
     for i in range(rows.shape[0]):
         _times(rows[i], full.wt, want[i])
@@ -130,9 +130,11 @@ def test_sparse_products_equal_full_rows_bit_for_bit(seed, n_in, width, density,
     ring = np.concatenate([rng.standard_normal((7, 2)),
                            rng.standard_normal((7, n_in)) * (rng.random((7, n_in)) < 0.6)], 1)
     ring = np.concatenate([ring, ring[2:3]])  # a vertex in two rings; 7 distinct: odd
-    args = (ring, w, sparse.wt, b, sparse.w_abs_sum, leak, 2.0 ** -40)
-    uid, zs, sign = plane._vertex_preactivations(*args, sparse.hi, sparse.ex)
-    uid_f, zs_f, sign_f = plane._vertex_preactivations(*args, full.hi, full.ex)
+    args = (plane.NO_FACTOR, plane.NO_BIAS, b, sparse.w_abs_sum, leak, 2.0 ** -40)
+    uid, zs, sign = plane._vertex_preactivations(ring, w, sparse.wt, sparse.hi, sparse.ex, b,
+                                                 *args)
+    uid_f, zs_f, sign_f = plane._vertex_preactivations(ring, w, full.wt, full.hi, full.ex, b,
+                                                       *args)
     assert np.array_equal(uid, uid_f) and np.array_equal(sign, sign_f)
     assert np.array_equal(zs, zs_f)
     assert np.allclose(zs[uid, plane.Z0:], ring[:, 2:] @ w.T + b, rtol=1e-12, atol=1e-12)
@@ -158,16 +160,17 @@ def test_carried_first_products_equal_the_composed_ones(seed, r, n_c, m, density
     d = dataclasses.replace(d, **dict(zip(("at", "ct", "hi_c", "ex_c", "b_c", "b_r"), factors,
                                           strict=True)))
     rows = rng.standard_normal((6, m + n_c)) * (rng.random((6, m + n_c)) < 0.7)
-    got = plane._pair_times_carried(rows, d.ct, d.hi_c, d.ex_c, d.at)
-    want = plane._pair_times(rows, d.wt, d.hi, d.ex)
+    got = plane._pair_times(rows, d.ct, d.hi_c, d.ex_c, d.at)
+    want = plane._pair_sums(rows, d.wt, d.hi, d.ex)
     scale = np.abs(rows) @ np.abs(w).T
     assert np.all(np.abs(got - want) <= 1e-12 * scale + 1e-300)
     assert np.array_equal(got[:, r:], want[:, r:])
     ring = np.concatenate([rng.standard_normal((5, 2)), rows[:5]], 1)
     args = (b, d.w_abs_sum, leak, 2.0 ** -40)
-    uid, zs, _ = plane._vertex_preactivations_carried(ring, w, d.ct, d.hi_c, d.ex_c, d.b_c,
-                                                      d.at, d.b_r, *args)
-    uid_w, zs_w, _ = plane._vertex_preactivations(ring, w, d.wt, *args, d.hi, d.ex)
+    uid, zs, _ = plane._vertex_preactivations(ring, w, d.ct, d.hi_c, d.ex_c, d.b_c, d.at,
+                                              d.b_r, *args)
+    uid_w, zs_w, _ = plane._vertex_preactivations(ring, w, d.wt, d.hi, d.ex, b, plane.NO_FACTOR,
+                                                  plane.NO_BIAS, *args)
     assert np.array_equal(uid, uid_w) and np.array_equal(zs[:, :plane.Z0], zs_w[:, :plane.Z0])
     scale = np.abs(ring[:, 2:]) @ np.abs(w).T + np.abs(b)
     assert np.all(np.abs(zs[uid, plane.Z0:] - zs_w[uid_w, plane.Z0:]) <= 1e-12 * scale)
