@@ -1195,7 +1195,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     return n_cells, vert, idx, alive[:0].copy(), p_start, p_len
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak, bit0, tot, on,
                  o_off, o_ring, o_jac, o_pat, counters):
     """Write a cell's sub-cells (rings of vertex rows, see :func:`_split_cells`) after those
