@@ -740,8 +740,8 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
         if pending is not None:  # the cell that did not fit
             vert, idx, alive, p_start, p_len = pending
             _write_cells(vert, idx, alive, alive.size, p_start, p_len, grads[cell], pat[cell],
-                         leak, bit0, np.empty(width), np.empty(width, np.bool_), o_off, o_ring,
-                         o_jac, o_pat, counters)
+                         leak, _switching(leak), bit0, np.empty(width),
+                         np.empty(width, np.bool_), o_off, o_ring, o_jac, o_pat, counters)
             cell += 1
         cell, *rest = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
                                    zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring,
@@ -1020,6 +1020,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     """
     n_cells = off.size - 1
     width = w.shape[0]
+    n_sw = _switching(leak)
     cols = Z0 + width
     vert = np.empty((256, cols))
     idx = np.empty(1024, np.int64)
@@ -1054,7 +1055,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
             i2 = (i + 1) % k
             if _canonical(vert, i, i2, box):
                 u1, u2 = uid[a + i], uid[a + i2]
-                for c in range(width):
+                for c in range(n_sw):  # carried units are never snapped
                     if (raw_sign[u1, c] * raw_sign[u2, c] < 0
                             and not vert[i, Z0 + c] * vert[i2, Z0 + c] < 0):
                         counters[SNAPPED] += 1
@@ -1064,12 +1065,12 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
         has_pos[:] = False
         has_neg[:] = False
         for i in range(k):
-            for c in range(width):
+            for c in range(n_sw):
                 z = vert[i, Z0 + c]
                 has_pos[c] |= z > 0
                 has_neg[c] |= z < 0
         n_cross = 0
-        for c in range(width):
+        for c in range(n_sw):
             if has_pos[c] and has_neg[c] and leak[c] != 1.0:
                 cross[n_cross] = c
                 n_cross += 1
@@ -1190,29 +1191,31 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
         if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
             counters[CELLS_NEEDED], counters[ROWS_NEEDED] = nc + n_alive, nr + rows
             return cell, vert, idx, alive[:n_alive].copy(), p_start, p_len
-        _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat[cell], leak, bit0, tot,
-                     on, o_off, o_ring, o_jac, o_pat, counters)
+        _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat[cell], leak, n_sw, bit0,
+                     tot, on, o_off, o_ring, o_jac, o_pat, counters)
     return n_cells, vert, idx, alive[:0].copy(), p_start, p_len
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak, bit0, tot, on,
-                 o_off, o_ring, o_jac, o_pat, counters):
+def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak, n_sw, bit0,
+                 tot, on, o_off, o_ring, o_jac, o_pat, counters):
     """Write a cell's sub-cells (rings of vertex rows, see :func:`_split_cells`) after those
     the ``o_`` arrays hold: the ReLU'd values, the masked gradient ``grad`` (W J), the pattern
-    ``pat_row`` with the units that are on set; ``tot`` and ``on``: scratch of the width."""
+    ``pat_row`` with the units that are on set (units n_sw.. are carried: on); ``tot`` and
+    ``on``: scratch of the width."""
     width = grad.shape[1]
     nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
     for ai in range(n_alive):
         p = alive[ai]
         s, L = p_start[p], p_len[p]
-        tot[:] = 0.0
+        tot[:n_sw] = 0.0
         for i in range(s, s + L):
             row = vert[idx[i]]
-            for c in range(width):
+            for c in range(n_sw):
                 tot[c] += row[Z0 + c]
-        for c in range(width):
+        for c in range(n_sw):
             on[c] = tot[c] > 0 or leak[c] == 1.0
+        on[n_sw:] = True
         for i in range(s, s + L):
             row = vert[idx[i]]
             o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
@@ -1231,6 +1234,15 @@ def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak,
         nc += 1
         o_off[nc] = nr
     counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
+
+
+@njit(cache=True)
+def _switching(leak):
+    """The units before the trailing carried ones (slope 1: they never switch)."""
+    n = leak.size
+    while n > 0 and leak[n - 1] == 1.0:
+        n -= 1
+    return n
 
 
 @njit(inline="always")
