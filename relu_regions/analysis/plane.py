@@ -69,14 +69,17 @@ from numpy.typing import ArrayLike
 from ..errors import InputError
 from ..nets.operators import AffineOperator, is_operator
 from ..nets.reader import Lowered, lower, region_keys
-from ..validation import check_int, check_level, check_point
+from ..validation import check_int, check_level, check_point, torch_threads
 from .jit import njit
-from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL, _times
+from .regions import EPS, INTERP_ULPS, RESOLUTION_ULPS, SLOPE_TOL, ZERO_TOL
 from .tiles import count_tiled
 
 if TYPE_CHECKING:
     from torch import nn
 
+NO_FACTOR, NO_BIAS = np.empty((0, 0)), np.empty(0)  # a _Dense layer that is not carried-first
+MIN_CELLS = 16  # the fewest cells a layer's output arrays are made for
+AHEAD_CROSSINGS = 8  # neurons crossing a cell from which its sub-cells find their next split
 CHUNK_FLOATS = 1 << 21  # ring floats per layer before the rest of the net runs on halves
 # A chunk over FORK_FLOATS (the first on its path) runs the rest of the net as FORK_PARTS tasks,
 # with threads or without: the partition must not depend on the thread count, since BLAS's
@@ -234,10 +237,11 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
     ``progress`` shows a bar (True, "bar" or "lines") on stderr.
     ``threads``: worker threads of one untiled count (default: the usable cores, at most 8; 1:
-    no pool). The result is the same, bit for bit, for every value; small counts never start a
-    pool.
+    no pool, and the model is read on one torch thread). The result is the same, bit for bit,
+    for every value; small counts never start a pool.
     """
-    lowered = lower(model)
+    with torch_threads(_read_threads(threads)):
+        lowered = lower(model)
     layers, leaks = lowered.layers, lowered.leaks
     level = check_level(level, layers[-1][0].shape[0])
     if layers[0][0].shape[1] != 2:
@@ -272,7 +276,9 @@ def count_regions_plane(model: nn.Module, p0: ArrayLike, p1: ArrayLike, p2: Arra
     """
     if input_shape is None and np.ndim(p0) > 1:
         input_shape = np.shape(p0)
-    return count_lowered_plane(lower(model, input_shape), p0, p1, p2, extent, zero_tol=zero_tol,
+    with torch_threads(_read_threads(threads)):
+        lowered = lower(model, input_shape)
+    return count_lowered_plane(lowered, p0, p1, p2, extent, zero_tol=zero_tol,
                                slope_tol=slope_tol, per_output=per_output, level=level,
                                max_memory=max_memory, workers=workers, scheduler=scheduler,
                                tiles=tiles, progress=progress, threads=threads)
@@ -381,6 +387,13 @@ def _check_threads(threads) -> int:
                           "for one per core")
 
 
+def _read_threads(threads) -> int | None:
+    """torch's intra-op threads for reading the model of a count on ``threads``: one for a
+    one-thread count (its small products gain nothing from a second thread, and on a busy
+    machine OpenMP's spinning cost a residual net's reading 10x), else torch's own setting."""
+    return 1 if type(threads) is int and threads == 1 else None
+
+
 def _check_box(box, name="box"):
     try:
         vals = [float(v) for v in box]
@@ -436,6 +449,8 @@ def _propagate(layers, leaks, bit0, chunk, box, zero_tol, stats, acc, threads=1)
     ``threads=1``, else on a pool of ``threads`` workers whose cells ``acc`` receives in the same
     order. Both partition alike, so the counts are the same bit for bit.
     """
+    layers = [(_dense(w, b, leak) if isinstance(w, np.ndarray) else w, b)
+              for (w, b), leak in zip(layers[:-1], leaks, strict=True)] + [layers[-1]]
     if threads == 1:
         def fork(layers, leaks, bit0, part):
             _walk(layers, leaks, bit0, part, box, zero_tol, stats, acc, None)
@@ -560,17 +575,122 @@ def _layer(chunk, w, b, leak, bit0, box, zero_tol, stats):
     rather than grown ones)."""
     if isinstance(w, AffineOperator):
         return _layer_operator(chunk, w, b, leak, bit0, box, zero_tol, stats)
+    if not isinstance(w, _Dense):
+        w = _dense(w, b, leak)
     off, ring, jac, pat = chunk
-    width = w.shape[0]
-    wt = np.ascontiguousarray(w.T)
-    w_abs_sum = np.abs(w).sum(1)
-    uid, zs, raw_sign = _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol)
+    width = w.w.shape[0]
     n_cells = off.size - 1
-    # Gradients of z per cell, W J, in one matrix product (BLAS). They do not steer any split,
-    # so the product's summation order does not matter for the partition.
-    grads = _rows_times(jac.reshape(2 * n_cells, -1), wt).reshape(n_cells, 2, width)
-    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, bit0,
-                      box, zero_tol, stats)
+    rows = jac.reshape(2 * n_cells, -1)
+    # one compiled kernel for both forms (each costs its first count a load from the cache)
+    if w.at is None:
+        form = (w.wt, w.hi, w.ex, b, NO_FACTOR, NO_BIAS)
+    else:
+        form = (w.ct, w.hi_c, w.ex_c, w.b_c, w.at, w.b_r)
+    uid, zs, raw_sign = _vertex_preactivations(ring, w.w, *form, b, w.w_abs_sum, leak, zero_tol)
+    # Gradients of z per cell, W J, row by row (they do not steer any split).
+    grads = _pair_times(rows, form[0], form[1], form[2], form[4]).reshape(n_cells, 2, width)
+    return _split_all(off, ring, grads, pat, uid, zs, raw_sign, w.w, w.wt, b, w.w_abs_sum, leak,
+                      bit0, box, zero_tol, stats)
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """A dense hidden layer's map, prepared once per count: ``w`` (out, in), ``wt`` its
+    transpose, ``w_abs_sum`` the row sums of |W|, and per input j the units its weights reach:
+    ``0:hi[j]`` and ``ex[j]`` (-1: none), all other weights being zeros.
+
+    A layer with carried values (units of slope 1, a skip connection's ``x``) feeds each of them
+    from one input with weight 1 (``[W1; I]``, ``[W1 W2, W1; W2, I]``): there an input's
+    weights are the first units and one more, which the products skip to (a third to a half of
+    the width^2 work of a residual block). A layer without carried values keeps every input's
+    full row: its sums are the plain products'.
+
+    ``at`` (not None): the layer is r ReLU units then carried ones, y = C h + b_c, with the ReLU
+    units' map A y + b_r (:func:`_factors`): the products compute y first (by ``ct``'s spans
+    ``hi_c``, ``ex_c``), then A y, as the model does (a residual block's ``W1 (x + W2 h)``),
+    instead of the composed W_R h; the ReLU units' values then differ from W_R h + b by
+    rounding only."""
+
+    w: np.ndarray
+    wt: np.ndarray
+    w_abs_sum: np.ndarray
+    hi: np.ndarray
+    ex: np.ndarray
+    at: np.ndarray | None = None
+    ct: np.ndarray | None = None
+    hi_c: np.ndarray | None = None
+    ex_c: np.ndarray | None = None
+    b_c: np.ndarray | None = None
+    b_r: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.w.shape
+
+
+def _dense(w, b, leak) -> _Dense:
+    """:class:`_Dense` of the layer ``w``, ``b`` whose units have negative-side slopes
+    ``leak``."""
+    w = np.ascontiguousarray(w, np.float64)
+    wt = np.ascontiguousarray(w.T)
+    n_in, width = wt.shape
+    hi = np.full(n_in, width, np.int64)
+    ex = np.full(n_in, -1, np.int64)
+    leak = np.asarray(leak)
+    if not (width and n_in and (leak == 1.0).any()):
+        return _Dense(w, wt, np.abs(w).sum(1), hi, ex)
+    hi, ex = _spans(wt)
+    factors = _factors(w, np.asarray(b, np.float64), leak, int(hi.sum() + (ex >= 0).sum()))
+    return _Dense(w, wt, np.abs(w).sum(1), hi, ex, *(factors or ()))
+
+
+def _spans(wt):
+    """(hi, ex) of :class:`_Dense` for the weights ``wt`` (in, out): per input, the units up to
+    its last nonzero weight, or up to the one before when the last stands apart (ex)."""
+    n_in, width = wt.shape
+    nz = wt != 0.0
+    cols = np.arange(width)
+    some = nz.any(1)
+    last = width - 1 - np.argmax(nz[:, ::-1], 1)
+    before = nz & (cols < last[:, None])  # the nonzeros before the last one
+    prev = np.where(before.any(1), width - 1 - np.argmax(before[:, ::-1], 1), -1)
+    alone = (prev >= 0) & (last - prev > 1)  # the last weight stands apart: ex
+    hi = np.where(some, np.where(alone, prev + 1, last + 1), 0)
+    return hi.astype(np.int64), np.where(alone, last, -1).astype(np.int64)
+
+
+def _factors(w, b, leak, cost):
+    """The carried-first form of a layer whose units are r ReLU units, then carried ones (slope
+    1) with values y = C h + b_C, where the ReLU units' map is a map of y: W_R = A C (a residual
+    block's next pre-activation, W1 (x + W2 h)). A is read off W_R's columns at the inputs that
+    reach one carried unit each, with weight 1 (exactly: those columns of A C are A's); the
+    form is used only if A C equals W_R to rounding and it takes fewer products than ``cost``
+    (0.85 of it).
+    Returns (A^T, C^T, its hi and ex, b_C, b_R - A b_C) or None."""
+    carried = leak == 1.0
+    r = int((~carried).sum())
+    if r == 0 or not carried[r:].all():
+        return None
+    c = w[r:]
+    one_hot = ((c != 0.0).sum(0) == 1) & (c.max(0) == 1.0)
+    cols = np.full(c.shape[0], -1)
+    for j in np.flatnonzero(one_hot)[::-1]:  # the first such input of each carried unit
+        cols[np.argmax(c[:, j])] = j
+    if (cols < 0).any():
+        return None
+    ct = np.ascontiguousarray(c.T)
+    hi_c, ex_c = _spans(ct)
+    if r * c.shape[0] + hi_c.sum() + (ex_c >= 0).sum() > 0.85 * cost:
+        return None
+    a = w[:r][:, cols]
+    # A C = W_R to rounding, on two fixed random vectors, by elementwise sums: a BLAS product
+    # would start its threads, which spin on a busy machine.
+    for v in np.random.default_rng(0).standard_normal((2, c.shape[1])):
+        got, want = (a * (c * v).sum(1)).sum(1), (w[:r] * v).sum(1)
+        scale = (np.abs(a) * (np.abs(c) * np.abs(v)).sum(1)).sum(1)
+        if not (np.abs(got - want) <= 1e-9 * scale + 1e-300).all():
+            return None
+    return (np.ascontiguousarray(a.T), ct, hi_c, ex_c, b[r:].copy(), b[:r] - (a * b[r:]).sum(1))
 
 
 def _layer_operator(chunk, op, b, leak, bit0, box, zero_tol, stats):
@@ -605,21 +725,28 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
                zero_tol, stats):
     """:func:`_split_cells` over all cells of a chunk, into fresh arrays as they fill up; the rest
     of the cells go on at the rate the first part grew (at least what the cell that did not fit
-    needs)."""
+    needs, whose sub-cells, split once, are written first)."""
     width = w.shape[0]
     n_cells = off.size - 1
     need_cells, need_rows = 2 * n_cells, 2 * ring.shape[0]
-    outs, cell = [], 0
+    outs, cell, pending = [], 0, None
     while cell < n_cells:
-        cap_cells, cap_rows = max(16, need_cells), max(64, need_rows)
+        cap_cells, cap_rows = max(MIN_CELLS, need_cells), max(4 * MIN_CELLS, need_rows)
         o_off = np.zeros(cap_cells + 1, np.int64)
         o_ring = np.empty((cap_rows, 2 + width))
         o_jac = np.empty((cap_cells, 2, width))
         o_pat = np.empty((cap_cells, pat.shape[1]), np.uint8)
         counters = np.zeros(5, np.int64)
-        cell = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
-                            zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring, o_jac,
-                            o_pat, counters)
+        if pending is not None:  # the cell that did not fit
+            vert, idx, alive, p_start, p_len = pending
+            _write_cells(vert, idx, alive, alive.size, p_start, p_len, grads[cell], pat[cell],
+                         leak, _switching(leak), bit0, np.empty(width),
+                         np.empty(width, np.bool_), o_off, o_ring, o_jac, o_pat, counters)
+            cell += 1
+        cell, *rest = _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak,
+                                   zero_tol, EPS * INTERP_ULPS, bit0, box, cell, o_off, o_ring,
+                                   o_jac, o_pat, counters)
+        pending = rest if cell < n_cells else None
         stats[0] += counters[SNAPPED]
         nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc:
@@ -633,15 +760,197 @@ def _split_all(off, ring, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, le
 
 
 @njit(cache=True, nogil=True)
-def _rows_times(rows, wt):
-    """rows @ wt, each row summed input by input into a row of all units (a loop the compiler
-    vectorizes): the same sums whatever rows are beside it, unlike BLAS (whose rounding of a row
-    depends on the block it is in), and no BLAS threads, which cost more than they gain on
-    these many small products when the cores are busy."""
-    out = np.empty((rows.shape[0], wt.shape[1]))
-    for i in range(rows.shape[0]):
-        _times(rows[i], wt, out[i])  # the line counter's row product
+def _pair_sums(rows, wt, hi, ex):
+    """rows @ wt for an even number of rows (a cell's two Jacobian rows), each row summed input
+    by input into a row of all units (a loop the compiler vectorizes): the line counter's
+    :func:`~relu_regions.analysis.regions._times` sums, whatever rows are beside them, unlike
+    BLAS (whose rounding of a row depends on the block it is in), and no BLAS threads, which
+    cost more than they gain on these many small products when the cores are busy.
+
+    Two rows at a time read each row of wt once (a wide layer's W^T does not fit in cache).
+    Skipped terms: inputs zero in both rows, and weights outside 0:hi[j] and ex[j] (zeros, see
+    :class:`_Dense`; a loop from 0 has no negative index to wrap, so it vectorizes). A skipped
+    or a kept zero term adds +-0 to a sum that starts at +0.0 and is never -0.0, so the sums
+    are _times' bit for bit."""
+    out = np.zeros((rows.shape[0], wt.shape[1]))
+    for i in range(0, rows.shape[0], 2):
+        r0, r1, o0, o1 = rows[i], rows[i + 1], out[i], out[i + 1]
+        for j in range(wt.shape[0]):
+            h0, h1 = r0[j], r1[j]
+            if h0 != 0.0 or h1 != 0.0:
+                for c in range(hi[j]):
+                    o0[c] += h0 * wt[j, c]
+                    o1[c] += h1 * wt[j, c]
+                e = ex[j]
+                if e >= 0:
+                    o0[e] += h0 * wt[j, e]
+                    o1[e] += h1 * wt[j, e]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _pair_times(rows, ct, hi_c, ex_c, at):
+    """W J of a layer as :class:`_Dense` has it (see :func:`_vertex_preactivations`): C J by
+    :func:`_pair_sums`, and with ``at`` (r columns) the first r units' A (C J) before it."""
+    y = _pair_sums(rows, ct, hi_c, ex_c)
+    r = at.shape[1]
+    if r == 0:
+        return y
+    out = np.empty((rows.shape[0], r + y.shape[1]))
+    out[:, r:] = y
+    out[:, :r] = _pair_sums(y, at, np.full(at.shape[0], r, np.int64),
+                            np.full(at.shape[0], -1, np.int64))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _vertex_preactivations(ring, w, ct, hi_c, ex_c, b_c, at, b_r, b, w_abs_sum, leak, zero_tol):
+    """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
+    ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
+    snapping.
+
+    The layer as :class:`_Dense` has it: y = C h + b_c for its units, C^T as ``ct`` (input j's
+    terms go to units 0:hi_c[j] and ex_c[j], the others' weights being zeros), and with ``at``
+    (r columns; none: (0, 0)) a carried-first layer, whose first r units are A y + b_r and the
+    rest y. Vertices go in pairs, so that each row of ``ct`` is read once per pair (a wide
+    layer's W^T does not fit in cache). Each unit's terms are summed from its bias in input
+    order; a term of a zero input (kept for its pair's other vertex) adds +-0, which changes no
+    sum that starts from the bias with -0.0 read as +0.0: the sums of one vertex at a time, but
+    for the sign of a zero.
+
+    Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound (W, b: the layer's
+    composed map), becomes exactly 0; a cheap upper bound (max|h| sum|W| + |b|) skips the exact
+    one for most entries. Only the vertex's own data enter, so every cell holding a vertex sees
+    the same values. Units with slope 1 (affine) are never snapped: their value is carried, not
+    a sign.
+    """
+    n_prev = ring.shape[1] - 2
+    r, n_c = at.shape[1], ct.shape[1]
+    width = r + n_c
+    uid, first = _distinct_vertices(ring)
+    n_u = first.size
+    zs = np.empty((n_u, Z0 + width))
+    raw_sign = np.empty((n_u, width), np.int8)
+    y0, y1 = np.empty(n_c), np.empty(n_c)
+    z0, z1 = np.empty(r), np.empty(r)
+    acc0, acc1 = np.empty(width), np.empty(width)
+    bc, br = b_c + 0.0, b_r + 0.0  # -0.0 as +0.0
+    for u0 in range(0, n_u, 2):
+        u1 = min(u0 + 1, n_u - 1)  # an odd last vertex pairs with itself
+        src0, src1 = ring[first[u0]], ring[first[u1]]
+        h_max0 = h_max1 = 0.0
+        y0[:] = bc
+        y1[:] = bc
+        for j in range(n_prev):
+            h0, h1 = src0[2 + j], src1[2 + j]
+            if h0 != 0.0 or h1 != 0.0:
+                h_max0 = max(h_max0, abs(h0))
+                h_max1 = max(h_max1, abs(h1))
+                for c in range(hi_c[j]):
+                    y0[c] += h0 * ct[j, c]
+                    y1[c] += h1 * ct[j, c]
+                e = ex_c[j]
+                if e >= 0:
+                    y0[e] += h0 * ct[j, e]
+                    y1[e] += h1 * ct[j, e]
+        if r:
+            z0[:] = br
+            z1[:] = br
+            for p in range(n_c):
+                v0, v1 = y0[p], y1[p]
+                if v0 != 0.0 or v1 != 0.0:
+                    for c in range(r):
+                        z0[c] += v0 * at[p, c]
+                        z1[c] += v1 * at[p, c]
+            acc0[:r], acc0[r:] = z0, y0
+            acc1[:r], acc1[r:] = z1, y1
+            _vertex_row(zs, raw_sign, u0, src0, acc0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+            _vertex_row(zs, raw_sign, u1, src1, acc1, h_max1, w, b, w_abs_sum, leak, zero_tol)
+        else:
+            _vertex_row(zs, raw_sign, u0, src0, y0, h_max0, w, b, w_abs_sum, leak, zero_tol)
+            _vertex_row(zs, raw_sign, u1, src1, y1, h_max1, w, b, w_abs_sum, leak, zero_tol)
+    return uid, zs, raw_sign
+
+
+BLOCK = 32  # rows of an output product's block: its inner loop runs over them
+
+
+@njit(cache=True, nogil=True)
+def _out_grads(rows, wt, wt_abs):
+    """(W_out J, |W_out| |J|) per cell, (cells, k, 2) each, from the cells' Jacobian rows (cell
+    i's are rows 2i, 2i + 1) and W_out^T, |W_out|^T as ``wt``, ``wt_abs``.
+
+    k outputs (10, say) are too few for the vector unit, so rows go in blocks of BLOCK,
+    transposed, and the inner loop runs over the block's rows. Each output's terms are still
+    summed in input order from +0.0, as :func:`_pair_sums` sums them: inputs zero in every row
+    of the block are skipped, and a zero input's term in a row adds +-0 to a sum that is never
+    -0.0."""
+    n_rows, n_in = rows.shape
+    k = wt.shape[1]
+    grads = np.empty((n_rows // 2, k, 2))
+    mags = np.empty((n_rows // 2, k, 2))
+    t = np.empty((n_in, BLOCK))
+    live = np.empty(n_in, np.bool_)
+    og = np.empty((k, BLOCK))
+    om = np.empty((k, BLOCK))
+    for r0 in range(0, n_rows, BLOCK):
+        m = min(BLOCK, n_rows - r0)
+        live[:] = False
+        for i in range(m):
+            for j in range(n_in):
+                v = rows[r0 + i, j]
+                t[j, i] = v
+                live[j] |= v != 0.0
+        og[:, :m] = 0.0
+        om[:, :m] = 0.0
+        for j in range(n_in):
+            if live[j]:
+                for c in range(k):
+                    w, wa = wt[j, c], wt_abs[j, c]
+                    for i in range(m):
+                        og[c, i] += t[j, i] * w
+                        om[c, i] += abs(t[j, i]) * wa
+        for i in range(m):
+            cell, side = (r0 + i) // 2, (r0 + i) % 2
+            for c in range(k):
+                grads[cell, c, side] = og[c, i]
+                mags[cell, c, side] = om[c, i]
+    return grads, mags
+
+
+@njit(cache=True, nogil=True)
+def _vertex_outputs(ring, wt, b):
+    """(each ring row's vertex id, y = W_out h + b at each distinct vertex, (vertices, k)): the
+    sums of :func:`_vertex_preactivations` (from b, -0.0 as +0.0, in input order) in blocks of
+    BLOCK vertices, as :func:`_out_grads` runs them."""
+    uid, first = _distinct_vertices(ring)
+    n_u, n_in, k = first.size, ring.shape[1] - 2, wt.shape[1]
+    y = np.empty((n_u, k))
+    t = np.empty((n_in, BLOCK))
+    live = np.empty(n_in, np.bool_)
+    acc = np.empty((k, BLOCK))
+    b0 = b + 0.0
+    for u0 in range(0, n_u, BLOCK):
+        m = min(BLOCK, n_u - u0)
+        live[:] = False
+        for i in range(m):
+            src = ring[first[u0 + i]]
+            for j in range(n_in):
+                v = src[2 + j]
+                t[j, i] = v
+                live[j] |= v != 0.0
+        for c in range(k):
+            acc[c, :m] = b0[c]
+        for j in range(n_in):
+            if live[j]:
+                for c in range(k):
+                    w = wt[j, c]
+                    for i in range(m):
+                        acc[c, i] += t[j, i] * w
+        for i in range(m):
+            for c in range(k):
+                y[u0 + i, c] = acc[c, i]
+    return uid, y
 
 
 @njit(cache=True, nogil=True)
@@ -711,12 +1020,15 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
     """
     n_cells = off.size - 1
     width = w.shape[0]
+    n_sw = _switching(leak)
     cols = Z0 + width
     vert = np.empty((256, cols))
     idx = np.empty(1024, np.int64)
     spare = np.empty(1024, np.int64)
     p_start = np.empty(64, np.int64)
     p_len = np.empty(64, np.int64)
+    p_next = np.empty(64, np.int64)
+    due = np.empty(64, np.int64)
     alive = np.empty(64, np.int64)
     nxt = np.empty(64, np.int64)
     cuts = np.empty(64, np.int64)
@@ -743,7 +1055,7 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
             i2 = (i + 1) % k
             if _canonical(vert, i, i2, box):
                 u1, u2 = uid[a + i], uid[a + i2]
-                for c in range(width):
+                for c in range(n_sw):  # carried units are never snapped
                     if (raw_sign[u1, c] * raw_sign[u2, c] < 0
                             and not vert[i, Z0 + c] * vert[i2, Z0 + c] < 0):
                         counters[SNAPPED] += 1
@@ -753,31 +1065,48 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
         has_pos[:] = False
         has_neg[:] = False
         for i in range(k):
-            for c in range(width):
+            for c in range(n_sw):
                 z = vert[i, Z0 + c]
                 has_pos[c] |= z > 0
                 has_neg[c] |= z < 0
         n_cross = 0
-        for c in range(width):
+        for c in range(n_sw):
             if has_pos[c] and has_neg[c] and leak[c] != 1.0:
                 cross[n_cross] = c
                 n_cross += 1
-        # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]].
-        p_start[0], p_len[0] = 0, k
+        # Sub-cells: vertex rows idx[p_start[p]:p_start[p] + p_len[p]]. A sub-cell is split
+        # by the neurons of ``cross`` in order, each one that has both signs at its vertices.
+        # Many neurons (``ahead``): ``p_next[p]`` is the first such position after the neuron
+        # that made the sub-cell, found once from its vertices' rows (neighbouring columns, so
+        # in cache) rather than by reading every alive ring at every neuron; ``due[q]``: the
+        # alive sub-cells split at q. Few: each alive ring is read at each neuron.
+        ahead = n_cross >= AHEAD_CROSSINGS
+        if n_cross > due.size:
+            due = np.empty(2 * n_cross, np.int64)
+        due[:n_cross] = 0
+        p_start[0], p_len[0], p_next[0] = 0, k, 0  # cross[0] splits the cell
+        if n_cross:
+            due[0] = 1
         n_poly, n_alive, top = 1, 1, k
         alive[0] = 0
         for q in range(n_cross):
+            if ahead and due[q] == 0:
+                continue  # no alive sub-cell changes
             c = cross[q]
             n_next = 0
             for ai in range(n_alive):
                 p = alive[ai]
                 s, L = p_start[p], p_len[p]
-                pos = neg = False
-                for i in range(s, s + L):
-                    z = vert[idx[i], Z0 + c]
-                    pos |= z > 0
-                    neg |= z < 0
-                if not (pos and neg):
+                if ahead:
+                    split = p_next[p] == q
+                else:
+                    pos = neg = False
+                    for i in range(s, s + L):
+                        z = vert[idx[i], Z0 + c]
+                        pos |= z > 0
+                        neg |= z < 0
+                    split = pos and neg
+                if not split:
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = p
@@ -824,7 +1153,13 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     if n_poly >= p_start.size:
                         p_start = _grow_ints(p_start, 2 * p_start.size)
                         p_len = _grow_ints(p_len, 2 * p_len.size)
+                        p_next = _grow_ints(p_next, 2 * p_next.size)
                     p_start[n_poly], p_len[n_poly] = start, top - start
+                    if ahead:
+                        p_next[n_poly] = _next_cross(vert, idx, start, top - start, cross,
+                                                     q + 1, n_cross)
+                        if p_next[n_poly] < n_cross:
+                            due[p_next[n_poly]] += 1
                     if n_next >= nxt.size:
                         nxt = _grow_ints(nxt, 2 * nxt.size)
                     nxt[n_next] = n_poly
@@ -847,87 +1182,101 @@ def _split_cells(off, grads, pat, uid, zs, raw_sign, w, wt, b, w_abs_sum, leak, 
                     at += p_len[p]
                 idx, spare = spare, idx
                 top = at
-        # Write the sub-cells; stop (to go on in fresh arrays) if they do not fit.
+        # Write the sub-cells; stop if they do not fit, handing them back to be written into
+        # fresh arrays (:func:`_write_cells`) rather than split again.
         rows = 0
         for ai in range(n_alive):
             rows += p_len[alive[ai]]
         nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
         if nc + n_alive > o_jac.shape[0] or nr + rows > o_ring.shape[0]:
             counters[CELLS_NEEDED], counters[ROWS_NEEDED] = nc + n_alive, nr + rows
-            return cell
-        for ai in range(n_alive):
-            p = alive[ai]
-            s, L = p_start[p], p_len[p]
-            tot[:] = 0.0
-            for i in range(s, s + L):
-                row = vert[idx[i]]
-                for c in range(width):
-                    tot[c] += row[Z0 + c]
-            for c in range(width):
-                on[c] = tot[c] > 0 or leak[c] == 1.0
-            for i in range(s, s + L):
-                row = vert[idx[i]]
-                o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
-                for c in range(width):
-                    z = row[Z0 + c]
-                    o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
-                nr += 1
-            for c in range(width):
-                f = 1.0 if on[c] else leak[c]
-                o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
-            o_pat[nc] = pat[cell]
-            for c in range(width):
-                if on[c]:
-                    bit = bit0 + c
-                    o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
-            nc += 1
-            o_off[nc] = nr
-        counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
-    return n_cells
+            return cell, vert, idx, alive[:n_alive].copy(), p_start, p_len
+        _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat[cell], leak, n_sw, bit0,
+                     tot, on, o_off, o_ring, o_jac, o_pat, counters)
+    return n_cells, vert, idx, alive[:0].copy(), p_start, p_len
 
 
-@njit(cache=True, nogil=True)
-def _vertex_preactivations(ring, w, wt, b, w_abs_sum, leak, zero_tol):
-    """z = W h + b once per distinct vertex of the chunk (a vertex is in ~3 rings): returns each
-    ring row's vertex id, the vertices' pool rows (u, v, max|h|, z...) and the signs of z before
-    snapping.
-
-    Touching zeros: |z| <= zero_tol (|W| |h| + |b|), a rounding-error bound, becomes exactly 0; a
-    cheap upper bound (max|h| sum|W| + |b|) skips the exact one for most entries. Only the
-    vertex's own data enter, so every cell holding a vertex sees the same values. Units with
-    slope 1 (affine) are never snapped: their value is carried, not a sign.
-    """
-    n_prev = ring.shape[1] - 2
-    width = w.shape[0]
-    uid, first = _distinct_vertices(ring)
-    n_u = first.size
-    zs = np.empty((n_u, Z0 + width))
-    raw_sign = np.empty((n_u, width), np.int8)
-    acc = np.empty(width)
-    for u in range(n_u):
-        src = ring[first[u]]
-        zs[u, 0], zs[u, 1] = src[0], src[1]
-        h_max = 0.0
-        acc[:] = b
-        for j in range(n_prev):
-            hj = src[2 + j]
-            if hj != 0.0:
-                h_max = max(h_max, abs(hj))
-                for c in range(width):
-                    acc[c] += hj * wt[j, c]
-        zs[u, 2] = h_max
+@njit(cache=True, nogil=True, inline="always")
+def _write_cells(vert, idx, alive, n_alive, p_start, p_len, grad, pat_row, leak, n_sw, bit0,
+                 tot, on, o_off, o_ring, o_jac, o_pat, counters):
+    """Write a cell's sub-cells (rings of vertex rows, see :func:`_split_cells`) after those
+    the ``o_`` arrays hold: the ReLU'd values, the masked gradient ``grad`` (W J), the pattern
+    ``pat_row`` with the units that are on set (units n_sw.. are carried: on); ``tot`` and
+    ``on``: scratch of the width."""
+    width = grad.shape[1]
+    nc, nr = counters[CELLS_WRITTEN], counters[ROWS_WRITTEN]
+    for ai in range(n_alive):
+        p = alive[ai]
+        s, L = p_start[p], p_len[p]
+        tot[:n_sw] = 0.0
+        for i in range(s, s + L):
+            row = vert[idx[i]]
+            for c in range(n_sw):
+                tot[c] += row[Z0 + c]
+        for c in range(n_sw):
+            on[c] = tot[c] > 0 or leak[c] == 1.0
+        on[n_sw:] = True
+        for i in range(s, s + L):
+            row = vert[idx[i]]
+            o_ring[nr, 0], o_ring[nr, 1] = row[0], row[1]
+            for c in range(width):
+                z = row[Z0 + c]
+                o_ring[nr, 2 + c] = z if z > 0 else (leak[c] * z if leak[c] != 0.0 else 0.0)
+            nr += 1
         for c in range(width):
-            z = acc[c]
-            raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
-            if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
-                    and leak[c] != 1.0):
-                bound = abs(b[c])
-                for j in range(n_prev):
-                    bound += abs(src[2 + j]) * abs(w[c, j])
-                if abs(z) <= zero_tol * bound:
-                    z = 0.0
-            zs[u, Z0 + c] = z
-    return uid, zs, raw_sign
+            f = 1.0 if on[c] else leak[c]
+            o_jac[nc, 0, c], o_jac[nc, 1, c] = f * grad[0, c], f * grad[1, c]
+        o_pat[nc] = pat_row
+        for c in range(width):
+            if on[c]:
+                bit = bit0 + c
+                o_pat[nc, bit >> 3] |= np.uint8(128 >> (bit & 7))
+        nc += 1
+        o_off[nc] = nr
+    counters[CELLS_WRITTEN], counters[ROWS_WRITTEN] = nc, nr
+
+
+@njit(cache=True)
+def _switching(leak):
+    """The units before the trailing carried ones (slope 1: they never switch)."""
+    n = leak.size
+    while n > 0 and leak[n - 1] == 1.0:
+        n -= 1
+    return n
+
+
+@njit(inline="always")
+def _next_cross(vert, idx, s, L, cross, q0, n_cross):
+    """The first position q >= q0 of ``cross`` whose neuron has strictly opposite signs at two
+    vertices of the ring idx[s:s + L] (n_cross if none)."""
+    for q in range(q0, n_cross):
+        col = Z0 + cross[q]
+        pos = neg = False
+        for i in range(s, s + L):
+            z = vert[idx[i], col]
+            pos |= z > 0
+            neg |= z < 0
+        if pos and neg:
+            return q
+    return n_cross
+
+
+@njit(inline="always")
+def _vertex_row(zs, raw_sign, u, src, acc, h_max, w, b, w_abs_sum, leak, zero_tol):
+    """Vertex u's pool row from its sums ``acc``: the signs, then the zero rule."""
+    zs[u, 0], zs[u, 1], zs[u, 2] = src[0], src[1], h_max
+    n_prev = src.size - 2
+    for c in range(acc.size):
+        z = acc[c]
+        raw_sign[u, c] = 1 if z > 0 else (-1 if z < 0 else 0)
+        if (abs(z) <= zero_tol * (h_max * w_abs_sum[c] + abs(b[c]))
+                and leak[c] != 1.0):
+            bound = abs(b[c])
+            for j in range(n_prev):
+                bound += abs(src[2 + j]) * abs(w[c, j])
+            if abs(z) <= zero_tol * bound:
+                z = 0.0
+        zs[u, Z0 + c] = z
 
 
 @njit(inline="always")
@@ -1035,10 +1384,8 @@ class _Accumulator:
         if self.k == 1:
             self.w_out, self.b_out = np.ascontiguousarray(w[0]), float(b[0])
         else:
-            self.w, self.b = np.ascontiguousarray(w), np.ascontiguousarray(b)
-            self.w_abs, self.wt = np.abs(self.w), np.ascontiguousarray(self.w.T)
-            self.w_abs_t = np.ascontiguousarray(self.w_abs.T)
-            self.affine = np.ones(self.k)  # slope 1: the outputs are never snapped
+            self.b, self.wt = np.ascontiguousarray(b), np.ascontiguousarray(w.T)
+            self.w_abs_t = np.abs(self.wt)
         self.level = level
         self.box = box
         self.parts = []
@@ -1054,17 +1401,11 @@ class _Accumulator:
                     y)
             y[:, 0] = self.level  # the level set is where f = level overtakes the constant
         else:
-            # W_out J and |W_out| |J| per cell (_rows_times, as a hidden layer's gradients); y
-            # once per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
-            width = jac.shape[2]
-            flat = jac.reshape(2 * n, width)
-            grads = np.ascontiguousarray(_rows_times(flat, self.wt).reshape(n, 2, self.k)
-                                         .transpose(0, 2, 1))
-            mags = np.ascontiguousarray(_rows_times(np.abs(flat), self.w_abs_t)
-                                        .reshape(n, 2, self.k).transpose(0, 2, 1))
-            uid, zs, _ = _vertex_preactivations(ring, self.w, self.wt, self.b,
-                                                self.w_abs.sum(1), self.affine, 0.0)
-            y = zs[uid, Z0:]
+            # W_out J and |W_out| |J| per cell (summed as a hidden layer's gradients); y once
+            # per distinct vertex (a vertex is in ~3 rings), exactly as a hidden layer's z.
+            grads, mags = _out_grads(jac.reshape(2 * n, jac.shape[2]), self.wt, self.w_abs_t)
+            uid, y = _vertex_outputs(ring, self.wt, self.b)
+            y = y[uid]
             _shape(rel, ring, areas, widths)
             values = np.add.reduceat(y, rel[:-1], axis=0) / np.diff(rel)[:, None]
         segs = _decision(rel, ring, y)

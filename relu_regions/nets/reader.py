@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import InputError
+from .lowering import lower_module  # conv nets, skip connections, traced forwards
 from .operators import AffineOperator, check_dense
 
 Layers = list[tuple[np.ndarray, np.ndarray]]
@@ -227,8 +228,6 @@ def _read(model, input_shape, finite, notes, operators=None) -> Lowered:
                  f"with the same weights"] if names else [])
         shape = _declared_shape(model) or (layers[0][0].shape[1],)
         return Lowered(layers, leaks, note, tuple(shape), nodes)
-    from .lowering import lower_module  # conv nets, skip connections, traced forwards
-
     layers, leaks, found, shape, nodes = lower_module(model, input_shape, operators)
     return Lowered(_check_layers(layers, finite), leaks, found, shape,
                    np.array(nodes, dtype=np.int64).reshape(-1, 5) if nodes else None)
