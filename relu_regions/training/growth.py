@@ -72,7 +72,11 @@ def insert_layer(theta: torch.Tensor, depth: int, a_last: torch.Tensor | float, 
     h2 = torch.relu(torch.baddbmm(b_new.unsqueeze(1), h, w_new.transpose(1, 2)))
     basis = torch.cat([h2, torch.ones_like(h2[..., :1])], dim=-1)
     target = y.reshape(1, -1, 1).expand(n, -1, 1)
-    coef = torch.linalg.lstsq(basis, target, driver="gelsd").solution.squeeze(-1)
+    # One row at a time (a fresh copy each): batched, MKL rounds every matrix by its memory
+    # alignment, i.e. by its position in the batch (an odd number of points puts every other
+    # one off 16 bytes), and a seed's net would depend on the seeds beside it.
+    coef = torch.stack([torch.linalg.lstsq(basis[i], target[i], driver="gelsd").solution
+                        for i in range(n)]).squeeze(-1)
     keep_old = torch.zeros_like(coef)
     keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
 
