@@ -522,6 +522,8 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 
 # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
 GAUSS_NODES = 16
+# continuous_optimal_pwl's objective (scaled so the start is 1) where knots coincide
+DEGENERATE_KNOTS_VALUE = 1e10
 
 
 def gauss_points(nodes: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -662,6 +664,10 @@ def continuous_optimal_pwl(f: Callable[[np.ndarray], ArrayLike], pieces: int,
 
     def fun(z):
         nodes = nodes_of(z)
+        if not (np.diff(nodes) > 0).all():
+            # A line-search trial so far out that gaps underflow to 0 (knots collapse, the
+            # mass matrix is singular): far worse than the start, so the search steps back.
+            return DEGENERATE_KNOTS_VALUE, np.zeros_like(z)
         c, r, _, w, u = _l2_projection(f, nodes, order)
         e = float(np.sum(w * r * r))
         g_t = _knot_gradient(nodes, c, r, w, u)  # d e / d knots
