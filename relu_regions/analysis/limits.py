@@ -242,11 +242,9 @@ def segmented_lower_bound(x: ArrayLike, y: ArrayLike, pieces: int) -> float:
 class _Projection:
     """r(knots) = B(knots) c*(knots) - y with c* the least-squares node values (Golub-Pereyra).
 
-    The Jacobian is the full variable-projection derivative
-        dr/dt_k = P_perp (dB/dt_k) c  -  (B^+)^T (dB/dt_k)^T r,
-    where (dB/dt_k) c = -phi_k(x) p'(x): moving a node drags the PL function with its slope.
-    B^T B is tridiagonal, so everything uses banded solves and row gathers: no dense
-    factorization (those are slow, and thread-starved when the machine is busy).
+    B^T B is tridiagonal, and so is the knots' part of the problem (:meth:`joint_normal_equations`,
+    :func:`_refine`): everything uses banded solves and scatters, no dense factorization (those
+    are slow, and thread-starved when the machine is busy).
     A ridge of 1e-14 * max diag on first differences of c fixes node values that no sample
     sees (they interpolate their neighbours) and changes the fit by ~1e-14 relative.
     """
@@ -254,10 +252,6 @@ class _Projection:
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x, self.y = x, y
         self._key = None
-
-    def _gather(self, M: np.ndarray, j: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """B @ M without forming B: row i mixes rows j_i and j_i + 1 of M."""
-        return (1.0 - u)[:, None] * M[j] + u[:, None] * M[j + 1]
 
     def _scatter(self, values: np.ndarray, j: np.ndarray, u: np.ndarray, size: int) -> np.ndarray:
         """B^T @ values (values of shape m or m x k)."""
@@ -288,29 +282,30 @@ class _Projection:
     def residual(self, nodes: np.ndarray) -> np.ndarray:
         return self.solve(nodes)[1]
 
-    def jacobian(self, nodes: np.ndarray) -> np.ndarray:
-        """d r / d (interior nodes), shape m x (n-1)."""
-        c, r, ab, j, u, h = self.solve(nodes)
-        n1 = nodes.size
-        m = self.x.size
-        rows = np.arange(m)
+    def joint_normal_equations(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """J'J (lower banded form, 4 rows) and -J'r of the residual in the joint variables
+        (c_0, t_0, c_1, t_1, ...) at the least-squares c of these nodes, with the ridge of
+        ``solve`` on c; the end nodes' rows and columns are those of the identity (fixed).
+
+        Sample i between nodes j and j + 1 has the row (1 - u, -(1 - u) p', u, -u p') at
+        (c_j, t_j, c_{j+1}, t_{j+1}), p' the piece's slope; everything else in it is 0.
+        """
+        c, r, _, j, u, h = self.solve(nodes)
+        size = 2 * nodes.size
         slope = np.divide(c[j + 1] - c[j], h, out=np.zeros_like(h), where=h > 0)
-        inv_h = np.divide(1.0, h, out=np.zeros_like(h), where=h > 0)
-        # Sample i lies between nodes j and j+1. G: (dB/dt) c for every node (column).
-        G = np.zeros((m, n1))
-        G[rows, j] = -(1.0 - u) * slope
-        G[rows, j + 1] = -u * slope
-        # D = (dB/dt)^T r: moving node j+1 (right end) changes phi_j, phi_{j+1} by +-u/h;
-        # moving node j (left end) changes them by +-(1-u)/h.
-        D = np.zeros((n1, n1))  # D[basis, node]
-        np.add.at(D, (j, j + 1), r * u * inv_h)
-        np.add.at(D, (j + 1, j + 1), -r * u * inv_h)
-        np.add.at(D, (j, j), r * (1.0 - u) * inv_h)
-        np.add.at(D, (j + 1, j), -r * (1.0 - u) * inv_h)
-        G, D = G[:, 1:-1], D[:, 1:-1]  # the end nodes are fixed
-        # P_perp G - (B^+)^T D = G - B A^-1 (B^T G + D), A = B^T B (+ ridge).
-        M = linalg.solveh_banded(ab, self._scatter(G, j, u, n1) + D, lower=True)
-        return G - self._gather(M, j, u)
+        row = (1.0 - u, -(1.0 - u) * slope, u, -u * slope)
+        row[1][j == 0] = 0.0  # the end nodes do not move
+        row[3][j + 1 == nodes.size - 1] = 0.0
+        ab = np.zeros((4, size))
+        for k in range(4):
+            for m in range(k + 1):  # A[2j + k, 2j + m] lives at ab[k - m, 2j + m]
+                ab[k - m] += np.bincount(2 * j + m, row[k] * row[m], size)
+        rhs = -sum(np.bincount(2 * j + k, row[k] * r, size) for k in range(4))
+        lam = 1e-14 * max(ab[0, 0::2].max(), 1.0)  # solve()'s ridge on c's first differences
+        ab[0, 0::2] += lam * np.r_[1.0, np.full(nodes.size - 2, 2.0), 1.0]
+        ab[2, 0:-2:2] -= lam
+        ab[0, 1], ab[0, -1] = 1.0, 1.0
+        return ab, rhs
 
 
 def _locate(x: np.ndarray, nodes: np.ndarray):
@@ -338,34 +333,47 @@ def _logits_from_knots(knots: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return logw[1:] - logw[0]
 
 
-def _knots_jacobian(z: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """d knots / d z: knot_k = lo + L sum_{i<k} w_i, w = softmax(0, z)."""
-    w = np.exp(np.concatenate([[0.0], z]) - max(0.0, z.max(initial=0.0)))
-    w /= w.sum()
-    n = w.size
-    C = np.cumsum(w)[:-1]  # C_k = sum_{i<=k} w_i for knot k (0-based knots)
-    lower = np.tri(n - 1, n, k=0)  # [i <= k]
-    return (hi - lo) * ((lower - C[:, None]) * w[None, :])[:, 1:]  # logit 0 is fixed
-
-
 def _refine(proj: _Projection, knots: np.ndarray, lo: float, hi: float, max_nfev: int):
-    """Levenberg-Marquardt on the knot logits (scipy least_squares 'lm', i.e. MINPACK: its own
-    QR, so it stays fast when BLAS threads are starved). Stops at the first kink it cannot
-    cross: the projected residual has kinks where a knot passes a sample."""
+    """Levenberg-Marquardt on the knots by variable projection with Kaufman's Jacobian (Kaufman,
+    BIT 15, 1975), every step a banded solve: O(samples + pieces) work.
+
+    The node values c are always the least-squares ones for the knots (``_Projection.solve``).
+    Kaufman's step for the knots is the knot part of the damped Gauss-Newton step in the joint
+    variables (c, t), whose Jacobian is banded: sample i between nodes j and j + 1 depends on
+    c_j, c_{j+1}, t_j, t_{j+1} only (moving a node drags the PL function with its slope), so
+    with the variables interleaved (c_0, t_0, c_1, t_1, ...) J'J has 3 subdiagonals. The damping
+    (Marquardt's, mu diag(J'J)) is on the knots only; eliminating c from the joint system gives
+    the reduced step of projected Kaufman-VarPro. A step is kept if it lowers the error and
+    keeps the knots in order (else mu x 4); at most ``max_nfev`` trial steps. It stops at the
+    first kink it cannot cross: the projected residual has kinks where a knot passes a sample.
+    """
     if knots.size == 0:
         return knots
-    z0 = _logits_from_knots(knots, lo, hi)
-
-    def fun(z):
-        return proj.residual(np.concatenate([[lo], _knots_from_logits(z, lo, hi), [hi]]))
-
-    def jac(z):
-        nodes = np.concatenate([[lo], _knots_from_logits(z, lo, hi), [hi]])
-        return proj.jacobian(nodes) @ _knots_jacobian(z, lo, hi)
-
-    res = optimize.least_squares(fun, z0, jac=jac, method="lm", x_scale="jac",
-                                 ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=max_nfev)
-    return _knots_from_logits(res.x, lo, hi)
+    nodes = np.concatenate([[lo], knots, [hi]])
+    if not (np.diff(nodes) > 0).all():  # coinciding start knots: spread them apart a little
+        nodes = np.concatenate([[lo], _knots_from_logits(_logits_from_knots(knots, lo, hi),
+                                                         lo, hi), [hi]])
+    r = proj.residual(nodes)
+    sse, mu = float(r @ r), 1e-3
+    for _ in range(max_nfev):
+        ab, rhs = proj.joint_normal_equations(nodes)
+        t_diag = ab[0, 3:-2:2].copy()  # the interior knots' diagonal
+        ab[0, 3:-2:2] += mu * (t_diag + 1e-12 * max(t_diag.max(), 1e-300))
+        try:
+            step = linalg.solveh_banded(ab, rhs, lower=True, check_finite=False)[3:-2:2]
+        except linalg.LinAlgError:
+            step = None
+        trial = None if step is None else nodes + np.concatenate([[0.0], step, [0.0]])
+        if trial is not None and np.isfinite(trial).all() and (np.diff(trial) > 0).all():
+            r = proj.residual(trial)
+            value = float(r @ r)
+            if value < sse:
+                nodes, sse, mu = trial, value, max(mu / 3, 1e-15)
+                continue
+        if mu >= 1e15:  # a step as short as that changes nothing: converged, or at a kink
+            break
+        mu = min(mu * 4, 1e15)
+    return nodes[1:-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,8 +426,9 @@ def optimal_pwl(x: ArrayLike, y: ArrayLike, pieces: int, restarts: int = 3, seed
 
     Least squares on the samples (mse = mean squared residual); docs/limits.md.
     For fixed knots the best node values are linear least squares in the hat basis; the knots
-    are then optimized on that projected residual (variable projection, Golub-Pereyra Jacobian,
-    Levenberg-Marquardt) with knots kept sorted inside (min x, max x) by a softmax of log-gaps.
+    are then optimized on that projected residual (variable projection, Kaufman's Jacobian,
+    Levenberg-Marquardt, banded: :func:`_refine`), a step kept only if the knots stay sorted
+    inside (min x, max x); ``max_nfev`` bounds its trial steps per start.
 
     Starts, best kept:
       1. the exact optimal *discontinuous* segmentation (dynamic programming, when `dp`), with
@@ -513,6 +522,8 @@ def _pad_knots(knots: np.ndarray, count: int, x: np.ndarray) -> np.ndarray:
 
 # per piece: exact for (f - p)^2 of degree <= 31, so for polynomial f of degree <= 15
 GAUSS_NODES = 16
+# continuous_optimal_pwl's objective (scaled so the start is 1) where knots coincide
+DEGENERATE_KNOTS_VALUE = 1e10
 
 
 def gauss_points(nodes: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -653,6 +664,10 @@ def continuous_optimal_pwl(f: Callable[[np.ndarray], ArrayLike], pieces: int,
 
     def fun(z):
         nodes = nodes_of(z)
+        if not (np.diff(nodes) > 0).all():
+            # A line-search trial so far out that gaps underflow to 0 (knots collapse, the
+            # mass matrix is singular): far worse than the start, so the search steps back.
+            return DEGENERATE_KNOTS_VALUE, np.zeros_like(z)
         c, r, _, w, u = _l2_projection(f, nodes, order)
         e = float(np.sum(w * r * r))
         g_t = _knot_gradient(nodes, c, r, w, u)  # d e / d knots

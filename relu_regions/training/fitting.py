@@ -512,8 +512,8 @@ class _Fit:
             return None, None
         if n_pieces > MAX_OPTIMUM_PIECES:
             self.optimum_note = (f"optimum not computed: {n_pieces} pieces is more than "
-                                 f"{MAX_OPTIMUM_PIECES}, where it would cost more than the fit "
-                                 "(analysis.limits.continuous_optimal_pwl gives the limit)")
+                                 f"{MAX_OPTIMUM_PIECES} (analysis.limits.optimal_pwl computes "
+                                 "it for the data, continuous_optimal_pwl gives the limit)")
             return None, None
 
         quick = n_pieces >= QUICK_OPTIMUM_PIECES

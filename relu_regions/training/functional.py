@@ -63,7 +63,14 @@ def mlp_forward(layers: RawLayers, x: torch.Tensor, masks: list | None = None) -
     for w, b in layers[1:]:
         if masks is not None:
             masks.append(h > 0)
-        h = torch.baddbmm(b.unsqueeze(-1), w, h.relu_())  # in place: h is this pass's own
+        h.relu_()  # in place: h is this pass's own
+        if w.shape[1] == 1 and w.shape[2] > 4:
+            # MKL's batched kernel for one output row of more than 4 inputs rounds a row by the
+            # batch around it (width 8: in about 1 in 5 rows of odd point counts; width 4 and
+            # square layers: never, in thousands of trials), so a fixed-order sum there.
+            h = b.unsqueeze(-1) + _small_matmul(w, h)
+        else:
+            h = torch.baddbmm(b.unsqueeze(-1), w, h)
     return h.squeeze(1)
 
 

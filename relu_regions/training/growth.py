@@ -72,12 +72,19 @@ def insert_layer(theta: torch.Tensor, depth: int, a_last: torch.Tensor | float, 
     h2 = torch.relu(torch.baddbmm(b_new.unsqueeze(1), h, w_new.transpose(1, 2)))
     basis = torch.cat([h2, torch.ones_like(h2[..., :1])], dim=-1)
     target = y.reshape(1, -1, 1).expand(n, -1, 1)
-    coef = torch.linalg.lstsq(basis, target, driver="gelsd").solution.squeeze(-1)
+    # One row at a time (a fresh copy each): batched, MKL rounds every matrix by its memory
+    # alignment, i.e. by its position in the batch (an odd number of points puts every other
+    # one off 16 bytes), and a seed's net would depend on the seeds beside it.
+    coef = torch.stack([torch.linalg.lstsq(basis[i], target[i], driver="gelsd").solution
+                        for i in range(n)]).squeeze(-1)
     keep_old = torch.zeros_like(coef)
     keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
 
-    def err(c):
-        return (torch.bmm(basis, c.unsqueeze(-1)).squeeze(-1) - y).pow(2).mean(dim=1)
+    def err(c):  # a fixed-order sum: MKL's batched product with 5 columns depends on the batch
+        fitted = basis[..., 0] * c[:, :1]
+        for m in range(1, basis.shape[-1]):
+            fitted = fitted + basis[..., m] * c[:, m:m + 1]
+        return (fitted - y).pow(2).mean(dim=1)
 
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
     new_layers = list(layers[:-1]) + [(w_new, b_new), (coef[:, :4].unsqueeze(1), coef[:, 4:])]

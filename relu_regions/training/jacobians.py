@@ -196,10 +196,18 @@ def lm_jacobian(layers: RawLayers, x: torch.Tensor, masks: list[torch.Tensor] | 
 def chain_jacobian(J: torch.Tensor | tuple[torch.Tensor, RunProjection],
                    D: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, RunProjection]:
     """J @ D (the chain rule to other coordinates) for a plain J or a compact pair (Q'J, Q'):
-    the compact rows only ever combine on the parameter side, so Q' carries over."""
+    the compact rows only ever combine on the parameter side, so Q' carries over.
+
+    One product per seed on fresh copies of its own rows (a compact pair: only its own, not the
+    padding): batched, MKL rounds a matrix by its memory alignment and the padded row count, and
+    a seed's result would depend on the seeds beside it."""
     if isinstance(J, tuple):
-        return torch.bmm(J[0], D), J[1]
-    return torch.bmm(J, D)
+        out = J[0].new_zeros(*J[0].shape[:2], D.shape[2])
+        for s, m in enumerate(J[1].rows.tolist()):
+            out[s, :m] = J[0][s, :m].clone(memory_format=torch.contiguous_format) @ D[s].clone()
+        return out, J[1]
+    return torch.stack([J[s].clone(memory_format=torch.contiguous_format) @ D[s].clone()
+                        for s in range(J.shape[0])])
 
 
 def jvp_jacobian(predict: Callable[[torch.Tensor], torch.Tensor],

@@ -209,12 +209,14 @@ OPTIMIZERS = {"lm": LM, "adam": Adam}
 def _gram(rows: torch.Tensor, counts, seeds) -> list:
     """[A_s A_s' for s in seeds], A_s = the seed's own leading ``counts[s]`` columns of (N, P+1, m).
 
-    One 2D product per seed on its own rows, so a seed's Gram matrix does not depend on which
-    seeds share the batch or how far the others are padded.
+    One 2D product per seed on a fresh copy of its own rows, so a seed's Gram matrix does not
+    depend on which seeds share the batch or how far the others are padded: MKL's product rounds
+    by the operands' memory alignment, which a view into the batch inherits from the seed's
+    position and the padding.
     """
     out = []
     for s in seeds.tolist():
-        a = rows[s, :, :counts[s]]
+        a = rows[s, :, :counts[s]].clone(memory_format=torch.contiguous_format)
         out.append(a @ a.T)
     return out
 
@@ -230,13 +232,15 @@ def _damped_steps(gram: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     floor = 1e-12 * d.mean(dim=1, keepdim=True).clamp_min(1e-300)
     A = H.clone()
     A.diagonal(dim1=1, dim2=2).add_(mu[:, None] * (d + floor))
-    L, info = torch.linalg.cholesky_ex(A)
-    # Triangular solves (and LU) one seed at a time: batched, they round differently at some
-    # batch positions, and a seed's result would depend on its neighbours.
-    steps = [torch.cholesky_solve(g[i:i + 1], L[i:i + 1]) if ok == 0
-             else torch.linalg.solve_ex(A[i:i + 1], g[i:i + 1])[0]
-             for i, ok in enumerate(info.tolist())]
-    return torch.cat(steps).squeeze(-1)
+    # One seed at a time (each factor in a fresh buffer): batched, MKL rounds every matrix by
+    # its memory alignment, which depends on its position in the batch (an odd P^2 puts every
+    # other matrix off 16 bytes), and a seed's step would depend on its neighbours.
+    steps = []
+    for i in range(A.shape[0]):
+        L, info = torch.linalg.cholesky_ex(A[i])
+        steps.append(torch.cholesky_solve(g[i], L) if int(info) == 0
+                     else torch.linalg.solve_ex(A[i], g[i])[0])
+    return torch.stack(steps).squeeze(-1)
 
 
 def run(optimizer: Optimizer, steps: int, history: list,

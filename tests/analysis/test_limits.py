@@ -119,21 +119,49 @@ def test_many_pieces_fall_back_to_interpolation():
     assert fit.mse == pytest.approx(0.5) and fit.lower_bound == pytest.approx(0.5)
 
 
-def test_variable_projection_jacobian_matches_finite_differences():
+def test_joint_normal_equations_match_finite_differences():
+    """The knot refinement's banded J'J and -J'r in the joint variables (c_0, t_0, c_1, ...) equal
+    those of the Jacobian of r(c, t) = B(t) c - y by central differences at the projected c,
+    with the end nodes fixed (their rows and columns the identity's)."""
+    from scipy import linalg
+
     rng = np.random.default_rng(0)
     x = np.sort(rng.uniform(0, 1, 80))
     y = np.sin(5 * x) + 0.1 * rng.normal(size=80)
     proj = limits._Projection(x, y)
-    z = rng.normal(0, 0.3, 6)
+    nodes = np.r_[0.0, np.sort(rng.uniform(0.05, 0.95, 6)), 1.0]
+    c = proj.solve(nodes)[0]
 
-    def res(z):
-        return proj.residual(np.r_[0.0, limits._knots_from_logits(z, 0.0, 1.0), 1.0])
+    def res(v):
+        t, values = v[1::2].copy(), v[0::2]
+        t[0], t[-1] = nodes[0], nodes[-1]  # the ends are fixed
+        j, u, _ = limits._locate(x, t)
+        return (1.0 - u) * values[j] + u * values[j + 1] - y
 
-    J = proj.jacobian(np.r_[0.0, limits._knots_from_logits(z, 0.0, 1.0), 1.0]) @ \
-        limits._knots_jacobian(z, 0.0, 1.0)
+    v = np.empty(2 * nodes.size)
+    v[0::2], v[1::2] = c, nodes
     eps = 1e-6
-    Jn = np.array([(res(z + eps * e) - res(z - eps * e)) / (2 * eps) for e in np.eye(z.size)]).T
-    np.testing.assert_allclose(J, Jn, atol=1e-7 * np.abs(J).max())
+    J = np.array([(res(v + eps * e) - res(v - eps * e)) / (2 * eps) for e in np.eye(v.size)]).T
+    ab, rhs = proj.joint_normal_equations(nodes)
+    dense = np.zeros((v.size, v.size))
+    for d in range(4):
+        k = np.arange(v.size - d)
+        dense[k + d, k] = dense[k, k + d] = ab[d, :v.size - d]
+    want = J.T @ J
+    want[[1, -1], [1, -1]] = 1.0
+    np.testing.assert_allclose(dense, want, atol=1e-7 * np.abs(want).max())
+    np.testing.assert_allclose(rhs, -J.T @ res(v), atol=1e-7 * np.abs(rhs).max())
+    assert linalg.cholesky_banded(ab, lower=True).shape == ab.shape  # positive definite
+
+
+def test_a_thousand_pieces_refine_quickly_to_the_known_optimum():
+    """The refinement is banded (linear in pieces and points): 1024 pieces on 4096 samples of
+    x^3 in well under a second (MINPACK on the dense Jacobian took 32 s there and stopped at
+    6.263e-15), to the documented MSE."""
+    x = np.linspace(0, 1, 4096)
+    fit = optimal_pwl(x, x**3, 1024, dp=False, restarts=0)
+    assert fit.mse == pytest.approx(6.2574e-15, rel=1e-4)
+    assert fit.seconds < 5.0
 
 
 # ---------------------------------------------------------------------------------------------

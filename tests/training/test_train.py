@@ -400,6 +400,31 @@ def test_lm_batched_equals_solo_over_a_long_run():
         assert abs(solo.mse[0] - many.mse[i]) <= 1e-10 * solo.mse[0]
 
 
+QUICK_ODD = dict(points=301, starts=2, phase1="lm:5", phase2="lm:20", count=False, optimum=False)
+
+
+@pytest.mark.parametrize("target,run", [
+    ("x**3", dict(depth=8, grow_from=7)),  # LM's Cholesky (P = 153), the insertion's lstsq
+    ("x**3", dict(depth=4, parameterization="gmp")),  # the chain rule's product per seed
+    ("sin(6*x)", dict(depth=3, method="pretrain", shape="dc")),  # width 8: the output row
+], ids=["growth", "gmp", "dc"])
+def test_a_seed_trains_the_same_alone_as_in_any_batch_bit_for_bit(target, run):
+    """Seed 1 alone, beside seed 0 and beside seed 2 ends with the same net and loss history, bit
+    for bit, through phase 1, phase 2 (and an insertion and the polish). The cases catch batched
+    MKL calls whose rounding depends on the batch: on a matrix's memory alignment (its position
+    in the batch; LM's Cholesky from P ~ 150, the insertion's least squares with an odd number
+    of points), on the padded row count (GmP's chain rule) or on the batch size (one output
+    row from 8 units)."""
+    alone = fit(target, seeds=[1], **run, **QUICK_ODD)
+    for seeds in ([0, 1], [1, 2]):
+        batch = fit(target, seeds=seeds, **run, **QUICK_ODD)
+        i = seeds.index(1)
+        assert batch.train_mse[i] == alone.train_mse[0]
+        np.testing.assert_array_equal(batch.history["loss"][i], alone.history["loss"][0])
+        for p, q in zip(batch.models[i].parameters(), alone.models[0].parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
 def test_lm_resume_with_stopped_seeds_is_bit_identical():
     from relu_regions.training.optim import run_lm
 
