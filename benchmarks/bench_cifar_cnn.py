@@ -102,7 +102,7 @@ def _model_and_points(weights):
     return model.double().eval(), digit_points()
 
 
-def _run(half, max_memory, workers, weights, arrays, progress, queue, threads=None):
+def _run(half, max_memory, workers, weights, arrays, progress, threads, queue):
     if threads is not None:  # torch's intra-op threads in this process (its conv operators)
         import torch
 
@@ -141,8 +141,8 @@ def _run(half, max_memory, workers, weights, arrays, progress, queue, threads=No
 def compare(half, budget, workers, weights):
     """The count untiled and tiled on one square: equal regions, pieces, vertices, edges, each
     region's and each piece's area (sorted; to 1e-9 relative) and decision length (1e-9)."""
-    rows = [measure(_run, half, None, 1, weights, True, False),
-            measure(_run, half, budget, workers, weights, True, False)]
+    rows = [measure(_run, half, None, 1, weights, True, False, None),
+            measure(_run, half, budget, workers, weights, True, False, None)]
     whole, tiled = rows
     same = {k: whole[k] == tiled[k] for k in ("regions", "pieces", "vertices", "edges")}
     for k in ("region_areas", "piece_areas"):
@@ -229,10 +229,43 @@ def _count(args, half, weights):
         half *= 1.5
 
 
+def _spin(n, queue):
+    """A CPU-bound loop of n steps (pure Python: no BLAS, no memory traffic); its seconds."""
+    start = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    queue.put(time.perf_counter() - start)
+
+
+def ceiling(workers, n=20_000_000):
+    """What ``workers`` processes can gain on this machine: ``workers`` copies of one CPU-bound
+    loop run at once, against one alone, as a throughput ratio (workers x alone / together; 2.0
+    on two free cores). Other jobs, or virtual cores that share a physical one, lower it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+
+    def run(k):
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_spin, args=(n, queue)) for _ in range(k)]
+        for p in procs:
+            p.start()
+        out = [queue.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return max(out)
+
+    alone = run(1)
+    return workers * alone / run(workers)
+
+
 def _workers(args, half, weights):
     """The --workers values in turn, --repeats rounds, each count in a fresh process; the median
     seconds of each and its speed-up over the first value's; exits non-zero if counts differ."""
     runs = {w: [] for w in args.workers}
+    top = max(args.workers)
+    limits = [ceiling(top)]
     for _ in range(args.repeats):
         for w in args.workers:
             row = measure(_run, half, args.max_memory, w, weights, False, args.progress,
@@ -242,6 +275,7 @@ def _workers(args, half, weights):
                   f"workers {w}: {row['regions']} regions, {row['pieces']} pieces, tiles "
                   f"{row['tiles']}, {row['seconds']:.1f} s, peak {row['peak_mb']:.0f} MB "
                   f"(workers {row['children_peak_mb']:.0f} MB)", flush=True)
+    limits.append(ceiling(top))
     keys = ("regions", "pieces", "vertices", "edges")
     first = runs[args.workers[0]][0]
     same = all(r[k] == first[k] for rows in runs.values() for r in rows for k in keys)
@@ -250,6 +284,9 @@ def _workers(args, half, weights):
         s = np.median([r["seconds"] for r in rows])
         print(f"workers {w}: median {s:.1f} s over {len(rows)} run(s), {base / s:.2f}x the "
               f"speed of workers {args.workers[0]} (threads {args.threads or 'default'})")
+    print(f"the machine's ceiling for {top} processes (bench_cifar_cnn.ceiling: {top} copies "
+          f"of a CPU-bound loop at once against one alone), before and after: "
+          f"{limits[0]:.2f}x, {limits[1]:.2f}x")
     if not same:
         sys.exit("counts differ between runs")
 

@@ -282,19 +282,25 @@ def _edges(lo, hi, n):
     return out
 
 
+def _finer(nx, ny) -> tuple[int, int]:
+    """The next grid of the planner's sequence 1 x 1, 2 x 1, 2 x 2, 4 x 2, ...: twice the tiles,
+    not four times, so a grid is at most twice as fine as the budget needs."""
+    return (2 * nx, ny) if nx == ny else (nx, 2 * ny)
+
+
 def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel, first=None):
-    """(nx, ny): the coarsest square grid (1, 2, 4, ... MAX_TILES_SIDE per side, at least
+    """(nx, ny): the coarsest grid of the sequence 1 x 1, 2 x 1, 2 x 2, 4 x 2, ... (at least
     2 x concurrency tiles when several count at once) whose every tile's estimated work fits
     its share of half the budget; InputError when even one tile cannot. ``first``: the box's
     FirstLayerPlan, if made already."""
     model = check_least(layers, budget, concurrency, kernel)
     share = budget / 2 / concurrency
-    g = 1
-    while g * g < (2 * concurrency if concurrency > 1 else 1):
-        g *= 2
+    nx = ny = 1
+    while nx * ny < (2 * concurrency if concurrency > 1 else 1):
+        nx, ny = _finer(nx, ny)
     first = first or FirstLayerPlan(layers, leaks, origin, basis, box)
     while True:
-        xs, ys = _edges(box[0], box[1], g), _edges(box[2], box[3], g)
+        xs, ys = _edges(box[0], box[1], nx), _edges(box[2], box[3], ny)
         cells = first.cells(xs, ys)
         need = model.fixed + cells.max() * model.first_cell
         if need <= share:
@@ -302,17 +308,17 @@ def plan_grid(layers, leaks, box, origin, basis, budget, concurrency, kernel, fi
             if held > budget / 2:  # and a finer grid cuts more: refused now, not at the end
                 raise InputError(
                     f"max_memory={_show_bytes(budget)} is too small for this map: its tiles "
-                    f"fit at {g} x {g}, but the region map of their pieces needs at least "
+                    f"fit at {nx} x {ny}, but the region map of their pieces needs at least "
                     f"{_show_bytes(held)}, more than the half of the budget it may use; raise "
                     f"max_memory, use fewer workers or count a smaller box")
-            return g, g
-        if g >= PLAN_SIDE:  # the planner's last grid: beyond, tiles reach rounding
+            return nx, ny
+        if ny >= PLAN_SIDE:  # the planner's last grid: beyond, tiles reach rounding
             raise InputError(
-                f"max_memory={_show_bytes(budget)} is too small for this map: at {g} x {g} "
+                f"max_memory={_show_bytes(budget)} is too small for this map: at {nx} x {ny} "
                 f"tiles, a tile's first layer still needs about {_show_bytes(need)} and its "
                 f"share of the budget is {_show_bytes(share)}; raise max_memory or count a "
                 f"smaller box")
-        g *= 2
+        nx, ny = _finer(nx, ny)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +443,7 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
         want = 2 * workers if workers > 1 else 4 if scheduler is not None else 1
         nx = ny = next(g for g in (2 ** e for e in range(11)) if g * g >= want)
     if spread and tiles is None:
-        nx = ny = _balanced(first, box, nx, max(workers, 2))
+        nx, ny = _balanced(first, box, nx, ny, max(workers, 2))
     xs, ys = _edges(box[0], box[1], nx), _edges(box[2], box[3], ny)
     if np.any(np.diff(xs) <= 0) or np.any(np.diff(ys) <= 0):
         raise InputError(f"tiles ({nx}, {ny}) are too many for the box {list(box)}: its sides "
@@ -489,15 +495,16 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     return merge(parts, (nx, ny), xs, ys, box, slope_tol, per_output, plane, kernel["result"])
 
 
-def _balanced(first, box, g, workers) -> int:
-    """Tiles per side from ``g`` on (doubling, up to BALANCE_SIDE unless ``g`` is more) until no
-    tile holds more than 1 / (BALANCE_SHARE x workers) of the first layer's cells in ``box``."""
-    while g < BALANCE_SIDE:
-        cells = first.cells(_edges(box[0], box[1], g), _edges(box[2], box[3], g))
+def _balanced(first, box, nx, ny, workers) -> tuple[int, int]:
+    """The grid from (nx, ny) on (planner's sequence, up to BALANCE_SIDE per side unless already
+    finer) until no tile holds more than 1 / (BALANCE_SHARE x workers) of the first layer's
+    cells in ``box``."""
+    while max(nx, ny) < BALANCE_SIDE:
+        cells = first.cells(_edges(box[0], box[1], nx), _edges(box[2], box[3], ny))
         if cells.max() * BALANCE_SHARE * workers <= cells.sum():
             break
-        g *= 2
-    return g
+        nx, ny = _finer(nx, ny)
+    return nx, ny
 
 
 def _check_held(held, budget, done, total):

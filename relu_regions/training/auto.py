@@ -29,9 +29,10 @@ MIN_POINTS = 500  # the library's dense default (targets.dense)
 # programming start (work pieces * n^2) and the restarts, which took minutes from depth 8 on
 # and found the same MSE on x^3 (docs/training.md, "The optimum column").
 QUICK_OPTIMUM_PIECES = 256
-# Above this many pieces the column is skipped, with a note (docs/training.md, "The optimum
-# column"; the banded knot search would cost 0.5 s at 4096 pieces, so cost is not what limits it).
-MAX_OPTIMUM_PIECES = 1024
+# Above this many pieces (depth 15 and deeper) the column is skipped, with a note. The banded
+# knot search is linear in pieces and points and was timed up to here (docs/training.md, "The
+# optimum column"); deeper, 4 points per possible piece reach 2^28 at depth 26.
+MAX_OPTIMUM_PIECES = 16384
 TWO_PHASE = ("pretrain", "pretrain-thm31")
 # methods whose nets are the width-4 construction (skip: its layout, with random weights)
 CONSTRUCTION_METHODS = (*TWO_PHASE, "skip")
