@@ -64,7 +64,7 @@ def measure(run, seeds, solo, stages):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--solo", type=int, default=5)
     ap.add_argument("--depth", type=int, default=5)

@@ -154,7 +154,7 @@ def compare(half, budget, workers, weights):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--half", type=float, default=0.02,
                         help="half-width of the square in input units (default 0.02)")
     parser.add_argument("--search", type=float, default=None,

@@ -238,7 +238,7 @@ def _row(kind, size, half, repeats, ours, theirs, unequal):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", nargs="*", choices=sorted(HALF), default=sorted(HALF))
     ap.add_argument("--sizes", nargs="*", choices=["1e4", "5e4", "2e5"],
                     default=["1e4", "5e4", "2e5"], help="target region counts")

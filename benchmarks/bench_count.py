@@ -131,7 +131,7 @@ def _ms(seconds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depths", type=int, nargs="+", default=list(range(16, 25)))
     ap.add_argument("--regioncam-max-depth", type=int, default=20)
     ap.add_argument("--json", action="store_true")

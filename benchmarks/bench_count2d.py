@@ -147,7 +147,7 @@ def _regioncam(kind, arg, queue):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", nargs="*", default=["32x3", "64x3", "128x4", "192x4", "256x4"],
                     metavar="WxL", help="default-init nets: width x hidden layers")
     ap.add_argument("--depths", type=int, nargs="*", default=list(range(5, 11)),

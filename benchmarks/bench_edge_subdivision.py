@@ -238,7 +238,7 @@ def _describe(who, hidden, full, seconds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--berzins", metavar="PATH",
                     help="a checkout of arturs-berzins/relu_edge_subdivision: run its edge "
                          "subdivision beside ours and count its nets too")

@@ -37,7 +37,7 @@ def timed(fn, *args, **kwargs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--alone", type=int, default=100,
                     help="points for the one-square-per-call rows (0: skip them)")

@@ -91,7 +91,7 @@ def _regioncam_limited(half, limit_gb, width, queue):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="*", choices=sorted(HALF), default=["1e4"])
     ap.add_argument("--half", type=float, nargs="*", default=[], help="other half-widths")
     ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))

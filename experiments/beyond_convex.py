@@ -55,7 +55,7 @@ def row(result, data, extra=None) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--depth", type=int, default=5, help="1D: hidden layers per construction")
     ap.add_argument("--depth2d", type=int, default=4, help="2D: hidden layers per construction")

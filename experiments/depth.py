@@ -187,7 +187,7 @@ def same_target(a: str, b: str) -> bool:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", default=None, metavar="EXPR",
                     help="target expressions in x on [0, 1] (default: x**3)")
     ap.add_argument("--target", default=None, help="one target (the same as --targets EXPR)")

@@ -20,7 +20,7 @@ TARGETS = {  # name: (f, f'')
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=500)
     parser.add_argument("--dmax", type=int, default=10)
     args = parser.parse_args()

@@ -20,7 +20,7 @@ PAPER_MIN = {"x**3": (2.41e-4, 5.65e-6), "x**11": (2.14e-3, 6.53e-4),
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--points", type=int, default=10)
     ap.add_argument("--data-seed", type=int, default=0)

@@ -37,7 +37,7 @@ PAPER = {  # (min, mean) from arXiv:2311.18022, Table 1
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--paper", action="store_true",

@@ -341,7 +341,7 @@ def run_named(name: str, workdir: Path) -> list[dict]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("module", nargs="?", choices=sorted(TARGETS))
     p.add_argument("--named", action="store_true",
                    help="only the named mutants (counter, trainer), one run each")
