@@ -136,8 +136,9 @@ def optimum_mse(target: str, pieces: int) -> float:
 
     Its start (the |f''|^(2/5) knots) smooths f'' over grid / (4 pieces) grid points at a cost
     of grid^2 / pieces, so few pieces get a coarser start grid (the same optimum; 2 pieces took
-    9 s on the default grid). A start whose knots collapse (a singular mass matrix, seen on
-    sqrt(x) from ~116 pieces) is retried from a coarser grid; NaN if every try fails."""
+    9 s on the default grid). A LinAlgError (a singular mass matrix; continuous_optimal_pwl now
+    steps back from the collapsed knots that gave it on sqrt(x)) is retried from a coarser
+    grid; NaN if every try fails."""
     f = parse_target(target)
     grid = min(200_001, 4_000 * pieces + 1)
     for g in (grid, grid // 2 + 1, grid // 4 + 1):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..analysis.limits import curvature_knots
-from .functional import flatten_layers, raw_shapes, unflatten_layers
+from .functional import _small_matmul, flatten_layers, raw_shapes, unflatten_layers
 from .optim import per_seed_mse
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ def insert_layer(theta: torch.Tensor, depth: int, a_last: torch.Tensor | float, 
     keep_old[:, 0], keep_old[:, 4] = 1.0, -big_c
 
     def err(c):  # a fixed-order sum: MKL's batched product with 5 columns depends on the batch
-        fitted = basis[..., 0] * c[:, :1]
-        for m in range(1, basis.shape[-1]):
-            fitted = fitted + basis[..., m] * c[:, m:m + 1]
+        fitted = _small_matmul(basis, c.unsqueeze(-1)).squeeze(-1)
         return (fitted - y).pow(2).mean(dim=1)
 
     coef = torch.where((err(coef) <= err(keep_old))[:, None], coef, keep_old)
