@@ -102,11 +102,15 @@ def _model_and_points(weights):
     return model.double().eval(), digit_points()
 
 
-def _run(half, max_memory, workers, weights, arrays, progress, threads, queue):
+def _run(half, max_memory, workers, weights, arrays, progress, threads, batch_floats, queue):
     if threads is not None:  # torch's intra-op threads in this process (its conv operators)
         import torch
 
         torch.set_num_threads(threads)
+    if batch_floats is not None:  # before the model is lowered: its operators read it
+        from relu_regions.nets import operators
+
+        operators.BATCH_FLOATS = batch_floats
     from relu_regions.analysis.plane import count_lowered_plane, count_regions_2d, plane_basis
     from relu_regions.nets.parametrize import linear_relu_stack
     from relu_regions.nets.reader import lower
@@ -132,17 +136,18 @@ def _run(half, max_memory, workers, weights, arrays, progress, threads, queue):
                    min_cell_width=r.min_cell_width, snapped=r.snapped,
                    tiles=list(getattr(r, "tiles", (1, 1))),
                    operators=[type(w).__name__ for w, _ in lowered.layers],
+                   batch_floats=batch_floats,
                    seconds=seconds, max_memory=max_memory, workers=workers, threads=threads,
                    peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    children_peak_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                    / 1024, **extra))
 
 
-def compare(half, budget, workers, weights):
+def compare(half, budget, workers, weights, batch_floats=None):
     """The count untiled and tiled on one square: equal regions, pieces, vertices, edges, each
     region's and each piece's area (sorted; to 1e-9 relative) and decision length (1e-9)."""
-    rows = [measure(_run, half, None, 1, weights, True, False, None),
-            measure(_run, half, budget, workers, weights, True, False, None)]
+    rows = [measure(_run, half, None, 1, weights, True, False, None, batch_floats),
+            measure(_run, half, budget, workers, weights, True, False, None, batch_floats)]
     whole, tiled = rows
     same = {k: whole[k] == tiled[k] for k in ("regions", "pieces", "vertices", "edges")}
     for k in ("region_areas", "piece_areas"):
@@ -168,6 +173,9 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the counting process (its conv operators; tile "
                              "workers always use one); default: torch's own")
+    parser.add_argument("--batch-floats", type=int, default=None,
+                        help="floats per batch of rows through a conv operator "
+                             "(nets.operators.BATCH_FLOATS; default: the library's)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of the --workers values, alternating (default 1)")
     parser.add_argument("--trained", action="store_true",
@@ -202,7 +210,8 @@ def _count(args, half, weights):
         _workers(args, half, weights)
         return
     if args.compare:
-        rows, same = compare(half, args.max_memory or "2GB", args.workers[0], weights)
+        rows, same = compare(half, args.max_memory or "2GB", args.workers[0], weights,
+                             args.batch_floats)
         for row in rows:
             print(f"half {half:.4g} {'tiled' if row['max_memory'] else 'untiled'}: tiles "
                   f"{row['tiles']}, {row['regions']} regions, {row['pieces']} pieces, "
@@ -215,7 +224,7 @@ def _count(args, half, weights):
         return
     while True:
         row = measure(_run, half, args.max_memory, args.workers[0], weights, False,
-                      args.progress, args.threads)
+                      args.progress, args.threads, args.batch_floats)
         if args.json:
             print(json.dumps(row))
         else:
@@ -269,7 +278,7 @@ def _workers(args, half, weights):
     for _ in range(args.repeats):
         for w in args.workers:
             row = measure(_run, half, args.max_memory, w, weights, False, args.progress,
-                          args.threads)
+                          args.threads, args.batch_floats)
             runs[w].append(row)
             print(json.dumps(row) if args.json else
                   f"workers {w}: {row['regions']} regions, {row['pieces']} pieces, tiles "

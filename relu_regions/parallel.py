@@ -1,7 +1,8 @@
 """Independent tasks here, on local processes or on a Dask cluster, shared by sweeps
 (sweep/grid.py), tiled plane counts (analysis/tiles.py) and the tracker over checkpoints
-(analysis/tracking.py). :func:`run_tasks` returns the results in task order; :func:`run_local`
-and :func:`run_dask` report each task through callbacks.
+(analysis/tracking.py). :func:`run_tasks` returns the results in task order; :func:`run_local`,
+:func:`run_here_and_local` (this process one of the workers) and :func:`run_dask` report each task
+through callbacks.
 
 ``fn`` is a top-level function (workers import it by name); it is called as ``fn(task)``, or
 ``fn(shared, task)`` when ``shared`` is given: data every task reads (a model's weights), sent
@@ -15,8 +16,10 @@ worker processes could not start).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +28,9 @@ from .validation import check_int, env_defaults, one_line
 
 RAISED, DIED, NO_START = "raised", "died", "cannot-start"
 START_TRIES = 3  # rounds in which no worker finishes anything before giving up
+# run_here_and_local: tasks queued per spawned worker, so that it finds its next task queued
+# while this process is busy with its own
+QUEUED_PER_WORKER = 2
 
 _SHARED: Any = None  # ``shared`` in a local worker process, set by its initializer
 
@@ -76,7 +82,7 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence, failed: Callable[[Any, 
 
 
 def run_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
-              on_error: Callable, shared: Any = None) -> None:
+              on_error: Callable, shared: Any = None, started: bool = False) -> None:
     """Tasks in spawn process pools of ``n_workers``, one BLAS thread each (n workers on n
     cores).
 
@@ -85,9 +91,10 @@ def run_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
     pool; a round that finishes nothing is run again with one worker, where tasks run in order
     and the first unfinished one is the task that killed it (DIED); the others go on. If workers
     never finish anything (they cannot start), every task ends in NO_START after a few rounds.
+    ``started``: workers are known to start (one has finished a task before).
     """
     todo = list(range(len(tasks)))
-    width, ever_done, culprits = n_workers, False, 0
+    width, ever_done, culprits = n_workers, started, []
     with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
         while todo:
             done, broken = _pool_round(fn, tasks, todo, width, on_done, shared)
@@ -101,14 +108,84 @@ def run_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
             if width > 1:
                 width = n_workers if done else 1
                 continue
-            culprits += 1
-            if not ever_done and culprits >= START_TRIES:
+            if not ever_done and len(culprits) + 1 >= START_TRIES:
                 for i in todo:
                     on_error(i, broken[i], NO_START)
                 break
             i = todo.pop(0)  # one worker, tasks in order: the first unfinished one killed it
-            on_error(i, broken[i], DIED if ever_done else NO_START)
+            culprits.append((i, broken[i]))
             width = n_workers
+    for i, err in culprits:  # reported last: a later round may show that workers do start
+        on_error(i, err, DIED if ever_done else NO_START)
+
+
+def run_here_and_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
+                       on_error: Callable, shared: Any = None,
+                       here: Callable = contextlib.nullcontext) -> None:
+    """:func:`run_local` with this process as one of the ``n_workers`` (>= 2): ``n_workers - 1``
+    spawned workers, and this process runs tasks too (each inside ``here()``, e.g. one torch
+    thread, as the workers have), so the count starts at once while the spawned ones import
+    and load. Tasks go out in order: QUEUED_PER_WORKER queued per spawned worker, the next one
+    taken here. A task that raises here ends in ``on_error(i, err, RAISED)``. When a spawned
+    worker dies, its pool's unfinished tasks and those not handed out yet go to
+    :func:`run_local`, which reruns them and reports the one that kills its worker (DIED)."""
+    pending = deque(range(len(tasks)))
+    inflight: dict = {}
+    lost: list[int] = []
+    started = [False]  # a spawned worker has finished a task
+
+    def call(i):
+        return fn(tasks[i]) if shared is None else fn(shared, tasks[i])
+
+    def collect(futures):
+        for fut in futures:
+            i = inflight.pop(fut)
+            try:
+                value = fut.result()
+            except cf.process.BrokenProcessPool:
+                lost.append(i)
+            except Exception as err:  # the task's own error, or pickling
+                on_error(i, err, RAISED)
+            else:
+                started[0] = True
+                on_done(i, value)
+
+    def hand_out(pool) -> bool:  # False once the pool is broken (a worker died)
+        while pending and len(inflight) < QUEUED_PER_WORKER * (n_workers - 1):
+            args = (fn, tasks[pending[0]]) if shared is None else (_call_shared, fn,
+                                                                   tasks[pending[0]])
+            try:
+                inflight[pool.submit(*args)] = pending[0]
+            except cf.process.BrokenProcessPool:
+                return False
+            pending.popleft()
+        return True
+
+    ctx = multiprocessing.get_context("spawn")
+    extra = {} if shared is None else {"initializer": _init_worker, "initargs": (shared,)}
+    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"), \
+            cf.ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=ctx, **extra) as pool:
+        try:
+            while pending and not lost and hand_out(pool):
+                if pending:
+                    i = pending.popleft()
+                    try:
+                        with here():
+                            value = call(i)
+                    except Exception as err:
+                        on_error(i, err, RAISED)
+                    else:
+                        on_done(i, value)
+                collect([f for f in list(inflight) if f.done()])
+            collect(cf.as_completed(list(inflight)))
+        except BaseException:  # e.g. Ctrl-C here: do not wait for the queued tasks
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    lost += pending
+    if lost:
+        lost.sort()
+        run_local(fn, [tasks[i] for i in lost], n_workers, lambda j, v: on_done(lost[j], v),
+                  lambda j, err, why: on_error(lost[j], err, why), shared, started[0])
 
 
 def _init_worker(shared):

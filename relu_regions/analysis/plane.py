@@ -233,7 +233,8 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
     the decision segments are its level set f = ``level`` (default 0).
 
     Tiles (analysis/tiles.py): ``max_memory`` (bytes, or "2GB", "500MB"), ``tiles=(nx, ny)``,
-    ``workers=N`` local processes or ``scheduler="tcp://..."`` (Dask) count the box as a grid
+    ``workers=N`` local processes (this one and N - 1 spawned) or ``scheduler="tcp://..."``
+    (Dask) count the box as a grid
     of tiles merged to the same counts (a :class:`~relu_regions.analysis.tiles.TiledPlaneCount`);
     ``progress`` shows a bar (True, "bar" or "lines") on stderr.
     ``threads``: worker threads of one untiled count (default: the usable cores, at most 8; 1:

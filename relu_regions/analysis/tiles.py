@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -52,7 +53,7 @@ from .. import parallel
 from ..errors import InputError
 from ..nets.operators import is_operator
 from ..training.progress import TaskProgress
-from ..validation import check_int, one_line
+from ..validation import check_int, one_line, torch_threads
 from .regions import RESOLUTION_ULPS
 
 MAX_TILES_SIDE = 1024  # tiles along one side of the box
@@ -415,7 +416,8 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
                 progress=False):
     """The plane count of ``box`` on a grid of tiles, merged (module docstring): ``tiles=(nx,
     ny)`` forces the grid; else ``max_memory`` chooses it (plan_grid); else 2 x workers tiles or
-    more (one tile with one worker). ``workers=N`` local processes, or ``scheduler`` (a Dask
+    more (one tile with one worker). ``workers=N`` local processes (this one counts tiles too;
+    parallel.run_here_and_local), or ``scheduler`` (a Dask
     address, Client or cluster); results identical to the serial count. ``kernel``: what this
     module uses of plane.py (plane._kernel: the counter, the piece finder, the result class and
     two sizes), passed in so that imports run one way. Returns a plane.TiledPlaneCount."""
@@ -471,8 +473,9 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     with TaskProgress(len(tasks), "counting tiles", "tile", progress) as bar:
         if scheduler is not None:
             parallel.run_dask(count_tile, tasks, scheduler, done, error, shared)
-        elif workers > 1 and len(tasks) > 1:
-            parallel.run_local(count_tile, tasks, min(workers, len(tasks)), done, error, shared)
+        elif workers > 1 and len(tasks) > 1:  # this process counts tiles too (one thread)
+            parallel.run_here_and_local(count_tile, tasks, min(workers, len(tasks)), done,
+                                        error, shared, here=partial(torch_threads, 1))
         else:
             for i, task in enumerate(tasks):
                 done(i, count_tile(shared, task))

@@ -60,7 +60,8 @@ def build_parser() -> Parser:
                         "grid is chosen from the model's widths; the counts are the untiled "
                         "ones)")
     c.add_argument("--workers", type=int, metavar="N",
-                   help="count a plane's tiles on N local processes")
+                   help="count a plane's tiles on N local processes (this one and N - 1 "
+                        "spawned)")
     c.add_argument("--scheduler", metavar="ADDR",
                    help="count a plane's tiles on a Dask cluster, e.g. tcp://host:8786")
     c.add_argument("--tiles", type=int, nargs=2, metavar=("NX", "NY"),

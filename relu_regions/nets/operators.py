@@ -28,8 +28,10 @@ from ..errors import InputError
 # Dense entries above which the lowering keeps a stage as an operator (lower(operators=None)):
 # 2^22 float64 entries are 32 MB.
 DENSE_ENTRIES = 1 << 22
-# Floats per batch of rows pushed through an operator (the widest of its steps): 32 MB.
-BATCH_FLOATS = 1 << 22
+# Floats per batch of rows pushed through an operator (the widest of its steps): 8 MB. A tiled
+# count reserves five such arrays per tile (tiles.MemoryModel), so a smaller batch leaves more of
+# the budget to cells; 32 MB batches were no faster on a CIFAR-size conv (docs/benchmarks.md).
+BATCH_FLOATS = 1 << 20
 
 _CONV = {1: functional.conv1d, 2: functional.conv2d, 3: functional.conv3d}
 _AVG = {1: functional.avg_pool1d, 2: functional.avg_pool2d, 3: functional.avg_pool3d}

@@ -371,13 +371,17 @@ def test_dask_local_cluster_equals_serial():
 
 
 CRASHY = '''
+import multiprocessing
 import os
 from relu_regions.analysis import tiles
 
 
 def dies(shared, task):
     if task[0] == 1:
-        os._exit(3)  # a worker dying like a segfault or the OOM killer: no exception
+        # A spawned worker dying like a segfault or the OOM killer: no exception. In the
+        # counting process itself it would take pytest down: fail instead.
+        assert multiprocessing.parent_process() is not None, "tile 1 ran in the parent"
+        os._exit(3)
     return tiles.count_tile(shared, task)
 
 
@@ -388,13 +392,18 @@ def raises(shared, task):
 '''
 
 
-@pytest.mark.parametrize("kind, match", [("dies", r"tile \(1, 0\) .* worker process died"),
-                                         ("raises", r"tile \(0, 1\) .*ValueError: a bad tile")])
-def test_a_failing_worker_is_reported_with_its_tile(tmp_path, monkeypatch, kind, match):
+# workers=3: two spawned workers take all four tiles (QUEUED_PER_WORKER each), so tile 1 dies in
+# one of them; workers=2: the counting process takes tiles too, and a bad tile raises wherever
+# it runs.
+@pytest.mark.parametrize("kind, workers, match",
+                         [("dies", 3, r"tile \(1, 0\) .* worker process died"),
+                          ("raises", 2, r"tile \(0, 1\) .*ValueError: a bad tile")])
+def test_a_failing_worker_is_reported_with_its_tile(tmp_path, monkeypatch, kind, workers,
+                                                    match):
     (tmp_path / "tiles_crashy.py").write_text(CRASHY)
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
     import tiles_crashy
 
     monkeypatch.setattr(tiles, "count_tile", getattr(tiles_crashy, kind))
     with pytest.raises(RuntimeError, match=match):
-        count_regions_2d(random_net([4], 0), tiles=(2, 2), workers=2)
+        count_regions_2d(random_net([4], 0), tiles=(2, 2), workers=workers)
