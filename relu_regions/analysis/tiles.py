@@ -671,6 +671,7 @@ def merge(parts, grid, xs, ys, box, slope_tol, per_output, plane, result_type):
     values = _take(counts, "values")
     return result_type(
         box=tuple(box), activation_regions=n_regions, linear_pieces=n_pieces,
+        cells=n_regions,  # no max windows in a tiled count: its cells are its regions
         vertices=vertices, edges=edges, min_cell_area=float(cell_area.min()),
         min_cell_width=min_width, snapped=sum(c.snapped for c in counts),
         unmatched_edges=int(unmatched),

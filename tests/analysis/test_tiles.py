@@ -19,7 +19,7 @@ from relu_regions.analysis.plane import (
 )
 from relu_regions.analysis.tiles import parse_memory
 
-EXACT = ("activation_regions", "linear_pieces", "vertices", "edges", "unmatched_edges",
+EXACT = ("activation_regions", "cells", "linear_pieces", "vertices", "edges", "unmatched_edges",
          "resolved", "outputs", "hidden_neurons")
 
 
