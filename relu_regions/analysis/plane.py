@@ -184,8 +184,9 @@ class TiledPlaneCount(PlaneCount):
     """A :class:`~relu_regions.analysis.plane.PlaneCount` merged from a grid of tiles.
 
     Equal to the untiled count (both resolved): ``activation_regions`` (and ``cells``),
-    ``linear_pieces``, ``pieces_per_output``, ``vertices``, ``edges``. Equal to rounding: ``min_cell_area`` and
-    ``min_cell_width`` (of the merged cells), ``decision_length``. Not the untiled values:
+    ``linear_pieces``, ``pieces_per_output``, ``vertices``, ``edges``. Equal to rounding:
+    ``min_cell_area`` and ``min_cell_width`` (of the merged cells), ``decision_length``. Not the
+    untiled values:
     ``snapped`` (the tiles' sum: a border's snaps count on both sides) and the number of
     ``decision_segments`` (a segment crossing a border is cut in two; a boundary lying exactly
     along a tile border is not reported, as along a cell edge). ``unmatched_edges`` adds border
