@@ -33,6 +33,8 @@ START_TRIES = 3  # rounds in which no worker finishes anything before giving up
 QUEUED_PER_WORKER = 2
 
 _SHARED: Any = None  # ``shared`` in a local worker process, set by its initializer
+# A spawned worker's BLAS / OpenMP threads (n workers on n cores), unless the user set them
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # run_tasks: what a task whose worker died, or whose workers never started, reports
 DIED_TEXT = ("BrokenProcessPool: the worker process died while running this task (a crash or "
@@ -95,7 +97,7 @@ def run_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: Callable,
     """
     todo = list(range(len(tasks)))
     width, ever_done, culprits = n_workers, started, []
-    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+    with env_defaults(**ONE_THREAD):
         while todo:
             done, broken = _pool_round(fn, tasks, todo, width, on_done, shared)
             ever_done = ever_done or bool(done)
@@ -152,19 +154,15 @@ def run_here_and_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: C
 
     def hand_out(pool) -> bool:  # False once the pool is broken (a worker died)
         while pending and len(inflight) < QUEUED_PER_WORKER * (n_workers - 1):
-            args = (fn, tasks[pending[0]]) if shared is None else (_call_shared, fn,
-                                                                   tasks[pending[0]])
             try:
-                inflight[pool.submit(*args)] = pending[0]
+                inflight[_submit(pool, fn, tasks[pending[0]], shared)] = pending[0]
             except cf.process.BrokenProcessPool:
                 return False
             pending.popleft()
         return True
 
-    ctx = multiprocessing.get_context("spawn")
-    extra = {} if shared is None else {"initializer": _init_worker, "initargs": (shared,)}
-    with env_defaults(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"), \
-            cf.ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=ctx, **extra) as pool:
+    with env_defaults(**ONE_THREAD), \
+            _spawn_pool(n_workers - 1, shared) as pool:
         try:
             while pending and not lost and hand_out(pool):
                 if pending:
@@ -197,17 +195,22 @@ def _call_shared(fn, task):
     return fn(_SHARED, task)
 
 
+def _spawn_pool(width, shared) -> cf.ProcessPoolExecutor:
+    """A spawn pool of ``width`` workers, each given ``shared`` once (the initializer)."""
+    extra = {} if shared is None else {"initializer": _init_worker, "initargs": (shared,)}
+    return cf.ProcessPoolExecutor(max_workers=width, mp_context=multiprocessing.get_context(
+        "spawn"), **extra)
+
+
+def _submit(pool, fn, task, shared) -> cf.Future:
+    return pool.submit(fn, task) if shared is None else pool.submit(_call_shared, fn, task)
+
+
 def _pool_round(fn, tasks, todo, width, on_done, shared):
     """Submit ``todo`` to a fresh pool of ``width`` workers; return (done, errors by task)."""
     done, broken = [], {}
-    ctx = multiprocessing.get_context("spawn")
-    extra = {} if shared is None else {"initializer": _init_worker, "initargs": (shared,)}
-    with cf.ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=ctx,
-                                **extra) as pool:
-        if shared is None:
-            futures = {pool.submit(fn, tasks[i]): i for i in todo}
-        else:
-            futures = {pool.submit(_call_shared, fn, tasks[i]): i for i in todo}
+    with _spawn_pool(min(width, len(todo)), shared) as pool:
+        futures = {_submit(pool, fn, tasks[i], shared): i for i in todo}
         for fut in cf.as_completed(futures):
             i = futures[fut]
             try:
