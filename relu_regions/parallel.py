@@ -161,8 +161,7 @@ def run_here_and_local(fn: Callable, tasks: Sequence, n_workers: int, on_done: C
             pending.popleft()
         return True
 
-    with env_defaults(**ONE_THREAD), \
-            _spawn_pool(n_workers - 1, shared) as pool:
+    with env_defaults(**ONE_THREAD), _spawn_pool(n_workers - 1, shared) as pool:
         try:
             while pending and not lost and hand_out(pool):
                 if pending:

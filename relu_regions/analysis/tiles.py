@@ -444,8 +444,9 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     else:  # at least two tiles per worker (2 x 2 on Dask); one tile serially
         want = 2 * workers if workers > 1 else 4 if scheduler is not None else 1
         nx = ny = next(g for g in (2 ** e for e in range(11)) if g * g >= want)
+    work = None  # the first layer's cells per tile, when tiles run in parallel
     if spread and tiles is None:
-        nx, ny = _balanced(first, box, nx, ny, max(workers, 2))
+        nx, ny, work = _balanced(first, box, nx, ny, max(workers, 2))
     xs, ys = _edges(box[0], box[1], nx), _edges(box[2], box[3], ny)
     if np.any(np.diff(xs) <= 0) or np.any(np.diff(ys) <= 0):
         raise InputError(f"tiles ({nx}, {ny}) are too many for the box {list(box)}: its sides "
@@ -456,7 +457,7 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
                   xs=xs, ys=ys, kernel=kernel)
     tasks = [(ix + nx * iy, ix, iy) for iy in range(ny) for ix in range(nx)]
     if spread:  # the largest first, so that no large tile starts last (the order is free:
-        work = first.cells(xs, ys)  # parts go back to grid order by their index)
+        work = first.cells(xs, ys) if work is None else work  # parts go back by their index)
         tasks.sort(key=lambda t: -work[t[1], t[2]])
     parts: list = [None] * len(tasks)
     failures: list = []
@@ -498,16 +499,15 @@ def count_tiled(layers, leaks, box, origin, basis, zero_tol, slope_tol, plane, p
     return merge(parts, (nx, ny), xs, ys, box, slope_tol, per_output, plane, kernel["result"])
 
 
-def _balanced(first, box, nx, ny, workers) -> tuple[int, int]:
+def _balanced(first, box, nx, ny, workers) -> tuple[int, int, np.ndarray]:
     """The grid from (nx, ny) on (planner's sequence, up to BALANCE_SIDE per side unless already
     finer) until no tile holds more than 1 / (BALANCE_SHARE x workers) of the first layer's
-    cells in ``box``."""
-    while max(nx, ny) < BALANCE_SIDE:
+    cells in ``box``; (nx, ny, that grid's cells per tile)."""
+    while True:
         cells = first.cells(_edges(box[0], box[1], nx), _edges(box[2], box[3], ny))
-        if cells.max() * BALANCE_SHARE * workers <= cells.sum():
-            break
+        if max(nx, ny) >= BALANCE_SIDE or cells.max() * BALANCE_SHARE * workers <= cells.sum():
+            return nx, ny, cells
         nx, ny = _finer(nx, ny)
-    return nx, ny
 
 
 def _check_held(held, budget, done, total):

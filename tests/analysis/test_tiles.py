@@ -348,7 +348,9 @@ class _Work:
     (10**6, (128, 128), (128, 128)),  # a finer grid is kept
 ])
 def test_parallel_grids_are_refined_until_no_tile_dominates(dense, start, want):
-    assert tiles._balanced(_Work(dense), (0.0, 1.0, 0.0, 1.0), *start, 2) == want
+    nx, ny, cells = tiles._balanced(_Work(dense), (0.0, 1.0, 0.0, 1.0), *start, 2)
+    assert (nx, ny) == want
+    assert cells.shape == want and cells[0, 0] == dense  # the chosen grid's cells, for the order
 
 
 def test_the_planner_doubles_the_tiles_one_side_at_a_time():
