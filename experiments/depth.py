@@ -337,6 +337,9 @@ def _goal_counts(at10) -> str:
                 means[(form, n)] = hit[0]
             else:
                 missing.append(f"{form} {n}")
+    if not means:  # depth-10 rows only at counts outside the goal's list
+        return (f"goal 1, x^3 depth 10 at {len(GOAL1_COUNTS)} point counts x {len(FORMS)} "
+                f"forms -> {_verdict(False, missing)}")
     worst = max(means, key=means.get)
     median = float(np.median(list(means.values())))
     failed = means[worst] > GOAL1_MEAN or (not missing and median > GOAL1_MEDIAN)

@@ -102,6 +102,8 @@ def test_goal_counts_flips_at_its_thresholds():
     assert "NOT JUDGED" in _goal(rows({})[1:], 1)
     assert _goal(rows(over)[:-1], 1).endswith("-> NOT MET")
     assert all(not line.startswith("goal 1,") for line in depth.goals([_row(d=9)]))
+    # depth 10 only at a count outside the list: nothing to judge, and no crash
+    assert "NOT JUDGED (missing: expr 2048" in _goal([_row(points=16384)], 1)
 
 
 def test_goal_deeper_flips_at_its_thresholds():
