@@ -162,7 +162,8 @@ class FitConfig:
                               f"{GROW_STARTS} when the fit grows; two-phase methods only)",
                               parse=int)
     grow_from: object = _setting(None, "train at depth D0 first, then add one layer at a time "
-                                 "up to --depth (18 insertion paths per seed; the "
+                                 "up to --depth (every start through the warp layer, when there "
+                                 "is one, then each seed's best along 18 insertion paths; the "
                                  f"{POLISH_PATHS} best train phase 2's steps once more, the "
                                  "best is kept); "
                                  "default: two-phase 1D fits on one construction deeper than 6 "

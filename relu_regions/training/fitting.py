@@ -417,7 +417,8 @@ class _Fit:
         with the lowest raw training MSE there: phase 1's loss is a poor guide to where phase 2
         ends (docs/training.md). At a fixed depth the kept start continues its run (optimizer
         state and all) to the end of phase 2; growing gives each added layer an equal share of
-        phase 2 and the rest to depth d0, then polishes (:meth:`_grow_and_polish`)."""
+        phase 2 and the rest to depth d0, then polishes (:meth:`_grow_and_polish`); a growth
+        that starts with a warp layer picks the start after the warp stage instead."""
         c, d0, depth, p2 = self.config, self.d0, self.config.depth, self.config.phase2
         each = p2.steps // (depth - d0 + 2)
         share = (p2.steps - each * (depth - d0) if d0 < depth
@@ -426,29 +427,31 @@ class _Fit:
         last: dict = {}
         theta = self.train_raw(self.release(theta1), Phase(p2.optimizer, share, p2.lr),
                                "phase2:share", shapes=d0_shapes, history=per_start, final=last)
+        if d0 < depth:  # every start grows; growth.grow keeps each seed's best before a fold
+            a_last = self.layout.split(theta1)[0][0][0][:, d0 - 1]
+            return self._grow_and_polish(theta, a_last, n, per_start)
         pick = growth.best_rows(per_seed_mse(RawNet(d0_shapes, self.x).predict, theta, self.y),
                                 c.n_starts, n)
         self.history += [pick(h) for h in per_start]
         picked = pick(theta)
         self.stages.emit("pick", "end", picked, _widths_of(d0_shapes))
-        if d0 == depth and share < p2.steps:
+        if share < p2.steps:
             return self.train_raw(picked, p2, "phase2:rest",
                                   then=(share, pick_rows(last, pick, theta.shape[0])))
-        if d0 == depth:
-            return picked
-        a_last = pick(self.layout.split(theta1)[0][0][0][:, d0 - 1])
-        return self._grow_and_polish(picked, a_last, n)
+        return picked
 
-    def _grow_and_polish(self, theta, a_last, n):
-        """:func:`growth.grow` from d0, then the polish: each seed's POLISH_PATHS best paths
-        train POLISH_SHARE of phase 2's steps more, and each seed keeps the best of them by
-        training MSE (the paths' stages are too short for their nets to converge, and the best
-        path before the polish is not always the best after it; docs/training.md)."""
+    def _grow_and_polish(self, theta, a_last, n, history):
+        """:func:`growth.grow` from d0 (Theta: every start of every seed, ``history`` their
+        losses so far), then the polish: each seed's POLISH_PATHS best paths train
+        POLISH_SHARE of phase 2's steps more, and each seed keeps the best of them by training
+        MSE (the paths' stages are too short for their nets to converge, and the best path
+        before the polish is not always the best after it; docs/training.md)."""
         p2 = self.config.phase2
-        grown: list = []  # the kept paths' loss history, picked once the polish has run
+        grown = list(history)  # the kept paths' loss history, picked once the polish has run
         theta = growth.grow(theta, self.d0, self.config.depth, a_last, self.x, self.y,
                             self._grow_stage, self._predict_at, grown, warp=self.warp,
-                            keep=POLISH_PATHS if self.polish else 1)
+                            keep=POLISH_PATHS if self.polish else 1,
+                            starts=theta.shape[0] // n, on_pick=self._emit_pick)
         theta = self.train_raw(theta, Phase(p2.optimizer, self.polish, p2.lr), "polish",
                                history=grown)
         best = growth.best_rows(per_seed_mse(RawNet(self.shapes, self.x).predict, theta, self.y),
@@ -457,6 +460,9 @@ class _Fit:
         theta = best(theta)
         self.stages.emit("pick:polish", "end", theta, self.widths)
         return theta
+
+    def _emit_pick(self, theta, depth):
+        self.stages.emit("pick", "end", theta, _widths_of(raw_shapes(depth, self.config.width)))
 
     def _grow_stage(self, theta, history, depth):
         p2 = self.config.phase2

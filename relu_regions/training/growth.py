@@ -149,7 +149,8 @@ def best_rows(mse: torch.Tensor, k: int, n: int,
 def grow(theta: torch.Tensor, d0: int, depth: int, a_last: torch.Tensor | float, x: torch.Tensor,
          y: torch.Tensor, train: Callable[[torch.Tensor, list, int], torch.Tensor],
          predict: Callable[[torch.Tensor, int], torch.Tensor], history: list,
-         warp: bool = False, keep: int = 1) -> torch.Tensor:
+         warp: bool = False, keep: int = 1, starts: int = 1,
+         on_pick: Callable[[torch.Tensor, int], object] | None = None) -> torch.Tensor:
     """From depth ``d0`` to ``depth``, one inserted layer at a time (:func:`insert_layer`, folding
     by range), along several paths: each (a_new, S) of INSERT_PATHS is one path, used for every
     insertion on it. All paths train as one batch; per seed the path with the lowest final
@@ -161,26 +162,48 @@ def grow(theta: torch.Tensor, d0: int, depth: int, a_last: torch.Tensor | float,
     fold, its hinges at :func:`curvature_hinges`; the later ones fold as before (the gain:
     docs/training.md, "The warp layer"; ``auto.use_warp`` decides when).
 
+    ``starts``: Theta holds that many starts per seed (rows j*n + s, as phase 1's); each seed
+    keeps its best start by training MSE just before the first fold, i.e. after the warp stage
+    when there is one: the warp stage decides which depth-d0 net grows well, and the best net
+    before it often does not (docs/training.md, "The pick after the warp"). ``on_pick(theta,
+    depth)`` is called with the kept rows. ``history``: the loss history of Theta's rows so far
+    (one value per row in each entry); it ends holding the kept rows' history and the stages'.
+
     Only range folding: folding by the bias neuron adds nothing once phase 2 has killed that
     neuron (on x^3 those paths ended at one MSE whatever their peak) and lost on x^11 in 9 of 10
     seeds; their slots went to a second grid (docs/training.md).
     """
-    k, n = len(INSERT_PATHS), theta.shape[0]
+    k, n = len(INSERT_PATHS), theta.shape[0] // starts
+
+    def _best_start(theta, a_last, trial_history, d):
+        pick = best_rows(per_seed_mse(lambda th: predict(th, d), theta, y), starts, n)
+        theta = pick(theta)
+        if on_pick is not None:
+            on_pick(theta, d)
+        return theta, pick(a_last), [pick(h) for h in trial_history]
+
     a_new, scale = (torch.tensor([p[j] for p in INSERT_PATHS], dtype=theta.dtype,
                                  device=theta.device).repeat_interleave(n) for j in (0, 1))
-    trial_history: list = []
+    a_last = torch.as_tensor(a_last, dtype=theta.dtype, device=theta.device).expand(
+        theta.shape[0])
+    trial_history, history[:] = list(history), []
     for d in range(d0, depth):
         if warp and d == d0:
-            # The warp is the same on every path, so it trains once per seed; the paths part at
+            # The warp is the same on every path, so it trains once per start; the paths part at
             # the first fold (LM treats rows independently: the same as k identical copies).
             theta = insert_warp(theta, d, x, knots=curvature_hinges(x, y))  # a_last stays
         else:
+            if starts > 1:
+                theta, a_last, trial_history = _best_start(theta, a_last, trial_history, d)
+                starts = 1
             if theta.shape[0] == n:
                 theta, a_last = theta.repeat(k, 1), a_last.repeat(k)
                 trial_history = [_copies(h, k) for h in trial_history]
             theta = insert_layer(theta, d, a_last, x, y, a_new=a_new, S=scale, by_range=True)
             a_last = a_new
         theta = train(theta, trial_history, d + 1)
+    if starts > 1:  # a warp and no fold
+        theta, a_last, trial_history = _best_start(theta, a_last, trial_history, depth)
     if theta.shape[0] == n:  # a warp and no fold: one path
         history += trial_history
         return theta

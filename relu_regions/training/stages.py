@@ -48,7 +48,8 @@ class StageEvent:
 
     ``stage``: "phase1", "phase2:share", "phase2:rest", "phase2" (one start), "raw" (baselines),
     "grow:D", "polish"; or an instant between stages, which only ends: "pick" (each seed's best
-    start, after "phase2:share") and "pick:polish" (each seed's best path after the polish).
+    start, after "phase2:share", or after the warp stage when a growth starts with one) and
+    "pick:polish" (each seed's best path after the polish).
     ``when``: "start" or "end". ``step``: optimizer steps of the whole fit so far (a step trains
     every row). ``seconds``: wall time since the fit began (a resumed fit: since the resume).
     ``theta``: the rows (N, P) in the stage's own coordinates (phase 1: the derived parameters;

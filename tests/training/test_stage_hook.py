@@ -12,6 +12,8 @@ from relu_regions.training.stages import load_train_state, register_stage_hook
 
 RUN = dict(seeds=3, optimum=False, count=False)
 GROW = dict(depth=5, grow_from=3, phase1=Phase("lm", 5), phase2=Phase("lm", 20), starts=2)
+# three added layers: the first is a warp, and the starts are picked after it
+WARP = dict(GROW, depth=6, starts=3)
 
 
 def _same_result(a, b):
@@ -29,6 +31,8 @@ def _stages(events):
 
 @pytest.mark.parametrize("kwargs, names", [
     (GROW, ["phase1", "phase2:share", "pick", "grow:4", "grow:5", "polish", "pick:polish"]),
+    (WARP, ["phase1", "phase2:share", "grow:4", "pick", "grow:5", "grow:6", "polish",
+            "pick:polish"]),
     (dict(depth=3, phase1=Phase("lm", 5), phase2=Phase("lm", 20), starts=2,
           parameterization="gmp"), ["phase1", "phase2:share", "pick", "phase2:rest"]),
     (dict(depth=3, phase1=Phase("lm", 5), phase2=Phase("lm", 20), starts=1),
@@ -74,6 +78,26 @@ def test_events_carry_each_rows_net():
                for a, b in zip(events, events[1:], strict=False))
 
 
+def test_a_warp_growth_keeps_each_seeds_best_start_after_the_warp_stage():
+    events = []
+    r = fit("x**3", on_stage=events.append, **RUN, **WARP)
+    by = {(e.stage, e.when): e for e in events}
+    x = torch.as_tensor(r.data.x).reshape(-1, 1)
+    y = torch.as_tensor(r.data.y)
+
+    def mse(event):  # (starts, seeds) training MSE of every row's net
+        with torch.no_grad():
+            errs = [float(((m(x).squeeze(-1) - y) ** 2).mean()) for m in event.models()]
+        return np.array(errs).reshape(-1, 3)
+
+    warped, picked = by["grow:4", "end"], by["pick", "end"]
+    assert warped.theta.shape[0] == 9 and warped.widths == (1, 4, 4, 4, 4, 1)
+    best = mse(warped).argmin(axis=0)
+    assert torch.equal(picked.theta, warped.theta.reshape(3, 3, -1)[best, [0, 1, 2]])
+    # the best net before the warp stage is not the one that warps best, for some seed here
+    assert (mse(by["phase2:share", "end"]).argmin(axis=0) != best).any()
+
+
 def test_a_hook_changes_no_result():
     plain = fit("x**3", **RUN, **GROW)
 
@@ -102,17 +126,20 @@ def test_registered_hook_sees_every_fit_until_removed():
     assert len(seen) == 6  # removed: not called again
 
 
+# GROW: inside the polish (steps 25-45); WARP: inside the warp stage (steps 13-17), where every
+# start still has its row, and inside the polish
+@pytest.mark.parametrize("kwargs, step", [(GROW, 30), (WARP, 15), (WARP, 30)])
 def test_a_resumed_fit_calls_the_hooks_as_an_uninterrupted_one(tmp_path, monkeypatch,
-                                                                interrupt_after):
+                                                                interrupt_after, kwargs, step):
     full = []
-    fit("x**3", on_stage=full.append, **RUN, **GROW)
+    fit("x**3", on_stage=full.append, **RUN, **kwargs)
     state = tmp_path / "state.pt"
-    interrupt_after(30)  # inside the polish (steps 25-45)
+    interrupt_after(step)
     with pytest.raises(KeyboardInterrupt):
-        fit("x**3", checkpoint=state, checkpoint_every=5, **RUN, **GROW)
+        fit("x**3", checkpoint=state, checkpoint_every=5, **RUN, **kwargs)
     monkeypatch.undo()
     resumed = []
-    fit("x**3", resume=load_train_state(state), on_stage=resumed.append, **RUN, **GROW)
+    fit("x**3", resume=load_train_state(state), on_stage=resumed.append, **RUN, **kwargs)
     assert _stages(resumed) == _stages(full)
     assert [e.step for e in resumed] == [e.step for e in full]
     for a, b in zip(resumed, full, strict=True):
