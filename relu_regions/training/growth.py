@@ -165,7 +165,7 @@ def grow(theta: torch.Tensor, d0: int, depth: int, a_last: torch.Tensor | float,
     ``starts``: Theta holds that many starts per seed (rows j*n + s, as phase 1's); each seed
     keeps its best start by training MSE just before the first fold, i.e. after the warp stage
     when there is one: the warp stage decides which depth-d0 net grows well, and the best net
-    before it often does not (docs/training.md, "The pick after the warp"). ``on_pick(theta,
+    before it often does not (docs/training.md, "The warp layer"). ``on_pick(theta,
     depth)`` is called with the kept rows. ``history``: the loss history of Theta's rows so far
     (one value per row in each entry); it ends holding the kept rows' history and the stages'.
 
