@@ -566,6 +566,31 @@ def test_a_warp_trains_once_per_seed_and_the_paths_part_after_it(monkeypatch):
         np.testing.assert_array_equal(kept.history["loss"][s], best.history["loss"][s])
 
 
+def test_with_a_warp_each_seed_keeps_the_start_that_is_best_after_the_warp_stage():
+    """Start k of seed s trains as seed s + 100000 k with one start does, bit for bit; with a
+    warp first the seed keeps the start with the lowest training MSE after the warp stage (not
+    after the depth-3 share), and ends as that start grown alone."""
+    run = dict(depth=6, grow_from=3, warp=True, count=False, optimum=False, phase1="lm:5",
+               phase2="lm:20")
+    kept = fit("x**3", seeds=[0], starts=3, **run)
+    alone, share, warped = [], [], []
+
+    def record(event):
+        if event.when == "end" and event.stage in ("phase2:share", "grow:4"):
+            with torch.no_grad():
+                mse = float(((event.models()[0](x).squeeze(-1) - y) ** 2).mean())
+            (share if event.stage == "phase2:share" else warped).append(mse)
+
+    x = torch.as_tensor(kept.data.x).reshape(-1, 1)
+    y = torch.as_tensor(kept.data.y)
+    for k in range(3):
+        alone.append(fit("x**3", seeds=[100_000 * k], starts=1, on_stage=record, **run))
+    best = int(np.argmin(warped))
+    assert best != int(np.argmin(share))  # the pick before the warp would keep another start
+    assert kept.train_mse[0] == alone[best].train_mse[0]
+    np.testing.assert_array_equal(kept.history["loss"], alone[best].history["loss"])
+
+
 def test_a_growth_polishes_each_seeds_best_paths_and_keeps_the_best(monkeypatch):
     """After a growth each seed's POLISH_PATHS best paths (training MSE) train POLISH_SHARE of
     phase 2's steps more, and each seed keeps the best of them after that. With 4 paths and 2
